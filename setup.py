@@ -1,0 +1,35 @@
+# Declares the C extension; everything else lives in pyproject.toml.
+import os
+
+from setuptools import Extension, setup
+
+CORE_SOURCES = [
+    "csrc/clock.c",
+    "csrc/endpoint.c",
+    "csrc/registry.c",
+    "csrc/forksafe.c",
+    "csrc/probe.c",
+    "csrc/checker.c",
+]
+BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c"]
+
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+extra_link_args = ["-pthread"]
+if os.environ.get("SAFEPOOL_SANITIZE"):
+    # Used by `make test-asan`: build with AddressSanitizer/UBSan.
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    extra_compile_args += flags
+    extra_link_args += flags
+
+setup(
+    ext_modules=[
+        Extension(
+            "redis_safepool._core",
+            sources=BINDING_SOURCES + CORE_SOURCES,
+            include_dirs=["csrc"],
+            define_macros=[("_GNU_SOURCE", "1")],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ],
+)
