@@ -1,0 +1,46 @@
+"""Every error the pool raises, all inside redis-py's exception hierarchy."""
+
+from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
+
+__all__ = [
+    "SafePoolError",
+    "PoolTimeoutError",
+    "ServerUnavailableError",
+    "PoolClosedError",
+    "PoolMisuseError",
+    "DoubleReleaseError",
+    "ForeignConnectionError",
+    "BudgetConflictWarning",
+]
+
+
+class SafePoolError(ConnectionError):
+    """Base of every runtime error of redis-safepool (a redis ConnectionError)."""
+
+
+class PoolTimeoutError(SafePoolError, MaxConnectionsError):
+    """No connection became free within the pool's ``timeout``."""
+
+
+class ServerUnavailableError(SafePoolError):
+    """The endpoint is paused (down, loading or overloaded): failing fast."""
+
+
+class PoolClosedError(SafePoolError):
+    """``get_connection()`` on a pool after ``close()``."""
+
+
+class PoolMisuseError(RedisError):
+    """The caller broke the pool's contract (a bug in the calling code)."""
+
+
+class DoubleReleaseError(PoolMisuseError):
+    """A connection was released to its pool more than once."""
+
+
+class ForeignConnectionError(PoolMisuseError):
+    """A connection was released to a pool that never handed it out."""
+
+
+class BudgetConflictWarning(RuntimeWarning):
+    """A pool asked for another ``max_connections`` than its endpoint's budget."""

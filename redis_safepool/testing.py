@@ -1,0 +1,154 @@
+"""Throwaway redis-server processes on free loopback ports, for tests, demos and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+__all__ = ["RedisServer", "free_port", "redis_server_path"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def redis_server_path() -> str:
+    """Return the redis-server binary, or raise a clear error if none is installed."""
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if path is None:
+        raise RuntimeError(
+            "redis-server is not installed; run `make test` (it installs Debian's "
+            "redis-server with apt-get) or `apt-get install redis-server`"
+        )
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """Send one inline command over a raw socket and return the raw reply."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+        s.sendall((" ".join(args) + "\r\n").encode())
+        data = b""
+        while not data.endswith(b"\r\n") or (
+            data.startswith(b"$") and data.count(b"\r\n") < 2
+        ):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+class RedisServer:
+    """One redis-server on a loopback port, owned by this object.
+
+    Every option in ``config`` is passed as ``--key value``. The server keeps
+    its port across ``kill()``/``start()`` so clients can reconnect to it.
+    """
+
+    def __init__(self, port: Optional[int] = None, **config: object) -> None:
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="safepool-redis-")
+        self.config: Dict[str, object] = {
+            "save": "",
+            "appendonly": "no",
+            "maxclients": 10000,
+        }
+        self.config.update(config)
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path = os.path.join(self.dir, "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def argv(self) -> List[str]:
+        argv = [redis_server_path(), "--port", str(self.port), "--bind", self.host,
+                "--dir", self.dir, "--logfile", self.log_path, "--daemonize", "no"]
+        for key, value in self.config.items():
+            key = key.replace("_", "-")
+            argv += [f"--{key}", str(value)]
+        return argv
+
+    def start(self, wait: float = 10.0) -> "RedisServer":
+        if self.running:
+            return self
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + wait
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {err}")
+            try:
+                if _command(self.port, "PING", timeout=0.5).startswith(b"+PONG"):
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
+            time.sleep(0.01)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: clients see resets/EOF) and reap it."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> "RedisServer":
+        self.kill()
+        return self.start()
+
+    def command(self, *args: str) -> bytes:
+        """Send an inline command on a fresh socket (not counted by any pool)."""
+        return _command(self.port, *args)
+
+    def info(self, section: str = "") -> Dict[str, str]:
+        raw = self.command("INFO", section) if section else self.command("INFO")
+        out: Dict[str, str] = {}
+        for line in raw.decode(errors="replace").splitlines()[1:]:
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+        return out
+
+    def connected_clients(self) -> int:
+        """Established client connections, counted by the server, minus this query's own."""
+        return int(self.info("clients")["connected_clients"]) - 1
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<RedisServer {self.host}:{self.port} running={self.running}>"
