@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 __all__ = ["RedisServer", "free_port", "redis_server_path"]
 
@@ -56,9 +56,13 @@ class RedisServer:
 
     Every option in ``config`` is passed as ``--key value``. The server keeps
     its port across ``kill()``/``start()`` so clients can reconnect to it.
+    ``conf_text`` (optional) is written to ``redis.conf`` in the server's
+    directory and given as the config file (needed by ``--sentinel``, which
+    rewrites it); ``extra_args`` (e.g. ``["--sentinel"]``) follow it.
     """
 
-    def __init__(self, port: Optional[int] = None, **config: object) -> None:
+    def __init__(self, port: Optional[int] = None, *, conf_text: Optional[str] = None,
+                 extra_args: Sequence[str] = (), **config: object) -> None:
         self.host = LOOPBACK
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="safepool-redis-")
@@ -70,13 +74,23 @@ class RedisServer:
         self.config.update(config)
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = os.path.join(self.dir, "redis.log")
+        self.conf_path: Optional[str] = None
+        if conf_text is not None:
+            self.conf_path = os.path.join(self.dir, "redis.conf")
+            with open(self.conf_path, "w") as f:
+                f.write(conf_text)
+        self.extra_args: List[str] = list(extra_args)
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
     def argv(self) -> List[str]:
-        argv = [redis_server_path(), "--port", str(self.port), "--bind", self.host,
+        argv = [redis_server_path()]
+        if self.conf_path is not None:
+            argv.append(self.conf_path)
+        argv += self.extra_args
+        argv += ["--port", str(self.port), "--bind", self.host,
                 "--dir", self.dir, "--logfile", self.log_path, "--daemonize", "no"]
         for key, value in self.config.items():
             key = key.replace("_", "-")
