@@ -1,0 +1,146 @@
+"""Checkout+release pairs/s of the three pools (live connections, limit 8, 1/4/16/64 threads)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Dict, List
+
+import _common as c
+
+NAME = "pool_overhead"
+LIMIT = 8
+THREADS = (1, 4, 16, 64)
+
+
+def pair_loop(pool: Any, deadline: float) -> Dict[str, int]:
+    """Checkout+release until ``deadline``; exhausted-pool errors are counted, not raised."""
+    get, rel, now = pool.get_connection, pool.release, time.perf_counter
+    pairs = errors = 0
+    for i in range(c.MAX_OPS_PER_THREAD):
+        try:
+            conn = get()
+        except Exception as exc:
+            if not c.is_pool_exhausted(exc):
+                raise
+            errors += 1
+        else:
+            rel(conn)
+            pairs += 1
+        if not (i & 7) and now() >= deadline:
+            break
+    return {"pairs": pairs, "errors": errors}
+
+
+def measure(ctx: c.Context, kind: str, threads: int, seconds: float) -> Dict[str, float]:
+    pool = c.make_pool(ctx, kind, LIMIT)
+    try:
+        c.prewarm(pool, min(threads, LIMIT))
+        body = lambda i, deadline: pair_loop(pool, deadline)  # noqa: E731
+        c.run_threads(threads, body, ctx.settings.warmup_seconds)
+        run = c.run_threads(threads, body, seconds)
+    finally:
+        c.close_pool(pool)
+    return {"pairs": sum(r["pairs"] for r in run.results),
+            "errors": sum(r["errors"] for r in run.results), "elapsed": run.elapsed}
+
+
+def readiness_check(ctx: c.Context, kind: str) -> bool:
+    """A connection released with an unread reply must come back clean (checked, not trusted)."""
+    pool = c.make_pool(ctx, kind, 1)
+    try:
+        conn = pool.get_connection()
+        conn.send_command("ECHO", "stale")
+        time.sleep(0.02)  # let the reply arrive unread
+        pool.release(conn)
+        conn = pool.get_connection()
+        try:
+            conn.send_command("ECHO", "fresh")
+            return conn.read_response() == b"fresh"
+        finally:
+            pool.release(conn)
+    finally:
+        c.close_pool(pool)
+
+
+def run(ctx: c.Context) -> c.Section:
+    totals: Dict[tuple, Dict[str, float]] = {}
+    for threads in THREADS:
+        ctx.log(f"  {NAME}: {threads} threads")
+
+        def one(kind: str, _round: int) -> None:
+            m = measure(ctx, kind, threads, ctx.settings.slice_seconds)
+            t = totals.setdefault((kind, threads), {"pairs": 0, "errors": 0, "elapsed": 0.0})
+            for k in t:
+                t[k] += m[k]
+        c.alternate(ctx, one)
+
+    rate = {key: v["pairs"] / v["elapsed"] for key, v in totals.items()}
+    errors = {key: int(v["errors"]) for key, v in totals.items()}
+    headers = ["threads"] + [f"{c.SHORT[k]} pairs/s" for k in ctx.kinds] + ["CP errors"]
+    if c.SAFE in ctx.kinds:
+        headers += ["Safe/CP", "Safe/BCP"]
+    rows: List[List[str]] = []
+    for threads in THREADS:
+        row = [str(threads)] + [c.fmt_rate(rate[(k, threads)]) for k in ctx.kinds]
+        row.append(str(errors[(c.CP, threads)]))
+        if c.SAFE in ctx.kinds:
+            s = rate[(c.SAFE, threads)]
+            row += [c.fmt_ratio(c.ratio(s, rate[(c.CP, threads)])),
+                    c.fmt_ratio(c.ratio(s, rate[(c.BCP, threads)]))]
+        rows.append(row)
+
+    ready = {k: readiness_check(ctx, k) for k in ctx.kinds}
+    section = c.Section(
+        name=NAME, title="pool_overhead: checkout+release pairs/s",
+        about=(f"`pool.get_connection()` + `pool.release(conn)` in a tight loop, limit {LIMIT}, "
+               f"live connections (pre-opened), {ctx.settings.cell_seconds:g}s per pool per row "
+               f"in {ctx.settings.rounds} alternating slices. redis-py's `ConnectionPool` raises "
+               "\"Too many connections\" when more threads than connections: those are counted "
+               "as errors, not pairs."),
+        tables=[(headers, rows)],
+        data={"rate": {f"{k}/{t}": v for (k, t), v in rate.items()},
+              "errors": {f"{k}/{t}": v for (k, t), v in errors.items()},
+              "ready": ready},
+    )
+    section.notes.append("readiness check (a connection released with an unread reply comes "
+                         "back clean): " + ", ".join(f"{c.SHORT[k]} {'ok' if v else 'FAILED'}"
+                                                    for k, v in ready.items()))
+    if c.SAFE in ctx.kinds:
+        r1 = c.ratio(rate[(c.SAFE, 1)], rate[(c.CP, 1)])
+        r64 = c.ratio(rate[(c.SAFE, 64)], rate[(c.BCP, 64)])
+        section.targets += [
+            c.Target("checkout+release, 1 thread: >= 10x CP", c.fmt_ratio(r1),
+                     None if r1 is None else r1 >= 10),
+            c.Target("checkout+release, 64 threads on 8: >= 10x BCP", c.fmt_ratio(r64),
+                     None if r64 is None else r64 >= 10),
+            c.Target("per-checkout readiness check kept (unread reply detected)",
+                     "ok" if ready[c.SAFE] else "stale reply handed out", ready[c.SAFE]),
+        ]
+    return section
+
+
+def main() -> None:
+    """`python benchmarks/pool_overhead.py --loop KIND N`: a bare single-thread loop for callgrind/perf."""
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--loop", choices=c.KINDS, required=True)
+    p.add_argument("n", type=int)
+    p.add_argument("--port", type=int, required=True, help="a running redis-server on 127.0.0.1")
+    a = p.parse_args()
+
+    class _Server:
+        host, port = "127.0.0.1", a.port
+    ctx = c.Context(server=_Server, settings=c.Settings())
+    pool = c.make_pool(ctx, a.loop, LIMIT)
+    c.prewarm(pool, 1)
+    get, rel = pool.get_connection, pool.release
+    t0 = time.perf_counter()
+    for _ in range(a.n):
+        rel(get())
+    dt = time.perf_counter() - t0
+    print(f"{a.loop}: {a.n} pairs in {dt:.3f}s")
+    c.close_pool(pool)
+
+
+if __name__ == "__main__":
+    main()
