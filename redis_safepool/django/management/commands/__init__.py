@@ -1,0 +1,1 @@
+"""The safepool_stats command."""
