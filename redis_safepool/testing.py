@@ -36,19 +36,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _resp_end(data: bytes, pos: int = 0) -> int:
+    """Index just past the complete RESP reply starting at ``pos``, or -1 if incomplete."""
+    eol = data.find(b"\r\n", pos)
+    if eol < 0:
+        return -1
+    kind, header = data[pos:pos + 1], data[pos + 1:eol]
+    end = eol + 2
+    if kind in (b"$", b"=", b"!"):  # bulk string, verbatim string, bulk error
+        length = int(header)
+        if length < 0:
+            return end
+        return end + length + 2 if len(data) >= end + length + 2 else -1
+    if kind in (b"*", b"~", b">", b"%", b"|"):  # aggregates (maps count pairs)
+        count = int(header)
+        if kind in (b"%", b"|"):
+            count *= 2
+        for _ in range(max(count, 0)):
+            end = _resp_end(data, end)
+            if end < 0:
+                return -1
+        return end
+    return end  # simple string, error, integer, null, double, boolean, big number
+
+
 def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
-    """Send one inline command over a raw socket and return the raw reply."""
+    """Send one inline command over a raw socket and return the complete raw reply."""
     with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
         s.sendall((" ".join(args) + "\r\n").encode())
         data = b""
-        while not data.endswith(b"\r\n") or (
-            data.startswith(b"$") and data.count(b"\r\n") < 2
-        ):
+        while _resp_end(data) < 0:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
         return data
+
+
+def _server_env() -> Dict[str, str]:
+    """The environment for redis-server: without the sanitizer runtime the tests may preload."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
 
 
 class RedisServer:
@@ -101,7 +129,8 @@ class RedisServer:
         if self.running:
             return self
         self.proc = subprocess.Popen(
-            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=_server_env(),
         )
         deadline = time.monotonic() + wait
         while True:
