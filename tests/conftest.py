@@ -1,0 +1,117 @@
+"""Shared pytest fixtures: throwaway redis-server processes, pools that close themselves, polling."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+import time
+from typing import Callable, List
+
+import pytest
+
+from redis_safepool.testing import RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test; skipped by `make test-asan`")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which build of the C core this run imports (normal or sanitized)."""
+    try:
+        import redis_safepool._core as core  # noqa: F401
+
+        return f"redis_safepool._core: {core.__file__}"
+    except ImportError as exc:  # the core has not been built yet
+        return f"redis_safepool._core: not importable ({exc})"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
+               what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.002)
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., object]:
+    """The bounded poll helper ``wait_until(predicate, timeout=10, what=...)`` as a fixture."""
+    return wait_until
+
+
+@pytest.fixture
+def redis_server_factory():
+    """Start redis-servers on demand: ``factory(maxclients=64)``; all are stopped afterwards."""
+    servers: List[RedisServer] = []
+
+    def factory(**config: object) -> RedisServer:
+        server = RedisServer(**config)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_server_factory) -> RedisServer:
+    """A fresh, started redis-server on its own loopback port (own endpoint, own budget)."""
+    return redis_server_factory()
+
+
+@pytest.fixture
+def server_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the fresh ``redis_server``."""
+    return redis_server.url
+
+
+@pytest.fixture
+def make_pool():
+    """Create SafeConnectionPools (``make_pool(url, **kw)``) that are closed after the test."""
+    import redis_safepool as sp
+
+    pools = []
+
+    def factory(url: str, **kwargs: object):
+        pool = sp.SafeConnectionPool.from_url(url, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield factory
+    for pool in pools:
+        try:
+            pool.close()
+        except Exception:  # a test may have closed or broken it on purpose
+            pass
+    pools.clear()
+    gc.collect()
+
+
+@pytest.fixture
+def default_sigint():
+    """Make sure SIGINT raises KeyboardInterrupt in this test, and restore the handler after."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def start_thread(target: Callable[..., object], *args: object, name: str = "") -> threading.Thread:
+    """Start a daemon thread (so a failing test can never hang the interpreter at exit)."""
+    thread = threading.Thread(target=target, args=args, name=name or None, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(name="start_thread")
+def start_thread_fixture() -> Callable[..., threading.Thread]:
+    """``start_thread(target, *args)``: a started daemon thread."""
+    return start_thread
