@@ -133,8 +133,8 @@ def make_pool(ctx: Context, kind: str, max_connections: int, **kwargs: Any):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pool = cls(timeout=ctx.settings.wait_timeout, **kw)
-        if any("budget" in str(w.message).lower() or "max_connections" in str(w.message)
-               for w in caught) and hasattr(sp, "configure"):
+        conflict = getattr(sp, "BudgetConflictWarning", RuntimeWarning)
+        if any(issubclass(w.category, conflict) for w in caught) and hasattr(sp, "configure"):
             # The endpoint outlived an earlier cell's pool: set this cell's limit explicitly.
             sp.configure(pool, max_connections=max_connections)
         return pool
