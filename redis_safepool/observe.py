@@ -88,10 +88,10 @@ except Exception:  # pragma: no cover - redis is a hard dependency
     _REDIS_DIR = _PKG_DIR
 
 
-def configure(
-    pool_warn_threshold: Optional[int] = -1,
-    leak_threshold: Optional[float] = -1.0,
-) -> None:
+_KEEP: Any = object()
+
+
+def configure(pool_warn_threshold: Any = _KEEP, leak_threshold: Any = _KEEP) -> None:
     """Set the process-wide thresholds; pass None to disable one, omit to keep it.
 
     ``pool_warn_threshold``: pool objects created for one endpoint before the
@@ -100,11 +100,11 @@ def configure(
     pool's own ``leak_threshold`` attribute wins over this).
     """
     global _pool_warn_threshold, _leak_threshold, _leak_on
-    if pool_warn_threshold != -1:
+    if pool_warn_threshold is not _KEEP:
         if pool_warn_threshold is not None and int(pool_warn_threshold) < 1:
             raise ValueError("pool_warn_threshold must be >= 1 or None")
         _pool_warn_threshold = None if pool_warn_threshold is None else int(pool_warn_threshold)
-    if leak_threshold != -1.0:
+    if leak_threshold is not _KEEP:
         if leak_threshold is not None and float(leak_threshold) <= 0:
             raise ValueError("leak_threshold must be > 0 seconds or None")
         _leak_threshold = None if leak_threshold is None else float(leak_threshold)
