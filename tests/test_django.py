@@ -229,3 +229,16 @@ def test_threaded_server_keeps_connections_bounded(live, alias, wait_until):
     assert int(live.command("GET", f":1:hits:{alias}").split(b"\r\n")[1]) == ok
     assert peak[0] <= MAX_CONNECTIONS
     assert live.connected_clients() <= MAX_CONNECTIONS
+
+
+@pytest.mark.skipif(not REAL_POOL, reason="the example uses SafeConnectionPool")
+def test_example_project_runs_with_one_command():
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "django_project", "run.py"),
+                          "--smoke"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "/ 200" in out.stdout and "/safepool/stats/ 200" in out.stdout

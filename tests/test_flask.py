@@ -246,3 +246,17 @@ def test_threaded_server_while_redis_restarts(redis_server, wait_until):
     assert not any(w.is_alive() for w in workers)
     assert set(statuses) <= {200, 503}, statuses
     assert peak[0] <= 4
+
+
+@pytest.mark.skipif(not REAL_POOL, reason="the example uses SafeConnectionPool")
+def test_example_app_runs_with_one_command():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "flask_app.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "/ 200" in out.stdout and "/safepool/explain 200" in out.stdout
