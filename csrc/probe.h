@@ -1,0 +1,96 @@
+/* Blocking RESP health probe of one Redis server (pure C, no GIL needed). */
+#ifndef SP_PROBE_H
+#define SP_PROBE_H
+
+#include <stddef.h>
+
+/*
+ * sp_probe() opens its own short-lived socket (TCP or unix, non-blocking,
+ * CLOEXEC, MSG_NOSIGNAL), sends RESP arrays in one write:
+ *
+ *     [AUTH [username] password]  PING  INFO server
+ *
+ * and, only when PING answered -LOADING, one more round trip for
+ * "INFO persistence" (loading_eta_seconds).  The socket is always closed
+ * before sp_probe() returns; nothing is allocated on the heap except by
+ * getaddrinfo() for non-numeric host names (freed before returning).
+ *
+ * Classification:
+ *   OK          PING answered +PONG (run_id filled from INFO server when
+ *               the user may run INFO; "" otherwise).
+ *   DOWN        connect refused / reset / unreachable, no unix socket file,
+ *               connect not finished within `timeout`, or the server closed
+ *               or reset the connection before answering.
+ *   OVERLOADED  -ERR max number of clients reached, -BUSY (script or module
+ *               busy), a unix listen backlog that is full, or the connection
+ *               was established but no complete reply came within `timeout`
+ *               (handshake timeout after connect).
+ *   LOADING     -LOADING (loading_eta from INFO persistence, -1 if unknown).
+ *   AUTH        -NOAUTH / -WRONGPASS / -NOPERM, or any error reply to AUTH
+ *               (e.g. AUTH sent to a server with no password configured).
+ *   ERROR       anything else: protocol errors, unexpected replies, replies
+ *               larger than the probe buffer, local failures (socket(),
+ *               credentials too long, bad target).
+ *
+ * `timeout` applies to the connect and separately to each reply, so the
+ * worst case is about 4 * timeout.  A timeout <= 0 (or NaN) means 1 second;
+ * values above 3600 are clamped.  Host names other than numeric IPv4/IPv6
+ * are resolved with getaddrinfo(), which may block on DNS.
+ */
+
+typedef enum {
+    SP_PROBE_OK = 0,        /* +PONG, server usable */
+    SP_PROBE_DOWN,          /* refused, reset, EOF, connect timeout */
+    SP_PROBE_OVERLOADED,    /* max clients reached, or no reply after connect */
+    SP_PROBE_LOADING,       /* -LOADING */
+    SP_PROBE_AUTH,          /* -NOAUTH / -WRONGPASS / -NOPERM */
+    SP_PROBE_ERROR          /* anything else unexpected (protocol error...) */
+} sp_probe_status;
+
+typedef struct {
+    const char *host;        /* NULL when unix_path is set */
+    int port;
+    const char *unix_path;   /* NULL for TCP */
+    const char *username;    /* NULL = none */
+    const char *password;    /* NULL = no AUTH */
+    double timeout;          /* seconds, for connect and for each reply */
+} sp_probe_target;
+
+typedef struct {
+    sp_probe_status status;
+    char run_id[41];         /* from INFO server, "" if unknown */
+    double loading_eta;      /* loading_eta_seconds, -1 unknown */
+    char error[160];         /* short human-readable reason, "" when OK */
+    double elapsed;          /* seconds the probe took */
+} sp_probe_result;
+
+/* Probe the server described by t; always fills *out completely. */
+void sp_probe(const sp_probe_target *t, sp_probe_result *out);
+
+/* "ok", "down", "overloaded", "loading", "auth", "error" ("?" if invalid). */
+const char *sp_probe_status_name(sp_probe_status s);
+
+/* Idle-socket check: poll(fd, POLLIN, 0).  Returns 1 if there is nothing to
+   read and the peer has not hung up, 0 if readable / EOF / error / invalid
+   fd.  Never blocks. */
+int sp_fd_idle_ok(int fd);
+
+/* ---- internals exposed for the test driver ---- */
+
+/* Length in bytes of the first complete RESP reply in buf[0..n) (RESP2 and
+   the RESP3 types), 0 if more bytes are needed, -1 if it is not valid RESP
+   (or nests deeper than 8 levels, or a bulk is longer than 512 MB). */
+long sp_resp_reply_len(const char *buf, size_t n);
+
+/* Classify one complete reply to AUTH or PING held in buf[0..n).  Writes a
+   short reason into err (NUL-terminated; "" for OK; err may be NULL). */
+sp_probe_status sp_probe_classify_reply(const char *buf, size_t n,
+                                        char *err, size_t errsize);
+
+/* Find "field:value" at the start of a line of an INFO payload text[0..n)
+   and copy value (up to CR/LF, truncated to outsize - 1) into out.
+   Returns 1 if found, 0 if not (out is then ""). */
+int sp_info_field(const char *text, size_t n, const char *field,
+                  char *out, size_t outsize);
+
+#endif /* SP_PROBE_H */
