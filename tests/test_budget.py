@@ -67,7 +67,7 @@ def test_budget_shared_by_pool_objects(server_url, make_pool):
         with pytest.raises(sp.PoolTimeoutError):
             pool.get_connection()
     assert pools[4].stats()["in_use"] == 3
-    pools[0].release(held.pop())
+    pools[2].release(held.pop())
     conn = pools[4].get_connection()  # a slot came back: any pool may use it
     pools[4].release(conn)
     for c, p in zip(held, pools):

@@ -199,6 +199,13 @@ def _incr_with_new_pool(url, n):
         pool.close()
 
 
+_INHERITED = {}  # what forked multiprocessing workers inherit (a pool does not pickle)
+
+
+def _incr_with_pool_from_parent(n):
+    return _incr_with_inherited(_INHERITED["pool"], n)
+
+
 def _process_target(pool, n, queue):
     queue.put(_incr_with_inherited(pool, n))
 
@@ -225,8 +232,12 @@ def test_multiprocessing_fork_pool(redis_server, make_pool):
     pool = make_pool(redis_server.url, max_connections=2, timeout=30)
     redis.Redis(connection_pool=pool).set("mp", 0)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(3) as workers:
-        created = workers.starmap_async(_incr_with_inherited, [(pool, 20)] * 6).get(60)
+    _INHERITED["pool"] = pool
+    try:
+        with ctx.Pool(3) as workers:
+            created = workers.map_async(_incr_with_pool_from_parent, [20] * 6).get(60)
+    finally:
+        _INHERITED.clear()
     assert created == [1] * 6  # a worker process reuses its one connection
     assert int(redis.Redis(connection_pool=pool).get("mp")) == 120
 

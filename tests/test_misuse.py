@@ -101,7 +101,8 @@ def test_get_connection_after_close(server_url, make_pool):
 
 def test_close_returns_budget_and_closes_idle(redis_server, make_pool, wait_until):
     a = make_pool(redis_server.url, max_connections=2, timeout=0)
-    b = make_pool(redis_server.url, max_connections=2, timeout=0)
+    # another flavor: a's idle connections go with a's close (b cannot reuse them)
+    b = make_pool(redis_server.url, max_connections=2, timeout=0, decode_responses=True)
     conns = [a.get_connection(), a.get_connection()]
     for c in conns:
         c.send_command("PING")
@@ -135,7 +136,7 @@ def test_release_after_close_is_harmless(redis_server, make_pool, wait_until):
 def test_pool_garbage_collected_frees_budget(redis_server, make_pool, wait_until):
     import gc
 
-    keeper = make_pool(redis_server.url, max_connections=1, timeout=0)
+    keeper = make_pool(redis_server.url, max_connections=1, timeout=0, decode_responses=True)
     pool = sp.SafeConnectionPool.from_url(redis_server.url, max_connections=1, timeout=0)
     r = redis.Redis(connection_pool=pool)
     r.ping()
