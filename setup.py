@@ -4,6 +4,8 @@ import os
 from setuptools import Extension, setup
 
 CORE_SOURCES = [
+    "csrc/ptrmap.c",
+    "csrc/events.c",
     "csrc/clock.c",
     "csrc/endpoint.c",
     "csrc/registry.c",

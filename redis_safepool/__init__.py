@@ -1,5 +1,11 @@
 """redis-safepool: a redis-py connection pool that cannot take a Redis server down."""
 
+from typing import Any, Dict, Optional, Union
+
+from redis.connection import ConnectionPool, parse_url
+
+from . import _core
+from ._keys import endpoint_of
 from .exceptions import (
     BudgetConflictWarning,
     DoubleReleaseError,
@@ -10,5 +16,63 @@ from .exceptions import (
     SafePoolError,
     ServerUnavailableError,
 )
+from .pool import SafeConnectionPool
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "SafeConnectionPool",
+    "BlockingSafeConnectionPool",
+    "stats",
+    "configure",
+    "checker_config",
+    "SafePoolError",
+    "PoolTimeoutError",
+    "ServerUnavailableError",
+    "PoolClosedError",
+    "PoolMisuseError",
+    "DoubleReleaseError",
+    "ForeignConnectionError",
+    "BudgetConflictWarning",
+]
+
+# redis-py has two pool classes; ours waits like BlockingConnectionPool and
+# is bounded like both. The alias reads well where code names the blocking one.
+BlockingSafeConnectionPool = SafeConnectionPool
+
+
+def stats() -> Dict[str, Dict[str, Any]]:
+    """Counters of every endpoint in this process: ``{label: {...}}``."""
+    return _core.stats()
+
+
+def configure(target: Union[str, ConnectionPool], max_connections: int) -> None:
+    """Set the budget of an endpoint explicitly (the override for "first pool wins").
+
+    ``target`` is a URL (``redis://host:port/db``) or a pool. Lowering the
+    budget takes effect as connections come back; pools made later for the
+    endpoint use it even if they ask for another value.
+    """
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+        raise TypeError(f"max_connections must be an int >= 1, not {max_connections!r}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+    if isinstance(target, ConnectionPool):
+        cls, kwargs = target.connection_class, target.connection_kwargs
+    elif isinstance(target, str):
+        kwargs = parse_url(target)
+        cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
+    else:
+        raise TypeError(f"configure() takes a URL or a pool, not {type(target).__name__}")
+    key, label, addr = endpoint_of(cls, kwargs)
+    _core.configure(key, label, max_connections, **addr)
+
+
+def checker_config(**changes: Optional[float]) -> Dict[str, Any]:
+    """Read (no arguments) or change the health checker's settings.
+
+    Keys: ``interval`` (s between probes while ready, default 1),
+    ``recover_interval`` (0.1), ``backoff_min`` (0.05), ``backoff_max``
+    (0.3), ``probe_timeout`` (1), ``enabled`` (True).
+    """
+    return _core.checker_config(**changes)

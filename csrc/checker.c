@@ -1,0 +1,502 @@
+/* checker.c -- the native health-checker thread: probes servers and idle sockets, drives endpoint states. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "checker.h"
+#include "clock.h"
+#include "events.h"
+#include "probe.h"
+#include "registry.h"
+
+/* The thread never touches Python objects and never takes the GIL. It takes
+ * the registry lock (through sp_registry_foreach) and endpoint locks, one at
+ * a time, and does all I/O (probes, poll(), shutdown()) with no lock held.
+ *
+ * `ck.lock` guards the fields of `ck` only; nothing else is locked while it
+ * is held, so it can be taken from anywhere. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;          /* wakes the thread early (report, stop) */
+    int running;
+    int stopping;
+    int wake;
+    pthread_t thread;
+    sp_checker_config cfg;
+} ck = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .cfg = {1.0, 0.1, 0.05, 0.3, 1.0, 1},
+};
+
+static int cond_ready;
+
+/* xorshift64*: jitter only, seeded per thread start. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static double
+jitter(double base)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    double r = (double)((rng_state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+    return base * (0.5 + 0.5 * r);  /* "equal jitter": between base/2 and base */
+}
+
+void
+sp_checker_get_config(sp_checker_config *out)
+{
+    pthread_mutex_lock(&ck.lock);
+    *out = ck.cfg;
+    pthread_mutex_unlock(&ck.lock);
+}
+
+void
+sp_checker_set_config(const sp_checker_config *cfg)
+{
+    pthread_mutex_lock(&ck.lock);
+    ck.cfg = *cfg;
+    ck.wake = 1;
+    if (cond_ready) {
+        pthread_cond_signal(&ck.cond);
+    }
+    pthread_mutex_unlock(&ck.lock);
+}
+
+static void
+wake_thread(void)
+{
+    pthread_mutex_lock(&ck.lock);
+    ck.wake = 1;
+    if (cond_ready) {
+        pthread_cond_signal(&ck.cond);
+    }
+    pthread_mutex_unlock(&ck.lock);
+}
+
+/* ---- state changes --------------------------------------------------------- */
+
+/* Changes state under ep->lock and records the transition for the event
+ * pump; buried records are appended to ep->graveyard for a Python thread. */
+static void
+change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+{
+    sp_state old = ep->state;
+    sp_endpoint_set_state_locked(ep, s, reason, after);
+    if (old != s) {
+        sp_events_push(ep->label, sp_state_name(old), sp_state_name(s), reason);
+    }
+}
+
+static void
+splice_graveyard_locked(sp_endpoint *ep, sp_after *after)
+{
+    if (after->graveyard == NULL) {
+        return;
+    }
+    sp_conn *tail = after->graveyard;
+    while (tail->next) {
+        tail = tail->next;
+    }
+    tail->next = ep->graveyard;
+    ep->graveyard = after->graveyard;
+    after->graveyard = NULL;
+}
+
+/* Async waiters woken by the checker: their loops poll the notify fd. */
+static void
+notify_all(sp_after *after)
+{
+    for (int i = 0; i < after->n_notify; i++) {
+        ssize_t rc = write(after->notify_fds[i], "x", 1);
+        (void)rc;  /* a full pipe already means "wake up" */
+    }
+    after->n_notify = 0;
+}
+
+/* Records dead idle connections were buried: close their server side now
+ * (shutdown() on our end; the fd itself stays open until the owner thread
+ * disposes of the object, so no fd number is ever reused under anyone). */
+static void
+shutdown_buried(sp_conn *list)
+{
+    for (sp_conn *rec = list; rec; rec = rec->next) {
+        if (rec->fd >= 0) {
+            shutdown(rec->fd, SHUT_RDWR);
+        }
+    }
+}
+
+void
+sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
+{
+    sp_after after = {0};
+    pthread_mutex_lock(&ep->lock);
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s", message ? message : "");
+    ep->probe_requested = 1;
+    switch (kind) {
+    case SP_FAIL_REFUSED:
+        /* Nothing listens: nobody else needs to find out the slow way. */
+        if (ep->state != SP_STATE_PAUSED) {
+            ep->backoff = 0;
+            change_state_locked(ep, SP_STATE_PAUSED, "server down: connection refused", &after);
+        }
+        break;
+    case SP_FAIL_LOADING:
+        if (ep->state != SP_STATE_PAUSED) {
+            ep->backoff = 0;
+            change_state_locked(ep, SP_STATE_PAUSED, "server is loading its dataset", &after);
+        }
+        break;
+    case SP_FAIL_MAXCLIENTS:
+        if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING) {
+            ep->backoff = 0;
+            change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
+                                &after);
+        }
+        break;
+    default:
+        break;
+    }
+    splice_graveyard_locked(ep, &after);
+    pthread_mutex_unlock(&ep->lock);
+    notify_all(&after);
+    wake_thread();
+}
+
+/* ---- idle sockets ------------------------------------------------------------ */
+
+typedef struct {
+    void *payload;
+    uint64_t stamp;
+    int fd;
+} idle_snap;
+
+static void
+check_idle(sp_endpoint *ep, double now)
+{
+    sp_after after = {0};
+    idle_snap snap[256];
+    struct pollfd pfd[256];
+    int n = 0;
+
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = ep->idle_top;
+    while (rec) {
+        sp_conn *next = rec->next;
+        int expired = (ep->max_idle_time > 0 && now - rec->idle_since > ep->max_idle_time) ||
+                      (rec->expires_at > 0 && now >= rec->expires_at);
+        if (expired || rec->generation != ep->generation) {
+            sp_endpoint_bury_idle_locked(ep, rec, &after);
+        }
+        else if (rec->fd >= 0 && n < 256) {
+            snap[n].payload = rec->payload;
+            snap[n].stamp = rec->idle_stamp;
+            snap[n].fd = rec->fd;
+            pfd[n].fd = rec->fd;
+            pfd[n].events = POLLIN;
+            pfd[n].revents = 0;
+            n++;
+        }
+        rec = next;
+    }
+    if (after.graveyard) {
+        sp_endpoint_dispatch_locked(ep, &after);
+    }
+    pthread_mutex_unlock(&ep->lock);
+
+    /* The fds stay valid while their records are idle: only a thread that
+     * checked the connection out could close them, and the stamps below
+     * tell whether that happened. */
+    int dead = 0;
+    if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0) {
+        for (int i = 0; i < n; i++) {
+            dead += pfd[i].revents != 0;
+        }
+    }
+    if (dead) {
+        pthread_mutex_lock(&ep->lock);
+        for (int i = 0; i < n; i++) {
+            if (pfd[i].revents == 0) {
+                continue;
+            }
+            sp_conn *r = sp_ptrmap_get(&ep->conns, snap[i].payload);
+            if (r && r->state == SP_CONN_IDLE && r->idle_stamp == snap[i].stamp) {
+                sp_endpoint_bury_idle_locked(ep, r, &after);
+                ep->dead_idle_closed++;
+            }
+        }
+        /* A server that dropped our idle connections may have gone away. */
+        ep->probe_requested = 1;
+        sp_endpoint_dispatch_locked(ep, &after);
+        pthread_mutex_unlock(&ep->lock);
+    }
+    if (after.graveyard) {
+        shutdown_buried(after.graveyard);
+        pthread_mutex_lock(&ep->lock);
+        splice_graveyard_locked(ep, &after);
+        pthread_mutex_unlock(&ep->lock);
+    }
+    notify_all(&after);
+}
+
+/* ---- probes ------------------------------------------------------------------ */
+
+static void
+apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+            double now)
+{
+    sp_after after = {0};
+    char reason[200];
+    pthread_mutex_lock(&ep->lock);
+    ep->probes++;
+    sp_probe_status st = res->status;
+    if (st == SP_PROBE_AUTH) {
+        /* It answered: the server is up; the pool's own handshake will
+         * report the credential problem with redis-py's message. */
+        snprintf(ep->last_error, sizeof(ep->last_error), "probe: %s", res->error);
+        st = SP_PROBE_OK;
+    }
+    if (st == SP_PROBE_OK) {
+        if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
+            /* Restarted: nothing from the old process may be handed out. */
+            ep->generation++;
+            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
+                           "server restarted (run_id changed)");
+            ep->transitions++;
+        }
+        if (res->run_id[0]) {
+            memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
+        }
+        ep->backoff = 0;
+        switch (ep->state) {
+        case SP_STATE_PAUSED:
+        case SP_STATE_OVERLOADED:
+            change_state_locked(ep, SP_STATE_RECOVERING, "probe succeeded: letting connections in",
+                                &after);
+            ep->next_probe = now + cfg->recover_interval;
+            break;
+        case SP_STATE_RECOVERING:
+            /* Double the connect rate each round until demand is met. */
+            if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
+                change_state_locked(ep, SP_STATE_READY, "recovered", &after);
+                ep->next_probe = now + cfg->interval;
+            }
+            else {
+                ep->max_connecting *= 2;
+                sp_endpoint_dispatch_locked(ep, &after);
+                ep->next_probe = now + cfg->recover_interval;
+            }
+            break;
+        case SP_STATE_READY:
+            ep->next_probe = now + cfg->interval;
+            break;
+        }
+    }
+    else {
+        ep->probe_failures++;
+        snprintf(ep->last_error, sizeof(ep->last_error), "%s", res->error);
+        ep->backoff = ep->backoff <= 0 ? cfg->backoff_min : ep->backoff * 2;
+        if (ep->backoff > cfg->backoff_max) {
+            ep->backoff = cfg->backoff_max;
+        }
+        double wait = jitter(ep->backoff);
+        switch (st) {
+        case SP_PROBE_DOWN:
+            snprintf(reason, sizeof(reason), "server down: %s", res->error);
+            change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+            break;
+        case SP_PROBE_LOADING:
+            snprintf(reason, sizeof(reason), "server is loading its dataset (eta %.0fs)",
+                     res->loading_eta);
+            change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+            if (res->loading_eta > 0 && res->loading_eta < wait) {
+                wait = res->loading_eta;
+            }
+            break;
+        case SP_PROBE_OVERLOADED:
+            snprintf(reason, sizeof(reason), "server overloaded: %s", res->error);
+            change_state_locked(ep, SP_STATE_OVERLOADED, reason, &after);
+            break;
+        default:
+            /* Protocol surprises: not a reason to stop traffic. */
+            wait = cfg->interval;
+            break;
+        }
+        ep->next_probe = now + wait;
+    }
+    splice_graveyard_locked(ep, &after);
+    pthread_mutex_unlock(&ep->lock);
+    notify_all(&after);
+}
+
+static int
+tick_endpoint(sp_endpoint *ep, void *arg)
+{
+    double *next_due = arg;
+    sp_checker_config cfg;
+    sp_checker_get_config(&cfg);
+    double now = sp_now();
+
+    check_idle(ep, now);
+
+    pthread_mutex_lock(&ep->lock);
+    int due = ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    /* While ready and saturated, traffic itself proves health; a probe
+     * would need a slot of its own, and the budget is never exceeded. */
+    int has_slot = ep->total < ep->max_connections || ep->state != SP_STATE_READY;
+    if (due && !has_slot) {
+        ep->next_probe = now + cfg.interval;
+        due = 0;
+    }
+    if (due) {
+        ep->probe_requested = 0;
+        if (ep->total < ep->max_connections) {
+            ep->total++;      /* the probe's own connection counts */
+            ep->connecting++;
+        }
+        else {
+            due = 2;          /* paused with old connections still out: probe anyway */
+        }
+    }
+    double ep_next = ep->next_probe;
+    pthread_mutex_unlock(&ep->lock);
+
+    if (due) {
+        sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
+                             cfg.probe_timeout};
+        sp_probe_result res;
+        sp_probe(&t, &res);
+        if (due == 1) {
+            sp_after after = {0};
+            sp_endpoint_slot_failed(ep, &after);  /* gives the probe's slot back */
+            pthread_mutex_lock(&ep->lock);
+            ep->connect_failures--;               /* not a failure of a request */
+            splice_graveyard_locked(ep, &after);
+            pthread_mutex_unlock(&ep->lock);
+            notify_all(&after);
+        }
+        apply_probe(ep, &res, &cfg, sp_now());
+        pthread_mutex_lock(&ep->lock);
+        ep_next = ep->next_probe;
+        pthread_mutex_unlock(&ep->lock);
+    }
+    if (ep_next < *next_due) {
+        *next_due = ep_next;
+    }
+    return 0;
+}
+
+static void *
+checker_main(void *arg)
+{
+    rng_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)(sp_now() * 1e9);
+    pthread_mutex_lock(&ck.lock);
+    while (!ck.stopping) {
+        int enabled = ck.cfg.enabled;
+        double interval = ck.cfg.interval;
+        ck.wake = 0;
+        pthread_mutex_unlock(&ck.lock);
+
+        double now = sp_now();
+        double next_due = now + (interval < 0.25 ? interval : 0.25);
+        if (enabled) {
+            sp_registry_foreach(tick_endpoint, &next_due);
+        }
+
+        pthread_mutex_lock(&ck.lock);
+        if (!ck.stopping && !ck.wake) {
+            double floor = sp_now() + 0.005;  /* never spin */
+            struct timespec ts = sp_timespec(next_due > floor ? next_due : floor);
+            pthread_cond_timedwait(&ck.cond, &ck.lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&ck.lock);
+    return NULL;
+}
+
+int
+sp_checker_ensure_running(void)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ck.lock);
+    if (!cond_ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&ck.cond, &attr);
+        pthread_condattr_destroy(&attr);
+        cond_ready = 1;
+    }
+    if (!ck.running) {
+        ck.stopping = 0;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        rc = pthread_create(&ck.thread, &attr, checker_main, NULL);
+        pthread_attr_destroy(&attr);
+        ck.running = rc == 0;
+    }
+    pthread_mutex_unlock(&ck.lock);
+    return rc;
+}
+
+void
+sp_checker_stop(void)
+{
+    pthread_mutex_lock(&ck.lock);
+    if (!ck.running) {
+        pthread_mutex_unlock(&ck.lock);
+        return;
+    }
+    ck.stopping = 1;
+    pthread_cond_signal(&ck.cond);
+    pthread_t thread = ck.thread;
+    pthread_mutex_unlock(&ck.lock);
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&ck.lock);
+    ck.running = 0;
+    pthread_mutex_unlock(&ck.lock);
+}
+
+int
+sp_checker_running(void)
+{
+    pthread_mutex_lock(&ck.lock);
+    int running = ck.running;
+    pthread_mutex_unlock(&ck.lock);
+    return running;
+}
+
+void
+sp_checker_lock_for_fork(void)
+{
+    pthread_mutex_lock(&ck.lock);
+}
+
+void
+sp_checker_unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&ck.lock);
+}
+
+void
+sp_checker_after_fork_child(void)
+{
+    /* The thread did not survive fork(); the next pool use starts another. */
+    pthread_mutex_init(&ck.lock, NULL);
+    if (cond_ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&ck.cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    ck.running = 0;
+    ck.stopping = 0;
+    ck.wake = 0;
+}

@@ -1,0 +1,759 @@
+/* endpoint.c -- one Redis server's connection budget: idle stack, FIFO waiters, state, counters. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "endpoint.h"
+
+/* Invariants, all under ep->lock:
+ *   total == idle + in_use + connecting, and total <= max_connections except
+ *   right after sp_endpoint_set_max() lowered the limit (then no new slot is
+ *   handed out until total is under it again).
+ *   Every record is in `conns`; idle ones are also on the idle stack.
+ *   A waiter is queued iff its result is SP_WAIT_PENDING.
+ *   Waiters are served strictly in queue order (FIFO): a newcomer never takes
+ *   an idle connection or a slot while someone is queued. */
+
+const char *
+sp_state_name(sp_state s)
+{
+    switch (s) {
+    case SP_STATE_READY:
+        return "ready";
+    case SP_STATE_PAUSED:
+        return "paused";
+    case SP_STATE_RECOVERING:
+        return "recovering";
+    case SP_STATE_OVERLOADED:
+        return "overloaded";
+    }
+    return "unknown";
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+sp_endpoint *
+sp_endpoint_new(const char *key, const char *label, int max_connections)
+{
+    sp_endpoint *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL) {
+        return NULL;
+    }
+    ep->key = dup_or_null(key);
+    ep->label = dup_or_null(label);
+    if (ep->key == NULL || ep->label == NULL || pthread_mutex_init(&ep->lock, NULL) != 0) {
+        free(ep->key);
+        free(ep->label);
+        free(ep);
+        return NULL;
+    }
+    sp_ptrmap_init(&ep->conns);
+    ep->port = -1;
+    ep->max_connections = max_connections;
+    ep->state = SP_STATE_READY;
+    ep->state_since = sp_wall();
+    ep->max_connecting = 2;
+    ep->generation = 1;
+    return ep;
+}
+
+void
+sp_endpoint_free(sp_endpoint *ep)
+{
+    /* Only called when no pool is bound: records are gone already. */
+    pthread_mutex_destroy(&ep->lock);
+    sp_ptrmap_free(&ep->conns);
+    free(ep->flavors);
+    free(ep->key);
+    free(ep->label);
+    free(ep->host);
+    free(ep->unix_path);
+    free(ep->username);
+    if (ep->password) {
+        memset(ep->password, 0, strlen(ep->password));
+    }
+    free(ep->password);
+    free(ep);
+}
+
+void
+sp_after_bury(sp_after *after, sp_conn *rec)
+{
+    rec->state = SP_CONN_DEAD;
+    rec->prev = NULL;
+    rec->next = after->graveyard;
+    after->graveyard = rec;
+}
+
+static void
+note_notify(sp_after *after, int fd)
+{
+    for (int i = 0; i < after->n_notify; i++) {
+        if (after->notify_fds[i] == fd) {
+            return;
+        }
+    }
+    after->notify_fds[after->n_notify++] = fd;
+}
+
+/* ---- idle stack ---------------------------------------------------------- */
+
+static void
+idle_push(sp_endpoint *ep, sp_conn *rec)
+{
+    rec->state = SP_CONN_IDLE;
+    rec->owner = NULL;
+    rec->idle_since = sp_now();
+    rec->idle_stamp = ++ep->idle_seq;
+    rec->prev = NULL;
+    rec->next = ep->idle_top;
+    if (ep->idle_top) {
+        ep->idle_top->prev = rec;
+    }
+    ep->idle_top = rec;
+    ep->idle++;
+}
+
+static void
+idle_unlink(sp_endpoint *ep, sp_conn *rec)
+{
+    if (rec->prev) {
+        rec->prev->next = rec->next;
+    }
+    else {
+        ep->idle_top = rec->next;
+    }
+    if (rec->next) {
+        rec->next->prev = rec->prev;
+    }
+    rec->prev = rec->next = NULL;
+    ep->idle--;
+}
+
+/* Newest idle connection of `flavor`, or NULL. */
+static sp_conn *
+idle_find(sp_endpoint *ep, uint32_t flavor)
+{
+    for (sp_conn *rec = ep->idle_top; rec; rec = rec->next) {
+        if (rec->flavor == flavor) {
+            return rec;
+        }
+    }
+    return NULL;
+}
+
+/* Removes a record from the books; the binding disposes of it later. */
+static void
+forget_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+{
+    sp_ptrmap_del(&ep->conns, rec->payload);
+    ep->total--;
+    ep->closed++;
+    sp_after_bury(after, rec);
+}
+
+void
+sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+{
+    idle_unlink(ep, rec);
+    forget_locked(ep, rec, after);
+}
+
+void
+sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
+{
+    while (ep->idle_top) {
+        sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
+    }
+}
+
+/* Hands records the checker buried to the calling (Python) thread. */
+static void
+collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
+{
+    if (ep->graveyard == NULL) {
+        return;
+    }
+    sp_conn *tail = ep->graveyard;
+    while (tail->next) {
+        tail = tail->next;
+    }
+    tail->next = after->graveyard;
+    after->graveyard = ep->graveyard;
+    ep->graveyard = NULL;
+}
+
+/* ---- waiters ------------------------------------------------------------- */
+
+static void
+queue_push(sp_endpoint *ep, sp_waiter *w)
+{
+    w->next = NULL;
+    w->prev = ep->wait_tail;
+    if (ep->wait_tail) {
+        ep->wait_tail->next = w;
+    }
+    else {
+        ep->wait_head = w;
+    }
+    ep->wait_tail = w;
+    ep->waiters++;
+}
+
+static void
+queue_unlink(sp_endpoint *ep, sp_waiter *w)
+{
+    if (w->prev) {
+        w->prev->next = w->next;
+    }
+    else {
+        ep->wait_head = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    else {
+        ep->wait_tail = w->prev;
+    }
+    w->prev = w->next = NULL;
+    ep->waiters--;
+}
+
+/* Settles a queued waiter and wakes it. */
+static void
+serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
+{
+    queue_unlink(ep, w);
+    w->result = result;
+    w->conn = conn;
+    double waited = sp_now() - w->enqueued_at;
+    ep->wait_time_total += waited;
+    if (waited > ep->wait_time_max) {
+        ep->wait_time_max = waited;
+    }
+    if (w->notify_fd >= 0) {
+        note_notify(after, w->notify_fd);
+    }
+    else if (w->has_cond) {
+        pthread_cond_signal(&w->cond);
+    }
+}
+
+static int
+may_create_locked(const sp_endpoint *ep)
+{
+    if (ep->total >= ep->max_connections) {
+        return 0;
+    }
+    switch (ep->state) {
+    case SP_STATE_READY:
+        return 1;
+    case SP_STATE_RECOVERING:
+        return ep->connecting < ep->max_connecting;
+    case SP_STATE_PAUSED:
+    case SP_STATE_OVERLOADED:
+        return 0;
+    }
+    return 0;
+}
+
+/* Refuse at once instead of queueing: paused, or overloaded with nothing
+ * that could ever come back to the queue. */
+static int
+refused_by_state_locked(const sp_endpoint *ep)
+{
+    if (ep->state == SP_STATE_PAUSED) {
+        return 1;
+    }
+    if (ep->state == SP_STATE_OVERLOADED) {
+        return ep->total == 0;
+    }
+    return 0;
+}
+
+static sp_conn *
+checkout_locked(sp_endpoint *ep, sp_conn *rec, void *pool)
+{
+    idle_unlink(ep, rec);
+    rec->state = SP_CONN_INUSE;
+    rec->owner = pool;
+    rec->lease++;
+    ep->in_use++;
+    return rec;
+}
+
+void
+sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
+{
+    while (ep->wait_head) {
+        sp_waiter *w = ep->wait_head;
+        if (w->notify_fd >= 0 && after->n_notify == (int)(sizeof(after->notify_fds) / sizeof(int))) {
+            return;  /* the next call serves it */
+        }
+        sp_conn *rec = idle_find(ep, w->flavor);
+        if (rec) {
+            serve(ep, w, SP_WAIT_CONN, checkout_locked(ep, rec, w->pool), after);
+            continue;
+        }
+        if (!may_create_locked(ep) && ep->idle > 0 && ep->total >= ep->max_connections &&
+            ep->state != SP_STATE_PAUSED && ep->state != SP_STATE_OVERLOADED) {
+            /* Full, and only other flavors idle: close the oldest of them. */
+            sp_conn *victim = ep->idle_top;
+            while (victim->next) {
+                victim = victim->next;
+            }
+            idle_unlink(ep, victim);
+            forget_locked(ep, victim, after);
+        }
+        if (may_create_locked(ep)) {
+            ep->total++;
+            ep->connecting++;
+            serve(ep, w, SP_WAIT_SLOT, NULL, after);
+            continue;
+        }
+        if (refused_by_state_locked(ep)) {
+            ep->refused_by_state++;
+            serve(ep, w, SP_WAIT_PAUSED, NULL, after);
+            continue;
+        }
+        return;
+    }
+}
+
+/* ---- pools and flavors --------------------------------------------------- */
+
+void
+sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->pools++;
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            ep->flavors[i].pools++;
+            pthread_mutex_unlock(&ep->lock);
+            return;
+        }
+    }
+    sp_flavor_use *grown = realloc(ep->flavors, sizeof(*grown) * (size_t)(ep->n_flavors + 1));
+    if (grown != NULL) {
+        ep->flavors = grown;
+        ep->flavors[ep->n_flavors].flavor = flavor;
+        ep->flavors[ep->n_flavors].pools = 1;
+        ep->n_flavors++;
+    }
+    /* Out of memory: the flavor is simply never drained early. */
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->pools--;
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            if (--ep->flavors[i].pools == 0) {
+                ep->flavors[i] = ep->flavors[--ep->n_flavors];
+                pthread_mutex_unlock(&ep->lock);
+                sp_endpoint_drain_idle(ep, flavor, after);
+                return;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->max_connections = max_connections;
+    /* Lowered: idle connections over the limit go now, busy ones on release. */
+    while (ep->total > ep->max_connections && ep->idle > 0) {
+        sp_conn *victim = ep->idle_top;
+        while (victim->next) {
+            victim = victim->next;
+        }
+        idle_unlink(ep, victim);
+        forget_locked(ep, victim, after);
+    }
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+/* ---- checkout ------------------------------------------------------------ */
+
+sp_acquire_status
+sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
+                    sp_waiter *w, sp_conn **out, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->users_seen++;
+    collect_graveyard_locked(ep, after);
+    /* Latecomers queue behind waiters: no overtaking. */
+    if (ep->wait_head == NULL) {
+        sp_conn *rec = idle_find(ep, flavor);
+        if (rec) {
+            *out = checkout_locked(ep, rec, pool);
+            pthread_mutex_unlock(&ep->lock);
+            return SP_ACQ_CONN;
+        }
+        if (may_create_locked(ep)) {
+            ep->total++;
+            ep->connecting++;
+            pthread_mutex_unlock(&ep->lock);
+            return SP_ACQ_SLOT;
+        }
+    }
+    if (refused_by_state_locked(ep)) {
+        ep->refused_by_state++;
+        pthread_mutex_unlock(&ep->lock);
+        return SP_ACQ_PAUSED;
+    }
+    if (deadline == 0) {
+        ep->timeouts++;
+        pthread_mutex_unlock(&ep->lock);
+        return SP_ACQ_TIMEOUT;
+    }
+    w->pool = pool;
+    w->flavor = flavor;
+    w->result = SP_WAIT_PENDING;
+    w->conn = NULL;
+    w->enqueued_at = sp_now();
+    ep->waits++;
+    queue_push(ep, w);
+    /* Only other flavors idle and the budget full: make room for this one. */
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+    return SP_ACQ_QUEUED;
+}
+
+sp_wait_result
+sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
+{
+    double now = sp_now();
+    double until = now + slice;
+    int timed_out = 0;
+    if (deadline >= 0 && deadline < until) {
+        until = deadline;
+    }
+    pthread_mutex_lock(&ep->lock);
+    if (!w->has_cond) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cond, &attr);
+        pthread_condattr_destroy(&attr);
+        w->has_cond = 1;
+    }
+    struct timespec ts = sp_timespec(until);
+    while (w->result == SP_WAIT_PENDING) {
+        int rc = pthread_cond_timedwait(&w->cond, &ep->lock, &ts);
+        if (rc == ETIMEDOUT) {
+            timed_out = deadline >= 0 && sp_now() >= deadline;
+            break;
+        }
+    }
+    sp_wait_result result = w->result;
+    if (result == SP_WAIT_PENDING && timed_out) {
+        queue_unlink(ep, w);
+        ep->timeouts++;
+        double waited = sp_now() - w->enqueued_at;
+        ep->wait_time_total += waited;
+        if (waited > ep->wait_time_max) {
+            ep->wait_time_max = waited;
+        }
+        w->result = result = SP_WAIT_TIMEOUT;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    if (result != SP_WAIT_PENDING && w->has_cond) {
+        pthread_cond_destroy(&w->cond);
+        w->has_cond = 0;
+    }
+    return result;
+}
+
+/* Puts a connection back where the next waiter or the idle stack gets it. */
+static void
+give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+{
+    ep->in_use--;
+    idle_push(ep, rec);
+    sp_endpoint_dispatch_locked(ep, after);
+}
+
+void
+sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    switch (w->result) {
+    case SP_WAIT_PENDING:
+        queue_unlink(ep, w);
+        w->result = SP_WAIT_CLOSED;
+        break;
+    case SP_WAIT_CONN:
+        give_back_locked(ep, w->conn, after);
+        w->conn = NULL;
+        break;
+    case SP_WAIT_SLOT:
+        ep->total--;
+        ep->connecting--;
+        sp_endpoint_dispatch_locked(ep, after);
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    if (w->has_cond) {
+        pthread_cond_destroy(&w->cond);
+        w->has_cond = 0;
+    }
+}
+
+int
+sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32_t flavor,
+                int fd)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->payload = payload;
+    rec->owner = pool;
+    rec->fd = fd;
+    rec->flavor = flavor;
+    rec->state = SP_CONN_INUSE;
+    rec->created_at = sp_now();
+    rec->lease = 1;
+    pthread_mutex_lock(&ep->lock);
+    if (sp_ptrmap_put(&ep->conns, payload, rec) < 0) {
+        pthread_mutex_unlock(&ep->lock);
+        return -1;
+    }
+    rec->generation = ep->generation;
+    if (ep->max_lifetime > 0) {
+        /* Jitter lifetimes by up to 10% so connections made together do not
+         * all expire together. */
+        double jitter = (double)(((uintptr_t)rec >> 4) % 1000) / 10000.0;
+        rec->expires_at = rec->created_at + ep->max_lifetime * (1.0 - jitter);
+    }
+    ep->connecting--;
+    ep->in_use++;
+    ep->created++;
+    pthread_mutex_unlock(&ep->lock);
+    return 0;
+}
+
+void
+sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->total--;
+    ep->connecting--;
+    ep->connect_failures++;
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->in_use--;
+    forget_locked(ep, rec, after);
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd)
+{
+    pthread_mutex_lock(&ep->lock);
+    rec->fd = fd;
+    rec->generation = ep->generation;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+/* ---- release ------------------------------------------------------------- */
+
+sp_release_status
+sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
+                    sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    collect_graveyard_locked(ep, after);
+    sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
+    if (rec == NULL) {
+        pthread_mutex_unlock(&ep->lock);
+        return SP_REL_UNKNOWN;
+    }
+    if (rec->state == SP_CONN_IDLE) {
+        pthread_mutex_unlock(&ep->lock);
+        return SP_REL_DOUBLE;
+    }
+    if (rec->owner != pool) {
+        pthread_mutex_unlock(&ep->lock);
+        return SP_REL_FOREIGN;
+    }
+    rec->fd = fd;
+    if (!keep || rec->generation != ep->generation || ep->total > ep->max_connections ||
+        (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
+        ep->in_use--;
+        forget_locked(ep, rec, after);
+        sp_endpoint_dispatch_locked(ep, after);
+    }
+    else {
+        give_back_locked(ep, rec, after);
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return SP_REL_OK;
+}
+
+/* ---- bulk operations ------------------------------------------------------ */
+
+void
+sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = ep->idle_top;
+    while (rec) {
+        sp_conn *next = rec->next;
+        if (flavor == 0 || rec->flavor == flavor) {
+            idle_unlink(ep, rec);
+            forget_locked(ep, rec, after);
+        }
+        rec = next;
+    }
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_waiter *w = ep->wait_head;
+    while (w) {
+        sp_waiter *next = w->next;
+        if (w->pool == pool) {
+            serve(ep, w, SP_WAIT_CLOSED, NULL, after);
+        }
+        w = next;
+    }
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap; i++) {
+        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
+        if (rec && rec->state == SP_CONN_INUSE && rec->owner == pool) {
+            ep->in_use--;
+            forget_locked(ep, rec, after);
+            i--;  /* backward-shift deletion may have moved a key into slot i */
+        }
+    }
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+/* ---- health ---------------------------------------------------------------- */
+
+void
+sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+{
+    if (reason) {
+        snprintf(ep->state_reason, sizeof(ep->state_reason), "%s", reason);
+    }
+    if (ep->state == s) {
+        return;
+    }
+    ep->state = s;
+    ep->state_since = sp_wall();
+    ep->transitions++;
+    if (s == SP_STATE_PAUSED) {
+        /* Nothing from before an outage is ever handed out again: idle
+         * connections go now, busy ones when they come back. */
+        ep->generation++;
+        sp_endpoint_drain_idle_locked(ep, after);
+    }
+    if (s == SP_STATE_RECOVERING) {
+        ep->max_connecting = 2;
+    }
+    sp_endpoint_dispatch_locked(ep, after);
+}
+
+void
+sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
+{
+    pthread_mutex_lock(&ep->lock);
+    out->max_connections = ep->max_connections;
+    out->total = ep->total;
+    out->in_use = ep->in_use;
+    out->idle = ep->idle;
+    out->connecting = ep->connecting;
+    out->waiters = ep->waiters;
+    out->pools = ep->pools;
+    out->state = ep->state;
+    out->state_since = ep->state_since;
+    memcpy(out->state_reason, ep->state_reason, sizeof(out->state_reason));
+    memcpy(out->last_error, ep->last_error, sizeof(out->last_error));
+    memcpy(out->run_id, ep->run_id, sizeof(out->run_id));
+    out->generation = ep->generation;
+    out->created = ep->created;
+    out->closed = ep->closed;
+    out->waits = ep->waits;
+    out->timeouts = ep->timeouts;
+    out->probes = ep->probes;
+    out->probe_failures = ep->probe_failures;
+    out->refused_by_state = ep->refused_by_state;
+    out->dead_idle_closed = ep->dead_idle_closed;
+    out->transitions = ep->transitions;
+    out->connect_failures = ep->connect_failures;
+    out->wait_time_total = ep->wait_time_total;
+    out->wait_time_max = ep->wait_time_max;
+    out->max_idle_time = ep->max_idle_time;
+    out->max_lifetime = ep->max_lifetime;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+/* ---- fork ------------------------------------------------------------------- */
+
+void
+sp_endpoint_after_fork_child(sp_endpoint *ep)
+{
+    /* Single-threaded here, inside fork(): the parent's lock may have been
+     * held by a thread that does not exist in the child. Every record is
+     * the parent's: move them all to the graveyard, which the child
+     * disposes of without touching the parent's sockets. */
+    pthread_mutex_init(&ep->lock, NULL);
+    sp_after after = {0};
+    for (size_t i = 0; i < ep->conns.cap; i++) {
+        if (ep->conns.keys[i]) {
+            sp_conn *rec = ep->conns.values[i];
+            rec->quiet = rec->state == SP_CONN_INUSE;
+            sp_after_bury(&after, rec);
+        }
+    }
+    sp_conn *tail = after.graveyard;
+    if (tail) {
+        while (tail->next) {
+            tail = tail->next;
+        }
+        tail->next = ep->graveyard;
+        ep->graveyard = after.graveyard;
+    }
+    sp_ptrmap_clear(&ep->conns);
+    ep->idle_top = NULL;
+    ep->wait_head = ep->wait_tail = NULL;
+    ep->waiters = 0;
+    ep->total = ep->in_use = ep->idle = ep->connecting = 0;
+    ep->generation++;
+    ep->probe_requested = 0;
+}

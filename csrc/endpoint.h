@@ -1,0 +1,237 @@
+/* endpoint.h -- one Redis server's connection budget: idle stack, FIFO waiters, state, counters. */
+#ifndef SP_ENDPOINT_H
+#define SP_ENDPOINT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ptrmap.h"
+
+/* Pure C: nothing here knows Python. A connection is an opaque payload
+ * pointer; the binding owns one reference to it for as long as a record
+ * exists and drops it only after the endpoint lock is released. */
+
+typedef enum {
+    SP_STATE_READY = 0,   /* normal */
+    SP_STATE_PAUSED,      /* down or loading: fail fast, create nothing */
+    SP_STATE_RECOVERING,  /* probe succeeded: let connections in gradually */
+    SP_STATE_OVERLOADED   /* maxclients reached: use what we have, create nothing */
+} sp_state;
+
+const char *sp_state_name(sp_state s);
+
+typedef enum {
+    SP_CONN_IDLE = 0,
+    SP_CONN_INUSE,
+    SP_CONN_DEAD          /* on the graveyard list, waiting for disposal */
+} sp_conn_state;
+
+typedef struct sp_conn {
+    void *payload;            /* the connection object */
+    void *owner;              /* pool that checked it out; NULL when idle */
+    int fd;                   /* socket while idle, -1 when not connected */
+    sp_conn_state state;
+    int quiet;                /* dispose without disconnect(): it was in use at fork */
+    uint32_t flavor;
+    uint64_t generation;      /* endpoint generation it was created in */
+    uint64_t lease;           /* bumped at every checkout (checker's ABA guard) */
+    double created_at;        /* sp_now() */
+    double expires_at;        /* jittered max_lifetime deadline, 0 = never */
+    double idle_since;        /* sp_now() when last put on the idle stack */
+    uint64_t idle_stamp;      /* unique per idle period (checker's ABA guard) */
+    struct sp_conn *prev;     /* idle stack or graveyard links */
+    struct sp_conn *next;
+} sp_conn;
+
+typedef enum {
+    SP_WAIT_PENDING = 0,
+    SP_WAIT_CONN,             /* handed an idle connection (w->conn) */
+    SP_WAIT_SLOT,             /* handed the right to create one */
+    SP_WAIT_TIMEOUT,
+    SP_WAIT_PAUSED,           /* failed because the endpoint is paused */
+    SP_WAIT_CLOSED            /* failed because its pool was closed */
+} sp_wait_result;
+
+typedef struct sp_waiter {
+    struct sp_waiter *prev;
+    struct sp_waiter *next;
+    void *pool;
+    uint32_t flavor;
+    sp_wait_result result;
+    sp_conn *conn;
+    double enqueued_at;
+    int notify_fd;            /* async waiters: written to when served; -1 for threads */
+    uint64_t ticket;          /* async waiters: the caller's handle */
+    int has_cond;
+    pthread_cond_t cond;      /* thread waiters */
+} sp_waiter;
+
+/* What the binding must do after an endpoint call, outside the lock. */
+typedef struct {
+    sp_conn *graveyard;       /* records to dispose: drop payload, free record */
+    int notify_fds[8];        /* async waiters to wake (write one byte) */
+    int n_notify;
+} sp_after;
+
+typedef struct sp_flavor_use {
+    uint32_t flavor;
+    int pools;
+} sp_flavor_use;
+
+typedef struct sp_endpoint {
+    /* Immutable after creation. */
+    char *key;
+    char *label;              /* shown to people; no secrets */
+    char *host;               /* probe target; NULL for unix */
+    int port;
+    char *unix_path;
+    char *username;
+    char *password;
+    int tls;
+
+    /* Guarded by the registry lock. */
+    int refs;                 /* pools bound to it + checker's temporary refs */
+    struct sp_endpoint *reg_next;
+
+    /* Everything below is guarded by `lock`, a leaf lock: while holding it
+     * no Python API, no I/O, no waiting on anything but this mutex. */
+    pthread_mutex_t lock;
+    int max_connections;
+    int total;                /* idle + in_use + connecting */
+    int in_use;
+    int idle;
+    int connecting;           /* slots handed out, connection not made yet */
+    sp_conn *idle_top;        /* newest first (LIFO: warmest connection) */
+    sp_conn *graveyard;       /* dead records awaiting disposal by a Python thread */
+    sp_ptrmap conns;          /* payload -> record, idle and in use */
+    sp_waiter *wait_head;     /* oldest waiter */
+    sp_waiter *wait_tail;
+    int waiters;
+    sp_flavor_use *flavors;   /* pools per flavor: idle of a flavor no pool uses is closed */
+    int n_flavors;
+    int pools;
+
+    /* Health (written by the checker and by failure reports). */
+    sp_state state;
+    double state_since;       /* wall clock */
+    char state_reason[160];
+    char last_error[200];
+    char run_id[41];
+    uint64_t generation;
+    int max_connecting;       /* recovering: connections allowed to be created at once */
+    int probe_requested;      /* a request thread saw a failure: probe now */
+    double next_probe;        /* sp_now() of the next scheduled probe */
+    double backoff;           /* current probe backoff while down/overloaded */
+    int users_seen;           /* acquires since the last probe tick */
+    uint64_t idle_seq;        /* source of idle_stamp */
+
+    /* Limits for idle connections (0 = off). */
+    double max_idle_time;
+    double max_lifetime;
+
+    /* Counters. */
+    uint64_t created;
+    uint64_t closed;
+    uint64_t waits;
+    double wait_time_total;
+    double wait_time_max;
+    uint64_t timeouts;
+    uint64_t probes;
+    uint64_t probe_failures;
+    uint64_t refused_by_state;
+    uint64_t dead_idle_closed;
+    uint64_t transitions;
+    uint64_t connect_failures;
+} sp_endpoint;
+
+typedef enum {
+    SP_ACQ_CONN = 0,          /* *out is an idle connection, now in use */
+    SP_ACQ_SLOT,              /* create a connection, then sp_endpoint_add() */
+    SP_ACQ_QUEUED,            /* the waiter was queued: call sp_endpoint_wait() */
+    SP_ACQ_TIMEOUT,           /* no capacity and the caller would not wait */
+    SP_ACQ_PAUSED             /* refused by state */
+} sp_acquire_status;
+
+typedef enum {
+    SP_REL_OK = 0,
+    SP_REL_UNKNOWN,           /* not a connection of this endpoint */
+    SP_REL_DOUBLE,            /* already idle: released twice */
+    SP_REL_FOREIGN            /* in use, but checked out by another pool */
+} sp_release_status;
+
+/* A consistent copy of an endpoint's numbers, for stats(). */
+typedef struct {
+    int max_connections, total, in_use, idle, connecting, waiters, pools;
+    sp_state state;
+    double state_since;
+    char state_reason[160];
+    char last_error[200];
+    char run_id[41];
+    uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
+    uint64_t refused_by_state, dead_idle_closed, transitions, connect_failures;
+    double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
+} sp_stats;
+
+void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
+
+/* Lifecycle (the registry calls these). */
+sp_endpoint *sp_endpoint_new(const char *key, const char *label, int max_connections);
+void sp_endpoint_free(sp_endpoint *ep);
+void sp_endpoint_after_fork_child(sp_endpoint *ep);
+
+/* Binding of pools and flavors. */
+void sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor);
+/* Moves idle connections of a flavor no pool uses any more to the graveyard. */
+void sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after);
+void sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after);
+
+/* Checkout. `deadline` < 0 waits forever, == 0 never waits. On
+ * SP_ACQ_QUEUED `w` (owned by the caller, on its stack) is in the queue. */
+sp_acquire_status sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor,
+                                      double deadline, sp_waiter *w, sp_conn **out,
+                                      sp_after *after);
+/* Blocks (call without the GIL) until `w` is served, `deadline` passes or
+ * `slice` seconds elapse; returns w->result (SP_WAIT_PENDING after a slice
+ * with the waiter still queued). On TIMEOUT the waiter has left the queue. */
+sp_wait_result sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
+/* Leaves the queue (Ctrl+C, cancellation). Whatever `w` was handed in the
+ * meantime is given back, so nothing is lost. */
+void sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after);
+/* Async waiters: allocated and owned by the endpoint's queue until taken. */
+void sp_endpoint_waiter_done(sp_endpoint *ep, sp_waiter *w, double now);
+
+/* A slot became a connection: `rec` (allocated by the caller) goes in use. */
+int sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32_t flavor,
+                    int fd);
+/* A slot could not become a connection (connect failed). */
+void sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after);
+/* A checked-out connection could not be made ready: drop it, free its slot. */
+void sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+/* Updates the fd of a checked-out connection after a reconnect. */
+void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
+
+/* Release. `keep` = 0 closes the connection instead of pooling it. */
+sp_release_status sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd,
+                                      int keep, sp_after *after);
+
+/* Drops idle connections of `flavor` (all flavors if flavor == 0). */
+void sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after);
+/* Fails every waiter of `pool` with SP_WAIT_CLOSED. */
+void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after);
+/* Forgets every in-use record of `pool` (the pool is going away). */
+void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after);
+
+/* Health. Called by the checker (and by failure reports). */
+void sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason,
+                                  sp_after *after);
+void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after);
+
+/* Moves an idle record to `after` (caller holds the lock). */
+void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+/* Moves every idle record to `after` (caller holds the lock). */
+void sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after);
+
+/* Appends a record to `after` (caller holds the lock). */
+void sp_after_bury(sp_after *after, sp_conn *rec);
+
+#endif

@@ -1,0 +1,372 @@
+/* module.c -- the redis_safepool._core extension module: multi-phase init, module state, functions. */
+#include "checker.h"
+#include "clock.h"
+#include "events.h"
+#include "forksafe.h"
+#include "module_state.h"
+#include "registry.h"
+
+unsigned long sp_main_thread_ident;
+
+static sp_modstate *
+get_state(PyObject *module)
+{
+    return (sp_modstate *)PyModule_GetState(module);
+}
+
+/* ---- stats ---------------------------------------------------------------------- */
+
+static int
+set_item(PyObject *d, const char *key, PyObject *v)
+{
+    if (v == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(d, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *
+text_or_none(const char *s)
+{
+    if (s[0] == '\0') {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+}
+
+PyObject *
+sp_stats_dict(sp_endpoint *ep)
+{
+    sp_stats s;
+    sp_endpoint_stats(ep, &s);
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    if (set_item(d, "endpoint", PyUnicode_FromString(ep->label)) < 0 ||
+        set_item(d, "max_connections", PyLong_FromLong(s.max_connections)) < 0 ||
+        set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
+        set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
+        set_item(d, "connecting", PyLong_FromLong(s.connecting)) < 0 ||
+        set_item(d, "total", PyLong_FromLong(s.total)) < 0 ||
+        set_item(d, "created", PyLong_FromUnsignedLongLong(s.created)) < 0 ||
+        set_item(d, "closed", PyLong_FromUnsignedLongLong(s.closed)) < 0 ||
+        set_item(d, "waits", PyLong_FromUnsignedLongLong(s.waits)) < 0 ||
+        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_time_total)) < 0 ||
+        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_time_max)) < 0 ||
+        set_item(d, "timeouts", PyLong_FromUnsignedLongLong(s.timeouts)) < 0 ||
+        set_item(d, "waiters", PyLong_FromLong(s.waiters)) < 0 ||
+        set_item(d, "pools", PyLong_FromLong(s.pools)) < 0 ||
+        set_item(d, "state", PyUnicode_FromString(sp_state_name(s.state))) < 0 ||
+        set_item(d, "state_since", PyFloat_FromDouble(s.state_since)) < 0 ||
+        set_item(d, "state_reason", text_or_none(s.state_reason)) < 0 ||
+        set_item(d, "last_error", text_or_none(s.last_error)) < 0 ||
+        set_item(d, "run_id", text_or_none(s.run_id)) < 0 ||
+        set_item(d, "generation", PyLong_FromUnsignedLongLong(s.generation)) < 0 ||
+        set_item(d, "probes", PyLong_FromUnsignedLongLong(s.probes)) < 0 ||
+        set_item(d, "probe_failures", PyLong_FromUnsignedLongLong(s.probe_failures)) < 0 ||
+        set_item(d, "refused_by_state", PyLong_FromUnsignedLongLong(s.refused_by_state)) < 0 ||
+        set_item(d, "dead_idle_closed", PyLong_FromUnsignedLongLong(s.dead_idle_closed)) < 0 ||
+        set_item(d, "transitions", PyLong_FromUnsignedLongLong(s.transitions)) < 0 ||
+        set_item(d, "connect_failures", PyLong_FromUnsignedLongLong(s.connect_failures)) < 0 ||
+        set_item(d, "max_idle_time", PyFloat_FromDouble(s.max_idle_time)) < 0 ||
+        set_item(d, "max_lifetime", PyFloat_FromDouble(s.max_lifetime)) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int
+add_stats(sp_endpoint *ep, void *arg)
+{
+    PyObject *all = arg;
+    if (PyErr_Occurred()) {
+        return 1;
+    }
+    PyObject *d = sp_stats_dict(ep);
+    if (d == NULL) {
+        return 1;
+    }
+    int rc = PyDict_SetItemString(all, ep->label, d);
+    Py_DECREF(d);
+    return rc < 0;
+}
+
+static PyObject *
+core_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *all = PyDict_New();
+    if (all == NULL) {
+        return NULL;
+    }
+    /* The callbacks run with the GIL held and take only endpoint locks. */
+    sp_registry_foreach(add_stats, all);
+    if (PyErr_Occurred()) {
+        Py_DECREF(all);
+        return NULL;
+    }
+    return all;
+}
+
+/* ---- configure ------------------------------------------------------------------- */
+
+static PyObject *
+core_configure(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "label", "max_connections", "host", "port", "unix_path",
+                             "username", "password", "tls", NULL};
+    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    int max_connections, port = -1, tls = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzp:configure", kwlist, &key, &label,
+                                     &max_connections, &host, &port, &unix_path, &username,
+                                     &password, &tls)) {
+        return NULL;
+    }
+    if (max_connections < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_connections must be at least 1");
+        return NULL;
+    }
+    sp_address addr = {host, port, unix_path, username, password, tls};
+    sp_after after = {0};
+    sp_endpoint *ep = sp_registry_configure(key, label, max_connections, &addr, &after);
+    if (ep == NULL) {
+        return PyErr_NoMemory();
+    }
+    sp_finish_after(get_state(module), &after);
+    sp_registry_unbind(ep);  /* configure() took a reference for the call */
+    Py_RETURN_NONE;
+}
+
+/* ---- checker -------------------------------------------------------------------- */
+
+static PyObject *
+core_checker_config(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"interval", "recover_interval", "backoff_min", "backoff_max",
+                             "probe_timeout", "enabled", NULL};
+    sp_checker_config cfg;
+    sp_checker_get_config(&cfg);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dddddp:checker_config", kwlist, &cfg.interval,
+                                     &cfg.recover_interval, &cfg.backoff_min, &cfg.backoff_max,
+                                     &cfg.probe_timeout, &cfg.enabled)) {
+        return NULL;
+    }
+    if (!(cfg.interval > 0) || !(cfg.recover_interval > 0) || !(cfg.backoff_min > 0) ||
+        !(cfg.backoff_max >= cfg.backoff_min) || !(cfg.probe_timeout > 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "checker intervals and timeouts must be > 0 and backoff_max >= backoff_min");
+        return NULL;
+    }
+    sp_checker_set_config(&cfg);
+    return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:O}", "interval", cfg.interval,
+                         "recover_interval", cfg.recover_interval, "backoff_min", cfg.backoff_min,
+                         "backoff_max", cfg.backoff_max, "probe_timeout", cfg.probe_timeout,
+                         "enabled", cfg.enabled ? Py_True : Py_False);
+}
+
+static PyObject *
+core_checker_running(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(sp_checker_running());
+}
+
+static PyObject *
+core_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Py_BEGIN_ALLOW_THREADS
+    sp_checker_stop();
+    sp_events_interrupt();
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_wait_events(PyObject *module, PyObject *arg)
+{
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    sp_event events[32];
+    unsigned long dropped = 0;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = sp_events_wait(events, 32, timeout, &dropped);
+    Py_END_ALLOW_THREADS
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *item = Py_BuildValue("(dssss)", events[i].when, events[i].endpoint,
+                                       events[i].old_state, events[i].new_state,
+                                       events[i].reason);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return Py_BuildValue("(Nk)", list, dropped);
+}
+
+static PyObject *
+core_fork_epoch(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(sp_fork_epoch());
+}
+
+static PyMethodDef core_methods[] = {
+    {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
+    {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
+     "Set an endpoint's max_connections, creating it if needed."},
+    {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,
+     METH_VARARGS | METH_KEYWORDS, "Read or change the health checker's intervals."},
+    {"checker_running", core_checker_running, METH_NOARGS, "Whether the checker thread runs."},
+    {"shutdown", core_shutdown, METH_NOARGS, "Stop the checker thread (interpreter exit)."},
+    {"wait_events", core_wait_events, METH_O,
+     "wait_events(timeout) -> ([(when, endpoint, old, new, reason)], dropped)"},
+    {"fork_epoch", core_fork_epoch, METH_NOARGS, "Bumped in every child after fork()."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- module lifecycle ----------------------------------------------------------- */
+
+static int
+import_attr(PyObject **out, const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL) {
+        return -1;
+    }
+    *out = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return *out ? 0 : -1;
+}
+
+static int
+core_exec(PyObject *module)
+{
+    sp_modstate *st = get_state(module);
+    if (sp_forksafe_install() != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+        return -1;
+    }
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        return -1;
+    }
+    PyObject *main_thread = PyObject_CallMethod(threading, "main_thread", NULL);
+    Py_DECREF(threading);
+    PyObject *ident = main_thread ? PyObject_GetAttrString(main_thread, "ident") : NULL;
+    Py_XDECREF(main_thread);
+    if (ident == NULL) {
+        return -1;
+    }
+    sp_main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+
+    st->PoolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_pool_core_spec, NULL);
+    if (st->PoolCoreType == NULL || PyModule_AddType(module, st->PoolCoreType) < 0) {
+        return -1;
+    }
+    const char *exc = "redis_safepool.exceptions";
+    if (import_attr(&st->PoolTimeoutError, exc, "PoolTimeoutError") < 0 ||
+        import_attr(&st->ServerUnavailableError, exc, "ServerUnavailableError") < 0 ||
+        import_attr(&st->PoolClosedError, exc, "PoolClosedError") < 0 ||
+        import_attr(&st->DoubleReleaseError, exc, "DoubleReleaseError") < 0 ||
+        import_attr(&st->ForeignConnectionError, exc, "ForeignConnectionError") < 0 ||
+        import_attr(&st->BusyLoadingError, "redis.exceptions", "BusyLoadingError") < 0 ||
+        import_attr(&st->RedisTimeoutError, "redis.exceptions", "TimeoutError") < 0) {
+        return -1;
+    }
+    if ((st->str_sock = PyUnicode_InternFromString("_sock")) == NULL ||
+        (st->str_fileno = PyUnicode_InternFromString("fileno")) == NULL ||
+        (st->str_make_connection = PyUnicode_InternFromString("make_connection")) == NULL ||
+        (st->str_connect = PyUnicode_InternFromString("connect")) == NULL ||
+        (st->str_disconnect = PyUnicode_InternFromString("disconnect")) == NULL ||
+        (st->str_pid = PyUnicode_InternFromString("pid")) == NULL ||
+        (st->str_should_reconnect = PyUnicode_InternFromString("should_reconnect")) == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    sp_modstate *st = get_state(module);
+    Py_VISIT(st->PoolCoreType);
+    Py_VISIT(st->PoolTimeoutError);
+    Py_VISIT(st->ServerUnavailableError);
+    Py_VISIT(st->PoolClosedError);
+    Py_VISIT(st->DoubleReleaseError);
+    Py_VISIT(st->ForeignConnectionError);
+    Py_VISIT(st->BusyLoadingError);
+    Py_VISIT(st->RedisTimeoutError);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    sp_modstate *st = get_state(module);
+    Py_CLEAR(st->PoolCoreType);
+    Py_CLEAR(st->PoolTimeoutError);
+    Py_CLEAR(st->ServerUnavailableError);
+    Py_CLEAR(st->PoolClosedError);
+    Py_CLEAR(st->DoubleReleaseError);
+    Py_CLEAR(st->ForeignConnectionError);
+    Py_CLEAR(st->BusyLoadingError);
+    Py_CLEAR(st->RedisTimeoutError);
+    Py_CLEAR(st->str_sock);
+    Py_CLEAR(st->str_fileno);
+    Py_CLEAR(st->str_make_connection);
+    Py_CLEAR(st->str_connect);
+    Py_CLEAR(st->str_disconnect);
+    Py_CLEAR(st->str_pid);
+    Py_CLEAR(st->str_should_reconnect);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    sp_checker_stop();
+    core_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* The endpoint registry is process-wide and holds this interpreter's
+     * objects: one interpreter only. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "redis_safepool._core",
+    .m_doc = "C core of redis-safepool: per-endpoint budgets, FIFO waits, health checker.",
+    .m_size = sizeof(sp_modstate),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,57 @@
+/* module_state.h -- per-interpreter state of the _core module, shared by the binding files. */
+#ifndef SP_MODULE_STATE_H
+#define SP_MODULE_STATE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "endpoint.h"
+
+typedef struct {
+    PyTypeObject *PoolCoreType;
+    /* redis_safepool.exceptions */
+    PyObject *PoolTimeoutError;
+    PyObject *ServerUnavailableError;
+    PyObject *PoolClosedError;
+    PyObject *DoubleReleaseError;
+    PyObject *ForeignConnectionError;
+    /* redis.exceptions, to classify connect errors */
+    PyObject *BusyLoadingError;
+    PyObject *RedisTimeoutError;
+    /* interned attribute names */
+    PyObject *str_sock;
+    PyObject *str_fileno;
+    PyObject *str_make_connection;
+    PyObject *str_connect;
+    PyObject *str_disconnect;
+    PyObject *str_pid;
+    PyObject *str_should_reconnect;
+} sp_modstate;
+
+/* The Python half of a pool: the budget it draws from and its own books. */
+typedef struct {
+    PyObject_HEAD
+    sp_modstate *st;
+    sp_endpoint *ep;          /* NULL until _bind() */
+    uint32_t flavor;
+    int flavor_counted;       /* counted in ep's flavor table */
+    double timeout;           /* seconds; < 0 waits forever */
+    int closed;
+    int check_reconnect;      /* call should_reconnect() on release */
+    uint64_t fork_epoch;
+    Py_ssize_t in_use;        /* connections this pool object has out */
+} PoolCore;
+
+extern PyType_Spec sp_pool_core_spec;
+
+/* Finishes what an endpoint call left to do: disposes of buried records
+ * (disconnect + DECREF, with the GIL, after the lock is released) and wakes
+ * async waiters. Keeps any pending exception. */
+void sp_finish_after(sp_modstate *st, sp_after *after);
+
+/* Thread that the signal handlers run in (updated after fork). */
+extern unsigned long sp_main_thread_ident;
+
+PyObject *sp_stats_dict(sp_endpoint *ep);
+
+#endif

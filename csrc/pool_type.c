@@ -1,0 +1,805 @@
+/* pool_type.c -- PoolCore: get_connection()/release() of SafeConnectionPool, in C with the GIL held. */
+#include <string.h>
+#include <unistd.h>
+
+#include "checker.h"
+#include "clock.h"
+#include "forksafe.h"
+#include "module_state.h"
+#include "probe.h"
+#include "registry.h"
+
+/* Rules for this file: endpoint calls never run Python code and never wait
+ * for the GIL; Python code (make_connection, connect, disconnect, DECREF)
+ * runs only here, with no endpoint lock held. Blocking waits release the
+ * GIL; the main thread wakes every SIGNAL_SLICE to run signal handlers. */
+
+#define SIGNAL_SLICE 0.02
+#define OTHER_SLICE 3600.0
+
+/* ---- disposal --------------------------------------------------------------- */
+
+void
+sp_finish_after(sp_modstate *st, sp_after *after)
+{
+    for (int i = 0; i < after->n_notify; i++) {
+        ssize_t rc = write(after->notify_fds[i], "x", 1);
+        (void)rc;
+    }
+    after->n_notify = 0;
+    sp_conn *rec = after->graveyard;
+    after->graveyard = NULL;
+    if (rec == NULL) {
+        return;
+    }
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    while (rec) {
+        sp_conn *next = rec->next;
+        PyObject *conn = rec->payload;
+        if (!rec->quiet) {
+            PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+            if (r == NULL) {
+                PyErr_Clear();  /* closing a dead socket may fail; it is gone either way */
+            }
+            Py_XDECREF(r);
+        }
+        Py_DECREF(conn);
+        PyMem_RawFree(rec);
+        rec = next;
+    }
+    PyErr_Restore(et, ev, etb);
+}
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static int
+check_fork(PoolCore *self)
+{
+    uint64_t epoch = sp_fork_epoch();
+    if (self->fork_epoch != epoch) {
+        /* Child after fork: the parent's connections are on the graveyard;
+         * this pool starts with nothing out. */
+        self->fork_epoch = epoch;
+        self->in_use = 0;
+        sp_main_thread_ident = PyThread_get_thread_ident();
+        if (sp_checker_ensure_running() != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* fd of conn._sock, or -1 when not connected. -2 with an exception set. */
+static int
+socket_fd(sp_modstate *st, PyObject *conn)
+{
+    PyObject *sock = PyObject_GetAttr(conn, st->str_sock);
+    if (sock == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            return -1;
+        }
+        return -2;
+    }
+    if (sock == Py_None) {
+        Py_DECREF(sock);
+        return -1;
+    }
+    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, st->str_fileno);
+    Py_DECREF(sock);
+    if (fd_obj == NULL) {
+        PyErr_Clear();  /* a closed socket object: treat as not connected */
+        return -1;
+    }
+    long fd = PyLong_AsLong(fd_obj);
+    Py_DECREF(fd_obj);
+    if (fd == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* Tells the endpoint what the pending exception says about the server. */
+static void
+report_pending_error(PoolCore *self)
+{
+    PyObject *et, *exc, *etb;
+    PyErr_Fetch(&et, &exc, &etb);
+    if (et == NULL) {
+        return;
+    }
+    PyErr_NormalizeException(&et, &exc, &etb);
+    sp_failure kind = SP_FAIL_OTHER;
+    const char *msg = "";
+    PyObject *text = PyObject_Str(exc);
+    if (text != NULL) {
+        msg = PyUnicode_AsUTF8(text);
+        if (msg == NULL) {
+            PyErr_Clear();
+            msg = "";
+        }
+    }
+    else {
+        PyErr_Clear();
+    }
+    if (PyErr_GivenExceptionMatches(exc, self->st->BusyLoadingError) || strstr(msg, "LOADING")) {
+        kind = SP_FAIL_LOADING;
+    }
+    else if (strstr(msg, "max number of clients")) {
+        kind = SP_FAIL_MAXCLIENTS;
+    }
+    else if (strstr(msg, "Connection refused") || strstr(msg, "Error 111 ") ||
+             strstr(msg, "No such file or directory")) {
+        kind = SP_FAIL_REFUSED;
+    }
+    else if (PyErr_GivenExceptionMatches(exc, self->st->RedisTimeoutError) ||
+             PyErr_GivenExceptionMatches(exc, PyExc_TimeoutError)) {
+        kind = SP_FAIL_TIMEOUT;
+    }
+    if (PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+        sp_checker_report(self->ep, kind, msg);
+    }
+    Py_XDECREF(text);
+    PyErr_Restore(et, exc, etb);
+}
+
+static PyObject *
+raise_closed(PoolCore *self)
+{
+    PyErr_Format(self->st->PoolClosedError, "connection pool for %s is closed",
+                 self->ep ? self->ep->label : "(unbound)");
+    return NULL;
+}
+
+static PyObject *
+raise_unavailable(PoolCore *self)
+{
+    sp_stats s;
+    sp_endpoint_stats(self->ep, &s);
+    double ago = sp_wall() - s.state_since;
+    if (s.last_error[0]) {
+        PyErr_Format(self->st->ServerUnavailableError,
+                     "%s is %s since %.1fs ago: %s (last error: %s); failing fast",
+                     self->ep->label, sp_state_name(s.state), ago, s.state_reason, s.last_error);
+    }
+    else {
+        PyErr_Format(self->st->ServerUnavailableError, "%s is %s since %.1fs ago: %s; failing fast",
+                     self->ep->label, sp_state_name(s.state), ago, s.state_reason);
+    }
+    return NULL;
+}
+
+static PyObject *
+raise_timeout(PoolCore *self, double waited)
+{
+    sp_stats s;
+    sp_endpoint_stats(self->ep, &s);
+    PyErr_Format(self->st->PoolTimeoutError,
+                 "Timed out after %.3fs waiting for a connection to %s "
+                 "(max_connections=%d, in use=%d, waiters=%d)",
+                 waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
+    return NULL;
+}
+
+/* Waits in the queue; returns the wait result, or -1 with an exception
+ * (a signal handler raised: the waiter has left and given back its due). */
+static int
+wait_in_queue(PoolCore *self, sp_waiter *w, double deadline)
+{
+    int is_main = PyThread_get_thread_ident() == sp_main_thread_ident;
+    double slice = is_main ? SIGNAL_SLICE : OTHER_SLICE;
+    for (;;) {
+        sp_wait_result r;
+        Py_BEGIN_ALLOW_THREADS
+        r = sp_endpoint_wait(self->ep, w, deadline, slice);
+        Py_END_ALLOW_THREADS
+        if (r != SP_WAIT_PENDING) {
+            return (int)r;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            sp_after after = {0};
+            sp_endpoint_cancel(self->ep, w, &after);
+            sp_finish_after(self->st, &after);
+            return -1;
+        }
+    }
+}
+
+/* Makes a checked-out idle connection ready to send: connected, nothing
+ * unread. Returns 0, or -1 with an exception (the connection is dropped). */
+static int
+make_ready(PoolCore *self, sp_conn *rec)
+{
+    if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
+        return 0;
+    }
+    PyObject *conn = rec->payload;
+    PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_disconnect);
+    if (r != NULL) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);
+    }
+    int fd = r != NULL ? socket_fd(self->st, conn) : -2;
+    Py_XDECREF(r);
+    if (fd < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ConnectionError, "connection to %s not ready after reconnect",
+                         self->ep->label);
+        }
+        report_pending_error(self);
+        sp_after after = {0};
+        sp_endpoint_discard(self->ep, rec, &after);
+        sp_finish_after(self->st, &after);
+        return -1;
+    }
+    sp_endpoint_set_fd(self->ep, rec, fd);
+    return 0;
+}
+
+/* Turns a slot into a connection. Returns a new reference, or NULL with an
+ * exception (the slot is given back). */
+static PyObject *
+fill_slot(PoolCore *self)
+{
+    sp_after after = {0};
+    PyObject *conn = PyObject_CallMethodNoArgs((PyObject *)self, self->st->str_make_connection);
+    if (conn != NULL) {
+        PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);
+        if (r == NULL) {
+            report_pending_error(self);
+            Py_CLEAR(conn);
+        }
+        Py_XDECREF(r);
+    }
+    int fd = conn ? socket_fd(self->st, conn) : -2;
+    sp_conn *rec = conn && fd > -2 ? PyMem_RawMalloc(sizeof(sp_conn)) : NULL;
+    if (conn && fd > -2 && rec == NULL) {
+        PyErr_NoMemory();
+    }
+    if (rec == NULL) {
+        Py_XDECREF(conn);
+        sp_endpoint_slot_failed(self->ep, &after);
+        sp_finish_after(self->st, &after);
+        return NULL;
+    }
+    if (sp_endpoint_add(self->ep, rec, conn, self, self->flavor, fd) < 0) {
+        PyMem_RawFree(rec);
+        Py_DECREF(conn);
+        sp_endpoint_slot_failed(self->ep, &after);
+        sp_finish_after(self->st, &after);
+        return PyErr_NoMemory();
+    }
+    /* The record owns one reference, the caller gets another. */
+    Py_INCREF(conn);
+    return conn;
+}
+
+/* ---- methods ------------------------------------------------------------------ */
+
+static PyObject *
+pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* Arguments (command name, keys, options) are accepted and ignored,
+     * as redis-py's own pools do since 5.3. */
+    if (self->ep == NULL) {
+        return raise_closed(self);
+    }
+    if (check_fork(self) < 0) {
+        return NULL;
+    }
+    if (self->closed) {
+        return raise_closed(self);
+    }
+    double start = sp_now();
+    double deadline = self->timeout < 0 ? -1.0 : (self->timeout == 0 ? 0.0 : start + self->timeout);
+    sp_after after = {0};
+    sp_waiter w;
+    memset(&w, 0, sizeof(w));
+    w.notify_fd = -1;
+    sp_conn *rec = NULL;
+    sp_acquire_status st = sp_endpoint_acquire(self->ep, self, self->flavor, deadline, &w, &rec,
+                                               &after);
+    sp_finish_after(self->st, &after);
+    int got;
+    switch (st) {
+    case SP_ACQ_CONN:
+        got = SP_WAIT_CONN;
+        break;
+    case SP_ACQ_SLOT:
+        got = SP_WAIT_SLOT;
+        break;
+    case SP_ACQ_TIMEOUT:
+        got = SP_WAIT_TIMEOUT;
+        break;
+    case SP_ACQ_PAUSED:
+        got = SP_WAIT_PAUSED;
+        break;
+    default:
+        got = wait_in_queue(self, &w, deadline);
+        rec = w.conn;
+        break;
+    }
+    PyObject *conn = NULL;
+    switch (got) {
+    case -1:
+        return NULL;
+    case SP_WAIT_CONN:
+        if (make_ready(self, rec) < 0) {
+            return NULL;
+        }
+        conn = rec->payload;
+        Py_INCREF(conn);
+        break;
+    case SP_WAIT_SLOT:
+        conn = fill_slot(self);
+        if (conn == NULL) {
+            return NULL;
+        }
+        break;
+    case SP_WAIT_TIMEOUT:
+        return raise_timeout(self, sp_now() - start);
+    case SP_WAIT_PAUSED:
+        return raise_unavailable(self);
+    default:
+        return raise_closed(self);
+    }
+    self->in_use++;
+    return conn;
+}
+
+static PyObject *
+pool_release(PoolCore *self, PyObject *conn)
+{
+    if (self->ep == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (check_fork(self) < 0) {
+        return NULL;
+    }
+    sp_modstate *st = self->st;
+    if (self->check_reconnect) {
+        PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);
+        int again = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (again < 0) {
+            PyErr_Clear();
+        }
+        else if (again) {
+            r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+            if (r == NULL) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(r);
+        }
+    }
+    int fd = socket_fd(st, conn);
+    if (fd == -2) {
+        return NULL;
+    }
+    sp_after after = {0};
+    sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
+    sp_finish_after(st, &after);
+    switch (rs) {
+    case SP_REL_OK:
+        self->in_use--;
+        if (fd < 0) {
+            /* It came back disconnected: usually a command hit an error. */
+            sp_checker_report(self->ep, SP_FAIL_OTHER, NULL);
+        }
+        Py_RETURN_NONE;
+    case SP_REL_DOUBLE:
+        PyErr_Format(st->DoubleReleaseError,
+                     "connection %R was released twice to the pool for %s", conn, self->ep->label);
+        return NULL;
+    case SP_REL_FOREIGN:
+        PyErr_Format(st->ForeignConnectionError,
+                     "connection %R was checked out from another pool for %s; release it there",
+                     conn, self->ep->label);
+        return NULL;
+    default:
+        break;
+    }
+    /* Unknown: made before a fork (silently dropped, as documented) or foreign. */
+    PyObject *pid = PyObject_GetAttr(conn, st->str_pid);
+    if (pid == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        long conn_pid = PyLong_AsLong(pid);
+        Py_DECREF(pid);
+        if (conn_pid == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        else if (conn_pid != (long)getpid()) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_Format(st->ForeignConnectionError,
+                 "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    return NULL;
+}
+
+static void
+unbind(PoolCore *self)
+{
+    if (self->ep == NULL) {
+        return;
+    }
+    sp_after after = {0};
+    sp_endpoint_fail_pool_waiters(self->ep, self, &after);
+    sp_endpoint_abandon_pool(self->ep, self, &after);
+    if (self->flavor_counted) {
+        sp_endpoint_pool_removed(self->ep, self->flavor, &after);
+        self->flavor_counted = 0;
+    }
+    sp_finish_after(self->st, &after);
+    sp_registry_unbind(self->ep);
+    self->ep = NULL;
+    self->in_use = 0;
+}
+
+static PyObject *
+pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "label", "max_connections", "flavor", "host", "port",
+                             "unix_path", "username", "password", "tls", NULL};
+    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    int max_connections, port = -1, tls = 0;
+    unsigned int flavor;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiI|zizzzp:_bind", kwlist, &key, &label,
+                                     &max_connections, &flavor, &host, &port, &unix_path,
+                                     &username, &password, &tls)) {
+        return NULL;
+    }
+    if (max_connections < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_connections must be at least 1");
+        return NULL;
+    }
+    if (flavor == 0) {
+        PyErr_SetString(PyExc_ValueError, "flavor ids start at 1");
+        return NULL;
+    }
+    unbind(self);
+    sp_address addr = {host, port, unix_path, username, password, tls};
+    int created = 0;
+    sp_endpoint *ep = sp_registry_bind(key, label, max_connections, &addr, &created);
+    if (ep == NULL) {
+        return PyErr_NoMemory();
+    }
+    self->ep = ep;
+    self->flavor = flavor;
+    sp_endpoint_pool_added(ep, flavor);
+    self->flavor_counted = 1;
+    self->closed = 0;
+    self->in_use = 0;
+    self->fork_epoch = sp_fork_epoch();
+    if (sp_checker_ensure_running() != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+        return NULL;
+    }
+    sp_stats s;
+    sp_endpoint_stats(ep, &s);
+    return Py_BuildValue("(iO)", s.max_connections, created ? Py_True : Py_False);
+}
+
+static PyObject *
+pool_unbind(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    unbind(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ep == NULL || self->closed) {
+        self->closed = 1;
+        Py_RETURN_NONE;
+    }
+    self->closed = 1;
+    sp_after after = {0};
+    sp_endpoint_fail_pool_waiters(self->ep, self, &after);
+    if (self->flavor_counted) {
+        sp_endpoint_pool_removed(self->ep, self->flavor, &after);
+        self->flavor_counted = 0;
+    }
+    sp_finish_after(self->st, &after);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_drain_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ep != NULL) {
+        sp_after after = {0};
+        sp_endpoint_drain_idle(self->ep, self->flavor, &after);
+        sp_finish_after(self->st, &after);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Connections of this pool: in use (mine=1) or idle of its flavor (mine=0). */
+static PyObject *
+collect(PoolCore *self, int in_use)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL || self->ep == NULL) {
+        return list;
+    }
+    sp_endpoint *ep = self->ep;
+    pthread_mutex_lock(&ep->lock);
+    size_t n = 0;
+    PyObject **found = PyMem_RawMalloc(sizeof(PyObject *) * (ep->conns.len + 1));
+    if (found != NULL) {
+        for (size_t i = 0; i < ep->conns.cap; i++) {
+            sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
+            if (rec == NULL) {
+                continue;
+            }
+            if (in_use ? (rec->state == SP_CONN_INUSE && rec->owner == self)
+                       : (rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
+                found[n++] = rec->payload;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    if (found == NULL) {
+        Py_DECREF(list);
+        return PyErr_NoMemory();
+    }
+    /* Still alive: records keep a reference and we hold the GIL throughout. */
+    for (size_t i = 0; i < n; i++) {
+        if (PyList_Append(list, found[i]) < 0) {
+            Py_CLEAR(list);
+            break;
+        }
+    }
+    PyMem_RawFree(found);
+    return list;
+}
+
+static PyObject *
+pool_in_use_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return collect(self, 1);
+}
+
+static PyObject *
+pool_idle_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return collect(self, 0);
+}
+
+static PyObject *
+pool_owns(PoolCore *self, PyObject *conn)
+{
+    int owns = 0;
+    if (self->ep != NULL) {
+        pthread_mutex_lock(&self->ep->lock);
+        sp_conn *rec = sp_ptrmap_get(&self->ep->conns, conn);
+        owns = rec != NULL && (rec->owner == self ||
+                               (rec->state == SP_CONN_IDLE && rec->flavor == self->flavor));
+        pthread_mutex_unlock(&self->ep->lock);
+    }
+    return PyBool_FromLong(owns);
+}
+
+static PyObject *
+pool_stats(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ep == NULL) {
+        return PyDict_New();
+    }
+    PyObject *d = sp_stats_dict(self->ep);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *v = PyLong_FromSsize_t(self->in_use);
+    if (v == NULL || PyDict_SetItemString(d, "pool_in_use", v) < 0) {
+        Py_XDECREF(v);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(v);
+    return d;
+}
+
+static PyObject *
+pool_report(PoolCore *self, PyObject *args)
+{
+    int kind;
+    const char *message;
+    if (!PyArg_ParseTuple(args, "is:_report", &kind, &message)) {
+        return NULL;
+    }
+    if (kind < SP_FAIL_REFUSED || kind > SP_FAIL_OTHER) {
+        PyErr_SetString(PyExc_ValueError, "unknown failure kind");
+        return NULL;
+    }
+    if (self->ep != NULL) {
+        sp_checker_report(self->ep, (sp_failure)kind, message);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_set_limits(PoolCore *self, PyObject *args)
+{
+    double max_idle_time, max_lifetime;
+    if (!PyArg_ParseTuple(args, "dd:_set_idle_limits", &max_idle_time, &max_lifetime)) {
+        return NULL;
+    }
+    if (self->ep != NULL) {
+        pthread_mutex_lock(&self->ep->lock);
+        self->ep->max_idle_time = max_idle_time;
+        self->ep->max_lifetime = max_lifetime;
+        pthread_mutex_unlock(&self->ep->lock);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+get_timeout(PoolCore *self, void *closure)
+{
+    if (self->timeout < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(self->timeout);
+}
+
+static int
+set_timeout(PoolCore *self, PyObject *value, void *closure)
+{
+    if (value == NULL || value == Py_None) {
+        self->timeout = -1;
+        return 0;
+    }
+    if (PyBool_Check(value) || !(PyLong_Check(value) || PyFloat_Check(value))) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    double t = PyFloat_AsDouble(value);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(t >= 0) || t > 1e9) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be >= 0 seconds (or None to wait forever), got %R", value);
+        return -1;
+    }
+    self->timeout = t;
+    return 0;
+}
+
+static PyObject *
+get_closed(PoolCore *self, void *closure)
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+get_check_reconnect(PoolCore *self, void *closure)
+{
+    return PyBool_FromLong(self->check_reconnect);
+}
+
+static int
+set_check_reconnect(PoolCore *self, PyObject *value, void *closure)
+{
+    int v = value ? PyObject_IsTrue(value) : 0;
+    if (v < 0) {
+        return -1;
+    }
+    self->check_reconnect = v;
+    return 0;
+}
+
+static PyObject *
+get_label(PoolCore *self, void *closure)
+{
+    if (self->ep == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_FromString(self->ep->label);
+}
+
+static PyObject *
+get_in_use_count(PoolCore *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->in_use);
+}
+
+static PyObject *
+pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PoolCore *self = (PoolCore *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    PyObject *module = NULL;
+    for (PyTypeObject *t = type; t != NULL; t = t->tp_base) {
+        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+            module = PyType_GetModule(t);
+            if (module != NULL) {
+                break;
+            }
+            PyErr_Clear();
+        }
+    }
+    if (module == NULL) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_TypeError, "PoolCore subclass without its module");
+        return NULL;
+    }
+    self->st = PyModule_GetState(module);
+    self->timeout = 20.0;
+    self->fork_epoch = sp_fork_epoch();
+    return (PyObject *)self;
+}
+
+static void
+pool_dealloc(PoolCore *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    unbind(self);
+    PyErr_Restore(et, ev, etb);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef pool_methods[] = {
+    {"get_connection", (PyCFunction)(void (*)(void))pool_get_connection,
+     METH_FASTCALL | METH_KEYWORDS,
+     "get_connection() -> Connection\n\nCheck out a connection that is ready to send, waiting up "
+     "to `timeout` seconds (FIFO, GIL released, interruptible) for one to come back."},
+    {"release", (PyCFunction)pool_release, METH_O,
+     "release(connection)\n\nGive a connection back (to the oldest waiter, else the idle stack)."},
+    {"_bind", (PyCFunction)(void (*)(void))pool_bind, METH_VARARGS | METH_KEYWORDS,
+     "Attach to the endpoint budget for `key`; returns (max_connections, created)."},
+    {"_unbind", (PyCFunction)pool_unbind, METH_NOARGS, "Detach from the endpoint."},
+    {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS,
+     "Refuse new checkouts and fail this pool's waiters."},
+    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS,
+     "Close the idle connections of this pool's flavor."},
+    {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "Connections this pool has out."},
+    {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "Idle connections of its flavor."},
+    {"_owns", (PyCFunction)pool_owns, METH_O, "Whether the connection belongs to this pool."},
+    {"_report", (PyCFunction)pool_report, METH_VARARGS, "Report a failure kind to the checker."},
+    {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
+     "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef pool_getset[] = {
+    {"timeout", (getter)get_timeout, (setter)set_timeout,
+     "Seconds get_connection() waits; None waits forever, 0 never waits.", NULL},
+    {"_closed", (getter)get_closed, NULL, "Whether close() was called.", NULL},
+    {"_check_reconnect", (getter)get_check_reconnect, (setter)set_check_reconnect,
+     "Ask connections should_reconnect() on release.", NULL},
+    {"endpoint", (getter)get_label, NULL, "The endpoint this pool draws from (no secrets).", NULL},
+    {"_pool_in_use", (getter)get_in_use_count, NULL, "Connections this pool has out.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot pool_slots[] = {
+    {Py_tp_new, pool_new},
+    {Py_tp_dealloc, pool_dealloc},
+    {Py_tp_methods, pool_methods},
+    {Py_tp_getset, pool_getset},
+    {Py_tp_doc, "C half of SafeConnectionPool: the per-endpoint budget, checkout and release."},
+    {0, NULL},
+};
+
+PyType_Spec sp_pool_core_spec = {
+    .name = "redis_safepool._core.PoolCore",
+    .basicsize = sizeof(PoolCore),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = pool_slots,
+};

@@ -1,0 +1,190 @@
+"""SafeConnectionPool: redis-py's ConnectionPool interface over the C core's per-endpoint budget."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any, List, Optional, Set
+
+import redis
+from redis.connection import Connection, ConnectionPool
+
+from . import _core, _events
+from ._keys import endpoint_of, flavor_id
+from .exceptions import BudgetConflictWarning
+
+__all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
+
+DEFAULT_MAX_CONNECTIONS = 50
+DEFAULT_TIMEOUT = 20.0
+
+try:
+    from redis.cache import CacheProxyConnection
+except ImportError:  # pragma: no cover - older redis-py layouts
+    from redis.connection import CacheProxyConnection
+
+
+def _check_max_connections(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_CONNECTIONS
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_connections must be an int >= 1, not {type(value).__name__} ({value!r})"
+        )
+    if value < 1:
+        raise ValueError(f"max_connections must be >= 1, got {value}")
+    return value
+
+
+def _check_seconds(name: str, value: Any, allow_none: bool) -> Optional[float]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__} ({value!r})")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+class SafeConnectionPool(_core.PoolCore, ConnectionPool):
+    """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
+
+    Every pool object for one server (transport, address, db, username,
+    protocol) draws from one process-wide budget of ``max_connections``:
+    however many pools point at a server, the process never holds more.
+    ``get_connection()`` waits up to ``timeout`` seconds (``None``: forever,
+    ``0``: never) in FIFO order with the GIL released, then raises
+    ``PoolTimeoutError`` (a ``redis.exceptions.MaxConnectionsError``). While
+    the health checker sees the server down or loading it fails fast with
+    ``ServerUnavailableError``.
+
+    ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
+    connections that sat unused or lived too long (lifetimes are jittered
+    by up to 10%).
+    """
+
+    def __init__(
+        self,
+        connection_class: type = Connection,
+        max_connections: Optional[int] = None,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        max_idle_time: Optional[float] = None,
+        max_lifetime: Optional[float] = None,
+        **connection_kwargs: Any,
+    ) -> None:
+        if not isinstance(connection_class, type):
+            raise TypeError(f"connection_class must be a class, not {connection_class!r}")
+        self._max_explicit = max_connections is not None
+        max_connections = _check_max_connections(max_connections)
+        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
+        self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
+        ConnectionPool.__init__(
+            self,
+            connection_class=connection_class,
+            max_connections=max_connections,
+            **connection_kwargs,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
+        """Build a pool from ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        return super().from_url(url, **kwargs)
+
+    # -- binding ------------------------------------------------------------
+
+    def reset(self) -> None:
+        """(Re)attach to the endpoint budget for the current connection kwargs.
+
+        redis-py calls this from ``__init__``; django-redis calls it after
+        changing ``connection_kwargs`` (e.g. a password), which may change
+        the flavor of connections this pool hands out.
+        """
+        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
+        flavor = flavor_id(self.connection_class, self.connection_kwargs)
+        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        if self._max_idle_time or self._max_lifetime:
+            self._set_idle_limits(self._max_idle_time, self._max_lifetime)
+        if not created and budget != self.max_connections and self._max_explicit:
+            warnings.warn(
+                f"{label} already has a budget of max_connections={budget} set by the first "
+                f"pool for it; this pool asked for {self.max_connections} and shares the "
+                f"existing budget. Call redis_safepool.configure(...) to change it.",
+                BudgetConflictWarning,
+                stacklevel=4,
+            )
+        self._check_reconnect = bool(self.maint_notifications_enabled())
+        self.pid = os.getpid()
+        _events.ensure_started()
+
+    def _checkpid(self) -> None:
+        # Fork is handled in C (pthread_atfork + an epoch check on every call).
+        pass
+
+    def __del__(self) -> None:
+        # The C part drops this pool's books when it is freed.
+        pass
+
+    # -- connections ----------------------------------------------------------
+
+    def make_connection(self) -> Connection:
+        """Create a new connection object (not connected yet) within the budget."""
+        kwargs = dict(self.connection_kwargs)
+        if self.cache is not None:
+            return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
+        return self.connection_class(**kwargs)
+
+    def owns_connection(self, connection: Connection) -> bool:
+        return self._owns(connection)
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close idle connections; with ``inuse_connections`` also the ones out now.
+
+        Idle connections are shared by pools with the same settings for the
+        same server, so theirs are closed too (they reconnect on demand).
+        Connections in use stay checked out and reconnect on their next command.
+        """
+        self._drain_idle()
+        if inuse_connections:
+            for connection in self._in_use_list():
+                connection.disconnect()
+
+    def close(self) -> None:
+        """Close the pool: waiters fail with ``PoolClosedError``, so do later checkouts.
+
+        Connections still out are closed when they come back.
+        """
+        self._close_core()
+        self.disconnect(inuse_connections=True)
+
+    def set_retry(self, retry: "redis.retry.Retry") -> None:
+        self.connection_kwargs.update({"retry": retry})
+        for connection in self._idle_list() + self._in_use_list():
+            connection.retry = retry
+
+    # -- what other libraries read ----------------------------------------------
+
+    @property
+    def _available_connections(self) -> List[Connection]:
+        return self._idle_list()
+
+    @property
+    def _in_use_connections(self) -> Set[Connection]:
+        return set(self._in_use_list())
+
+    @property
+    def _created_connections(self) -> int:
+        return len(self._idle_list()) + len(self._in_use_list())
+
+    def _get_free_connections(self) -> List[Connection]:
+        return self._idle_list()
+
+    def _get_in_use_connections(self) -> Set[Connection]:
+        return set(self._in_use_list())
+
+    def __repr__(self) -> str:
+        base = ConnectionPool.__repr__(self)
+        return f"{base[:-1]}, max_connections={self.max_connections}, timeout={self.timeout})>"
