@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from flask import Flask, Response, jsonify
@@ -69,6 +70,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="run a few requests and exit")
     args = parser.parse_args()
     observe.watch_states(1.0)  # one log line per endpoint state change
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the redis-server
 
     server = None
     url = os.environ.get("REDIS_URL")
