@@ -23,7 +23,7 @@
 #endif
 
 #define SP_PROBE_RBUF 16384             /* largest reply we accept */
-#define SP_PROBE_WBUF 4096              /* largest request (AUTH + PING + INFO) */
+#define SP_PROBE_WBUF 4096              /* largest request we send */
 #define SP_RESP_MAX_DEPTH 8
 #define SP_RESP_MAX_BULK (512LL * 1024 * 1024)
 #define SP_PROBE_DEFAULT_TIMEOUT 1.0
@@ -131,7 +131,7 @@ static long
 reply_end(const char *buf, size_t n, size_t pos, int depth)
 {
     const char *nl;
-    size_t eol, clen, start, i;
+    size_t eol, clen, start, end, i;
     long long len;
 
     if (pos >= n) {
@@ -165,13 +165,14 @@ reply_end(const char *buf, size_t n, size_t pos, int depth)
             return -1;
         }
         start = eol + 1;
-        if (n - start < (size_t)len + 2) {
+        end = start + (size_t)len;              /* index of the CR */
+        if (n < end + 2) {
             return 0;
         }
-        if (buf[start + len] != '\r' || buf[start + len + 1] != '\n') {
+        if (buf[end] != '\r' || buf[end + 1] != '\n') {
             return -1;
         }
-        return (long)(start + (size_t)len + 2);
+        return (long)(end + 2);
     case '*': case '~': case '>': case '%':
         if (!parse_ll(buf + pos + 1, clen, &len)) {
             return -1;

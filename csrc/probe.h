@@ -32,8 +32,10 @@
  *               larger than the probe buffer, local failures (socket(),
  *               credentials too long, bad target).
  *
- * `timeout` applies to the connect and separately to each reply, so the
- * worst case is about 4 * timeout.  A timeout <= 0 (or NaN) means 1 second;
+ * `timeout` applies to the connect and separately to each reply; the probe
+ * returns at the first timeout, so a silent or unreachable server costs
+ * about one `timeout` (a server answering each reply just in time could
+ * stretch it to 5 * timeout).  A timeout <= 0 (or NaN) means 1 second;
  * values above 3600 are clamped.  Host names other than numeric IPv4/IPv6
  * are resolved with getaddrinfo(), which may block on DNS.
  */
@@ -41,7 +43,7 @@
 typedef enum {
     SP_PROBE_OK = 0,        /* +PONG, server usable */
     SP_PROBE_DOWN,          /* refused, reset, EOF, connect timeout */
-    SP_PROBE_OVERLOADED,    /* max clients reached, or no reply after connect */
+    SP_PROBE_OVERLOADED,    /* max clients, -BUSY, no reply after connect */
     SP_PROBE_LOADING,       /* -LOADING */
     SP_PROBE_AUTH,          /* -NOAUTH / -WRONGPASS / -NOPERM */
     SP_PROBE_ERROR          /* anything else unexpected (protocol error...) */

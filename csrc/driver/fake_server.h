@@ -9,7 +9,7 @@ typedef enum {
     FAKE_SCRIPT,        /* answer per stage, then wait for the client EOF */
     FAKE_SCRIPT_RESET,  /* answer per stage, then close with RST */
     FAKE_CLOSE,         /* accept and close at once (FIN) */
-    FAKE_NOACCEPT       /* listen but never accept (kernel completes connect) */
+    FAKE_NOACCEPT       /* listen, never accept (kernel completes connect) */
 } fake_mode;
 
 #define FAKE_MAX_STAGES 3

@@ -1,4 +1,4 @@
-/* sp_driver entry point: runs every test suite, prints "N passed, M failed". */
+/* sp_driver entry point: runs every suite, prints "N passed, M failed". */
 #include "driver.h"
 
 #include <dirent.h>

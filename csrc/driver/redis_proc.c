@@ -1,4 +1,4 @@
-/* Test helper: start/stop real redis-server processes and talk RESP to them. */
+/* Test helper: start/stop real redis-server processes, talk RESP to them. */
 #include "redis_proc.h"
 
 #include <arpa/inet.h>
