@@ -1,0 +1,524 @@
+"""Sentinel-managed pools whose budget follows the master, and a Sentinel client with bounded backoff."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+from redis.backoff import NoBackoff
+from redis.client import Redis
+from redis.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
+from redis.retry import Retry
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SlaveNotFoundError,
+)
+
+from ._topology import Backoff, SingleFlight
+from .exceptions import (
+    ForeignConnectionError,
+    PoolClosedError,
+    PoolTimeoutError,
+    ServerUnavailableError,
+)
+
+__all__ = [
+    "SafeSentinel",
+    "SafeSentinelConnectionPool",
+    "SafeSentinelManagedConnection",
+    "SafeSentinelManagedSSLConnection",
+    "MasterChangedError",
+    "MasterNotFoundError",
+    "SlaveNotFoundError",
+]
+
+Address = Tuple[str, int]
+_OWNER = "_safepool_sentinel_owner"  # attribute set on every connection we hand out
+
+
+class MasterChangedError(ConnectionError):
+    """Sentinel names another master than the one this connection is bound to.
+
+    The connection is never used again; the next command gets a connection to
+    the new master (from the new master's budget)."""
+
+
+def _safe_pool_class():
+    from .pool import SafeConnectionPool  # imported late: the C core may be absent at import
+
+    return SafeConnectionPool
+
+
+class _OwnerRef:
+    """What a connection knows about its Sentinel pool (weak, so pools can be collected)."""
+
+    __slots__ = ("_ref", "__weakref__")
+
+    def __init__(self, pool: "SafeSentinelConnectionPool") -> None:
+        self._ref = weakref.ref(pool)
+
+    def __call__(self) -> Optional["SafeSentinelConnectionPool"]:
+        return self._ref()
+
+    def __repr__(self) -> str:  # keep connection reprs and flavor labels short
+        return "<sentinel-pool>"
+
+
+class SafeSentinelManagedConnection(Connection):
+    """A connection pinned to the address it was created for.
+
+    Before opening a socket it asks Sentinel (coalesced, with backoff) whether
+    that address is still the master; if not it raises ``MasterChangedError``
+    instead of silently following the master (which would move the connection
+    to another server's budget). A ``READONLY`` reply (the old master came
+    back as a replica) disconnects it and makes the pool re-resolve."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._sentinel_owner: Optional[_OwnerRef] = kwargs.pop("sentinel_owner", None)
+        super().__init__(**kwargs)
+
+    def _owner_pool(self) -> Optional["SafeSentinelConnectionPool"]:
+        return self._sentinel_owner() if self._sentinel_owner is not None else None
+
+    def connect(self) -> None:
+        if self._sock:
+            return
+        pool = self._owner_pool()
+        if pool is None:
+            return super().connect()
+        if pool.is_master:
+            pool._check_master_before_connect(self)
+        address = (self.host, int(self.port))
+        if not pool.connect_backoff.claim(address):
+            raise ServerUnavailableError(
+                f"{self.host}:{self.port} failed recently; next attempt in "
+                f"{pool.connect_backoff.remaining(address):.3f}s")
+        try:
+            super().connect()
+        except (ConnectionError, TimeoutError):
+            pool.connect_backoff.failed(address)
+            raise
+        pool.connect_backoff.succeeded(address)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ReadOnlyError:
+            pool = self._owner_pool()
+            if pool is not None and pool.is_master:
+                self.disconnect()
+                pool._master_suspect()
+                raise ConnectionError("The previous master is now a replica")
+            raise
+
+
+class SafeSentinelManagedSSLConnection(SafeSentinelManagedConnection, SSLConnection):
+    """TLS variant of ``SafeSentinelManagedConnection``."""
+
+
+class SafeSentinelConnectionPool(SentinelConnectionPool):
+    """``SentinelConnectionPool`` behaviour on per-address ``SafeConnectionPool`` budgets.
+
+    Master pools keep one inner ``SafeConnectionPool`` bound to the address
+    Sentinel reports. When Sentinel reports another master, a new inner pool is
+    bound to it (its budget is the new master's process-wide budget) and the
+    old one is retired: its idle connections are closed at once, its in-use
+    connections are closed when they come back, and it never hands out a
+    connection again. Replica pools keep one inner pool per replica address.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        self._safe_max = kwargs.pop("max_connections", None)
+        self._safe_timeout = kwargs.pop("timeout", 20)
+        if "connection_class" not in kwargs:
+            kwargs["connection_class"] = (
+                SafeSentinelManagedSSLConnection if kwargs.pop("ssl", False)
+                else SafeSentinelManagedConnection
+            )
+        self._state_lock = threading.RLock()
+        self._inner: Dict[Address, Any] = {}          # address -> live SafeConnectionPool
+        self._retired: Dict[int, Any] = {}           # id -> retired pool with connections out
+        self._out: Dict[int, int] = {}                # id(inner pool) -> connections handed out
+        self._master: Optional[Address] = None
+        self._closed = False
+        self._replicas: List[Address] = []
+        self._replica_rr = 0
+        backoff = kwargs.pop("connect_backoff", None)
+        self.connect_backoff = backoff if backoff is not None else Backoff(0.05, 1.0)
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self.connection_kwargs.pop("connection_pool", None)  # redis-py's proxy: not ours
+        if issubclass(self.connection_class, SafeSentinelManagedConnection):
+            self.connection_kwargs["sentinel_owner"] = _OwnerRef(self)
+        self.max_connections = self._safe_max
+        self.timeout = self._safe_timeout
+
+    # -- address resolution ------------------------------------------------
+    def get_master_address(self) -> Address:
+        """Ask Sentinel for the master and re-bind the pool if it moved."""
+        address = tuple(self.sentinel_manager.discover_master(self.service_name))
+        address = (str(address[0]), int(address[1]))
+        self._bind_master(address)
+        return address
+
+    @property
+    def master_address(self) -> Optional[Address]:
+        return self._master
+
+    def _check_master_before_connect(self, conn: Connection) -> None:
+        address = self.get_master_address()
+        if address != (conn.host, int(conn.port)):
+            raise MasterChangedError(
+                f"{self.service_name!r} moved from {conn.host}:{conn.port} to "
+                f"{address[0]}:{address[1]}"
+            )
+
+    def _master_suspect(self) -> None:
+        try:
+            self.get_master_address()
+        except ConnectionError:
+            pass
+
+    def _bind_master(self, address: Address) -> None:
+        with self._state_lock:
+            if address == self._master and (self._closed or address in self._inner):
+                return
+            old = self._inner.pop(self._master, None) if self._master is not None else None
+            self._master = address
+            close_now = old is not None and self._retire_locked(old)
+        if old is not None:
+            old.disconnect(inuse_connections=False)  # idle ones: closed right away
+            if close_now:
+                old.close()
+
+    def _retire_locked(self, inner: Any) -> bool:
+        """Mark ``inner`` retired; True if it has nothing out and may be closed now."""
+        inner._sentinel_retired = True
+        if self._out.get(id(inner), 0) > 0:
+            self._retired[id(inner)] = inner  # closed by release() of its last connection
+            return False
+        self._out.pop(id(inner), None)
+        return True
+
+    def _pool_for(self, address: Address) -> Any:
+        with self._state_lock:
+            if self._closed:
+                raise PoolClosedError(f"{self!r} is closed")
+            inner = self._inner.get(address)
+            if inner is None:
+                kwargs = dict(self.connection_kwargs)
+                kwargs.update(host=address[0], port=address[1])
+                if self._safe_max is not None:
+                    kwargs["max_connections"] = self._safe_max
+                inner = _safe_pool_class()(connection_class=self.connection_class,
+                                           timeout=self._safe_timeout, **kwargs)
+                inner._sentinel_retired = False
+                self._inner[address] = inner
+            return inner
+
+    # -- checkout / checkin --------------------------------------------------
+    def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        if self.is_master:
+            return self._get_master_connection(args, kwargs)
+        return self._get_replica_connection(args, kwargs)
+
+    def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Optional[Connection]:
+        conn = inner.get_connection(*args, **kwargs)
+        with self._state_lock:
+            if not getattr(inner, "_sentinel_retired", False):
+                setattr(conn, _OWNER, inner)
+                self._out[id(inner)] = self._out.get(id(inner), 0) + 1
+                return conn
+        # re-bound while we were getting it: never hand out an old-master connection
+        conn.disconnect()
+        inner.release(conn)
+        return None
+
+    def _get_master_connection(self, args: tuple, kwargs: dict) -> Connection:
+        last: Optional[BaseException] = None
+        for _ in range(3):  # bounded: one re-resolution per failover step
+            master = self._master
+            if master is None:
+                master = self.get_master_address()
+            inner = self._pool_for(master)
+            try:
+                conn = self._hand_out(inner, args, kwargs)
+            except PoolTimeoutError:
+                raise  # the budget is full: not a topology problem
+            except (ConnectionError, TimeoutError) as exc:
+                # paused endpoint, failed connect, closed-by-rebind pool: did it move?
+                last = exc
+                try:
+                    moved = self.get_master_address() != master
+                except MasterNotFoundError:
+                    moved = False
+                if not moved:
+                    raise
+                continue
+            if conn is not None:
+                return conn
+        raise last if last is not None else MasterNotFoundError(
+            f"No stable master found for {self.service_name!r}")
+
+    def _replica_addresses(self, refresh: bool = False) -> List[Address]:
+        """Replica addresses, asked from Sentinel on first use and after a failure."""
+        with self._state_lock:
+            cached = list(self._replicas)
+        if cached and not refresh:
+            return cached
+        try:
+            replicas = self.sentinel_manager.discover_slaves(self.service_name)
+        except ConnectionError:
+            replicas = []
+        replicas = [(str(h), int(p)) for h, p in replicas]
+        with self._state_lock:
+            self._replicas = list(replicas)
+        return replicas
+
+    def _get_replica_connection(self, args: tuple, kwargs: dict) -> Connection:
+        replicas = self._replica_addresses()
+        with self._state_lock:
+            self._replica_rr += 1
+            start = self._replica_rr
+        order = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]
+        last: Optional[BaseException] = None
+        for address in order:
+            try:
+                conn = self._hand_out(self._pool_for(address), args, kwargs)
+            except PoolTimeoutError:
+                raise
+            except (ConnectionError, TimeoutError) as exc:
+                last = exc
+                self._replica_addresses(refresh=True)
+                continue
+            if conn is not None:
+                return conn
+        try:  # fall back to the master, like redis-py
+            master = self.get_master_address()
+            conn = self._hand_out(self._pool_for(master), args, kwargs)
+            if conn is not None:
+                return conn
+        except MasterNotFoundError:
+            pass
+        raise SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
+
+    def release(self, connection: Connection) -> None:
+        inner = getattr(connection, _OWNER, None)
+        if inner is None:
+            raise ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
+        with self._state_lock:
+            retired = getattr(inner, "_sentinel_retired", False)
+            left = self._out.get(id(inner), 0) - 1
+            if left > 0:
+                self._out[id(inner)] = left
+            else:
+                self._out.pop(id(inner), None)
+            close_inner = retired and left <= 0
+            if close_inner:
+                self._retired.pop(id(inner), None)
+        if retired:
+            connection.disconnect()  # a connection to a former master is never reused
+        try:
+            inner.release(connection)
+        finally:
+            if close_inner:
+                inner.close()
+
+    def owns_connection(self, connection: Connection) -> bool:
+        inner = getattr(connection, _OWNER, None)
+        return inner is not None and not getattr(inner, "_sentinel_retired", False) \
+            and inner.owns_connection(connection)
+
+    def make_connection(self) -> Connection:
+        address = self._master if self.is_master and self._master else self.get_master_address()
+        return self._pool_for(address).make_connection()
+
+    # -- lifecycle -------------------------------------------------------------
+    def _all_inner(self) -> List[Any]:
+        with self._state_lock:
+            return list(self._inner.values()) + list(self._retired.values())
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        for inner in self._all_inner():
+            inner.disconnect(inuse_connections=inuse_connections)
+
+    def reset(self) -> None:
+        super().reset()
+        for inner in self._all_inner() if hasattr(self, "_inner") else []:
+            inner.reset()
+
+    def close(self) -> None:
+        with self._state_lock:
+            self._closed = True
+            pools = list(self._inner.values()) + list(self._retired.values())
+            self._inner.clear()
+            self._retired.clear()
+            self._out.clear()
+        for inner in pools:
+            inner._sentinel_retired = True
+            inner.close()
+
+    def set_retry(self, retry: Retry) -> None:
+        self.connection_kwargs.update({"retry": retry})
+        for inner in self._all_inner():
+            inner.set_retry(retry)
+
+    def get_connection_count(self) -> Any:
+        counts = [inner.get_connection_count() for inner in self._all_inner()]
+        if all(isinstance(c, int) for c in counts):
+            return sum(counts)
+        return [item for c in counts for item in c]
+
+    def stats(self) -> Dict[str, Any]:
+        """Stats of the current master's (or first replica's) endpoint, plus ``address``."""
+        with self._state_lock:
+            address = self._master if self.is_master else next(iter(self._inner), None)
+            inner = self._inner.get(address) if address else None
+        if inner is None:
+            return {"endpoint": None, "address": None, "state": None}
+        out = dict(inner.stats())
+        out["address"] = f"{address[0]}:{address[1]}"
+        return out
+
+    @property
+    def endpoint(self) -> Optional[str]:
+        with self._state_lock:
+            inner = self._inner.get(self._master) if self._master else None
+        return inner.endpoint if inner is not None else None
+
+    def __repr__(self) -> str:
+        role = "master" if self.is_master else "replica"
+        return (f"<{type(self).__module__}.{type(self).__name__}"
+                f"(service={self.service_name}({role}), address={self._master})>")
+
+
+class SafeSentinel(Sentinel):
+    """``redis.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools.
+
+    Talking to the sentinels themselves is bounded: every sentinel gets a small
+    ``SafeConnectionPool`` (``sentinel_max_connections``) without client-side
+    retries; a sentinel that fails is skipped for a jittered, exponentially
+    growing delay (``backoff_base`` .. ``backoff_cap`` seconds); concurrent
+    lookups of one service are coalesced into one query; and while no sentinel
+    names a healthy master, lookups fail fast with ``MasterNotFoundError`` for
+    a jittered delay too. Nothing here loops or sleeps.
+    """
+
+    def __init__(self, sentinels, min_other_sentinels: int = 0,
+                 sentinel_kwargs: Optional[dict] = None, force_master_ip: Optional[str] = None,
+                 *, backoff_base: float = 0.05, backoff_cap: float = 1.0,
+                 sentinel_max_connections: int = 2, sentinel_timeout: float = 1.0,
+                 master_cache_ttl: float = 0.1, **connection_kwargs: Any) -> None:
+        super().__init__([], min_other_sentinels, sentinel_kwargs, force_master_ip,
+                         **connection_kwargs)
+        self.sentinel_kwargs = dict(self.sentinel_kwargs)
+        self.sentinel_kwargs.setdefault("socket_timeout", sentinel_timeout)
+        self.sentinel_kwargs.setdefault("socket_connect_timeout", sentinel_timeout)
+        self.sentinel_backoff = Backoff(backoff_base, backoff_cap)
+        self.master_backoff = Backoff(backoff_base, backoff_cap)
+        self._flights = SingleFlight()
+        self.master_cache_ttl = master_cache_ttl
+        self._known_masters: Dict[str, Tuple[float, Address]] = {}
+        self._sentinel_max = sentinel_max_connections
+        self.sentinel_queries = 0  # queries sent to sentinels (observability, tests)
+        self.sentinels = [self._sentinel_client(host, port) for host, port in sentinels]
+
+    def _sentinel_client(self, host: str, port: int) -> Redis:
+        kwargs = dict(self.sentinel_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        kwargs.setdefault("max_connections", self._sentinel_max)
+        kwargs.setdefault("timeout", self.sentinel_kwargs.get("socket_timeout") or 1.0)
+        pool = _safe_pool_class()(host=host, port=int(port), **kwargs)
+        return Redis.from_pool(pool)
+
+    @staticmethod
+    def _name(sentinel: Redis) -> str:
+        kw = sentinel.connection_pool.connection_kwargs
+        return f"{kw.get('host')}:{kw.get('port')}"
+
+    def _ask(self, sentinel: Redis, fn):
+        key = self._name(sentinel)
+        self.sentinel_queries += 1
+        try:
+            result = fn(sentinel)
+        except (ConnectionError, TimeoutError):
+            self.sentinel_backoff.failed(key)
+            raise
+        self.sentinel_backoff.succeeded(key)
+        return result
+
+    def _ready_sentinels(self) -> List[Tuple[int, Redis]]:
+        return [(i, s) for i, s in enumerate(self.sentinels)
+                if self.sentinel_backoff.ready(self._name(s))]
+
+    def discover_master(self, service_name: str) -> Address:
+        """Like ``Sentinel.discover_master`` but coalesced, briefly cached
+        (``master_cache_ttl`` seconds) and backed off."""
+        known = self._known_masters.get(service_name)
+        if known is not None and time.monotonic() - known[0] < self.master_cache_ttl:
+            return known[1]
+        return self._flights.do(("master", service_name),
+                                lambda: self._discover_master(service_name),
+                                lambda e: MasterNotFoundError(str(e)))
+
+    def _discover_master(self, service_name: str) -> Address:
+        wait = self.master_backoff.remaining(service_name)
+        if wait > 0:
+            raise MasterNotFoundError(
+                f"No master found for {service_name!r} (backing off {wait:.3f}s)")
+        errors: List[str] = []
+        ready = self._ready_sentinels()
+        if not ready:
+            errors.append("every sentinel is backing off")
+        for index, sentinel in ready:
+            try:
+                masters = self._ask(sentinel, lambda s: s.sentinel_masters())
+            except (ConnectionError, TimeoutError) as exc:
+                errors.append(f"{self._name(sentinel)} - {exc!r}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                self.master_backoff.succeeded(service_name)
+                ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
+                address = (str(ip), int(state["port"]))
+                self._known_masters[service_name] = (time.monotonic(), address)
+                return address
+        self._known_masters.pop(service_name, None)
+        self.master_backoff.failed(service_name)
+        detail = f" : {', '.join(errors)}" if errors else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+
+    def discover_slaves(self, service_name: str) -> List[Address]:
+        for _, sentinel in self._ready_sentinels():
+            try:
+                replicas = self._ask(sentinel, lambda s: s.sentinel_slaves(service_name))
+            except (ConnectionError, ResponseError, TimeoutError):
+                continue
+            replicas = self.filter_slaves(replicas)
+            if replicas:
+                return [(str(h), int(p)) for h, p in replicas]
+        return []
+
+    def master_for(self, service_name: str, redis_class=Redis,
+                   connection_pool_class=SafeSentinelConnectionPool, **kwargs: Any):
+        return super().master_for(service_name, redis_class=redis_class,
+                                  connection_pool_class=connection_pool_class, **kwargs)
+
+    def slave_for(self, service_name: str, redis_class=Redis,
+                  connection_pool_class=SafeSentinelConnectionPool, **kwargs: Any):
+        return super().slave_for(service_name, redis_class=redis_class,
+                                 connection_pool_class=connection_pool_class, **kwargs)
+
+    replica_for = slave_for
+
+    def close(self) -> None:
+        for sentinel in self.sentinels:
+            try:
+                sentinel.close()
+            finally:
+                sentinel.connection_pool.close()
