@@ -9,6 +9,7 @@ Kill the redis-server while it runs: requests get a fast 503 with Retry-After, t
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -69,7 +70,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--smoke", action="store_true", help="run a few requests and exit")
     args = parser.parse_args()
-    observe.watch_states(1.0)  # one log line per endpoint state change
+    logging.basicConfig(level=logging.INFO)  # the `redis_safepool` logger: one line per state change
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the redis-server
 
     server = None

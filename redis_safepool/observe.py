@@ -1,4 +1,4 @@
-"""Cheap observability hooks pool.py calls: pool-per-request warning, leak reports, state-change log lines."""
+"""Cheap observability hooks pool.py calls: pool-per-request warning, leak reports, last acquire failure."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 __all__ = [
     "PoolPerRequestWarning",
@@ -20,19 +20,15 @@ __all__ = [
     "note_checkout",
     "note_release",
     "note_acquire_failed",
-    "note_state_change",
     "check_leaks",
     "leaks",
     "held",
     "last_failures",
-    "log_state_changes",
-    "watch_states",
     "endpoint_label",
     "explain",
 ]
 
 logger = logging.getLogger("redis_safepool")
-state_logger = logging.getLogger("redis_safepool.state")
 leak_logger = logging.getLogger("redis_safepool.leak")
 
 DEFAULT_POOL_WARN_THRESHOLD = 32
@@ -72,12 +68,9 @@ _warned: set = set()
 _held: Dict[int, _Held] = {}
 _leak_reports: Deque[Dict[str, Any]] = collections.deque(maxlen=100)
 _failures: Dict[str, Dict[str, Any]] = {}
-_seen_states: Dict[str, Tuple[Any, Any]] = {}
 _watcher: Optional[threading.Thread] = None
 _watcher_pid = 0
 _watcher_wake = threading.Event()
-_state_thread: Optional[threading.Thread] = None
-_state_stop = threading.Event()
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 try:
@@ -126,15 +119,13 @@ def reset() -> None:
         _held.clear()
         _leak_reports.clear()
         _failures.clear()
-        _seen_states.clear()
 
 
 def _after_fork_in_child() -> None:
-    global _watcher, _watcher_pid, _state_thread
+    global _watcher, _watcher_pid
     _held.clear()  # connections checked out in the parent are not ours
     _watcher = None
     _watcher_pid = 0
-    _state_thread = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -351,64 +342,6 @@ def note_acquire_failed(pool: Any, exc: BaseException) -> None:
 def last_failures() -> Dict[str, Dict[str, Any]]:
     """The last acquire failure per endpoint label."""
     return dict(_failures)
-
-
-# ---------------------------------------------------------------- state log
-
-
-def note_state_change(label: str, old: Any, new: Any, reason: Any = None) -> None:
-    """Hook: one log line per endpoint state change (call from Python when a change is seen)."""
-    _seen_states[label] = (new, _seen_states.get(label, (None, None))[1])
-    level = logging.INFO if new == "ready" else logging.WARNING
-    state_logger.log(level, "%s: %s -> %s%s", label, old, new, f" ({reason})" if reason else "")
-
-
-def _all_stats() -> Dict[str, Dict[str, Any]]:
-    import redis_safepool
-
-    fn = getattr(redis_safepool, "stats", None)
-    return fn() if fn is not None else {}
-
-
-def log_state_changes(stats: Optional[Dict[str, Dict[str, Any]]] = None) -> int:
-    """Compare ``redis_safepool.stats()`` with the last call and log each change; returns lines logged."""
-    stats = _all_stats() if stats is None else stats
-    logged = 0
-    for label, st in stats.items():
-        state, transitions = st.get("state"), st.get("transitions")
-        old = _seen_states.get(label)
-        _seen_states[label] = (state, transitions)
-        if old is None:
-            continue
-        old_state, old_transitions = old
-        missed = (transitions or 0) - (old_transitions or 0)
-        if state != old_state or missed > 0:
-            reason = st.get("state_reason") or st.get("last_error")
-            extra = f" [{missed} transitions since last check]" if missed > 1 else ""
-            level = logging.INFO if state == "ready" else logging.WARNING
-            state_logger.log(level, "%s: %s -> %s%s%s", label, old_state, state,
-                             f" ({reason})" if reason else "", extra)
-            logged += 1
-    return logged
-
-
-def watch_states(interval: float = 1.0, stats_fn: Optional[Callable[[], Dict]] = None) -> Callable[[], None]:
-    """Start a daemon thread logging state changes every ``interval`` s; returns a stop function."""
-    global _state_thread
-    stop = threading.Event()
-    fn = stats_fn or _all_stats
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                log_state_changes(fn())
-            except Exception:  # pragma: no cover
-                logger.exception("state check failed")
-
-    log_state_changes(fn())
-    _state_thread = threading.Thread(target=loop, name="redis-safepool-states", daemon=True)
-    _state_thread.start()
-    return stop.set
 
 
 def explain(*args: Any, **kwargs: Any) -> str:

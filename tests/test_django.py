@@ -200,9 +200,15 @@ def test_threaded_server_keeps_connections_bounded(live, alias, wait_until):
     peak = [0]
     done = threading.Event()
 
+    label = f"redis://127.0.0.1:{live.port}/0"
+    closed_before = sp.stats()[label]["closed"]
+    client_peak = [0]
+
     def watch():
         while not done.is_set():
             peak[0] = max(peak[0], live.connected_clients())
+            st = sp.stats()[label]
+            client_peak[0] = max(client_peak[0], st["in_use"] + st["idle"] + st["connecting"])
 
     def request(_):
         try:
@@ -227,8 +233,12 @@ def test_threaded_server_keeps_connections_bounded(live, alias, wait_until):
     ok = statuses.count(200)
     assert ok > 0
     assert int(live.command("GET", f":1:hits:{alias}").split(b"\r\n")[1]) == ok
-    assert peak[0] <= MAX_CONNECTIONS
-    assert live.connected_clients() <= MAX_CONNECTIONS
+    assert client_peak[0] <= MAX_CONNECTIONS
+    # The server may still count a connection the client already closed (a flavor hand-off
+    # closes one and opens another), so its view may exceed the budget by the closes in flight.
+    closes = sp.stats()[label]["closed"] - closed_before
+    assert peak[0] <= MAX_CONNECTIONS + closes, (peak[0], closes)
+    wait_until(lambda: live.connected_clients() <= MAX_CONNECTIONS, what="server count within budget")
 
 
 @pytest.mark.skipif(not REAL_POOL, reason="the example uses SafeConnectionPool")

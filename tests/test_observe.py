@@ -125,16 +125,26 @@ def test_watcher_thread_reports_without_being_asked(wait_until):
     observe.note_release(pool, conn)
 
 
-def test_state_changes_logged_one_line_each(caplog):
-    with caplog.at_level(logging.INFO, logger="redis_safepool.state"):
-        assert observe.log_state_changes(stats_for("ready", 0)) == 0  # first sight: baseline
-        assert observe.log_state_changes(stats_for("ready", 0)) == 0
-        assert observe.log_state_changes(
-            stats_for("paused", 1, state_reason="connection refused")) == 1
-        assert observe.log_state_changes(stats_for("ready", 3)) == 1
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == f"{LABEL}: ready -> paused (connection refused)"
-    assert lines[1].startswith(f"{LABEL}: paused -> ready") and "2 transitions" in lines[1]
+@pytest.mark.skipif(not REAL_POOL, reason="needs the C core")
+def test_state_changes_logged_one_line_each_and_explained(redis_server, make_pool, caplog, wait_until):
+    pool = make_pool(redis_server.url, max_connections=2, timeout=1)
+    r = redis.Redis(connection_pool=pool)
+    r.ping()
+    label = pool.endpoint
+    with caplog.at_level(logging.INFO, logger="redis_safepool"):
+        redis_server.kill()
+        wait_until(lambda: sp.stats()[label]["state"] == "paused", what="paused")
+        with pytest.raises(sp.ServerUnavailableError):
+            r.ping()
+        text = observe.explain(pool)
+        assert "paused" in text and "ServerUnavailableError" in text and "max_connections=2" in text
+        redis_server.start()
+        wait_until(lambda: sp.stats()[label]["state"] == "ready", what="ready again")
+        wait_until(lambda: any(f"{label}: " in m and "-> ready" in m for m in caplog.messages),
+                   what="the log line of the recovery")
+    lines = [m for m in caplog.messages if m.startswith(f"{label}: ") and " -> " in m]
+    assert len(lines) == sp.stats()[label]["transitions"], lines
+    assert "ready -> paused" in lines[0]
 
 
 def test_explain_limits_state_and_last_failure():

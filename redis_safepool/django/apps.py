@@ -1,4 +1,7 @@
-"""AppConfig: applies settings.SAFEPOOL to redis_safepool.observe and checks the cache config."""
+"""AppConfig: applies settings.SAFEPOOL to redis_safepool.observe and checks the cache config.
+
+State changes are logged by the core on the ``redis_safepool`` logger (one line each).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def _is_safe(pool: Any) -> bool:
 class SafePoolConfig(AppConfig):
     """``INSTALLED_APPS += ["redis_safepool.django"]``; optional settings::
 
-        SAFEPOOL = {"pool_warn_threshold": 32, "leak_threshold": 5.0, "log_state_changes": 1.0}
+        SAFEPOOL = {"pool_warn_threshold": 32, "leak_threshold": 5.0}
         SAFEPOOL_RETRY_AFTER = 1                  # seconds, 503 Retry-After
         SAFEPOOL_503_ON_CONNECTION_ERRORS = True  # also map redis-py ConnectionError
     """
@@ -61,7 +64,4 @@ class SafePoolConfig(AppConfig):
         kwargs = {k: conf[k] for k in ("pool_warn_threshold", "leak_threshold") if k in conf}
         if kwargs:
             observe.configure(**kwargs)
-        interval = conf.get("log_state_changes")
-        if interval:
-            observe.watch_states(float(interval))
         checks.register(check_caches, checks.Tags.caches)

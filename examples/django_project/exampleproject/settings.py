@@ -33,11 +33,12 @@ CACHES = {
     # },
 }
 
-SAFEPOOL = {"log_state_changes": 1.0}  # one log line per endpoint state change
+SAFEPOOL = {"pool_warn_threshold": 32, "leak_threshold": 10}  # redis_safepool.observe settings
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # the core logs one line per endpoint state change (ready -> paused ...)
     "loggers": {"redis_safepool": {"handlers": ["console"], "level": "INFO"}},
 }
