@@ -13,7 +13,7 @@ CORE_SOURCES = [
     "csrc/probe.c",
     "csrc/checker.c",
 ]
-BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c"]
+BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c"]
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 extra_link_args = ["-pthread"]

@@ -91,21 +91,6 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
     }
 }
 
-static void
-splice_graveyard_locked(sp_endpoint *ep, sp_after *after)
-{
-    if (after->graveyard == NULL) {
-        return;
-    }
-    sp_conn *tail = after->graveyard;
-    while (tail->next) {
-        tail = tail->next;
-    }
-    tail->next = ep->graveyard;
-    ep->graveyard = after->graveyard;
-    after->graveyard = NULL;
-}
-
 /* Async waiters woken by the checker: their loops poll the notify fd. */
 static void
 notify_all(sp_after *after)
@@ -117,17 +102,36 @@ notify_all(sp_after *after)
     after->n_notify = 0;
 }
 
-/* Records dead idle connections were buried: close their server side now
- * (shutdown() on our end; the fd itself stays open until the owner thread
- * disposes of the object, so no fd number is ever reused under anyone). */
+/* Closes the server side of records the checker buried (with no lock
+ * held: shutdown() on our end; the fd itself stays open until a Python
+ * thread disposes of the object, so no fd number is reused under anyone),
+ * frees their slots, and hands them to the graveyard for disposal.
+ * Records whose socket it cannot touch (asyncio) stay counted until then. */
 static void
-shutdown_buried(sp_conn *list)
+close_buried(sp_endpoint *ep, sp_after *after)
 {
-    for (sp_conn *rec = list; rec; rec = rec->next) {
-        if (rec->fd >= 0) {
-            shutdown(rec->fd, SHUT_RDWR);
+    while (after->graveyard != NULL) {
+        sp_conn *list = after->graveyard;
+        after->graveyard = NULL;
+        int n = 0;
+        for (sp_conn *rec = list; rec; rec = rec->next) {
+            if (rec->fd >= 0 && rec->counted) {
+                shutdown(rec->fd, SHUT_RDWR);
+                rec->counted = 0;
+                n++;
+            }
         }
+        pthread_mutex_lock(&ep->lock);
+        sp_conn *tail = list;
+        while (tail->next) {
+            tail = tail->next;
+        }
+        tail->next = ep->graveyard;
+        ep->graveyard = list;
+        pthread_mutex_unlock(&ep->lock);
+        sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
+    notify_all(after);
 }
 
 void
@@ -161,9 +165,8 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
     default:
         break;
     }
-    splice_graveyard_locked(ep, &after);
     pthread_mutex_unlock(&ep->lock);
-    notify_all(&after);
+    close_buried(ep, &after);
     wake_thread();
 }
 
@@ -234,13 +237,7 @@ check_idle(sp_endpoint *ep, double now)
         sp_endpoint_dispatch_locked(ep, &after);
         pthread_mutex_unlock(&ep->lock);
     }
-    if (after.graveyard) {
-        shutdown_buried(after.graveyard);
-        pthread_mutex_lock(&ep->lock);
-        splice_graveyard_locked(ep, &after);
-        pthread_mutex_unlock(&ep->lock);
-    }
-    notify_all(&after);
+    close_buried(ep, &after);
 }
 
 /* ---- probes ------------------------------------------------------------------ */
@@ -329,9 +326,8 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         }
         ep->next_probe = now + wait;
     }
-    splice_graveyard_locked(ep, &after);
     pthread_mutex_unlock(&ep->lock);
-    notify_all(&after);
+    close_buried(ep, &after);
 }
 
 static int
@@ -376,9 +372,8 @@ tick_endpoint(sp_endpoint *ep, void *arg)
             sp_endpoint_slot_failed(ep, &after);  /* gives the probe's slot back */
             pthread_mutex_lock(&ep->lock);
             ep->connect_failures--;               /* not a failure of a request */
-            splice_graveyard_locked(ep, &after);
             pthread_mutex_unlock(&ep->lock);
-            notify_all(&after);
+            close_buried(ep, &after);
         }
         apply_probe(ep, &res, &cfg, sp_now());
         pthread_mutex_lock(&ep->lock);

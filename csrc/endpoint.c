@@ -148,14 +148,31 @@ idle_find(sp_endpoint *ep, uint32_t flavor)
     return NULL;
 }
 
-/* Removes a record from the books; the binding disposes of it later. */
+/* Removes a record from the books; the binding disposes of it later. Its
+ * slot stays taken (ep->closing) until the socket is really closed, so the
+ * server never sees more than max_connections from us. */
 static void
 forget_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
-    ep->total--;
+    ep->closing++;
     ep->closed++;
+    rec->counted = 1;
+    rec->ep = ep;
     sp_after_bury(after, rec);
+}
+
+void
+sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
+{
+    if (n <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&ep->lock);
+    ep->closing -= n;
+    ep->total -= n;
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
 }
 
 void
@@ -522,6 +539,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
                 int fd)
 {
     memset(rec, 0, sizeof(*rec));
+    rec->ep = ep;
     rec->payload = payload;
     rec->owner = pool;
     rec->fd = fd;
@@ -575,6 +593,30 @@ sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd)
     pthread_mutex_lock(&ep->lock);
     rec->fd = fd;
     rec->generation = ep->generation;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+sp_conn *
+sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
+    if (rec && (rec->state != SP_CONN_INUSE || rec->owner != pool)) {
+        rec = NULL;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return rec;
+}
+
+void
+sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->timeouts++;
+    ep->wait_time_total += waited;
+    if (waited > ep->wait_time_max) {
+        ep->wait_time_max = waited;
+    }
     pthread_mutex_unlock(&ep->lock);
 }
 
@@ -698,6 +740,7 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->in_use = ep->in_use;
     out->idle = ep->idle;
     out->connecting = ep->connecting;
+    out->closing = ep->closing;
     out->waiters = ep->waiters;
     out->pools = ep->pools;
     out->state = ep->state;
@@ -738,6 +781,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
         if (ep->conns.keys[i]) {
             sp_conn *rec = ep->conns.values[i];
             rec->quiet = rec->state == SP_CONN_INUSE;
+            rec->counted = 0;
             sp_after_bury(&after, rec);
         }
     }
@@ -753,7 +797,10 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
     ep->idle_top = NULL;
     ep->wait_head = ep->wait_tail = NULL;
     ep->waiters = 0;
-    ep->total = ep->in_use = ep->idle = ep->connecting = 0;
+    for (sp_conn *rec = ep->graveyard; rec; rec = rec->next) {
+        rec->counted = 0;  /* the child's books start empty */
+    }
+    ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->generation++;
     ep->probe_requested = 0;
 }

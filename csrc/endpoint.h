@@ -20,6 +20,8 @@ typedef enum {
 
 const char *sp_state_name(sp_state s);
 
+#define SP_FD_UNPOLLABLE (-3)
+
 typedef enum {
     SP_CONN_IDLE = 0,
     SP_CONN_INUSE,
@@ -29,9 +31,13 @@ typedef enum {
 typedef struct sp_conn {
     void *payload;            /* the connection object */
     void *owner;              /* pool that checked it out; NULL when idle */
-    int fd;                   /* socket while idle, -1 when not connected */
+    int fd;                   /* socket while idle, -1 when not connected,
+                               * SP_FD_UNPOLLABLE when connected through an
+                               * asyncio transport (never polled here) */
     sp_conn_state state;
     int quiet;                /* dispose without disconnect(): it was in use at fork */
+    int counted;              /* still counted in ep->closing until disposed */
+    struct sp_endpoint *ep;
     uint32_t flavor;
     uint64_t generation;      /* endpoint generation it was created in */
     uint64_t lease;           /* bumped at every checkout (checker's ABA guard) */
@@ -97,10 +103,11 @@ typedef struct sp_endpoint {
      * no Python API, no I/O, no waiting on anything but this mutex. */
     pthread_mutex_t lock;
     int max_connections;
-    int total;                /* idle + in_use + connecting */
+    int total;                /* idle + in_use + connecting + closing */
     int in_use;
     int idle;
     int connecting;           /* slots handed out, connection not made yet */
+    int closing;              /* dropped, socket not closed yet: still counted */
     sp_conn *idle_top;        /* newest first (LIFO: warmest connection) */
     sp_conn *graveyard;       /* dead records awaiting disposal by a Python thread */
     sp_ptrmap conns;          /* payload -> record, idle and in use */
@@ -161,7 +168,7 @@ typedef enum {
 
 /* A consistent copy of an endpoint's numbers, for stats(). */
 typedef struct {
-    int max_connections, total, in_use, idle, connecting, waiters, pools;
+    int max_connections, total, in_use, idle, connecting, closing, waiters, pools;
     sp_state state;
     double state_since;
     char state_reason[160];
@@ -210,6 +217,11 @@ void sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after);
 /* Updates the fd of a checked-out connection after a reconnect. */
 void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
 
+/* The in-use record of `payload` checked out by `pool`, or NULL. */
+sp_conn *sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool);
+/* Counts a wait that the caller gave up on after `waited` seconds. */
+void sp_endpoint_count_timeout(sp_endpoint *ep, double waited);
+
 /* Release. `keep` = 0 closes the connection instead of pooling it. */
 sp_release_status sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd,
                                       int keep, sp_after *after);
@@ -230,6 +242,9 @@ void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after);
 void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after);
 /* Moves every idle record to `after` (caller holds the lock). */
 void sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after);
+
+/* `n` records of the graveyard were closed: their slots are free now. */
+void sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after);
 
 /* Appends a record to `after` (caller holds the lock). */
 void sp_after_bury(sp_after *after, sp_conn *rec);

@@ -3,6 +3,8 @@
 #include "clock.h"
 #include "events.h"
 #include "forksafe.h"
+#include "probe.h"
+#include <limits.h>
 #include "module_state.h"
 #include "registry.h"
 
@@ -50,6 +52,7 @@ sp_stats_dict(sp_endpoint *ep)
         set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
         set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
         set_item(d, "connecting", PyLong_FromLong(s.connecting)) < 0 ||
+        set_item(d, "closing", PyLong_FromLong(s.closing)) < 0 ||
         set_item(d, "total", PyLong_FromLong(s.total)) < 0 ||
         set_item(d, "created", PyLong_FromUnsignedLongLong(s.created)) < 0 ||
         set_item(d, "closed", PyLong_FromUnsignedLongLong(s.closed)) < 0 ||
@@ -220,7 +223,32 @@ core_fork_epoch(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(sp_fork_epoch());
 }
 
+static PyObject *
+core_set_disposer(PyObject *module, PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "disposer must be callable or None");
+        return NULL;
+    }
+    sp_modstate *st = get_state(module);
+    Py_XSETREF(st->disposer, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_fd_idle_ok(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(fd >= 0 && fd <= INT_MAX && sp_fd_idle_ok((int)fd));
+}
+
 static PyMethodDef core_methods[] = {
+    {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
+    {"fd_idle_ok", core_fd_idle_ok, METH_O,
+     "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
     {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
     {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
      "Set an endpoint's max_connections, creating it if needed."},
@@ -311,6 +339,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ForeignConnectionError);
     Py_VISIT(st->BusyLoadingError);
     Py_VISIT(st->RedisTimeoutError);
+    Py_VISIT(st->disposer);
     return 0;
 }
 
@@ -333,6 +362,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_disconnect);
     Py_CLEAR(st->str_pid);
     Py_CLEAR(st->str_should_reconnect);
+    Py_CLEAR(st->disposer);
     return 0;
 }
 

@@ -26,7 +26,17 @@ typedef struct {
     PyObject *str_disconnect;
     PyObject *str_pid;
     PyObject *str_should_reconnect;
+    /* disposer(conn) closes a connection the pool dropped (set by Python:
+     * asyncio connections must be closed on their own loop). */
+    PyObject *disposer;
 } sp_modstate;
+
+/* An asyncio waiter: lives on the heap until the loop collects its result. */
+typedef struct sp_async_waiter {
+    sp_waiter w;
+    struct sp_async_waiter *next_of_pool;
+    double started;
+} sp_async_waiter;
 
 /* The Python half of a pool: the budget it draws from and its own books. */
 typedef struct {
@@ -40,6 +50,8 @@ typedef struct {
     int check_reconnect;      /* call should_reconnect() on release */
     uint64_t fork_epoch;
     Py_ssize_t in_use;        /* connections this pool object has out */
+    struct sp_async_waiter *async_waiters;  /* asyncio waiters of this pool, newest first */
+    uint64_t next_ticket;
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;
@@ -53,5 +65,22 @@ void sp_finish_after(sp_modstate *st, sp_after *after);
 extern unsigned long sp_main_thread_ident;
 
 PyObject *sp_stats_dict(sp_endpoint *ep);
+
+/* Shared by pool_type.c and pool_async.c. */
+int sp_pool_check_fork(PoolCore *self);
+PyObject *sp_pool_raise_closed(PoolCore *self);
+PyObject *sp_pool_raise_unavailable(PoolCore *self);
+PyObject *sp_pool_raise_timeout(PoolCore *self, double waited);
+void sp_pool_report_exception(PoolCore *self, PyObject *exc);
+void sp_pool_free_async_waiters(PoolCore *self);
+
+/* asyncio primitives (pool_async.c), in PoolCore's method table. */
+PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *notify_fd);
+PyObject *sp_pool_async_ready(PoolCore *self, PyObject *unused);
+PyObject *sp_pool_async_cancel(PoolCore *self, PyObject *args);
+PyObject *sp_pool_add(PoolCore *self, PyObject *args);
+PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *exc);
+PyObject *sp_pool_discard(PoolCore *self, PyObject *conn);
+PyObject *sp_pool_release_fd(PoolCore *self, PyObject *args);
 
 #endif

@@ -22,39 +22,50 @@
 void
 sp_finish_after(sp_modstate *st, sp_after *after)
 {
-    for (int i = 0; i < after->n_notify; i++) {
-        ssize_t rc = write(after->notify_fds[i], "x", 1);
-        (void)rc;
-    }
-    after->n_notify = 0;
-    sp_conn *rec = after->graveyard;
-    after->graveyard = NULL;
-    if (rec == NULL) {
-        return;
-    }
     PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
-    while (rec) {
-        sp_conn *next = rec->next;
-        PyObject *conn = rec->payload;
-        if (!rec->quiet) {
-            PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
-            if (r == NULL) {
-                PyErr_Clear();  /* closing a dead socket may fail; it is gone either way */
-            }
-            Py_XDECREF(r);
+    int fetched = 0;
+    /* Closing a connection frees its slot, which may wake a waiter whose
+     * flavor needs another eviction: loop until nothing is left. */
+    while (after->n_notify > 0 || after->graveyard != NULL) {
+        for (int i = 0; i < after->n_notify; i++) {
+            ssize_t rc = write(after->notify_fds[i], "x", 1);
+            (void)rc;  /* a full pipe already means "wake up" */
         }
-        Py_DECREF(conn);
-        PyMem_RawFree(rec);
-        rec = next;
+        after->n_notify = 0;
+        sp_conn *rec = after->graveyard;
+        after->graveyard = NULL;
+        if (rec != NULL && !fetched) {
+            PyErr_Fetch(&et, &ev, &etb);
+            fetched = 1;
+        }
+        while (rec) {
+            sp_conn *next = rec->next;
+            PyObject *conn = rec->payload;
+            if (!rec->quiet) {
+                PyObject *r = st->disposer ? PyObject_CallOneArg(st->disposer, conn)
+                                           : PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+                if (r == NULL) {
+                    PyErr_Clear();  /* closing a dead socket may fail; it is gone either way */
+                }
+                Py_XDECREF(r);
+            }
+            if (rec->counted) {
+                sp_endpoint_closed(rec->ep, 1, after);
+            }
+            Py_DECREF(conn);
+            PyMem_RawFree(rec);
+            rec = next;
+        }
     }
-    PyErr_Restore(et, ev, etb);
+    if (fetched) {
+        PyErr_Restore(et, ev, etb);
+    }
 }
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static int
-check_fork(PoolCore *self)
+int
+sp_pool_check_fork(PoolCore *self)
 {
     uint64_t epoch = sp_fork_epoch();
     if (self->fork_epoch != epoch) {
@@ -102,16 +113,13 @@ socket_fd(sp_modstate *st, PyObject *conn)
     return (int)fd;
 }
 
-/* Tells the endpoint what the pending exception says about the server. */
-static void
-report_pending_error(PoolCore *self)
+/* Tells the endpoint what an exception says about the server. */
+void
+sp_pool_report_exception(PoolCore *self, PyObject *exc)
 {
-    PyObject *et, *exc, *etb;
-    PyErr_Fetch(&et, &exc, &etb);
-    if (et == NULL) {
-        return;
+    if (self->ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+        return;  /* KeyboardInterrupt, cancellation: nothing about the server */
     }
-    PyErr_NormalizeException(&et, &exc, &etb);
     sp_failure kind = SP_FAIL_OTHER;
     const char *msg = "";
     PyObject *text = PyObject_Str(exc);
@@ -139,48 +147,59 @@ report_pending_error(PoolCore *self)
              PyErr_GivenExceptionMatches(exc, PyExc_TimeoutError)) {
         kind = SP_FAIL_TIMEOUT;
     }
-    if (PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
-        sp_checker_report(self->ep, kind, msg);
-    }
+    sp_checker_report(self->ep, kind, msg);
     Py_XDECREF(text);
+}
+
+/* Same, for the exception being raised now (kept raised). */
+static void
+report_pending_error(PoolCore *self)
+{
+    PyObject *et, *exc, *etb;
+    PyErr_Fetch(&et, &exc, &etb);
+    if (et == NULL) {
+        return;
+    }
+    PyErr_NormalizeException(&et, &exc, &etb);
+    sp_pool_report_exception(self, exc);
     PyErr_Restore(et, exc, etb);
 }
 
-static PyObject *
-raise_closed(PoolCore *self)
+PyObject *
+sp_pool_raise_closed(PoolCore *self)
 {
     PyErr_Format(self->st->PoolClosedError, "connection pool for %s is closed",
                  self->ep ? self->ep->label : "(unbound)");
     return NULL;
 }
 
-static PyObject *
-raise_unavailable(PoolCore *self)
+PyObject *
+sp_pool_raise_unavailable(PoolCore *self)
 {
     sp_stats s;
+    char msg[700];
     sp_endpoint_stats(self->ep, &s);
     double ago = sp_wall() - s.state_since;
-    if (s.last_error[0]) {
-        PyErr_Format(self->st->ServerUnavailableError,
-                     "%s is %s since %.1fs ago: %s (last error: %s); failing fast",
-                     self->ep->label, sp_state_name(s.state), ago, s.state_reason, s.last_error);
-    }
-    else {
-        PyErr_Format(self->st->ServerUnavailableError, "%s is %s since %.1fs ago: %s; failing fast",
-                     self->ep->label, sp_state_name(s.state), ago, s.state_reason);
-    }
+    /* PyErr_Format has no %f: format here. */
+    PyOS_snprintf(msg, sizeof(msg), "%s is %s since %.1fs ago: %s%s%s%s; failing fast",
+                  self->ep->label, sp_state_name(s.state), ago, s.state_reason,
+                  s.last_error[0] ? " (last error: " : "", s.last_error,
+                  s.last_error[0] ? ")" : "");
+    PyErr_SetString(self->st->ServerUnavailableError, msg);
     return NULL;
 }
 
-static PyObject *
-raise_timeout(PoolCore *self, double waited)
+PyObject *
+sp_pool_raise_timeout(PoolCore *self, double waited)
 {
     sp_stats s;
+    char msg[400];
     sp_endpoint_stats(self->ep, &s);
-    PyErr_Format(self->st->PoolTimeoutError,
-                 "Timed out after %.3fs waiting for a connection to %s "
-                 "(max_connections=%d, in use=%d, waiters=%d)",
-                 waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
+    PyOS_snprintf(msg, sizeof(msg),
+                  "Timed out after %.3fs waiting for a connection to %s "
+                  "(max_connections=%d, in use=%d, waiters=%d)",
+                  waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
+    PyErr_SetString(self->st->PoolTimeoutError, msg);
     return NULL;
 }
 
@@ -285,13 +304,13 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
     /* Arguments (command name, keys, options) are accepted and ignored,
      * as redis-py's own pools do since 5.3. */
     if (self->ep == NULL) {
-        return raise_closed(self);
+        return sp_pool_raise_closed(self);
     }
-    if (check_fork(self) < 0) {
+    if (sp_pool_check_fork(self) < 0) {
         return NULL;
     }
     if (self->closed) {
-        return raise_closed(self);
+        return sp_pool_raise_closed(self);
     }
     double start = sp_now();
     double deadline = self->timeout < 0 ? -1.0 : (self->timeout == 0 ? 0.0 : start + self->timeout);
@@ -340,52 +359,28 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         }
         break;
     case SP_WAIT_TIMEOUT:
-        return raise_timeout(self, sp_now() - start);
+        return sp_pool_raise_timeout(self, sp_now() - start);
     case SP_WAIT_PAUSED:
-        return raise_unavailable(self);
+        return sp_pool_raise_unavailable(self);
     default:
-        return raise_closed(self);
+        return sp_pool_raise_closed(self);
     }
     self->in_use++;
     return conn;
 }
 
+/* Release with the socket's fd known (-1: not connected). */
 static PyObject *
-pool_release(PoolCore *self, PyObject *conn)
+release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
-    if (self->ep == NULL) {
-        Py_RETURN_NONE;
-    }
-    if (check_fork(self) < 0) {
-        return NULL;
-    }
     sp_modstate *st = self->st;
-    if (self->check_reconnect) {
-        PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);
-        int again = r ? PyObject_IsTrue(r) : -1;
-        Py_XDECREF(r);
-        if (again < 0) {
-            PyErr_Clear();
-        }
-        else if (again) {
-            r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
-            if (r == NULL) {
-                PyErr_Clear();
-            }
-            Py_XDECREF(r);
-        }
-    }
-    int fd = socket_fd(st, conn);
-    if (fd == -2) {
-        return NULL;
-    }
     sp_after after = {0};
     sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
     sp_finish_after(st, &after);
     switch (rs) {
     case SP_REL_OK:
         self->in_use--;
-        if (fd < 0) {
+        if (fd == -1) {
             /* It came back disconnected: usually a command hit an error. */
             sp_checker_report(self->ep, SP_FAIL_OTHER, NULL);
         }
@@ -422,6 +417,58 @@ pool_release(PoolCore *self, PyObject *conn)
     return NULL;
 }
 
+static PyObject *
+pool_release(PoolCore *self, PyObject *conn)
+{
+    if (self->ep == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (sp_pool_check_fork(self) < 0) {
+        return NULL;
+    }
+    sp_modstate *st = self->st;
+    if (self->check_reconnect) {
+        PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);
+        int again = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (again < 0) {
+            PyErr_Clear();
+        }
+        else if (again) {
+            r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+            if (r == NULL) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(r);
+        }
+    }
+    int fd = socket_fd(st, conn);
+    if (fd == -2) {
+        return NULL;
+    }
+    return release_with_fd(self, conn, fd);
+}
+
+PyObject *
+sp_pool_release_fd(PoolCore *self, PyObject *args)
+{
+    PyObject *conn;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Oi:_release_fd", &conn, &fd)) {
+        return NULL;
+    }
+    if (self->ep == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (sp_pool_check_fork(self) < 0) {
+        return NULL;
+    }
+    if (fd < SP_FD_UNPOLLABLE) {
+        fd = -1;
+    }
+    return release_with_fd(self, conn, fd);
+}
+
 static void
 unbind(PoolCore *self)
 {
@@ -430,6 +477,7 @@ unbind(PoolCore *self)
     }
     sp_after after = {0};
     sp_endpoint_fail_pool_waiters(self->ep, self, &after);
+    sp_pool_free_async_waiters(self);
     sp_endpoint_abandon_pool(self->ep, self, &after);
     if (self->flavor_counted) {
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
@@ -753,7 +801,22 @@ pool_dealloc(PoolCore *self)
     Py_DECREF(tp);
 }
 
+static PyObject *
+pool_raise_unavailable_m(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return self->ep ? sp_pool_raise_unavailable(self) : sp_pool_raise_closed(self);
+}
+
+static PyObject *
+pool_raise_closed_m(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return sp_pool_raise_closed(self);
+}
+
 static PyMethodDef pool_methods[] = {
+    {"_raise_unavailable", (PyCFunction)pool_raise_unavailable_m, METH_NOARGS,
+     "Raise ServerUnavailableError describing the endpoint's state."},
+    {"_raise_closed", (PyCFunction)pool_raise_closed_m, METH_NOARGS, "Raise PoolClosedError."},
     {"get_connection", (PyCFunction)(void (*)(void))pool_get_connection,
      METH_FASTCALL | METH_KEYWORDS,
      "get_connection() -> Connection\n\nCheck out a connection that is ready to send, waiting up "
@@ -774,6 +837,20 @@ static PyMethodDef pool_methods[] = {
     {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
      "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},
+    {"_async_acquire", (PyCFunction)sp_pool_async_acquire, METH_O,
+     "_async_acquire(notify_fd) -> ('conn', conn) | ('slot', None) | ('wait', ticket)"},
+    {"_async_ready", (PyCFunction)sp_pool_async_ready, METH_NOARGS,
+     "Served asyncio waiters: [(ticket, 'conn'|'slot'|'paused'|'closed', conn)]."},
+    {"_async_cancel", (PyCFunction)sp_pool_async_cancel, METH_VARARGS,
+     "_async_cancel(ticket, timed_out): leave the queue, giving back what was handed."},
+    {"_add", (PyCFunction)sp_pool_add, METH_VARARGS,
+     "_add(conn, fd): a slot became a connection, now in use."},
+    {"_slot_failed", (PyCFunction)sp_pool_slot_failed, METH_O,
+     "_slot_failed(exc_or_None): give a slot back (and report exc to the checker)."},
+    {"_discard", (PyCFunction)sp_pool_discard, METH_O,
+     "_discard(conn): drop a checked-out connection that cannot be made ready."},
+    {"_release_fd", (PyCFunction)sp_pool_release_fd, METH_VARARGS,
+     "_release_fd(conn, fd): release with the socket fd given (-1: not connected)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional, Union
 from redis.connection import ConnectionPool, parse_url
 
 from . import _core
+from ._dispose import dispose
 from ._keys import endpoint_of
 from .exceptions import (
     BudgetConflictWarning,
@@ -17,6 +18,8 @@ from .exceptions import (
     ServerUnavailableError,
 )
 from .pool import SafeConnectionPool
+
+_core._set_disposer(dispose)
 
 __version__ = "0.1.0"
 

@@ -47,6 +47,30 @@ def _check_seconds(name: str, value: Any, allow_none: bool) -> Optional[float]:
     return float(value)
 
 
+def _caller_stacklevel() -> int:
+    """stacklevel for warnings.warn that points at the code that made the pool."""
+    import sys
+
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == "redis" or module.startswith(("redis.", "redis_safepool"))):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
+def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
+    warnings.warn(
+        f"{label} already has a budget of max_connections={budget} set by the first "
+        f"pool for it; this pool asked for {asked} and shares the existing budget. "
+        f"Call redis_safepool.configure(...) to change it.",
+        BudgetConflictWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
 class SafeConnectionPool(_core.PoolCore, ConnectionPool):
     """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
 
@@ -109,13 +133,7 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
         if self._max_idle_time or self._max_lifetime:
             self._set_idle_limits(self._max_idle_time, self._max_lifetime)
         if not created and budget != self.max_connections and self._max_explicit:
-            warnings.warn(
-                f"{label} already has a budget of max_connections={budget} set by the first "
-                f"pool for it; this pool asked for {self.max_connections} and shares the "
-                f"existing budget. Call redis_safepool.configure(...) to change it.",
-                BudgetConflictWarning,
-                stacklevel=4,
-            )
+            _warn_budget_conflict(label, budget, self.max_connections)
         self._check_reconnect = bool(self.maint_notifications_enabled())
         self.pid = os.getpid()
         _events.ensure_started()
@@ -167,13 +185,22 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
 
     # -- what other libraries read ----------------------------------------------
 
+    # redis-py's own code may assign these; ours are views of the C books.
     @property
     def _available_connections(self) -> List[Connection]:
         return self._idle_list()
 
+    @_available_connections.setter
+    def _available_connections(self, value: Any) -> None:
+        pass
+
     @property
     def _in_use_connections(self) -> Set[Connection]:
         return set(self._in_use_list())
+
+    @_in_use_connections.setter
+    def _in_use_connections(self, value: Any) -> None:
+        pass
 
     @property
     def _created_connections(self) -> int:

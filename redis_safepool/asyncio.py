@@ -1,0 +1,277 @@
+"""asyncio SafeConnectionPool: redis.asyncio's pool interface over the same process-wide budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import weakref
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
+
+from . import _core, _events
+from ._keys import endpoint_of, flavor_id
+from .exceptions import PoolTimeoutError
+from .pool import _check_max_connections, _check_seconds, _warn_budget_conflict
+
+__all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
+
+
+class _LoopWaker:
+    """One pipe per event loop: the C core writes a byte when it serves one of its waiters."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+            os.set_inheritable(fd, False)
+        # (pool id, ticket) -> (pool, future)
+        self.pending: Dict[Tuple[int, int], Tuple["SafeConnectionPool", asyncio.Future]] = {}
+        loop.add_reader(self.read_fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.collect()
+
+    def collect(self) -> None:
+        pools = {id(pool): pool for pool, _ in self.pending.values()}
+        for pool in pools.values():
+            for ticket, kind, conn in pool._async_ready():
+                entry = self.pending.pop((id(pool), ticket), None)
+                if entry is None:
+                    continue
+                fut = entry[1]
+                if fut.done():
+                    # Expired or cancelled just now: hand it straight back.
+                    pool._give_back(kind, conn)
+                else:
+                    fut.set_result((kind, conn))
+
+    def close(self) -> None:
+        try:
+            self.loop.remove_reader(self.read_fd)
+        except Exception:  # the loop may be closed already
+            pass
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+_wakers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker]" = (
+    weakref.WeakKeyDictionary()
+)
+_waker_pid = os.getpid()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    global _waker_pid
+    if _waker_pid != os.getpid():  # a forked child has its own loops
+        _wakers.clear()
+        _waker_pid = os.getpid()
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _LoopWaker(loop)
+    return waker
+
+
+class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
+    """A drop-in ``redis.asyncio.ConnectionPool`` / ``BlockingConnectionPool``.
+
+    Shares the process-wide per-endpoint budget with the sync pools: threads
+    and coroutines for one server together never hold more than its
+    ``max_connections``. Waiting never blocks the event loop; it is FIFO
+    with the threads, honours ``timeout`` and is cancellation-safe.
+    """
+
+    def __init__(
+        self,
+        connection_class: type = Connection,
+        max_connections: Optional[int] = None,
+        timeout: Optional[float] = 20.0,
+        **connection_kwargs: Any,
+    ) -> None:
+        if not isinstance(connection_class, type):
+            raise TypeError(f"connection_class must be a class, not {connection_class!r}")
+        self._max_explicit = max_connections is not None
+        max_connections = _check_max_connections(max_connections)
+        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        AsyncConnectionPool.__init__(
+            self, connection_class=connection_class, max_connections=max_connections,
+            **connection_kwargs,
+        )
+        self.reset()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        return super().from_url(url, **kwargs)
+
+    def reset(self) -> None:
+        if not hasattr(self, "_max_explicit"):
+            return  # redis-py's __init__ calls this before we are set up
+        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
+        flavor = flavor_id(self.connection_class, self.connection_kwargs)
+        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        if not created and budget != self.max_connections and self._max_explicit:
+            _warn_budget_conflict(label, budget, self.max_connections)
+        _events.ensure_started()
+
+    def __del__(self) -> None:
+        pass
+
+    # -- checkout -----------------------------------------------------------------
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any):
+        """Check out a connected connection, waiting (FIFO, without blocking the loop)."""
+        loop = asyncio.get_running_loop()
+        waker = _waker(loop)
+        kind, obj = self._async_acquire(waker.write_fd)
+        if kind == "wait":
+            kind, obj = await self._wait_turn(loop, waker, obj)
+        if kind == "slot":
+            return await self._fill_slot()
+        try:
+            await self.ensure_connection(obj)
+        except BaseException:
+            self._discard(obj)
+            raise
+        return obj
+
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, waker: _LoopWaker,
+                         ticket: int) -> Tuple[str, Any]:
+        fut = loop.create_future()
+        waker.pending[(id(self), ticket)] = (self, fut)
+        waker.collect()  # it may have been served already
+        timer = None
+        if self.timeout is not None and not fut.done():
+            timer = loop.call_later(self.timeout, _expire, fut)
+        started = loop.time()
+        try:
+            kind, obj = await fut
+        except _Expired:
+            waker.pending.pop((id(self), ticket), None)
+            if self._async_cancel(ticket, True):
+                raise self._timeout_error(loop.time() - started) from None
+            raise  # pragma: no cover - collected concurrently; handled in collect()
+        except BaseException:  # cancelled: leave the queue, give back what came
+            waker.pending.pop((id(self), ticket), None)
+            if not self._async_cancel(ticket, False) and fut.done() and not fut.cancelled():
+                self._give_back(*fut.result())
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if kind == "paused":
+            self._raise_unavailable()
+        if kind == "closed":
+            self._raise_closed()
+        return kind, obj
+
+    async def _fill_slot(self) -> AbstractConnection:
+        try:
+            conn = self.make_connection()
+            await conn.connect()
+        except BaseException as exc:
+            self._slot_failed(exc)
+            raise
+        self._add(conn, _fd_of(conn))
+        return conn
+
+    def _give_back(self, kind: str, conn: Any) -> None:
+        if kind == "conn":
+            self._release_fd(conn, _fd_of(conn))
+        elif kind == "slot":
+            self._slot_failed(None)
+
+    def _timeout_error(self, waited: float) -> PoolTimeoutError:
+        st = self.stats()
+        return PoolTimeoutError(
+            f"Timed out after {waited:.3f}s waiting for a connection to {st['endpoint']} "
+            f"(max_connections={st['max_connections']}, in use={st['in_use']}, "
+            f"waiters={st['waiters']})"
+        )
+
+    # -- release --------------------------------------------------------------------
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection.should_reconnect():
+            await connection.disconnect()
+        self._release_fd(connection, _fd_of(connection))
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        conns = self._idle_list()
+        self._drain_idle()
+        if inuse_connections:
+            conns += self._in_use_list()
+        results = await asyncio.gather(*(c.disconnect() for c in conns), return_exceptions=True)
+        exc = next((r for r in results if isinstance(r, BaseException)), None)
+        if exc:
+            raise exc
+
+    async def aclose(self) -> None:
+        self._close_core()
+        await self.disconnect()
+
+    def owns_connection(self, connection: AbstractConnection) -> bool:
+        return self._owns(connection)
+
+    def can_get_connection(self) -> bool:
+        st = self.stats()
+        return st["state"] != "paused" and (st["idle"] > 0 or st["total"] < st["max_connections"])
+
+    def make_connection(self) -> AbstractConnection:
+        return self.connection_class(**self.connection_kwargs)
+
+    def set_retry(self, retry: Any) -> None:
+        self.connection_kwargs.update({"retry": retry})
+        for conn in self._idle_list() + self._in_use_list():
+            conn.retry = retry
+
+    # redis-py's __init__/reset assign these; ours are views of the C books.
+    @property
+    def _available_connections(self) -> List[AbstractConnection]:
+        return self._idle_list()
+
+    @_available_connections.setter
+    def _available_connections(self, value: Any) -> None:
+        pass
+
+    @property
+    def _in_use_connections(self) -> Set[AbstractConnection]:
+        return set(self._in_use_list())
+
+    @_in_use_connections.setter
+    def _in_use_connections(self, value: Any) -> None:
+        pass
+
+    def _get_free_connections(self) -> List[AbstractConnection]:
+        return self._idle_list()
+
+    def _get_in_use_connections(self) -> Set[AbstractConnection]:
+        return set(self._in_use_list())
+
+
+BlockingSafeConnectionPool = SafeConnectionPool
+
+
+def _fd_of(conn: AbstractConnection) -> int:
+    """asyncio sockets belong to their transport, so the core must never poll
+    or shut them down: -3 marks "connected, not pollable", -1 "not connected".
+    Readiness is checked at checkout with redis-py's own can_read()."""
+    return -3 if conn.is_connected else -1
+
+
+class _Expired(Exception):
+    """Internal: a waiter's deadline passed."""
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
