@@ -305,6 +305,16 @@ checkout_locked(sp_endpoint *ep, sp_conn *rec, void *pool)
     return rec;
 }
 
+/* The budget is full, but only with idle connections of other flavors
+ * (the head waiter found none of its own): closing one makes room. One at
+ * a time: a slot being closed already is room on its way. */
+static int
+evictable_locked(const sp_endpoint *ep)
+{
+    return ep->idle > 0 && ep->closing == 0 && ep->total >= ep->max_connections &&
+           (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
+}
+
 void
 sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
 {
@@ -318,8 +328,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             serve(ep, w, SP_WAIT_CONN, checkout_locked(ep, rec, w->pool), after);
             continue;
         }
-        if (!may_create_locked(ep) && ep->idle > 0 && ep->total >= ep->max_connections &&
-            ep->state != SP_STATE_PAUSED && ep->state != SP_STATE_OVERLOADED) {
+        if (evictable_locked(ep)) {
             /* Full, and only other flavors idle: close the oldest of them. */
             sp_conn *victim = ep->idle_top;
             while (victim->next) {
@@ -434,7 +443,9 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         pthread_mutex_unlock(&ep->lock);
         return SP_ACQ_PAUSED;
     }
-    if (deadline == 0) {
+    /* Not waiting: unless room is a close away (then the caller's
+     * sp_finish_after() closes it and serves this waiter before it waits). */
+    if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
         pthread_mutex_unlock(&ep->lock);
         return SP_ACQ_TIMEOUT;

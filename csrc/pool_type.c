@@ -789,10 +789,45 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* The idle connections of a flavor that only this pool uses are, in effect,
+ * this pool's: report them to the GC. redis-py connections can refer back to
+ * their pool (the maintenance-notifications handler), and without this the
+ * cycle pool -> (C record) -> connection -> pool would never be collected. */
+static int
+pool_traverse(PoolCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    sp_endpoint *ep = self->ep;
+    if (ep == NULL || !self->flavor_counted) {
+        return 0;
+    }
+    PyObject *found[64];
+    int n = 0;
+    pthread_mutex_lock(&ep->lock);
+    int sole = 0;
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == self->flavor) {
+            sole = ep->flavors[i].pools == 1;
+        }
+    }
+    for (sp_conn *rec = ep->idle_top; sole && rec && n < 64; rec = rec->next) {
+        if (rec->flavor == self->flavor) {
+            found[n++] = rec->payload;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    /* Still alive: we hold the GIL, so nothing disposes of them meanwhile. */
+    for (int i = 0; i < n; i++) {
+        Py_VISIT(found[i]);
+    }
+    return 0;
+}
+
 static void
 pool_dealloc(PoolCore *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
     unbind(self);
@@ -868,6 +903,7 @@ static PyGetSetDef pool_getset[] = {
 static PyType_Slot pool_slots[] = {
     {Py_tp_new, pool_new},
     {Py_tp_dealloc, pool_dealloc},
+    {Py_tp_traverse, pool_traverse},
     {Py_tp_methods, pool_methods},
     {Py_tp_getset, pool_getset},
     {Py_tp_doc, "C half of SafeConnectionPool: the per-endpoint budget, checkout and release."},
@@ -877,6 +913,6 @@ static PyType_Slot pool_slots[] = {
 PyType_Spec sp_pool_core_spec = {
     .name = "redis_safepool._core.PoolCore",
     .basicsize = sizeof(PoolCore),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = pool_slots,
 };

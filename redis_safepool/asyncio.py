@@ -14,7 +14,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 from . import _core, _events
 from ._keys import endpoint_of, flavor_id
 from .exceptions import PoolTimeoutError
-from .pool import _check_max_connections, _check_seconds, _warn_budget_conflict
+from .pool import _check_max_connections, _check_seconds, _warn_budget_conflict, check_url
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
@@ -109,8 +109,7 @@ class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        check_url(url)
         return super().from_url(url, **kwargs)
 
     def reset(self) -> None:

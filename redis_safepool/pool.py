@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from urllib.parse import urlparse
 from typing import Any, List, Optional, Set
 
 import redis
@@ -61,6 +62,21 @@ def _caller_stacklevel() -> int:
     return 1
 
 
+def check_url(url: Any) -> None:
+    """Reject URLs redis-py would silently misread (a db path that is not a number)."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    parsed = urlparse(url)
+    if parsed.scheme in ("redis", "rediss"):
+        db = parsed.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the path of a redis URL is the db number, got {parsed.path!r} in {url!r}")
+        try:
+            parsed.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}: {exc}") from None
+
+
 def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
     warnings.warn(
         f"{label} already has a budget of max_connections={budget} set by the first "
@@ -114,8 +130,7 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
         """Build a pool from ``redis://``, ``rediss://`` or ``unix://`` URLs."""
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        check_url(url)
         return super().from_url(url, **kwargs)
 
     # -- binding ------------------------------------------------------------
