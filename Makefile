@@ -58,7 +58,8 @@ $(STAMP): pyproject.toml setup.py | system-deps
 build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace --force
 
-# the suite against an AddressSanitizer/UBSan build of the extension, in its own tree
+# the suite against an AddressSanitizer/UBSan build of the extension (in its own tree),
+# then the pure-C driver built with ASan/UBSan
 test-asan: $(STAMP)
 	rm -rf $(ASAN_BUILD)
 	mkdir -p $(ASAN_BUILD)
@@ -69,6 +70,7 @@ test-asan: $(STAMP)
 	$(ASAN_ENV) $(PY) -c 'import redis_safepool._core as c, sys; \
 	  sys.exit(0 if "/$(ASAN_BUILD)/" in c.__file__ else "wrong _core imported: " + c.__file__)'
 	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow"
+	$(MAKE) -C csrc/driver asan
 
 # the pure-C driver of the core under valgrind: no leaks, no invalid accesses
 # (delegated to csrc/driver/Makefile's own `valgrind` target when it has one)

@@ -96,6 +96,17 @@ def make_pool():
 
 
 @pytest.fixture
+def no_checker():
+    """Switch the health checker off for one test (its probes take budget slots)."""
+    import redis_safepool as sp
+
+    before = sp.checker_config()
+    sp.checker_config(enabled=False)
+    yield
+    sp.checker_config(enabled=before["enabled"])
+
+
+@pytest.fixture
 def default_sigint():
     """Make sure SIGINT raises KeyboardInterrupt in this test, and restore the handler after."""
     previous = signal.getsignal(signal.SIGINT)

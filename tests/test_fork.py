@@ -65,6 +65,7 @@ def ping(conn) -> bytes:
     return conn.read_response()
 
 
+@pytest.mark.usefixtures("no_checker")  # exact client counts on the server
 def test_child_gets_fresh_connections(redis_server, make_pool, wait_until):
     pool = make_pool(redis_server.url, max_connections=2, timeout=5)
     r = redis.Redis(connection_pool=pool)
@@ -96,7 +97,7 @@ def test_child_gets_fresh_connections(redis_server, make_pool, wait_until):
 
 
 def test_child_budget_starts_empty(redis_server, make_pool):
-    pool = make_pool(redis_server.url, max_connections=1, timeout=0)
+    pool = make_pool(redis_server.url, max_connections=1, timeout=5)
     held = pool.get_connection()
     assert ping(held) == b"PONG"
 
@@ -104,8 +105,10 @@ def test_child_budget_starts_empty(redis_server, make_pool):
         conn = pool.get_connection()  # the parent's in-use slot does not count here
         assert conn is not held
         assert ping(conn) == b"PONG"
+        impatient = sp.SafeConnectionPool.from_url(redis_server.url, max_connections=1,
+                                                   timeout=0)
         with pytest.raises(sp.PoolTimeoutError):
-            pool.get_connection()
+            impatient.get_connection()  # the child's budget of 1 is used by conn
         pool.release(held)  # inherited, checked out before the fork: dropped silently
         st = pool.stats()
         assert st["in_use"] == 1 and st["waiters"] == 0, st

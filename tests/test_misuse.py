@@ -6,6 +6,9 @@ import redis.exceptions
 
 import redis_safepool as sp
 
+# exact slot accounting: the health checker's probes would take slots at random moments
+pytestmark = pytest.mark.usefixtures("no_checker")
+
 
 def test_exception_hierarchy():
     for cls in (sp.PoolTimeoutError, sp.ServerUnavailableError, sp.PoolClosedError):

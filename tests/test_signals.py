@@ -10,7 +10,6 @@ import threading
 import pytest
 
 
-
 def waiters(pool) -> int:
     return pool.stats()["waiters"]
 
