@@ -236,6 +236,18 @@ core_set_disposer(PyObject *module, PyObject *fn)
 }
 
 static PyObject *
+core_set_failure_hook(PyObject *module, PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "failure hook must be callable or None");
+        return NULL;
+    }
+    sp_modstate *st = get_state(module);
+    Py_XSETREF(st->failure_hook, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 core_fd_idle_ok(PyObject *module, PyObject *arg)
 {
     long fd = PyLong_AsLong(arg);
@@ -247,6 +259,8 @@ core_fd_idle_ok(PyObject *module, PyObject *arg)
 
 static PyMethodDef core_methods[] = {
     {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
+    {"_set_failure_hook", core_set_failure_hook, METH_O,
+     "Set failure_hook(pool, exc), called when get_connection() raises."},
     {"fd_idle_ok", core_fd_idle_ok, METH_O,
      "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
     {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
@@ -340,6 +354,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->BusyLoadingError);
     Py_VISIT(st->RedisTimeoutError);
     Py_VISIT(st->disposer);
+    Py_VISIT(st->failure_hook);
     return 0;
 }
 
@@ -363,6 +378,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_pid);
     Py_CLEAR(st->str_should_reconnect);
     Py_CLEAR(st->disposer);
+    Py_CLEAR(st->failure_hook);
     return 0;
 }
 

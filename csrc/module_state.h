@@ -29,6 +29,9 @@ typedef struct {
     /* disposer(conn) closes a connection the pool dropped (set by Python:
      * asyncio connections must be closed on their own loop). */
     PyObject *disposer;
+    /* failure_hook(pool, exc) hears every error get_connection() raises
+     * (observe.note_acquire_failed: explain() tells why the last one failed). */
+    PyObject *failure_hook;
 } sp_modstate;
 
 /* An asyncio waiter: lives on the heap until the loop collects its result. */

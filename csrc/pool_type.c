@@ -165,12 +165,32 @@ report_pending_error(PoolCore *self)
     PyErr_Restore(et, exc, etb);
 }
 
+/* Lets the failure hook see the exception just set; keeps it set. */
+static PyObject *
+tell_failure(PoolCore *self)
+{
+    PyObject *hook = self->st->failure_hook;
+    if (hook == NULL) {
+        return NULL;
+    }
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    PyErr_NormalizeException(&et, &ev, &etb);
+    PyObject *r = PyObject_CallFunctionObjArgs(hook, (PyObject *)self, ev, NULL);
+    if (r == NULL) {
+        PyErr_WriteUnraisable(hook);
+    }
+    Py_XDECREF(r);
+    PyErr_Restore(et, ev, etb);
+    return NULL;
+}
+
 PyObject *
 sp_pool_raise_closed(PoolCore *self)
 {
     PyErr_Format(self->st->PoolClosedError, "connection pool for %s is closed",
                  self->ep ? self->ep->label : "(unbound)");
-    return NULL;
+    return tell_failure(self);
 }
 
 PyObject *
@@ -186,7 +206,7 @@ sp_pool_raise_unavailable(PoolCore *self)
                   s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "");
     PyErr_SetString(self->st->ServerUnavailableError, msg);
-    return NULL;
+    return tell_failure(self);
 }
 
 PyObject *
@@ -200,7 +220,7 @@ sp_pool_raise_timeout(PoolCore *self, double waited)
                   "(max_connections=%d, in use=%d, waiters=%d)",
                   waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
     PyErr_SetString(self->st->PoolTimeoutError, msg);
-    return NULL;
+    return tell_failure(self);
 }
 
 /* Waits in the queue; returns the wait result, or -1 with an exception

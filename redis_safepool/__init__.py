@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional, Union
 
 from redis.connection import ConnectionPool, parse_url
 
-from . import _core
+from . import _core, observe
 from ._dispose import dispose
 from ._keys import endpoint_of
 from .exceptions import (
@@ -20,6 +20,7 @@ from .exceptions import (
 from .pool import SafeConnectionPool
 
 _core._set_disposer(dispose)
+_core._set_failure_hook(observe.note_acquire_failed)
 
 __version__ = "0.1.0"
 

@@ -349,3 +349,8 @@ def explain(*args: Any, **kwargs: Any) -> str:
     from .report import explain as _explain
 
     return _explain(*args, **kwargs)
+
+
+def leak_tracking() -> bool:
+    """Whether a process-wide leak threshold is set (pools made from now on are tracked)."""
+    return bool(_leak_threshold)

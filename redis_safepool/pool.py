@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Set
 import redis
 from redis.connection import Connection, ConnectionPool
 
-from . import _core, _events
+from . import _core, _events, observe
 from ._keys import endpoint_of, flavor_id
 from .exceptions import BudgetConflictWarning
 
@@ -77,6 +77,23 @@ def check_url(url: Any) -> None:
             raise ValueError(f"bad port in {url!r}: {exc}") from None
 
 
+def _track_leaks(pool: "SafeConnectionPool") -> None:
+    """Route this pool's checkouts through the leak detector (costs a Python call each)."""
+    core_get, core_release = pool.get_connection, pool.release
+
+    def get_connection(*args: Any, **kwargs: Any) -> Connection:
+        conn = core_get(*args, **kwargs)
+        observe.note_checkout(pool, conn)
+        return conn
+
+    def release(connection: Connection) -> None:
+        observe.note_release(pool, connection)
+        core_release(connection)
+
+    pool.get_connection = get_connection
+    pool.release = release
+
+
 def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
     warnings.warn(
         f"{label} already has a budget of max_connections={budget} set by the first "
@@ -101,7 +118,8 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
 
     ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
     connections that sat unused or lived too long (lifetimes are jittered
-    by up to 10%).
+    by up to 10%). ``leak_threshold`` (seconds, default off) reports a
+    connection held longer, once, with the stack that checked it out.
     """
 
     def __init__(
@@ -111,6 +129,7 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         max_idle_time: Optional[float] = None,
         max_lifetime: Optional[float] = None,
+        leak_threshold: Optional[float] = None,
         **connection_kwargs: Any,
     ) -> None:
         if not isinstance(connection_class, type):
@@ -120,12 +139,16 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
         self.timeout = _check_seconds("timeout", timeout, allow_none=True)
         self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
         self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
+        self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
         ConnectionPool.__init__(
             self,
             connection_class=connection_class,
             max_connections=max_connections,
             **connection_kwargs,
         )
+        observe.note_pool_created(self)
+        if self.leak_threshold or observe.leak_tracking():
+            _track_leaks(self)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
