@@ -18,7 +18,8 @@ for path in (HERE, ROOT):
 import _common as c  # noqa: E402
 
 # Every benchmark module exposes NAME and run(ctx: _common.Context) -> _common.Section.
-# Modules listed in OPTIONAL join the run when they exist and follow that interface.
+# Modules listed in OPTIONAL (owned by others) join the run only when they opt in by
+# defining run_section(ctx: _common.Context) -> _common.Section.
 BENCHMARKS = ["pool_overhead", "get_throughput", "fairness", "gil"]
 OPTIONAL = ["storm"]
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -29,7 +30,7 @@ def available() -> List[str]:
     for name in OPTIONAL:
         if os.path.exists(os.path.join(HERE, f"{name}.py")):
             mod = importlib.import_module(name)
-            if callable(getattr(mod, "run", None)):
+            if callable(getattr(mod, "run_section", None)):
                 names.append(name)
     return names
 
@@ -94,7 +95,8 @@ def main(argv: List[str]) -> int:
             ctx.log(f"SafeConnectionPool unavailable ({ctx.safe_error}); measuring redis-py's pools only")
         for name in chosen:
             ctx.log(f"{name} ...")
-            section = importlib.import_module(name).run(ctx)
+            mod = importlib.import_module(name)
+            section = (mod.run if name in BENCHMARKS else mod.run_section)(ctx)
             print("\n" + section.markdown(), flush=True)
             sections.append(section)
     total = time.perf_counter() - started
