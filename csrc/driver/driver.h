@@ -12,6 +12,11 @@ typedef struct {
 /* Each test file exports one table ending with {NULL, NULL} and main.c
    lists the tables in its `suites` array. */
 extern const sp_test sp_probe_tests[];
+extern const sp_test sp_ptrmap_tests[];
+extern const sp_test sp_endpoint_tests[];
+extern const sp_test sp_registry_tests[];
+extern const sp_test sp_checker_tests[];
+extern const sp_test sp_fork_tests[];
 
 /* Failures in the running test (reset by main before each test). */
 extern int sp_test_failures;
@@ -36,7 +41,7 @@ void sp_check_failed(const char *file, int line, const char *expr,
         }                                                               \
     } while (0)
 
-/* Seconds on CLOCK_MONOTONIC. */
+/* Seconds on CLOCK_MONOTONIC (csrc/clock.c). */
 double sp_now(void);
 
 /* Print a note under the current test. */

@@ -7,15 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "redis_proc.h"
 
 int sp_test_failures;
 
 static const sp_test *const suites[] = {
+    sp_ptrmap_tests,
+    sp_endpoint_tests,
+    sp_registry_tests,
+    sp_checker_tests,
+    sp_fork_tests,
     sp_probe_tests,
-    /* add new suites here (and the file to SRCS in the Makefile) */
+    /* add new suites here (and the file to DRIVER in the Makefile) */
 };
 
 void
@@ -47,15 +51,6 @@ sp_note(const char *fmt, ...)
     va_end(ap);
     putchar('\n');
     fflush(stdout);
-}
-
-double
-sp_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int

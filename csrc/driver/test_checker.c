@@ -1,0 +1,446 @@
+/* Tests of csrc/checker.c and events.c: the health-checker thread against a real redis-server. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checker.h"
+#include "core_util.h"
+#include "driver.h"
+#include "events.h"
+#include "redis_proc.h"
+#include "registry.h"
+
+static int pool_x;
+#define POOL_X ((void *)&pool_x)
+
+/* Short intervals: the whole suite must stay quick under valgrind. */
+static void
+fast_config(void)
+{
+    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 0.5, 1};
+
+    sp_checker_set_config(&cfg);
+}
+
+static void
+drain_events(void)
+{
+    sp_event ev[32];
+    unsigned long dropped;
+
+    while (sp_events_wait(ev, 32, 0, &dropped) > 0) {
+    }
+}
+
+/* Transitions of one endpoint seen so far, "old>new;" each. */
+typedef struct {
+    char seq[2048];
+    char reasons[2048];
+} ev_log;
+
+static void
+read_events(ev_log *log, const char *label, double timeout)
+{
+    sp_event ev[32];
+    unsigned long dropped;
+    int n, i;
+
+    n = sp_events_wait(ev, 32, timeout, &dropped);
+    for (i = 0; i < n; i++) {
+        if (strcmp(ev[i].endpoint, label) != 0) {
+            continue;
+        }
+        size_t len = strlen(log->seq);
+        snprintf(log->seq + len, sizeof(log->seq) - len, "%s>%s;", ev[i].old_state,
+                 ev[i].new_state);
+        len = strlen(log->reasons);
+        snprintf(log->reasons + len, sizeof(log->reasons) - len, "%s;", ev[i].reason);
+    }
+}
+
+/* Reads events until `want` appears in the sequence (bounded). */
+static int
+await_events(ev_log *log, const char *label, const char *want, double timeout)
+{
+    double deadline = sp_now() + timeout;
+
+    while (strstr(log->seq, want) == NULL) {
+        double left = deadline - sp_now();
+        if (left <= 0) {
+            return 0;
+        }
+        read_events(log, label, left < 0.1 ? left : 0.1);
+    }
+    return 1;
+}
+
+static int
+state_is(sp_endpoint *ep, void *arg)
+{
+    return ep->state == *(sp_state *)arg;
+}
+
+static int
+await_state(sp_endpoint *ep, sp_state s, double timeout)
+{
+    return tp_wait_locked(ep, state_is, &s, timeout);
+}
+
+static int
+has_run_id(sp_endpoint *ep, void *arg)
+{
+    (void)arg;
+    return ep->run_id[0] != '\0' && ep->probes > 0;
+}
+
+static int
+dead_idle_at_least(sp_endpoint *ep, void *arg)
+{
+    return ep->dead_idle_closed >= *(uint64_t *)arg;
+}
+
+static int
+idle_is(sp_endpoint *ep, void *arg)
+{
+    return ep->idle == *(int *)arg;
+}
+
+static int
+probes_over(sp_endpoint *ep, void *arg)
+{
+    return ep->probes > *(uint64_t *)arg && !ep->probe_requested;
+}
+
+static int
+graveyard_has(sp_endpoint *ep, const void *payload)
+{
+    int has;
+
+    pthread_mutex_lock(&ep->lock);
+    has = tp_list_has(ep->graveyard, payload);
+    pthread_mutex_unlock(&ep->lock);
+    return has;
+}
+
+/* A connection of POOL_X, in use, whose fd is a real client socket. */
+static tp_payload *
+socket_conn(sp_endpoint *ep, int port, long *client_id)
+{
+    char reply[64];
+    tp_payload *p;
+    int fd = sp_client_connect(port, 2.0);
+
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    CHECK(sp_client_cmd(fd, 2.0, reply, sizeof(reply), "CLIENT", "ID", (char *)NULL) > 0 &&
+          reply[0] == ':');
+    *client_id = strtol(reply + 1, NULL, 10);
+    p = tp_connect(ep, POOL_X, 1, fd);
+    if (p == NULL) {
+        close(fd);
+    }
+    return p;
+}
+
+static void
+release_to_idle(sp_endpoint *ep, tp_payload *p)
+{
+    sp_after after = {0};
+
+    if (p != NULL) {
+        CHECK(sp_endpoint_release(ep, POOL_X, p, p->fd, 1, &after) == SP_REL_OK);
+        tp_after_done(&after);
+    }
+}
+
+static void
+cleanup_endpoint(sp_endpoint *ep)
+{
+    sp_after after = {0};
+
+    sp_endpoint_abandon_pool(ep, POOL_X, &after);
+    sp_endpoint_drain_idle(ep, 0, &after);
+    tp_after_done(&after);
+    tp_collect(ep);
+    sp_endpoint_pool_removed(ep, 1, &after);
+    tp_after_done(&after);
+    tp_check_counts(ep, 0);
+    CHECKF(ep->total == 0, "total=%d", ep->total);
+    sp_registry_unbind(ep);
+}
+
+static void
+test_checker_real_server(void)
+{
+    sp_redis r;
+    sp_redis_opts opts = {0, 0, 0, NULL};
+    sp_endpoint *ep = NULL;
+    sp_after after = {0};
+    sp_waiter w;
+    sp_conn *got;
+    ev_log log;
+    tp_payload *pa, *pb;
+    char reply[64], old_run_id[41], killed[32];
+    uint64_t gen0, gen_paused, one = 1, probes;
+    long id_a = -1, id_b = -1;
+    int created, zero = 0, base = sp_registry_count();
+
+    memset(&log, 0, sizeof(log));
+    memset(&r, 0, sizeof(r));
+    if (sp_redis_start(&r, &opts) != 0) {
+        CHECKF(0, "redis-server did not start");
+        sp_redis_destroy(&r);
+        return;
+    }
+    drain_events();
+    fast_config();
+    {
+        sp_address addr = {"127.0.0.1", r.port, NULL, NULL, NULL, 0};
+        ep = sp_registry_bind("ck-real", "redis://ck-real", 4, &addr, &created);
+    }
+    if (ep == NULL) {
+        CHECK(ep != NULL);
+        sp_redis_destroy(&r);
+        return;
+    }
+    sp_endpoint_pool_added(ep, 1);  /* probes only run for endpoints with pools */
+    CHECK(sp_checker_ensure_running() == 0 && sp_checker_running());
+    CHECK(sp_checker_ensure_running() == 0 && sp_checker_running());
+
+    /* First probe: ready, run_id learnt. */
+    CHECKF(tp_wait_locked(ep, has_run_id, NULL, 10.0), "no successful probe");
+    CHECK(ep->state == SP_STATE_READY && strlen(ep->run_id) == 40);
+    memcpy(old_run_id, ep->run_id, sizeof(old_run_id));
+    gen0 = ep->generation;
+
+    /* Idle sockets: the one the server killed is buried, the other stays. */
+    pa = socket_conn(ep, r.port, &id_a);
+    pb = socket_conn(ep, r.port, &id_b);
+    release_to_idle(ep, pa);
+    release_to_idle(ep, pb);
+    CHECK(ep->idle == 2);
+    snprintf(killed, sizeof(killed), "%ld", id_a);
+    CHECK(sp_redis_cmd(&r, reply, sizeof(reply), "CLIENT", "KILL", "ID", killed,
+                       (char *)NULL) > 0 && strcmp(reply, ":1\r\n") == 0);
+    CHECKF(tp_wait_locked(ep, dead_idle_at_least, &one, 10.0), "killed socket not noticed");
+    CHECK(graveyard_has(ep, pa) && !graveyard_has(ep, pb));
+    CHECK(ep->dead_idle_closed == 1 && ep->idle == 1 && ep->idle_top != NULL &&
+          ep->idle_top->payload == pb);
+    tp_check_counts(ep, 0);
+    CHECK(tp_collect(ep) == 1);  /* closes pa's fd */
+    tp_check_counts(ep, 0);
+    CHECK(ep->state == SP_STATE_READY);
+
+    /* Server gone: paused, generation bumped, idle connections dropped. */
+    sp_redis_stop(&r);
+    CHECKF(await_state(ep, SP_STATE_PAUSED, 10.0), "state %s", sp_state_name(ep->state));
+    CHECKF(tp_wait_locked(ep, idle_is, &zero, 5.0), "idle=%d", ep->idle);
+    CHECK(ep->generation > gen0);
+    gen_paused = ep->generation;
+    CHECK(strstr(ep->state_reason, "server down") != NULL);
+    tp_waiter_init(&w);
+    CHECK(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after) == SP_ACQ_PAUSED);
+    tp_after_done(&after);
+    tp_collect(ep);
+    CHECK(await_events(&log, "redis://ck-real", "ready>paused;", 5.0));
+
+    /* Back on the same port with a new run_id: recovering, then ready. */
+    opts.port = r.port;
+    if (sp_redis_start(&r, &opts) != 0) {
+        CHECKF(0, "redis-server did not restart");
+    }
+    else {
+        CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
+        CHECK(await_events(&log, "redis://ck-real", "paused>recovering;recovering>ready;",
+                           5.0));
+        CHECK(strlen(ep->run_id) == 40 && strcmp(ep->run_id, old_run_id) != 0);
+        CHECK(ep->generation > gen_paused);
+        CHECK(strstr(log.reasons, "server restarted (run_id changed)") != NULL);
+        CHECK(ep->transitions >= 3);
+        tp_check_counts(ep, 0);
+        CHECK(sp_endpoint_acquire(ep, POOL_X, 1, 0, &w, &got, &after) == SP_ACQ_SLOT);
+        sp_endpoint_slot_failed(ep, &after);
+        tp_after_done(&after);
+
+        /* Failure reports: refused pauses at once, the probe brings it back. */
+        memset(&log, 0, sizeof(log));
+        sp_checker_report(ep, SP_FAIL_REFUSED, "test: refused");
+        CHECK(strcmp(ep->last_error, "test: refused") == 0);
+        CHECK(await_events(&log, "redis://ck-real", "ready>paused;paused>recovering;"
+                                                    "recovering>ready;", 5.0));
+        CHECK(await_state(ep, SP_STATE_READY, 10.0));
+        CHECK(strstr(log.reasons, "server down: connection refused") != NULL);
+
+        memset(&log, 0, sizeof(log));
+        sp_checker_report(ep, SP_FAIL_MAXCLIENTS, "test: max clients");
+        CHECK(await_events(&log, "redis://ck-real", "ready>overloaded;overloaded>recovering;"
+                                                    "recovering>ready;", 5.0));
+        CHECK(await_state(ep, SP_STATE_READY, 10.0));
+
+        memset(&log, 0, sizeof(log));
+        sp_checker_report(ep, SP_FAIL_LOADING, "test: loading");
+        CHECK(await_events(&log, "redis://ck-real", "ready>paused;paused>recovering;"
+                                                    "recovering>ready;", 5.0));
+        CHECK(strstr(log.reasons, "server is loading its dataset") != NULL);
+        CHECK(await_state(ep, SP_STATE_READY, 10.0));
+
+        /* Anything else only asks for a probe. */
+        pthread_mutex_lock(&ep->lock);
+        probes = ep->probes;
+        pthread_mutex_unlock(&ep->lock);
+        sp_checker_report(ep, SP_FAIL_OTHER, "test: reset");
+        CHECK(tp_wait_locked(ep, probes_over, &probes, 5.0));
+        CHECK(ep->state == SP_STATE_READY);
+        CHECK(ep->probe_failures >= 1);
+    }
+
+    sp_checker_stop();
+    CHECK(!sp_checker_running());
+    sp_checker_stop();  /* no-op */
+    cleanup_endpoint(ep);
+    CHECK(sp_registry_count() == base);
+    sp_redis_destroy(&r);
+}
+
+static void
+test_checker_idle_limits(void)
+{
+    sp_after after = {0};
+    sp_endpoint *ep;
+    tp_payload *p[3];
+    int created, i, zero = 0;
+
+    fast_config();
+    /* No address and no pool: the checker never probes it, only looks at
+       its idle connections. */
+    ep = sp_registry_bind("ck-idle", "redis://ck-idle", 4, NULL, &created);
+    if (ep == NULL) {
+        CHECK(ep != NULL);
+        return;
+    }
+    for (i = 0; i < 3; i++) {
+        p[i] = tp_connect(ep, POOL_X, 1, -1);
+    }
+    CHECK(sp_checker_ensure_running() == 0);
+    pthread_mutex_lock(&ep->lock);
+    ep->max_idle_time = 0.05;
+    pthread_mutex_unlock(&ep->lock);
+    for (i = 0; i < 2; i++) {
+        if (p[i] != NULL) {
+            sp_endpoint_release(ep, POOL_X, p[i], -1, 1, &after);
+        }
+    }
+    tp_after_done(&after);
+    CHECKF(tp_wait_locked(ep, idle_is, &zero, 5.0), "idle=%d", ep->idle);
+    /* Not shut down by the checker (no fd): still counted until disposed. */
+    pthread_mutex_lock(&ep->lock);
+    CHECK(tp_list_len(ep->graveyard) == 2 && ep->closing == 2 && ep->total == 3);
+    CHECK(ep->probes == 0 && ep->dead_idle_closed == 0);
+    pthread_mutex_unlock(&ep->lock);
+    tp_check_counts(ep, 0);
+    CHECK(tp_collect(ep) == 2);
+    CHECK(ep->total == 1 && ep->closing == 0);
+
+    /* max_lifetime: an expired connection is closed when it comes back. */
+    pthread_mutex_lock(&ep->lock);
+    ep->max_idle_time = 0;
+    ep->max_lifetime = 0.05;
+    pthread_mutex_unlock(&ep->lock);
+    p[0] = tp_connect(ep, POOL_X, 1, -1);
+    tp_sleep_ms(80);
+    if (p[0] != NULL) {
+        CHECK(sp_endpoint_release(ep, POOL_X, p[0], -1, 1, &after) == SP_REL_OK);
+        CHECK(tp_list_has(after.graveyard, p[0]));
+        tp_after_done(&after);
+    }
+    sp_checker_stop();
+    cleanup_endpoint(ep);
+}
+
+typedef struct {
+    int n;
+    double waited;
+} ev_wait_arg;
+
+static void *
+events_waiter(void *p)
+{
+    ev_wait_arg *a = p;
+    sp_event ev[4];
+    unsigned long dropped;
+    double t0 = sp_now();
+
+    int n = sp_events_wait(ev, 4, 10.0, &dropped);
+
+    a->waited = sp_now() - t0;
+    __atomic_store_n(&a->n, n, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void
+test_events_ring(void)
+{
+    static sp_event ev[300];
+    unsigned long dropped;
+    pthread_t th;
+    ev_wait_arg arg = {-1, 0};
+    double t0;
+    int i, n;
+    char label[32];
+
+    drain_events();
+    /* Empty: waits for the timeout, returns nothing. */
+    t0 = sp_now();
+    CHECK(sp_events_wait(ev, 4, 0.05, &dropped) == 0 && dropped == 0);
+    CHECK(sp_now() - t0 >= 0.045);
+
+    sp_events_push("ev-a", "ready", "paused", "why");
+    n = sp_events_wait(ev, 4, 1.0, &dropped);
+    CHECK(n == 1 && dropped == 0);
+    CHECK(strcmp(ev[0].endpoint, "ev-a") == 0 && strcmp(ev[0].old_state, "ready") == 0 &&
+          strcmp(ev[0].new_state, "paused") == 0 && strcmp(ev[0].reason, "why") == 0);
+    CHECK(ev[0].when > 1e9);
+
+    /* Overflow drops the oldest and says how many. */
+    for (i = 0; i < 300; i++) {
+        snprintf(label, sizeof(label), "ev-%d", i);
+        sp_events_push(label, "a", "b", NULL);
+    }
+    n = sp_events_wait(ev, 300, 0, &dropped);
+    CHECKF(n == 256 && dropped == 44, "n=%d dropped=%lu", n, dropped);
+    CHECK(n > 0 && strcmp(ev[0].endpoint, "ev-44") == 0);
+    CHECK(n == 256 && strcmp(ev[255].endpoint, "ev-299") == 0 && ev[255].reason[0] == '\0');
+    CHECK(sp_events_wait(ev, 4, 0, &dropped) == 0 && dropped == 0);
+
+    /* A blocked reader wakes on a push, and on interrupt. */
+    for (i = 0; i < 2; i++) {
+        double deadline = sp_now() + 5.0;
+        arg.n = -1;
+        CHECK(pthread_create(&th, NULL, events_waiter, &arg) == 0);
+        tp_sleep_ms(30);
+        if (i == 0) {
+            sp_events_push("ev-w", "a", "b", "c");
+        }
+        else {
+            /* An interrupt before the reader is inside sp_events_wait() is
+               not remembered: repeat it until the reader returns. */
+            while (__atomic_load_n(&arg.n, __ATOMIC_ACQUIRE) < 0 && sp_now() < deadline) {
+                sp_events_interrupt();
+                tp_sleep_ms(10);
+            }
+        }
+        pthread_join(th, NULL);
+        CHECKF(arg.n == (i == 0 ? 1 : 0), "round %d: n=%d", i, arg.n);
+        CHECKF(arg.waited < 5.0, "round %d: waited %.3fs", i, arg.waited);
+    }
+}
+
+const sp_test sp_checker_tests[] = {
+    {"checker/events_ring", test_events_ring},
+    {"checker/idle_limits", test_checker_idle_limits},
+    {"checker/real_server", test_checker_real_server},
+    {NULL, NULL},
+};
