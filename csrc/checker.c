@@ -389,6 +389,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 static void *
 checker_main(void *arg)
 {
+    (void)arg;
     rng_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)(sp_now() * 1e9);
     pthread_mutex_lock(&ck.lock);
     while (!ck.stopping) {

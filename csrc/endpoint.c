@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "endpoint.h"
@@ -352,6 +353,35 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
     }
 }
 
+/* Dispatch from a call that has no sp_after of its own: buried victims go
+ * to ep->graveyard (still counted; the next acquire/release hands them to a
+ * thread that disposes of them), async waiters to wake are kept in `local`
+ * for notify_local() once the lock is released. */
+static void
+dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
+{
+    sp_endpoint_dispatch_locked(ep, local);
+    if (local->graveyard != NULL) {
+        sp_conn *tail = local->graveyard;
+        while (tail->next) {
+            tail = tail->next;
+        }
+        tail->next = ep->graveyard;
+        ep->graveyard = local->graveyard;
+        local->graveyard = NULL;
+    }
+}
+
+static void
+notify_local(sp_after *local)
+{
+    for (int i = 0; i < local->n_notify; i++) {
+        ssize_t rc = write(local->notify_fds[i], "x", 1);
+        (void)rc;  /* a full pipe already means "wake up" */
+    }
+    local->n_notify = 0;
+}
+
 /* ---- pools and flavors --------------------------------------------------- */
 
 void
@@ -402,7 +432,7 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
     /* Lowered: idle connections over the limit go now, busy ones on release. */
-    while (ep->total > ep->max_connections && ep->idle > 0) {
+    while (ep->total - ep->closing > ep->max_connections && ep->idle > 0) {
         sp_conn *victim = ep->idle_top;
         while (victim->next) {
             victim = victim->next;
@@ -490,8 +520,11 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         }
     }
     sp_wait_result result = w->result;
+    sp_after local = {0};
     if (result == SP_WAIT_PENDING && timed_out) {
         queue_unlink(ep, w);
+        /* The next waiter may be servable now (idle of its flavor). */
+        dispatch_deferred_locked(ep, &local);
         ep->timeouts++;
         double waited = sp_now() - w->enqueued_at;
         ep->wait_time_total += waited;
@@ -501,6 +534,7 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         w->result = result = SP_WAIT_TIMEOUT;
     }
     pthread_mutex_unlock(&ep->lock);
+    notify_local(&local);
     if (result != SP_WAIT_PENDING && w->has_cond) {
         pthread_cond_destroy(&w->cond);
         w->has_cond = 0;
@@ -525,6 +559,7 @@ sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
     case SP_WAIT_PENDING:
         queue_unlink(ep, w);
         w->result = SP_WAIT_CLOSED;
+        sp_endpoint_dispatch_locked(ep, after);
         break;
     case SP_WAIT_CONN:
         give_back_locked(ep, w->conn, after);
@@ -573,7 +608,11 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     ep->connecting--;
     ep->in_use++;
     ep->created++;
+    /* Recovering: one connect fewer in flight lets the next waiter in. */
+    sp_after local = {0};
+    dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
+    notify_local(&local);
     return 0;
 }
 
@@ -653,7 +692,8 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         return SP_REL_FOREIGN;
     }
     rec->fd = fd;
-    if (!keep || rec->generation != ep->generation || ep->total > ep->max_connections ||
+    if (!keep || rec->generation != ep->generation ||
+        ep->total - ep->closing > ep->max_connections ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
@@ -697,6 +737,7 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
         }
         w = next;
     }
+    sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
 

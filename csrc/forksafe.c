@@ -20,6 +20,7 @@ sp_fork_epoch(void)
 static int
 lock_endpoint(sp_endpoint *ep, void *arg)
 {
+    (void)arg;
     pthread_mutex_lock(&ep->lock);
     return 0;
 }
@@ -27,6 +28,7 @@ lock_endpoint(sp_endpoint *ep, void *arg)
 static int
 unlock_endpoint(sp_endpoint *ep, void *arg)
 {
+    (void)arg;
     pthread_mutex_unlock(&ep->lock);
     return 0;
 }

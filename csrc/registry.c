@@ -90,7 +90,7 @@ sp_registry_configure(const char *key, const char *label, int max_connections,
     if (ep == NULL) {
         ep = create_locked(key, label, max_connections, addr);
         if (ep) {
-            ep->refs++;  /* pinned: lives until the process ends */
+            ep->refs += 2;  /* pinned (lives until the process ends) + the call's */
         }
     }
     else {
