@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import SSLConnection
 
 __all__ = ["SafeRedisCluster", "safe_cluster", "node_pools"]
 
@@ -46,8 +45,6 @@ class SafeRedisCluster(RedisCluster):
             url = f"{scheme}://{_url_host(host)}:{int(port)}"
         elif kwargs.pop("ssl", False) and url.startswith("redis://"):
             url = "rediss://" + url[len("redis://"):]
-        if url.startswith("rediss://"):
-            kwargs.setdefault("connection_class", SSLConnection)
         super().__init__(startup_nodes=startup_nodes, url=url,
                          connection_pool_class=connection_pool_class or _safe_pool_class(),
                          **kwargs)

@@ -16,6 +16,7 @@ from redis.sentinel import (
     MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
+    SentinelManagedConnection,
     SlaveNotFoundError,
 )
 
@@ -39,6 +40,12 @@ __all__ = [
 
 Address = Tuple[str, int]
 _OWNER = "_safepool_sentinel_owner"  # attribute set on every connection we hand out
+
+
+def _owner_of(connection: Connection) -> Any:
+    """The inner pool that handed ``connection`` out, or None."""
+    ref = getattr(connection, _OWNER, None)
+    return ref() if ref is not None else None
 
 
 class MasterChangedError(ConnectionError):
@@ -135,6 +142,13 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
         self._safe_max = kwargs.pop("max_connections", None)
         self._safe_timeout = kwargs.pop("timeout", 20)
+        cls = kwargs.get("connection_class")
+        if isinstance(cls, type) and issubclass(cls, SentinelManagedConnection) \
+                and not issubclass(cls, SafeSentinelManagedConnection):
+            raise TypeError(
+                "redis.sentinel.SentinelManagedConnection follows the master by itself, "
+                "which would move a connection to another server's budget; use "
+                "redis_safepool.sentinel.SafeSentinelManagedConnection (or a subclass)")
         if "connection_class" not in kwargs:
             kwargs["connection_class"] = (
                 SafeSentinelManagedSSLConnection if kwargs.pop("ssl", False)
@@ -230,7 +244,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         conn = inner.get_connection(*args, **kwargs)
         with self._state_lock:
             if not getattr(inner, "_sentinel_retired", False):
-                setattr(conn, _OWNER, inner)
+                setattr(conn, _OWNER, weakref.ref(inner))  # weak: no conn<->pool cycle
                 self._out[id(inner)] = self._out.get(id(inner), 0) + 1
                 return conn
         # re-bound while we were getting it: never hand out an old-master connection
@@ -307,7 +321,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         raise SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
     def release(self, connection: Connection) -> None:
-        inner = getattr(connection, _OWNER, None)
+        inner = _owner_of(connection)
         if inner is None:
             raise ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
         with self._state_lock:
@@ -329,7 +343,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
                 inner.close()
 
     def owns_connection(self, connection: Connection) -> bool:
-        inner = getattr(connection, _OWNER, None)
+        inner = _owner_of(connection)
         return inner is not None and not getattr(inner, "_sentinel_retired", False) \
             and inner.owns_connection(connection)
 

@@ -62,7 +62,6 @@ def test_every_node_pool_is_a_safe_pool(cluster):
             rc.close()
 
 
-@pytest.mark.slow
 def test_per_node_bound_under_64_threads(cluster, start_thread):
     limit, n_threads, per_thread = 4, 64, 60
     clients = [_client(cluster, max_connections=limit), _client(cluster, max_connections=limit)]
@@ -109,7 +108,6 @@ def test_per_node_bound_under_64_threads(cluster, start_thread):
             rc.close()
 
 
-@pytest.mark.slow
 def test_killed_node_pauses_only_its_budget(cluster):
     rc = _client(cluster, max_connections=4)
     try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import redis
+from redis.crc import key_slot
 
 from redis_safepool.testing import LOOPBACK, RedisServer, free_port
 
@@ -35,13 +36,29 @@ def plain_client(port: int) -> redis.Redis:
                        decode_responses=True, retry=None)
 
 
+_inspectors: Dict[int, redis.Redis] = {}
+
+
 def query(port: int, *args: object):
-    """Run one command on a fresh plain connection and return the decoded reply."""
-    r = plain_client(port)
+    """Run one command on this module's inspection connection to ``port`` (kept
+    open: polling on fresh sockets would churn through ephemeral ports)."""
+    client = _inspectors.get(port)
+    if client is None:
+        client = _inspectors[port] = plain_client(port)
     try:
-        return r.execute_command(*args)
-    finally:
-        r.close()
+        return client.execute_command(*args)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        _inspectors.pop(port, None)
+        client.close()
+        raise
+
+
+def forget_inspectors(ports) -> None:
+    """Close the inspection connections to ``ports`` (at topology teardown)."""
+    for port in ports:
+        client = _inspectors.pop(port, None)
+        if client is not None:
+            client.close()
 
 
 def clients_named(server: RedisServer, name: str) -> int:
@@ -120,7 +137,9 @@ class SentinelTopology:
                  f"failover to {server.port}")
 
     def stop(self) -> None:
-        for s in self.sentinels + [self.replica, self.master]:
+        servers = self.sentinels + [self.replica, self.master]
+        forget_inspectors([s.port for s in servers])
+        for s in servers:
             s.stop()
 
     def __enter__(self) -> "SentinelTopology":
@@ -168,10 +187,10 @@ class ClusterTopology:
                 return False
         return True
 
-    def node_for_key(self, key: str) -> RedisServer:
-        """The node that serves ``key`` (asked via CLUSTER KEYSLOT / CLUSTER SLOTS)."""
-        slot = int(query(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
-        for start, end, master, *_ in query(self.nodes[0].port, "CLUSTER", "SLOTS"):
+    def node_for_key(self, key: str, slots: Optional[list] = None) -> RedisServer:
+        """The node that serves ``key`` (CRC16 slot, owner from CLUSTER SLOTS)."""
+        slot = key_slot(key.encode())
+        for start, end, master, *_ in slots or query(self.nodes[0].port, "CLUSTER", "SLOTS"):
             if int(start) <= slot <= int(end):
                 port = int(master[1])
                 return next(n for n in self.nodes if n.port == port)
@@ -180,11 +199,12 @@ class ClusterTopology:
     def keys_per_node(self, per_node: int = 4) -> dict:
         """``{port: [keys...]}`` with ``per_node`` keys hashed onto each node."""
         out = {n.port: [] for n in self.nodes}
+        slots = query(self.nodes[0].port, "CLUSTER", "SLOTS")
         i = 0
         while any(len(v) < per_node for v in out.values()):
             key = f"k{i}"
             i += 1
-            port = self.node_for_key(key).port
+            port = self.node_for_key(key, slots).port
             if len(out[port]) < per_node:
                 out[port].append(key)
             if i > 10000:
@@ -192,6 +212,7 @@ class ClusterTopology:
         return out
 
     def stop(self) -> None:
+        forget_inspectors([n.port for n in self.nodes])
         for n in self.nodes:
             n.stop()
 
