@@ -11,7 +11,8 @@ PYTEST      := $(PY) -m pytest --timeout=300 $(PYTEST_ARGS)
 
 ASAN_LIB    = $(shell gcc -print-file-name=libasan.so)
 ASAN_BUILD  := build/asan
-ASAN_ENV    = PYTHONPATH=$(CURDIR)/$(ASAN_BUILD) LD_PRELOAD=$(ASAN_LIB) \
+# PYTHONSAFEPATH: no script dir/cwd in front of PYTHONPATH (here and in child processes)
+ASAN_ENV    = PYTHONSAFEPATH=1 PYTHONPATH=$(CURDIR)/$(ASAN_BUILD) LD_PRELOAD=$(ASAN_LIB) \
               ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
               UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
@@ -23,9 +24,11 @@ CORE_SOURCES := $(wildcard csrc/*.c csrc/*.h)
 
 .PHONY: test test-fast test-asan test-valgrind build system-deps demo bench clean
 
-# valgrind and ASan first, the normal suite last: the output ends with pytest's summary
-test: $(STAMP) build test-valgrind test-asan
+# C driver under valgrind, the suite, then the suite on the ASan build: the output ends
+# with pytest's summary line; the first failing job stops the run (non-zero exit)
+test: $(STAMP) build test-valgrind
 	$(PYTEST)
+	$(MAKE) --no-print-directory test-asan
 
 # the normal suite only
 test-fast: $(STAMP) build
@@ -51,15 +54,15 @@ system-deps:
 
 $(STAMP): pyproject.toml setup.py | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e '.[test]' $(TEST_DEPS)
+	$(PY) -m pip install setuptools wheel -e '.[test]' $(TEST_DEPS)
 	touch $@
 
 # (re)build the normal extension in place, so edits to csrc/ are always picked up
 build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace --force
 
-# the suite against an AddressSanitizer/UBSan build of the extension (in its own tree),
-# then the pure-C driver built with ASan/UBSan
+# the pure-C driver built with ASan/UBSan, then the suite against an AddressSanitizer/UBSan
+# build of the extension (in its own tree)
 test-asan: $(STAMP)
 	rm -rf $(ASAN_BUILD)
 	mkdir -p $(ASAN_BUILD)
@@ -69,8 +72,8 @@ test-asan: $(STAMP)
 	  --build-temp build/asan-tmp --build-lib $(ASAN_BUILD)
 	$(ASAN_ENV) $(PY) -c 'import redis_safepool._core as c, sys; \
 	  sys.exit(0 if "/$(ASAN_BUILD)/" in c.__file__ else "wrong _core imported: " + c.__file__)'
-	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow"
 	$(MAKE) -C csrc/driver asan
+	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow"
 
 # the pure-C driver of the core under valgrind: no leaks, no invalid accesses
 # (delegated to csrc/driver/Makefile's own `valgrind` target when it has one)
