@@ -342,9 +342,10 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 
     pthread_mutex_lock(&ep->lock);
     int due = ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
-    /* While ready and saturated, traffic itself proves health; a probe
-     * would need a slot of its own, and the budget is never exceeded. */
-    int has_slot = ep->total < ep->max_connections || ep->state != SP_STATE_READY;
+    /* While ready, a probe takes a spare slot only, never the last free one:
+     * a caller must not be refused or kept waiting because of a probe. When
+     * there is none to spare, traffic and the idle checks prove health. */
+    int has_slot = ep->total + 1 < ep->max_connections || ep->state != SP_STATE_READY;
     if (due && !has_slot) {
         ep->next_probe = now + cfg.interval;
         due = 0;

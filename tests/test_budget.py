@@ -250,14 +250,18 @@ def test_configure_rejects_bad_limit(server_url, make_pool):
 
 
 def test_checker_probes_never_refuse_an_idle_budget(server_url, make_pool):
-    # The health checker probes with a connection of its own inside the budget. A caller
-    # with max_connections=1 and timeout=0, on an endpoint where nothing is in use and
-    # nobody waits, must still get its connection, also while a probe runs: this tries
-    # exactly then (probing every 50 ms for the test).
+    # The health checker probes with a connection of its own inside the budget, but only
+    # with a spare slot: a caller with timeout=0, on an endpoint where nothing is in use
+    # and nobody waits, must still get its connection, also while a probe runs: this tries
+    # exactly then (probing every 50 ms for the test). With max_connections=1 there is no
+    # spare slot, so no probe runs while the endpoint is ready.
     before = sp.checker_config()
     sp.checker_config(enabled=True, interval=0.05)
     try:
-        pool = make_pool(server_url, max_connections=1, timeout=0)
+        lone = make_pool(server_url.replace("/0", "/1"), max_connections=1, timeout=0)
+        lone.release(lone.get_connection())
+        lone_probes = lone.stats()["probes"]
+        pool = make_pool(server_url, max_connections=2, timeout=0)
         refusals, tries = [], 0
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and tries < 20:
@@ -274,3 +278,4 @@ def test_checker_probes_never_refuse_an_idle_budget(server_url, make_pool):
         sp.checker_config(enabled=before["enabled"], interval=before["interval"])
     assert tries > 0, "no probe was seen"
     assert refusals == []
+    assert lone.stats()["probes"] <= lone_probes + 1, "a probe took the only slot"
