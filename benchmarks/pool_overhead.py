@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from typing import Any, Dict, List
 
@@ -120,11 +121,28 @@ def run(ctx: c.Context) -> c.Section:
     return section
 
 
+def counted_loop(pool: Any, n: int) -> int:
+    """Exactly ``n`` checkout+release attempts; returns how many hit an exhausted pool."""
+    get, rel = pool.get_connection, pool.release
+    errors = 0
+    for _ in range(n):
+        try:
+            conn = get()
+        except Exception as exc:
+            if not c.is_pool_exhausted(exc):
+                raise
+            errors += 1
+        else:
+            rel(conn)
+    return errors
+
+
 def main() -> None:
-    """`python benchmarks/pool_overhead.py --loop KIND N`: a bare single-thread loop for callgrind/perf."""
+    """`python benchmarks/pool_overhead.py --loop KIND N [--threads T]`: N pairs for callgrind/perf."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--loop", choices=c.KINDS, required=True)
     p.add_argument("n", type=int)
+    p.add_argument("--threads", type=int, default=1, help="split the N pairs over T threads")
     p.add_argument("--port", type=int, required=True, help="a running redis-server on 127.0.0.1")
     a = p.parse_args()
 
@@ -132,13 +150,18 @@ def main() -> None:
         host, port = "127.0.0.1", a.port
     ctx = c.Context(server=_Server, settings=c.Settings())
     pool = c.make_pool(ctx, a.loop, LIMIT)
-    c.prewarm(pool, 1)
-    get, rel = pool.get_connection, pool.release
-    t0 = time.perf_counter()
-    for _ in range(a.n):
-        rel(get())
+    c.prewarm(pool, min(a.threads, LIMIT))
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    if a.threads == 1:
+        errors = counted_loop(pool, a.n)
+    else:
+        run = c.run_threads(a.threads, lambda i, _d: counted_loop(pool, a.n // a.threads), 600.0)
+        errors = sum(run.results)
     dt = time.perf_counter() - t0
-    print(f"{a.loop}: {a.n} pairs in {dt:.3f}s")
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{a.loop}: {a.n} pairs on {a.threads} threads in {dt:.3f}s "
+          f"(user {r1.ru_utime - r0.ru_utime:.3f}s, sys {r1.ru_stime - r0.ru_stime:.3f}s, "
+          f"{errors} errors)")
     c.close_pool(pool)
 
 
