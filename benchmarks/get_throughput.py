@@ -113,7 +113,7 @@ def run(ctx: c.Context) -> c.Section:
               "errors": {"/".join(map(str, k)): v for k, v in errors.items()},
               "latency": {"/".join(map(str, k)): v for k, v in lats.items()}},
     )
-    if has_safe:
+    if has_safe and 64 in THREADS and 1 in THREADS and 8 in LIMITS:
         for parser in PARSERS:
             s64 = (parser, 8, 64, c.SAFE)
             r_bcp = c.ratio(rate[s64], rate[(parser, 8, 64, c.BCP)])

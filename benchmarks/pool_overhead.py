@@ -107,7 +107,7 @@ def run(ctx: c.Context) -> c.Section:
     section.notes.append("readiness check (a connection released with an unread reply comes "
                          "back clean): " + ", ".join(f"{c.SHORT[k]} {'ok' if v else 'FAILED'}"
                                                     for k, v in ready.items()))
-    if c.SAFE in ctx.kinds:
+    if c.SAFE in ctx.kinds and 1 in THREADS and 64 in THREADS:
         r1 = c.ratio(rate[(c.SAFE, 1)], rate[(c.CP, 1)])
         r64 = c.ratio(rate[(c.SAFE, 64)], rate[(c.BCP, 64)])
         section.targets += [
