@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,8 +52,8 @@ class Settings:
     """How long each measurement cell runs and how often the pools alternate."""
 
     cell_seconds: float = 1.5   # per pool per cell, summed over rounds
-    rounds: int = 2             # alternations of the three pools per cell
-    warmup_seconds: float = 0.1
+    rounds: int = 4             # alternations of the three pools per cell (evens out noise)
+    warmup_seconds: float = 0.05
     wait_timeout: float = 10.0  # pool timeout for BCP/Safe; far above any legitimate wait
     quick: bool = False
 
@@ -109,6 +110,12 @@ class BenchServer:
 def make_context(server: Any, settings: Settings, only_redis_py: bool = False) -> Context:
     cls, why = safe_pool_class()
     kinds = KINDS if cls is not None and not only_redis_py else (CP, BCP)
+    if cls is not None:
+        try:  # every cell makes a fresh pool on purpose: silence the pool-per-request warning
+            from redis_safepool import observe
+            observe.configure(pool_warn_threshold=None)
+        except (ImportError, AttributeError, TypeError):
+            pass
     return Context(server=server, settings=settings, kinds=kinds,
                    safe_error=why if cls is None else "")
 
@@ -372,6 +379,7 @@ def machine_info() -> Dict[str, str]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu})",
         "os": f"{platform.system()} {platform.release()}",
+        "load average at the end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "redis-py": redis.__version__,
         "hiredis": hiredis_version,
@@ -379,3 +387,9 @@ def machine_info() -> Dict[str, str]:
         "redis-safepool": f"{redis_safepool.__version__} @ {rev or 'unknown'}"
                           + ("" if cls is not None else f" (SafeConnectionPool unavailable: {why})"),
     }
+
+
+def cpu_seconds() -> float:
+    """User+system CPU time of this process (all threads) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime

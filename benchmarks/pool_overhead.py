@@ -39,11 +39,13 @@ def measure(ctx: c.Context, kind: str, threads: int, seconds: float) -> Dict[str
         c.prewarm(pool, min(threads, LIMIT))
         body = lambda i, deadline: pair_loop(pool, deadline)  # noqa: E731
         c.run_threads(threads, body, ctx.settings.warmup_seconds)
+        cpu0 = c.cpu_seconds()
         run = c.run_threads(threads, body, seconds)
+        cpu = c.cpu_seconds() - cpu0
     finally:
         c.close_pool(pool)
     return {"pairs": sum(r["pairs"] for r in run.results),
-            "errors": sum(r["errors"] for r in run.results), "elapsed": run.elapsed}
+            "errors": sum(r["errors"] for r in run.results), "elapsed": run.elapsed, "cpu": cpu}
 
 
 def readiness_check(ctx: c.Context, kind: str) -> bool:
@@ -71,20 +73,25 @@ def run(ctx: c.Context) -> c.Section:
 
         def one(kind: str, _round: int) -> None:
             m = measure(ctx, kind, threads, ctx.settings.slice_seconds)
-            t = totals.setdefault((kind, threads), {"pairs": 0, "errors": 0, "elapsed": 0.0})
+            t = totals.setdefault((kind, threads),
+                                  {"pairs": 0, "errors": 0, "elapsed": 0.0, "cpu": 0.0})
             for k in t:
                 t[k] += m[k]
         c.alternate(ctx, one)
 
     rate = {key: v["pairs"] / v["elapsed"] for key, v in totals.items()}
+    cpu_us = {key: 1e6 * v["cpu"] / v["pairs"] if v["pairs"] else None for key, v in totals.items()}
     errors = {key: int(v["errors"]) for key, v in totals.items()}
     headers = ["threads"] + [f"{c.SHORT[k]} pairs/s" for k in ctx.kinds] + ["CP errors"]
+    headers.append("CPU us/pair " + "/".join(c.SHORT[k] for k in ctx.kinds))
     if c.SAFE in ctx.kinds:
         headers += ["Safe/CP", "Safe/BCP"]
     rows: List[List[str]] = []
     for threads in THREADS:
         row = [str(threads)] + [c.fmt_rate(rate[(k, threads)]) for k in ctx.kinds]
         row.append(str(errors[(c.CP, threads)]))
+        row.append(" / ".join("n/a" if cpu_us[(k, threads)] is None else f"{cpu_us[(k, threads)]:.2f}"
+                              for k in ctx.kinds))
         if c.SAFE in ctx.kinds:
             s = rate[(c.SAFE, threads)]
             row += [c.fmt_ratio(c.ratio(s, rate[(c.CP, threads)])),
@@ -98,10 +105,12 @@ def run(ctx: c.Context) -> c.Section:
                f"live connections (pre-opened), {ctx.settings.cell_seconds:g}s per pool per row "
                f"in {ctx.settings.rounds} alternating slices. redis-py's `ConnectionPool` raises "
                "\"Too many connections\" when more threads than connections: those are counted "
-               "as errors, not pairs."),
+               "as errors, not pairs. *CPU us/pair* is process CPU time (all threads, user+sys) "
+               "per pair: less sensitive to other load on the machine than pairs/s."),
         tables=[(headers, rows)],
         data={"rate": {f"{k}/{t}": v for (k, t), v in rate.items()},
               "errors": {f"{k}/{t}": v for (k, t), v in errors.items()},
+              "cpu_us": {f"{k}/{t}": v for (k, t), v in cpu_us.items()},
               "ready": ready},
     )
     section.notes.append("readiness check (a connection released with an unread reply comes "
