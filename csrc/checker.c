@@ -342,11 +342,25 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 
     pthread_mutex_lock(&ep->lock);
     int due = ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
-    /* While ready, a probe takes a spare slot only, never the last free one:
-     * a caller must not be refused or kept waiting because of a probe. When
-     * there is none to spare, traffic and the idle checks prove health. */
-    int has_slot = ep->total + 1 < ep->max_connections || ep->state != SP_STATE_READY;
+    /* While ready, a probe takes a spare slot only, never the last free one
+     * unless an idle connection can serve a caller meanwhile: nobody is
+     * refused or kept waiting because of a probe. With nothing to spare,
+     * traffic and the idle checks prove health. */
+    int has_slot = ep->state != SP_STATE_READY ||
+                   (ep->total < ep->max_connections &&
+                    (ep->total + 1 < ep->max_connections || ep->idle > 0));
+    /* A probe over the budget only while paused: the old connections still
+     * counted may all be dead. Recovering with the budget full of new,
+     * working connections means recovered. */
+    if (ep->state != SP_STATE_READY && ep->state != SP_STATE_PAUSED &&
+        ep->total >= ep->max_connections) {
+        has_slot = 0;
+    }
+    sp_after full = {0};
     if (due && !has_slot) {
+        if (ep->state == SP_STATE_RECOVERING) {
+            change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
+        }
         ep->next_probe = now + cfg.interval;
         due = 0;
     }
@@ -362,6 +376,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     double ep_next = ep->next_probe;
     pthread_mutex_unlock(&ep->lock);
+    close_buried(ep, &full);
 
     if (due) {
         sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
@@ -370,10 +385,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         sp_probe(&t, &res);
         if (due == 1) {
             sp_after after = {0};
-            sp_endpoint_slot_failed(ep, &after);  /* gives the probe's slot back */
-            pthread_mutex_lock(&ep->lock);
-            ep->connect_failures--;               /* not a failure of a request */
-            pthread_mutex_unlock(&ep->lock);
+            sp_endpoint_cancel_slot(ep, &after);  /* gives the probe's slot back */
             close_buried(ep, &after);
         }
         apply_probe(ep, &res, &cfg, sp_now());

@@ -617,6 +617,16 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
 }
 
 void
+sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->total--;
+    ep->connecting--;
+    sp_endpoint_dispatch_locked(ep, after);
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
 sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);

@@ -210,6 +210,8 @@ void sp_endpoint_waiter_done(sp_endpoint *ep, sp_waiter *w, double now);
 /* A slot became a connection: `rec` (allocated by the caller) goes in use. */
 int sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32_t flavor,
                     int fd);
+/* A slot is given back unused (no connect was tried). */
+void sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after);
 /* A slot could not become a connection (connect failed). */
 void sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after);
 /* A checked-out connection could not be made ready: drop it, free its slot. */

@@ -247,6 +247,15 @@ wait_in_queue(PoolCore *self, sp_waiter *w, double deadline)
     }
 }
 
+static int
+endpoint_paused(PoolCore *self)
+{
+    pthread_mutex_lock(&self->ep->lock);
+    int paused = self->ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&self->ep->lock);
+    return paused;
+}
+
 /* Makes a checked-out idle connection ready to send: connected, nothing
  * unread. Returns 0, or -1 with an exception (the connection is dropped). */
 static int
@@ -254,6 +263,14 @@ make_ready(PoolCore *self, sp_conn *rec)
 {
     if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
         return 0;
+    }
+    if (endpoint_paused(self)) {
+        /* Paused since it was handed over: no connection attempts now. */
+        sp_after after = {0};
+        sp_endpoint_discard(self->ep, rec, &after);
+        sp_finish_after(self->st, &after);
+        sp_pool_raise_unavailable(self);
+        return -1;
     }
     PyObject *conn = rec->payload;
     PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_disconnect);
@@ -284,6 +301,12 @@ static PyObject *
 fill_slot(PoolCore *self)
 {
     sp_after after = {0};
+    if (endpoint_paused(self)) {
+        /* Paused since the slot was handed over: no connection attempts now. */
+        sp_endpoint_cancel_slot(self->ep, &after);
+        sp_finish_after(self->st, &after);
+        return sp_pool_raise_unavailable(self);
+    }
     PyObject *conn = PyObject_CallMethodNoArgs((PyObject *)self, self->st->str_make_connection);
     if (conn != NULL) {
         PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);

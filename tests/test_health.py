@@ -140,9 +140,7 @@ def test_restart_under_many_threads(redis_server, make_pool, wait_until, start_t
         sampler.join(timeout=10)
     # no stale connection was handed out once the endpoint was ready again
     assert hammer.errors_after == {}
-    # +1: the checker probes over budget while recovering (core bug, see
-    # test_recovering_probe_stays_within_budget); the process never holds more than 8 + probe
-    assert sampled and max(sampled) <= 8 + 1
+    assert sampled and max(sampled) <= 8
     wait_until(lambda: "ready" in states, what="the ready event")
     i = states.index("paused")
     assert "recovering" in states[i:] and states.index("ready", i) > states.index("recovering", i)
@@ -155,8 +153,6 @@ def test_restart_under_many_threads(redis_server, make_pool, wait_until, start_t
     assert pool.stats()["transitions"] >= 3
 
 
-@pytest.mark.xfail(strict=False, reason="checker.c tick_endpoint probes over budget while "
-                   "recovering (has_slot is true for any state but ready)")
 def test_recovering_probe_stays_within_budget(redis_server, make_pool, wait_until, start_thread,
                                               fast_checker):
     pool = make_pool(redis_server.url, max_connections=4, timeout=5)
