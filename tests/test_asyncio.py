@@ -244,9 +244,10 @@ def test_global_bound_coroutines_pools_and_threads(redis_server, make_pool, make
         for _ in range(200_000):
             if stop.is_set():
                 break
+            closed_before = sp.stats()[label]["closed"]
+            live = live_clients(redis_server)
             st = sp.stats()[label]
-            samples.append((live_clients(redis_server),
-                            st["in_use"] + st["idle"] + st["connecting"]))
+            samples.append((live, st["total"], closed_before, st["closed"]))
 
     async def coroutine_worker(index: int) -> None:
         r = ra.Redis(connection_pool=apools[index % n_apools])
@@ -280,9 +281,16 @@ def test_global_bound_coroutines_pools_and_threads(redis_server, make_pool, make
     assert len(samples) >= 10, "the sampler hardly ran"
     expected = n_tasks * per_task + sum(thread_rounds)
     assert int(redis.Redis(connection_pool=sync_pools[0]).get("counter")) == expected
-    assert max(s[0] for s in samples) <= limit, max(samples)
-    assert max(s[0] for s in samples) >= 1
+    # Our books (idle + in use + connecting + closing) never exceed the budget.
     assert max(s[1] for s in samples) <= limit, max(samples, key=lambda s: s[1])
+    assert max(s[0] for s in samples) >= 1
+    # The server's count: sync and asyncio connections are of different flavors, so they
+    # are closed and replaced all the time. The server still lists a client whose close it
+    # has not read yet (it may accept the replacement first), so a sample may exceed the
+    # budget by at most the closes our side made around it (since the previous sample).
+    for prev, cur in zip(samples, samples[1:]):
+        in_flight = cur[3] - prev[2]
+        assert cur[0] <= limit + in_flight, (cur, prev)
     st = sp.stats()[label]
     assert st["in_use"] == 0 and st["waiters"] == 0
     assert st["created"] - st["closed"] <= limit
