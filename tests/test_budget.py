@@ -49,7 +49,7 @@ def counting_connection_class(counter: SocketCounter) -> type:
 
 def run_storm(server, make_pool, start_thread, sample=None, flavors=(False,), limit=4,
               n_pools=50, n_threads=64, rounds=2000, min_samples=100, **pool_kwargs):
-    """64 threads run commands through 50 pool objects (optionally ``sample()`` is recorded).
+    """64 threads run commands through 50 pool objects (optionally ``sample(pool)`` is recorded).
 
     With a sampler, workers stop once it has enough samples; else (and at most) after
     ``rounds`` rounds each. Returns the samples and the pools.
@@ -82,7 +82,7 @@ def run_storm(server, make_pool, start_thread, sample=None, flavors=(False,), li
             if len(samples) >= min_samples or len(done) == n_threads:
                 break
             st = pools[0].stats()
-            samples.append((sample(), st["in_use"] + st["idle"] + st["connecting"]))
+            samples.append((sample(pools[0]), st["in_use"] + st["idle"] + st["connecting"]))
         stop.set()
 
     workers = [start_thread(worker, i) for i in range(n_threads)]
@@ -109,12 +109,29 @@ def run_storm(server, make_pool, start_thread, sample=None, flavors=(False,), li
 storm_warnings = pytest.mark.filterwarnings("ignore:.*connection pools were created")
 
 
+def closes(pool) -> int:
+    """Sockets the process has closed for the pool's endpoint so far (probes included)."""
+    st = pool.stats()
+    return st["closed"] + st["probes"] + st["probe_failures"]
+
+
 @storm_warnings
 def test_global_bound_counted_on_the_server(redis_server, make_pool, start_thread):
-    samples, _ = run_storm(redis_server, make_pool, start_thread,
-                           redis_server.connected_clients)
-    assert max(s[0] for s in samples) <= 4, samples
-    assert max(s[0] for s in samples) >= 1
+    # The server frees a closed client lazily, so a socket closed just before the count
+    # may still be counted next to its successor: the bound allows exactly for closes
+    # made since the previous sample (with one flavor, there are hardly any).
+    last = []
+
+    def sample(pool):
+        before = last[-1] if last else 0
+        count = redis_server.connected_clients()
+        last.append(closes(pool))
+        return count, last[-1] - before
+
+    samples, _ = run_storm(redis_server, make_pool, start_thread, sample)
+    over = [(count, slack) for (count, slack), _ in samples if count > 4 + slack]
+    assert over == [], samples
+    assert max(count for (count, _), _ in samples) >= 1
     assert max(s[1] for s in samples) <= 4, samples
     assert redis_server.connected_clients() <= 4
 
