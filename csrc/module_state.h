@@ -53,6 +53,8 @@ typedef struct {
     int check_reconnect;      /* call should_reconnect() on release */
     uint64_t fork_epoch;
     Py_ssize_t in_use;        /* connections this pool object has out */
+    uint32_t *loop_flavors;   /* asyncio: one flavor per event loop it served */
+    int n_loop_flavors;
     struct sp_async_waiter *async_waiters;  /* asyncio waiters of this pool, newest first */
     uint64_t next_ticket;
 } PoolCore;
@@ -78,12 +80,16 @@ void sp_pool_report_exception(PoolCore *self, PyObject *exc);
 void sp_pool_free_async_waiters(PoolCore *self);
 
 /* asyncio primitives (pool_async.c), in PoolCore's method table. */
-PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *notify_fd);
+PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *args);
 PyObject *sp_pool_async_ready(PoolCore *self, PyObject *unused);
 PyObject *sp_pool_async_cancel(PoolCore *self, PyObject *args);
 PyObject *sp_pool_add(PoolCore *self, PyObject *args);
 PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *exc);
 PyObject *sp_pool_discard(PoolCore *self, PyObject *conn);
 PyObject *sp_pool_release_fd(PoolCore *self, PyObject *args);
+PyObject *sp_pool_use_flavor(PoolCore *self, PyObject *arg);
+PyObject *sp_pool_drop_flavor(PoolCore *self, PyObject *arg);
+void sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after);
+int sp_pool_uses_flavor(PoolCore *self, uint32_t flavor);
 
 #endif

@@ -41,12 +41,104 @@ sp_pool_free_async_waiters(PoolCore *self)
     }
 }
 
-PyObject *
-sp_pool_async_acquire(PoolCore *self, PyObject *notify_fd)
+/* ---- per-loop flavors ------------------------------------------------------- */
+
+/* An asyncio connection belongs to the event loop it was made on, so each
+ * loop a pool serves gets a flavor of its own: idle connections and
+ * hand-overs never cross loops. The pool counts itself as a user of each,
+ * so a loop's idle connections are closed when the loop goes (or the pool). */
+
+int
+sp_pool_uses_flavor(PoolCore *self, uint32_t flavor)
 {
-    long fd = PyLong_AsLong(notify_fd);
-    if (fd == -1 && PyErr_Occurred()) {
+    for (int i = 0; i < self->n_loop_flavors; i++) {
+        if (self->loop_flavors[i] == flavor) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+flavor_arg(PyObject *arg, uint32_t *out)
+{
+    unsigned long v = PyLong_AsUnsignedLong(arg);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v == 0 || v > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "flavor ids are in 1..2**32-1");
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+PyObject *
+sp_pool_use_flavor(PoolCore *self, PyObject *arg)
+{
+    uint32_t flavor;
+    if (flavor_arg(arg, &flavor) < 0) {
         return NULL;
+    }
+    if (self->ep == NULL || sp_pool_uses_flavor(self, flavor)) {
+        Py_RETURN_NONE;
+    }
+    uint32_t *grown = PyMem_RawRealloc(self->loop_flavors,
+                                       sizeof(uint32_t) * (size_t)(self->n_loop_flavors + 1));
+    if (grown == NULL) {
+        return PyErr_NoMemory();
+    }
+    self->loop_flavors = grown;
+    self->loop_flavors[self->n_loop_flavors++] = flavor;
+    sp_endpoint_pool_added(self->ep, flavor);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+sp_pool_drop_flavor(PoolCore *self, PyObject *arg)
+{
+    uint32_t flavor;
+    if (flavor_arg(arg, &flavor) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < self->n_loop_flavors; i++) {
+        if (self->loop_flavors[i] == flavor) {
+            self->loop_flavors[i] = self->loop_flavors[--self->n_loop_flavors];
+            if (self->ep != NULL) {
+                sp_after after = {0};
+                sp_endpoint_pool_removed(self->ep, flavor, &after);
+                sp_finish_after(self->st, &after);
+            }
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+void
+sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after)
+{
+    for (int i = 0; i < self->n_loop_flavors && self->ep != NULL; i++) {
+        sp_endpoint_pool_removed(self->ep, self->loop_flavors[i], after);
+    }
+    PyMem_RawFree(self->loop_flavors);
+    self->loop_flavors = NULL;
+    self->n_loop_flavors = 0;
+}
+
+/* ---- checkout ------------------------------------------------------------------ */
+
+PyObject *
+sp_pool_async_acquire(PoolCore *self, PyObject *args)
+{
+    long fd;
+    unsigned int flavor = 0;
+    if (!PyArg_ParseTuple(args, "l|I:_async_acquire", &fd, &flavor)) {
+        return NULL;
+    }
+    if (flavor == 0) {
+        flavor = self->flavor;
     }
     if (fd < 0 || fd > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "notify_fd must be a file descriptor");
@@ -69,7 +161,7 @@ sp_pool_async_acquire(PoolCore *self, PyObject *notify_fd)
     sp_conn *rec = NULL;
     /* The asyncio side keeps the deadline itself (loop.call_later). */
     double deadline = self->timeout == 0 ? 0.0 : -1.0;
-    sp_acquire_status st = sp_endpoint_acquire(self->ep, self, self->flavor, deadline, &aw->w,
+    sp_acquire_status st = sp_endpoint_acquire(self->ep, self, flavor, deadline, &aw->w,
                                                &rec, &after);
     sp_finish_after(self->st, &after);
     switch (st) {
@@ -159,8 +251,12 @@ sp_pool_add(PoolCore *self, PyObject *args)
 {
     PyObject *conn;
     int fd;
-    if (!PyArg_ParseTuple(args, "Oi:_add", &conn, &fd)) {
+    unsigned int flavor = 0;
+    if (!PyArg_ParseTuple(args, "Oi|I:_add", &conn, &fd, &flavor)) {
         return NULL;
+    }
+    if (flavor == 0) {
+        flavor = self->flavor;
     }
     if (self->ep == NULL) {
         return sp_pool_raise_closed(self);
@@ -170,7 +266,7 @@ sp_pool_add(PoolCore *self, PyObject *args)
         return PyErr_NoMemory();
     }
     Py_INCREF(conn);
-    if (sp_endpoint_add(self->ep, rec, conn, self, self->flavor,
+    if (sp_endpoint_add(self->ep, rec, conn, self, flavor,
                         fd < SP_FD_UNPOLLABLE ? -1 : fd) < 0) {
         Py_DECREF(conn);
         PyMem_RawFree(rec);

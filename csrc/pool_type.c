@@ -27,11 +27,6 @@ sp_finish_after(sp_modstate *st, sp_after *after)
     /* Closing a connection frees its slot, which may wake a waiter whose
      * flavor needs another eviction: loop until nothing is left. */
     while (after->n_notify > 0 || after->graveyard != NULL) {
-        for (int i = 0; i < after->n_notify; i++) {
-            ssize_t rc = write(after->notify_fds[i], "x", 1);
-            (void)rc;  /* a full pipe already means "wake up" */
-        }
-        after->n_notify = 0;
         sp_conn *rec = after->graveyard;
         after->graveyard = NULL;
         if (rec != NULL && !fetched) {
@@ -56,6 +51,12 @@ sp_finish_after(sp_modstate *st, sp_after *after)
             PyMem_RawFree(rec);
             rec = next;
         }
+        /* Wake async waiters last: whatever they were handed is free now. */
+        for (int i = 0; i < after->n_notify; i++) {
+            ssize_t rc = write(after->notify_fds[i], "x", 1);
+            (void)rc;  /* a full pipe already means "wake up" */
+        }
+        after->n_notify = 0;
     }
     if (fetched) {
         PyErr_Restore(et, ev, etb);
@@ -526,6 +527,7 @@ unbind(PoolCore *self)
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
     }
+    sp_pool_drop_loop_flavors(self, &after);
     sp_finish_after(self->st, &after);
     sp_registry_unbind(self->ep);
     self->ep = NULL;
@@ -597,6 +599,7 @@ pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
     }
+    sp_pool_drop_loop_flavors(self, &after);
     sp_finish_after(self->st, &after);
     Py_RETURN_NONE;
 }
@@ -607,9 +610,19 @@ pool_drain_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
     if (self->ep != NULL) {
         sp_after after = {0};
         sp_endpoint_drain_idle(self->ep, self->flavor, &after);
+        for (int i = 0; i < self->n_loop_flavors; i++) {
+            sp_endpoint_drain_idle(self->ep, self->loop_flavors[i], &after);
+        }
         sp_finish_after(self->st, &after);
     }
     Py_RETURN_NONE;
+}
+
+/* Its own flavor, or one of the per-loop flavors of an asyncio pool. */
+static int
+has_flavor(PoolCore *self, uint32_t flavor)
+{
+    return flavor == self->flavor || sp_pool_uses_flavor(self, flavor);
 }
 
 /* Connections of this pool: in use (mine=1) or idle of its flavor (mine=0). */
@@ -631,7 +644,7 @@ collect(PoolCore *self, int in_use)
                 continue;
             }
             if (in_use ? (rec->state == SP_CONN_INUSE && rec->owner == self)
-                       : (rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
+                       : (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor))) {
                 found[n++] = rec->payload;
             }
         }
@@ -672,7 +685,7 @@ pool_owns(PoolCore *self, PyObject *conn)
         pthread_mutex_lock(&self->ep->lock);
         sp_conn *rec = sp_ptrmap_get(&self->ep->conns, conn);
         owns = rec != NULL && (rec->owner == self ||
-                               (rec->state == SP_CONN_IDLE && rec->flavor == self->flavor));
+                               (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor)));
         pthread_mutex_unlock(&self->ep->lock);
     }
     return PyBool_FromLong(owns);
@@ -915,14 +928,18 @@ static PyMethodDef pool_methods[] = {
     {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
      "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},
-    {"_async_acquire", (PyCFunction)sp_pool_async_acquire, METH_O,
-     "_async_acquire(notify_fd) -> ('conn', conn) | ('slot', None) | ('wait', ticket)"},
+    {"_async_acquire", (PyCFunction)sp_pool_async_acquire, METH_VARARGS,
+     "_async_acquire(notify_fd, flavor=0) -> ('conn', conn) | ('slot', None) | ('wait', ticket)"},
+    {"_use_flavor", (PyCFunction)sp_pool_use_flavor, METH_O,
+     "_use_flavor(flavor): count this pool as a user of a per-loop flavor."},
+    {"_drop_flavor", (PyCFunction)sp_pool_drop_flavor, METH_O,
+     "_drop_flavor(flavor): stop using it; its idle connections close if nobody else does."},
     {"_async_ready", (PyCFunction)sp_pool_async_ready, METH_NOARGS,
      "Served asyncio waiters: [(ticket, 'conn'|'slot'|'paused'|'closed', conn)]."},
     {"_async_cancel", (PyCFunction)sp_pool_async_cancel, METH_VARARGS,
      "_async_cancel(ticket, timed_out): leave the queue, giving back what was handed."},
     {"_add", (PyCFunction)sp_pool_add, METH_VARARGS,
-     "_add(conn, fd): a slot became a connection, now in use."},
+     "_add(conn, fd, flavor=0): a slot became a connection, now in use."},
     {"_slot_failed", (PyCFunction)sp_pool_slot_failed, METH_O,
      "_slot_failed(exc_or_None): give a slot back (and report exc to the checker)."},
     {"_discard", (PyCFunction)sp_pool_discard, METH_O,

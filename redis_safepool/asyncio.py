@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import os
 import weakref
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -20,17 +21,30 @@ __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
 
 class _LoopWaker:
-    """One pipe per event loop: the C core writes a byte when it serves one of its waiters."""
+    """One pipe per event loop: the C core writes a byte when it serves one of its waiters.
+
+    It holds its loop weakly; the pipe is closed when the loop is closed or
+    collected, and the pools that served the loop drop its flavor then, so
+    the loop's idle connections are closed too.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.token = next(_tokens)
+        self._loop = weakref.ref(loop)
         self.read_fd, self.write_fd = os.pipe()
         for fd in (self.read_fd, self.write_fd):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
             os.set_inheritable(fd, False)
         # (pool id, ticket) -> (pool, future)
         self.pending: Dict[Tuple[int, int], Tuple["SafeConnectionPool", asyncio.Future]] = {}
+        self.pools: "weakref.WeakSet[SafeConnectionPool]" = weakref.WeakSet()
         loop.add_reader(self.read_fd, self._on_readable)
+        self._fds = weakref.finalize(loop, _close_fds, self.read_fd, self.write_fd)
+
+    @property
+    def alive(self) -> bool:
+        loop = self._loop()
+        return loop is not None and not loop.is_closed()
 
     def _on_readable(self) -> None:
         try:
@@ -54,18 +68,27 @@ class _LoopWaker:
                 else:
                     fut.set_result((kind, conn))
 
-    def close(self) -> None:
+    def retire(self) -> None:
+        """The loop is closed or gone: drop its flavors and close the pipe."""
+        for pool in list(self.pools):
+            pool._forget_loop(self.token)
+        loop = self._loop()
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.read_fd)
+        self._fds()  # closes the pipe once
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
         try:
-            self.loop.remove_reader(self.read_fd)
-        except Exception:  # the loop may be closed already
+            os.close(fd)
+        except OSError:
             pass
-        os.close(self.read_fd)
-        os.close(self.write_fd)
 
 
-_wakers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker]" = (
-    weakref.WeakKeyDictionary()
-)
+_tokens = itertools.count(1)
+_wakers: Dict[int, _LoopWaker] = {}
+_waker_of: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int]" = weakref.WeakKeyDictionary()
 _waker_pid = os.getpid()
 
 
@@ -73,10 +96,18 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     global _waker_pid
     if _waker_pid != os.getpid():  # a forked child has its own loops
         _wakers.clear()
+        _waker_of.clear()
         _waker_pid = os.getpid()
-    waker = _wakers.get(loop)
-    if waker is None:
-        waker = _wakers[loop] = _LoopWaker(loop)
+    token = _waker_of.get(loop)
+    if token is not None and token in _wakers:
+        return _wakers[token]
+    # A new loop: retire the wakers of loops that are closed or gone.
+    for old in [w for w in _wakers.values() if not w.alive]:
+        del _wakers[old.token]
+        old.retire()
+    waker = _LoopWaker(loop)
+    _wakers[waker.token] = waker
+    _waker_of[loop] = waker.token
     return waker
 
 
@@ -118,6 +149,7 @@ class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
         key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
         flavor = flavor_id(self.connection_class, self.connection_kwargs)
         budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
         if not created and budget != self.max_connections and self._max_explicit:
             _warn_budget_conflict(label, budget, self.max_connections)
         _events.ensure_started()
@@ -131,11 +163,12 @@ class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
         """Check out a connected connection, waiting (FIFO, without blocking the loop)."""
         loop = asyncio.get_running_loop()
         waker = _waker(loop)
-        kind, obj = self._async_acquire(waker.write_fd)
+        flavor = self._loop_flavor(waker)
+        kind, obj = self._async_acquire(waker.write_fd, flavor)
         if kind == "wait":
             kind, obj = await self._wait_turn(loop, waker, obj)
         if kind == "slot":
-            return await self._fill_slot()
+            return await self._fill_slot(flavor)
         try:
             await self.ensure_connection(obj)
         except BaseException:
@@ -173,14 +206,30 @@ class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
             self._raise_closed()
         return kind, obj
 
-    async def _fill_slot(self) -> AbstractConnection:
+    def _loop_flavor(self, waker: _LoopWaker) -> int:
+        """The flavor of this pool's connections on the waker's loop."""
+        fid = self._loop_flavors.get(waker.token)
+        if fid is None:
+            kwargs = dict(self.connection_kwargs, __event_loop__=waker.token)
+            fid = flavor_id(self.connection_class, kwargs)
+            self._use_flavor(fid)
+            self._loop_flavors[waker.token] = fid
+            waker.pools.add(self)
+        return fid
+
+    def _forget_loop(self, token: int) -> None:
+        fid = self._loop_flavors.pop(token, None)
+        if fid is not None:
+            self._drop_flavor(fid)
+
+    async def _fill_slot(self, flavor: int) -> AbstractConnection:
         try:
             conn = self.make_connection()
             await conn.connect()
         except BaseException as exc:
             self._slot_failed(exc)
             raise
-        self._add(conn, _fd_of(conn))
+        self._add(conn, _fd_of(conn), flavor)
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:

@@ -627,8 +627,6 @@ def _loop_thread_storm(server, make_apool, start_thread, n_loops: int, limit: in
     return errors, samples, label
 
 
-@pytest.mark.xfail(strict=True, reason="bug: idle connections and hand-overs cross event loops "
-                   "(the flavor ignores the loop); 'Future attached to a different loop'")
 def test_several_loops_in_several_threads_share_one_budget(redis_server, make_apool,
                                                            start_thread):
     limit, n_loops = 3, 4
@@ -641,8 +639,6 @@ def test_several_loops_in_several_threads_share_one_budget(redis_server, make_ap
     assert sp.stats()[label]["in_use"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an idle connection made on one loop is handed to "
-                   "a pool on another loop (same flavor), which cannot use it")
 def test_connection_is_never_handed_to_another_loop(redis_server, make_apool, start_thread):
     first = make_apool(redis_server.url, max_connections=1, timeout=10)
     second = make_apool(redis_server.url, max_connections=1, timeout=10)
@@ -684,8 +680,6 @@ def test_connection_is_never_handed_to_another_loop(redis_server, make_apool, st
     assert errors == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an idle connection of a finished asyncio.run() loop "
-                   "is handed to the next loop: 'Event loop is closed'")
 def test_pool_per_asyncio_run(redis_server, make_apool):
     for i in range(3):
         pool = make_apool(redis_server.url, max_connections=2, timeout=5)
@@ -696,8 +690,6 @@ def test_pool_per_asyncio_run(redis_server, make_apool):
         assert run(main()) == i + 1  # no aclose(): its idle connection stays in the budget
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the per-loop notify pipe is never closed "
-                   "(_LoopWaker holds its loop, the WeakKeyDictionary key): 2 fds per loop")
 def test_event_loops_do_not_leak_file_descriptors(redis_server, make_apool):
     pool = make_apool(redis_server.url, max_connections=2, timeout=5)
 
@@ -775,7 +767,9 @@ def test_waiters_fail_when_the_endpoint_pauses(redis_server, make_apool):
         assert isinstance(results[-1], sp.ServerUnavailableError), results
         st = pool.stats()
         assert st["state"] == "paused"
-        assert (st["waiters"], st["in_use"], st["total"]) == (0, 0, 0), st
+        # a probe of the checker may hold a slot (it counts as connecting) right now
+        assert (st["waiters"], st["in_use"], st["idle"], st["total"] - st["connecting"]) == \
+            (0, 0, 0, 0), st
         with pytest.raises(sp.ServerUnavailableError):
             await pool.get_connection()
         redis_server.start()
