@@ -57,6 +57,8 @@ typedef struct {
     int n_loop_flavors;
     struct sp_async_waiter *async_waiters;  /* asyncio waiters of this pool, newest first */
     uint64_t next_ticket;
+    PyObject *last_failure_type;   /* borrowed, compared by identity only */
+    double last_failure_at;
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;

@@ -174,6 +174,16 @@ tell_failure(PoolCore *self)
     if (hook == NULL) {
         return NULL;
     }
+    /* A burst of identical failures (a paused endpoint failing hundreds of
+     * threads at once) is told once per millisecond: each call costs the
+     * GIL, and the hook only keeps the latest. */
+    double now = sp_now();
+    PyObject *type = PyErr_Occurred();
+    if (type == self->last_failure_type && now - self->last_failure_at < 0.001) {
+        return NULL;
+    }
+    self->last_failure_type = type;
+    self->last_failure_at = now;
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
     PyErr_NormalizeException(&et, &ev, &etb);
@@ -257,6 +267,30 @@ endpoint_paused(PoolCore *self)
     return paused;
 }
 
+/* A dead idle socket: is the whole server gone? A bare non-blocking connect
+ * that waits at most 0.1 ms: a local server refuses (or accepts) within the
+ * connect() call itself, so the GIL is kept (giving it up here costs more,
+ * in waiting to get it back behind busy threads, than the syscall). Anything
+ * slower counts as "unsure" and is left to the pool's own reconnect, as are
+ * TLS endpoints. A refusal is reported, which pauses the endpoint. */
+static int
+server_gone(PoolCore *self)
+{
+    sp_endpoint *ep = self->ep;
+    if (ep->tls || (ep->host == NULL && ep->unix_path == NULL)) {
+        return 0;
+    }
+    sp_probe_target t = {ep->host, ep->port, ep->unix_path, NULL, NULL, 0.0001};
+    sp_probe_result res;
+    sp_probe_status st = sp_probe_reachable(&t, &res);
+    if (st != SP_PROBE_DOWN || !(strstr(res.error, "refused") || strstr(res.error, "No such file") ||
+                                 strstr(res.error, "no such file"))) {
+        return 0;  /* up, or unsure (a timeout): let the real reconnect tell */
+    }
+    sp_checker_report(ep, SP_FAIL_REFUSED, res.error);
+    return endpoint_paused(self);
+}
+
 /* Makes a checked-out idle connection ready to send: connected, nothing
  * unread. Returns 0, or -1 with an exception (the connection is dropped). */
 static int
@@ -267,6 +301,15 @@ make_ready(PoolCore *self, sp_conn *rec)
     }
     if (endpoint_paused(self)) {
         /* Paused since it was handed over: no connection attempts now. */
+        sp_after after = {0};
+        sp_endpoint_discard(self->ep, rec, &after);
+        sp_finish_after(self->st, &after);
+        sp_pool_raise_unavailable(self);
+        return -1;
+    }
+    if (server_gone(self)) {
+        /* The idle socket died because the server did: pause now, before
+         * this and every other thread reconnect into a refused port. */
         sp_after after = {0};
         sp_endpoint_discard(self->ep, rec, &after);
         sp_finish_after(self->st, &after);
@@ -419,6 +462,12 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
     sp_after after = {0};
+    if (fd == -1 && !endpoint_paused(self)) {
+        /* It came back disconnected, usually because a command hit an
+         * error. If the server is gone, pause now, before the queued
+         * threads are handed this connection and reconnect one by one. */
+        (void)server_gone(self);
+    }
     sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
     sp_finish_after(st, &after);
     switch (rs) {

@@ -516,6 +516,29 @@ connect_failed(sp_probe_result *out, int err, int local, double timeout,
     }
 }
 
+static int probe_connect(const sp_probe_target *t, double timeout, sp_probe_result *out);
+
+sp_probe_status
+sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out)
+{
+    double started = now_mono();
+    double timeout = t->timeout;
+
+    memset(out, 0, sizeof(*out));
+    out->loading_eta = -1;
+    if (!(timeout > 0) || timeout > 3600) {
+        timeout = 1.0;
+    }
+    int fd = probe_connect(t, timeout, out);
+    if (fd >= 0) {
+        close(fd);
+        out->status = SP_PROBE_OK;
+        out->error[0] = '\0';
+    }
+    out->elapsed = now_mono() - started;
+    return out->status;
+}
+
 /* Returns a connected fd or -1 with out->status/error set. */
 static int
 probe_connect(const sp_probe_target *t, double timeout,

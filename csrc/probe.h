@@ -69,6 +69,11 @@ typedef struct {
 /* Probe the server described by t; always fills *out completely. */
 void sp_probe(const sp_probe_target *t, sp_probe_result *out);
 
+/* Connect only (no RESP): OK if the server accepts a connection, else DOWN
+   or ERROR with the reason in out->error. The socket is closed at once. For
+   a request thread that found its idle socket dead: is the server gone? */
+sp_probe_status sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out);
+
 /* "ok", "down", "overloaded", "loading", "auth", "error" ("?" if invalid). */
 const char *sp_probe_status_name(sp_probe_status s);
 
