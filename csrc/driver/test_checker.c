@@ -100,6 +100,14 @@ dead_idle_at_least(sp_endpoint *ep, void *arg)
     return ep->dead_idle_closed >= *(uint64_t *)arg;
 }
 
+/* The checker buries, shuts the socket down, then hands the record to the
+ * graveyard and frees its slot: wait for the last step (lock held). */
+static int
+buried_and_closed(sp_endpoint *ep, void *arg)
+{
+    return tp_list_has(ep->graveyard, arg) && ep->closing == 0;
+}
+
 static int
 idle_is(sp_endpoint *ep, void *arg)
 {
@@ -226,6 +234,7 @@ test_checker_real_server(void)
     CHECK(sp_redis_cmd(&r, reply, sizeof(reply), "CLIENT", "KILL", "ID", killed,
                        (char *)NULL) > 0 && strcmp(reply, ":1\r\n") == 0);
     CHECKF(tp_wait_locked(ep, dead_idle_at_least, &one, 10.0), "killed socket not noticed");
+    CHECKF(tp_wait_locked(ep, buried_and_closed, pa, 10.0), "killed socket not buried");
     CHECK(graveyard_has(ep, pa) && !graveyard_has(ep, pb));
     CHECK(ep->dead_idle_closed == 1 && ep->idle == 1 && ep->idle_top != NULL &&
           ep->idle_top->payload == pb);

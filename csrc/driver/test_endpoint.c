@@ -1043,6 +1043,9 @@ stress_thread(void *p)
         flavor = 1 + (a->seed & 1);
         tp_waiter_init(&w);
         st = sp_endpoint_acquire(a->ep, a->pool, flavor, deadline, &w, &c, &after);
+        /* As the binding does: close what the call dropped before waiting,
+         * since closing it may be what frees this waiter's slot. */
+        tp_after_done(&after);
         if (st == SP_ACQ_CONN) {
             got = c->payload;
         }
