@@ -118,10 +118,12 @@ def _print_top(title: str, costs: Dict[str, float], per_pair: float, n: int,
     for f, v in costs.items():
         k = _short(f)
         merged[k] = max(merged[k], v) if inclusive else merged[k] + v
-    top = sorted(merged.items(), key=lambda x: -x[1])[:n]
+    top = [(f, v) for f, v in sorted(merged.items(), key=lambda x: -x[1])[:n] if v >= 0.5]
+    if not top:
+        return
     print(c.markdown_table([title, "Ir/pair", "share"],
                            [[f"`{f}`", f"{v:,.0f}", f"{100 * v / per_pair:.1f}%"]
-                            for f, v in top if v >= 0.5]))
+                            for f, v in top]))
 
 
 def main() -> int:
@@ -132,6 +134,8 @@ def main() -> int:
     p.add_argument("--no-callgrind", action="store_true")
     p.add_argument("--threads", type=int, nargs="*", default=[64],
                    help="also perf-stat the loop split over these thread counts (limit 8)")
+    p.add_argument("--contended-n", type=int, default=400_000,
+                   help="pairs of the multi-thread runs: long enough for waiter queues to form")
     a = p.parse_args()
     kinds = [k for k in a.kinds.split(",") if k]
     if c.SAFE in kinds and c.safe_pool_class()[0] is None:
@@ -142,8 +146,9 @@ def main() -> int:
             for kind in kinds:
                 print(f"\n#### {kind}: {a.n} checkout+release pairs, one thread\n")
                 if shutil.which("perf"):
-                    for threads in [1] + a.threads:
-                        print(perf_per_pair(kind, a.n, server.port, threads) + "\n")
+                    print(perf_per_pair(kind, a.n, server.port, 1) + "\n")
+                    for threads in a.threads:
+                        print(perf_per_pair(kind, a.contended_n, server.port, threads) + "\n")
                 if a.no_callgrind or not shutil.which("valgrind"):
                     continue
                 tot_n, cost_n, incl_n = callgrind_costs(loop_argv(kind, a.n, server.port), workdir)
@@ -163,7 +168,7 @@ def main() -> int:
                 print()
                 _print_top("function (self cost)", delta, per_pair, a.top)
                 core = {f: v for f, v in incl.items() if group_of(f).startswith("redis_safepool")}
-                if core:
+                if any(v >= 0.5 for v in core.values()):
                     print()
                     _print_top("core function (inclusive: with callees)", core, per_pair, a.top,
                                inclusive=True)
