@@ -172,9 +172,17 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         self.timeout = self._safe_timeout
 
     # -- address resolution ------------------------------------------------
-    def get_master_address(self) -> Address:
-        """Ask Sentinel for the master and re-bind the pool if it moved."""
-        address = tuple(self.sentinel_manager.discover_master(self.service_name))
+    def get_master_address(self, fresh: bool = False) -> Address:
+        """Ask Sentinel for the master and re-bind the pool if it moved.
+
+        ``fresh`` skips SafeSentinel's short answer cache (before a connect:
+        a cached answer from before a failover would let a connection reach
+        a restarted old master that still believes it is master)."""
+        manager = self.sentinel_manager
+        if fresh and isinstance(manager, SafeSentinel):
+            address = tuple(manager.discover_master(self.service_name, fresh=True))
+        else:
+            address = tuple(manager.discover_master(self.service_name))
         address = (str(address[0]), int(address[1]))
         self._bind_master(address)
         return address
@@ -184,7 +192,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         return self._master
 
     def _check_master_before_connect(self, conn: Connection) -> None:
-        address = self.get_master_address()
+        address = self.get_master_address(fresh=True)
         if address != (conn.host, int(conn.port)):
             raise MasterChangedError(
                 f"{self.service_name!r} moved from {conn.host}:{conn.port} to "
@@ -469,11 +477,12 @@ class SafeSentinel(Sentinel):
         return [(i, s) for i, s in enumerate(self.sentinels)
                 if self.sentinel_backoff.ready(self._name(s))]
 
-    def discover_master(self, service_name: str) -> Address:
+    def discover_master(self, service_name: str, fresh: bool = False) -> Address:
         """Like ``Sentinel.discover_master`` but coalesced, briefly cached
-        (``master_cache_ttl`` seconds) and backed off."""
+        (``master_cache_ttl`` seconds, unless ``fresh``) and backed off."""
         known = self._known_masters.get(service_name)
-        if known is not None and time.monotonic() - known[0] < self.master_cache_ttl:
+        if not fresh and known is not None and \
+                time.monotonic() - known[0] < self.master_cache_ttl:
             return known[1]
         return self._flights.do(("master", service_name),
                                 lambda: self._discover_master(service_name),
