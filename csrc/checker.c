@@ -264,7 +264,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             sp_endpoint_drain_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
-            ep->transitions++;
+            /* Logged, but not a state transition: generation tells it. */
         }
         if (res->run_id[0]) {
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));

@@ -41,6 +41,8 @@ typedef struct sp_async_waiter {
     double started;
 } sp_async_waiter;
 
+#define SP_FD_CACHE 64
+
 /* The Python half of a pool: the budget it draws from and its own books. */
 typedef struct {
     PyObject_HEAD
@@ -58,6 +60,10 @@ typedef struct {
     struct sp_async_waiter *async_waiters;  /* asyncio waiters of this pool, newest first */
     uint64_t next_ticket;
     PyObject *last_failure_type;   /* borrowed, compared by identity only */
+    /* release() hot path: socket object -> fileno, so a release costs one
+     * attribute lookup instead of a method call. Holds a reference to each
+     * socket object, so no address is reused while it is cached. */
+    struct { PyObject *sock; int fd; } fd_cache[SP_FD_CACHE];
     double last_failure_at;
 } PoolCore;
 

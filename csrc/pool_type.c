@@ -114,6 +114,46 @@ socket_fd(sp_modstate *st, PyObject *conn)
     return (int)fd;
 }
 
+/* socket_fd() through the pool's cache of socket objects. */
+static int
+cached_socket_fd(PoolCore *self, PyObject *conn)
+{
+    PyObject *sock = PyObject_GetAttr(conn, self->st->str_sock);
+    if (sock == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            return -1;
+        }
+        return -2;
+    }
+    if (sock == Py_None) {
+        Py_DECREF(sock);
+        return -1;
+    }
+    size_t slot = ((uintptr_t)sock >> 4) % SP_FD_CACHE;
+    if (self->fd_cache[slot].sock == sock) {
+        Py_DECREF(sock);
+        return self->fd_cache[slot].fd;
+    }
+    int fd = socket_fd(self->st, conn);
+    if (fd >= 0) {
+        Py_XSETREF(self->fd_cache[slot].sock, sock);  /* keeps our reference */
+        self->fd_cache[slot].fd = fd;
+    }
+    else {
+        Py_DECREF(sock);
+    }
+    return fd;
+}
+
+static void
+clear_fd_cache(PoolCore *self)
+{
+    for (int i = 0; i < SP_FD_CACHE; i++) {
+        Py_CLEAR(self->fd_cache[i].sock);
+    }
+}
+
 /* Tells the endpoint what an exception says about the server. */
 void
 sp_pool_report_exception(PoolCore *self, PyObject *exc)
@@ -521,6 +561,7 @@ pool_release(PoolCore *self, PyObject *conn)
     }
     sp_modstate *st = self->st;
     if (self->check_reconnect) {
+        /* Only RESP3 maintenance notifications set it (see pool.py). */
         PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);
         int again = r ? PyObject_IsTrue(r) : -1;
         Py_XDECREF(r);
@@ -535,7 +576,7 @@ pool_release(PoolCore *self, PyObject *conn)
             Py_XDECREF(r);
         }
     }
-    int fd = socket_fd(st, conn);
+    int fd = cached_socket_fd(self, conn);
     if (fd == -2) {
         return NULL;
     }
@@ -936,6 +977,7 @@ pool_dealloc(PoolCore *self)
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
     unbind(self);
+    clear_fd_cache(self);
     PyErr_Restore(et, ev, etb);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);

@@ -172,7 +172,12 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
             self._set_idle_limits(self._max_idle_time, self._max_lifetime)
         if not created and budget != self.max_connections and self._max_explicit:
             _warn_budget_conflict(label, budget, self.max_connections)
-        self._check_reconnect = bool(self.maint_notifications_enabled())
+        # Only RESP3 maintenance notifications mark connections for reconnect;
+        # redis-py reports "auto" (truthy) for RESP2 too, which would cost a
+        # Python call on every release for nothing.
+        self._check_reconnect = (
+            bool(self.maint_notifications_enabled()) and self.get_protocol() in (3, "3")
+        )
         self.pid = os.getpid()
         _events.ensure_started()
 
