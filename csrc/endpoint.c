@@ -33,6 +33,22 @@ sp_state_name(sp_state s)
     return "unknown";
 }
 
+/* The endpoint lock is held for a few dozen instructions at a time, and a
+ * waiter woken by pthread_cond_signal() first has to take it: an adaptive
+ * mutex spins briefly instead of putting that thread back to sleep. */
+static int
+init_lock(pthread_mutex_t *lock)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    int rc = pthread_mutex_init(lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
 static char *
 dup_or_null(const char *s)
 {
@@ -48,7 +64,7 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     }
     ep->key = dup_or_null(key);
     ep->label = dup_or_null(label);
-    if (ep->key == NULL || ep->label == NULL || pthread_mutex_init(&ep->lock, NULL) != 0) {
+    if (ep->key == NULL || ep->label == NULL || init_lock(&ep->lock) != 0) {
         free(ep->key);
         free(ep->label);
         free(ep);
@@ -837,7 +853,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
      * held by a thread that does not exist in the child. Every record is
      * the parent's: move them all to the graveyard, which the child
      * disposes of without touching the parent's sockets. */
-    pthread_mutex_init(&ep->lock, NULL);
+    init_lock(&ep->lock);
     sp_after after = {0};
     for (size_t i = 0; i < ep->conns.cap; i++) {
         if (ep->conns.keys[i]) {
