@@ -154,8 +154,6 @@ def test_restart_under_many_threads(redis_server, make_pool, wait_until, start_t
     assert pool.stats()["transitions"] >= 3
 
 
-@pytest.mark.xfail(strict=False, reason="failed once in a loaded full run (passes alone); "
-                   "under investigation")
 def test_recovering_probe_stays_within_budget(redis_server, make_pool, wait_until, start_thread,
                                               fast_checker):
     pool = make_pool(redis_server.url, max_connections=4, timeout=5)
