@@ -1,0 +1,32 @@
+"""The .pyi stubs of the C extension name exactly what the extension defines."""
+
+import ast
+import pathlib
+
+import redis_safepool
+import redis_safepool._core as core
+
+STUB = pathlib.Path(redis_safepool.__file__).with_name("_core.pyi")
+
+
+def _stub_tree() -> ast.Module:
+    return ast.parse(STUB.read_text())
+
+
+def test_module_functions_match():
+    names = {n.name for n in _stub_tree().body if isinstance(n, ast.FunctionDef)}
+    real = {n for n in dir(core) if not n.startswith("__") and n != "PoolCore"}
+    assert names == real
+
+
+def test_pool_core_members_match():
+    cls = next(n for n in _stub_tree().body if isinstance(n, ast.ClassDef))
+    assert cls.name == "PoolCore"
+    names = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    names |= {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+    real = {n for n in vars(core.PoolCore) if not n.startswith("__")}
+    assert names == real
+
+
+def test_stubs_are_shipped():
+    assert (STUB.parent / "py.typed").exists()
