@@ -7,12 +7,13 @@ import fcntl
 import itertools
 import os
 import weakref
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _events
+from ._books import CoreBooks
 from ._keys import endpoint_of, flavor_id
 from .exceptions import PoolTimeoutError
 from .pool import _check_max_connections, _check_seconds, _warn_budget_conflict, check_url
@@ -111,7 +112,7 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     return waker
 
 
-class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
+class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
     """A drop-in ``redis.asyncio.ConnectionPool`` / ``BlockingConnectionPool``.
 
     Shares the process-wide per-endpoint budget with the sync pools: threads
@@ -267,43 +268,12 @@ class SafeConnectionPool(_core.PoolCore, AsyncConnectionPool):
         self._close_core()
         await self.disconnect()
 
-    def owns_connection(self, connection: AbstractConnection) -> bool:
-        return self._owns(connection)
-
     def can_get_connection(self) -> bool:
         st = self.stats()
         return st["state"] != "paused" and (st["idle"] > 0 or st["total"] < st["max_connections"])
 
     def make_connection(self) -> AbstractConnection:
         return self.connection_class(**self.connection_kwargs)
-
-    def set_retry(self, retry: Any) -> None:
-        self.connection_kwargs.update({"retry": retry})
-        for conn in self._idle_list() + self._in_use_list():
-            conn.retry = retry
-
-    # redis-py's __init__/reset assign these; ours are views of the C books.
-    @property
-    def _available_connections(self) -> List[AbstractConnection]:
-        return self._idle_list()
-
-    @_available_connections.setter
-    def _available_connections(self, value: Any) -> None:
-        pass
-
-    @property
-    def _in_use_connections(self) -> Set[AbstractConnection]:
-        return set(self._in_use_list())
-
-    @_in_use_connections.setter
-    def _in_use_connections(self, value: Any) -> None:
-        pass
-
-    def _get_free_connections(self) -> List[AbstractConnection]:
-        return self._idle_list()
-
-    def _get_in_use_connections(self) -> Set[AbstractConnection]:
-        return set(self._in_use_list())
 
 
 BlockingSafeConnectionPool = SafeConnectionPool

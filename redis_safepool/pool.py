@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import Any, Optional
 from urllib.parse import urlparse
-from typing import Any, List, Optional, Set
 
-import redis
 from redis.connection import Connection, ConnectionPool
 
 from . import _core, _events, observe
+from ._books import CoreBooks
 from ._keys import endpoint_of, flavor_id
 from .exceptions import BudgetConflictWarning
 
@@ -104,7 +104,7 @@ def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
     )
 
 
-class SafeConnectionPool(_core.PoolCore, ConnectionPool):
+class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
     """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
 
     Every pool object for one server (transport, address, db, username,
@@ -198,9 +198,6 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
             return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
         return self.connection_class(**kwargs)
 
-    def owns_connection(self, connection: Connection) -> bool:
-        return self._owns(connection)
-
     def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections; with ``inuse_connections`` also the ones out now.
 
@@ -220,40 +217,6 @@ class SafeConnectionPool(_core.PoolCore, ConnectionPool):
         """
         self._close_core()
         self.disconnect(inuse_connections=True)
-
-    def set_retry(self, retry: "redis.retry.Retry") -> None:
-        self.connection_kwargs.update({"retry": retry})
-        for connection in self._idle_list() + self._in_use_list():
-            connection.retry = retry
-
-    # -- what other libraries read ----------------------------------------------
-
-    # redis-py's own code may assign these; ours are views of the C books.
-    @property
-    def _available_connections(self) -> List[Connection]:
-        return self._idle_list()
-
-    @_available_connections.setter
-    def _available_connections(self, value: Any) -> None:
-        pass
-
-    @property
-    def _in_use_connections(self) -> Set[Connection]:
-        return set(self._in_use_list())
-
-    @_in_use_connections.setter
-    def _in_use_connections(self, value: Any) -> None:
-        pass
-
-    @property
-    def _created_connections(self) -> int:
-        return len(self._idle_list()) + len(self._in_use_list())
-
-    def _get_free_connections(self) -> List[Connection]:
-        return self._idle_list()
-
-    def _get_in_use_connections(self) -> Set[Connection]:
-        return set(self._in_use_list())
 
     def __repr__(self) -> str:
         base = ConnectionPool.__repr__(self)
