@@ -502,12 +502,6 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
     sp_after after = {0};
-    if (fd == -1 && !endpoint_paused(self)) {
-        /* It came back disconnected, usually because a command hit an
-         * error. If the server is gone, pause now, before the queued
-         * threads are handed this connection and reconnect one by one. */
-        (void)server_gone(self);
-    }
     sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
     sp_finish_after(st, &after);
     switch (rs) {
