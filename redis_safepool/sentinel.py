@@ -179,8 +179,12 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         a cached answer from before a failover would let a connection reach
         a restarted old master that still believes it is master)."""
         manager = self.sentinel_manager
-        if fresh and isinstance(manager, SafeSentinel):
-            address = tuple(manager.discover_master(self.service_name, fresh=True))
+        if isinstance(manager, SafeSentinel):
+            manager.discover_master(self.service_name, fresh=fresh)
+            # Lookups are merged and may finish out of order: bind the answer
+            # of the most recently *started* one, never a slow older one that
+            # still names the master from before a failover.
+            address = manager.latest_master(self.service_name)
         else:
             address = tuple(manager.discover_master(self.service_name))
         address = (str(address[0]), int(address[1]))
@@ -484,11 +488,20 @@ class SafeSentinel(Sentinel):
         if not fresh and known is not None and \
                 time.monotonic() - known[0] < self.master_cache_ttl:
             return known[1]
-        return self._flights.do(("master", service_name),
+        # A fresh lookup never joins one that may have started before it.
+        return self._flights.do(("master", service_name, fresh),
                                 lambda: self._discover_master(service_name),
                                 lambda e: MasterNotFoundError(str(e)))
 
+    def latest_master(self, service_name: str) -> Address:
+        """The answer of the most recently started successful lookup."""
+        known = self._known_masters.get(service_name)
+        if known is None:
+            return self.discover_master(service_name, fresh=True)
+        return known[1]
+
     def _discover_master(self, service_name: str) -> Address:
+        started = time.monotonic()
         wait = self.master_backoff.remaining(service_name)
         if wait > 0:
             raise MasterNotFoundError(
@@ -509,7 +522,9 @@ class SafeSentinel(Sentinel):
                 self.master_backoff.succeeded(service_name)
                 ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
                 address = (str(ip), int(state["port"]))
-                self._known_masters[service_name] = (time.monotonic(), address)
+                known = self._known_masters.get(service_name)
+                if known is None or started >= known[0]:
+                    self._known_masters[service_name] = (started, address)
                 return address
         self._known_masters.pop(service_name, None)
         self.master_backoff.failed(service_name)
