@@ -10,27 +10,13 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "redis_proc.h"
 
 /* 1 when fd is readable before deadline. */
 static int
 readable(int fd, double deadline)
 {
-    for (;;) {
-        struct pollfd p = {fd, POLLIN, 0};
-        double left = deadline - sp_now();
-        int r;
-
-        if (left <= 0) {
-            return 0;
-        }
-        r = poll(&p, 1, (int)(left * 1000) + 1);
-        if (r > 0) {
-            return 1;
-        }
-        if (r < 0 && errno != EINTR) {
-            return 0;
-        }
-    }
+    return sp_wait_io(fd, POLLIN, deadline) == 1;
 }
 
 static int

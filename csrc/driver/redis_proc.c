@@ -76,8 +76,8 @@ sp_free_port(void)
     return port;
 }
 
-static int
-wait_io(int fd, short ev, double deadline)
+int
+sp_wait_io(int fd, short ev, double deadline)
 {
     for (;;) {
         struct pollfd p = {fd, ev, 0};
@@ -112,7 +112,7 @@ connect_sa(const struct sockaddr *sa, socklen_t sl, double timeout)
         return fd;
     }
     if (errno != EINPROGRESS
-        || wait_io(fd, POLLOUT, sp_now() + timeout) != 1
+        || sp_wait_io(fd, POLLOUT, sp_now() + timeout) != 1
         || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) < 0
         || soerr != 0) {
         close(fd);
@@ -175,7 +175,7 @@ vcmd(int fd, double timeout, char *reply, size_t cap, va_list ap)
             i += (int)n;
         }
         else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_io(fd, POLLOUT, deadline) != 1) {
+            if (sp_wait_io(fd, POLLOUT, deadline) != 1) {
                 return -1;
             }
         }
@@ -198,7 +198,7 @@ vcmd(int fd, double timeout, char *reply, size_t cap, va_list ap)
             got += (size_t)n;
         }
         else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_io(fd, POLLIN, deadline) != 1) {
+            if (sp_wait_io(fd, POLLIN, deadline) != 1) {
                 return -1;
             }
         }

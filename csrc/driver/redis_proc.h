@@ -54,4 +54,8 @@ long sp_client_cmd(int fd, double timeout, char *reply, size_t cap, ...)
 long sp_redis_cmd(const sp_redis *r, char *reply, size_t cap, ...)
     __attribute__((sentinel));
 
+/* Waits until fd is ready for `ev` (POLLIN/POLLOUT) or `deadline` (sp_now()
+   seconds) passes: 1 ready, 0 timed out, -1 error. EINTR is retried. */
+int sp_wait_io(int fd, short ev, double deadline);
+
 #endif /* SP_REDIS_PROC_H */
