@@ -91,16 +91,6 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
     }
 }
 
-/* Async waiters woken by the checker: their loops poll the notify fd. */
-static void
-notify_all(sp_after *after)
-{
-    for (int i = 0; i < after->n_notify; i++) {
-        ssize_t rc = write(after->notify_fds[i], "x", 1);
-        (void)rc;  /* a full pipe already means "wake up" */
-    }
-    after->n_notify = 0;
-}
 
 /* Closes the server side of records the checker buried (with no lock
  * held: shutdown() on our end; the fd itself stays open until a Python
@@ -131,7 +121,7 @@ close_buried(sp_endpoint *ep, sp_after *after)
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
-    notify_all(after);
+    sp_after_notify(after);
 }
 
 void

@@ -372,7 +372,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
 /* Dispatch from a call that has no sp_after of its own: buried victims go
  * to ep->graveyard (still counted; the next acquire/release hands them to a
  * thread that disposes of them), async waiters to wake are kept in `local`
- * for notify_local() once the lock is released. */
+ * for sp_after_notify() once the lock is released. */
 static void
 dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
 {
@@ -388,14 +388,14 @@ dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
     }
 }
 
-static void
-notify_local(sp_after *local)
+void
+sp_after_notify(sp_after *after)
 {
-    for (int i = 0; i < local->n_notify; i++) {
-        ssize_t rc = write(local->notify_fds[i], "x", 1);
+    for (int i = 0; i < after->n_notify; i++) {
+        ssize_t rc = write(after->notify_fds[i], "x", 1);
         (void)rc;  /* a full pipe already means "wake up" */
     }
-    local->n_notify = 0;
+    after->n_notify = 0;
 }
 
 /* ---- pools and flavors --------------------------------------------------- */
@@ -467,7 +467,6 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
                     sp_waiter *w, sp_conn **out, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
-    ep->users_seen++;
     collect_graveyard_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
     if (ep->wait_head == NULL) {
@@ -550,7 +549,7 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         w->result = result = SP_WAIT_TIMEOUT;
     }
     pthread_mutex_unlock(&ep->lock);
-    notify_local(&local);
+    sp_after_notify(&local);
     if (result != SP_WAIT_PENDING && w->has_cond) {
         pthread_cond_destroy(&w->cond);
         w->has_cond = 0;
@@ -628,7 +627,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     sp_after local = {0};
     dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
-    notify_local(&local);
+    sp_after_notify(&local);
     return 0;
 }
 

@@ -129,7 +129,6 @@ typedef struct sp_endpoint {
     int probe_requested;      /* a request thread saw a failure: probe now */
     double next_probe;        /* sp_now() of the next scheduled probe */
     double backoff;           /* current probe backoff while down/overloaded */
-    int users_seen;           /* acquires since the last probe tick */
     uint64_t idle_seq;        /* source of idle_stamp */
 
     /* Limits for idle connections (0 = off). */
@@ -204,8 +203,6 @@ sp_wait_result sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, 
 /* Leaves the queue (Ctrl+C, cancellation). Whatever `w` was handed in the
  * meantime is given back, so nothing is lost. */
 void sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after);
-/* Async waiters: allocated and owned by the endpoint's queue until taken. */
-void sp_endpoint_waiter_done(sp_endpoint *ep, sp_waiter *w, double now);
 
 /* A slot became a connection: `rec` (allocated by the caller) goes in use. */
 int sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32_t flavor,
@@ -247,6 +244,10 @@ void sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after);
 
 /* `n` records of the graveyard were closed: their slots are free now. */
 void sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after);
+
+/* Wakes the async waiters `after` names (one byte each to their pipes).
+ * Call with no lock held. */
+void sp_after_notify(sp_after *after);
 
 /* Appends a record to `after` (caller holds the lock). */
 void sp_after_bury(sp_after *after, sp_conn *rec);

@@ -85,6 +85,8 @@ PyObject *sp_pool_raise_closed(PoolCore *self);
 PyObject *sp_pool_raise_unavailable(PoolCore *self);
 PyObject *sp_pool_raise_timeout(PoolCore *self, double waited);
 void sp_pool_report_exception(PoolCore *self, PyObject *exc);
+/* Drops a checked-out record that cannot be used and closes its connection. */
+void sp_pool_drop_record(PoolCore *self, sp_conn *rec);
 void sp_pool_free_async_waiters(PoolCore *self);
 
 /* asyncio primitives (pool_async.c), in PoolCore's method table. */

@@ -303,9 +303,7 @@ sp_pool_discard(PoolCore *self, PyObject *conn)
                      "connection %R is not checked out from this pool", conn);
         return NULL;
     }
-    sp_after after = {0};
-    sp_endpoint_discard(self->ep, rec, &after);
     self->in_use--;
-    sp_finish_after(self->st, &after);
+    sp_pool_drop_record(self, rec);
     Py_RETURN_NONE;
 }

@@ -52,11 +52,7 @@ sp_finish_after(sp_modstate *st, sp_after *after)
             rec = next;
         }
         /* Wake async waiters last: whatever they were handed is free now. */
-        for (int i = 0; i < after->n_notify; i++) {
-            ssize_t rc = write(after->notify_fds[i], "x", 1);
-            (void)rc;  /* a full pipe already means "wake up" */
-        }
-        after->n_notify = 0;
+        sp_after_notify(after);
     }
     if (fetched) {
         PyErr_Restore(et, ev, etb);
@@ -331,6 +327,14 @@ server_gone(PoolCore *self)
     return endpoint_paused(self);
 }
 
+void
+sp_pool_drop_record(PoolCore *self, sp_conn *rec)
+{
+    sp_after after = {0};
+    sp_endpoint_discard(self->ep, rec, &after);
+    sp_finish_after(self->st, &after);
+}
+
 /* Makes a checked-out idle connection ready to send: connected, nothing
  * unread. Returns 0, or -1 with an exception (the connection is dropped). */
 static int
@@ -339,20 +343,10 @@ make_ready(PoolCore *self, sp_conn *rec)
     if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
         return 0;
     }
-    if (endpoint_paused(self)) {
-        /* Paused since it was handed over: no connection attempts now. */
-        sp_after after = {0};
-        sp_endpoint_discard(self->ep, rec, &after);
-        sp_finish_after(self->st, &after);
-        sp_pool_raise_unavailable(self);
-        return -1;
-    }
-    if (server_gone(self)) {
-        /* The idle socket died because the server did: pause now, before
-         * this and every other thread reconnect into a refused port. */
-        sp_after after = {0};
-        sp_endpoint_discard(self->ep, rec, &after);
-        sp_finish_after(self->st, &after);
+    if (endpoint_paused(self) || server_gone(self)) {
+        /* Paused since it was handed over, or the idle socket died because
+         * the server did: no connection attempt, now or by anyone else. */
+        sp_pool_drop_record(self, rec);
         sp_pool_raise_unavailable(self);
         return -1;
     }
@@ -370,9 +364,7 @@ make_ready(PoolCore *self, sp_conn *rec)
                          self->ep->label);
         }
         report_pending_error(self);
-        sp_after after = {0};
-        sp_endpoint_discard(self->ep, rec, &after);
-        sp_finish_after(self->st, &after);
+        sp_pool_drop_record(self, rec);
         return -1;
     }
     sp_endpoint_set_fd(self->ep, rec, fd);
