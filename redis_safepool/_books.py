@@ -1,8 +1,78 @@
-"""What redis-py and other libraries read on a pool, as views of the C core's books."""
+"""What the sync and asyncio pools share: argument checks, binding to a budget, views of the C books."""
 
 from __future__ import annotations
 
-from typing import Any, List, Set
+import math
+import sys
+import warnings
+from typing import Any, List, Optional, Set
+from urllib.parse import urlparse
+
+from . import _events
+from ._keys import endpoint_of, flavor_id
+from .exceptions import BudgetConflictWarning
+
+DEFAULT_MAX_CONNECTIONS = 50
+DEFAULT_TIMEOUT = 20.0
+
+
+def _check_max_connections(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_CONNECTIONS
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_connections must be an int >= 1, not {type(value).__name__} ({value!r})"
+        )
+    if value < 1:
+        raise ValueError(f"max_connections must be >= 1, got {value}")
+    return value
+
+
+def _check_seconds(name: str, value: Any, allow_none: bool) -> Optional[float]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__} ({value!r})")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _caller_stacklevel() -> int:
+    """stacklevel for warnings.warn that points at the code that made the pool."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == "redis" or module.startswith(("redis.", "redis_safepool"))):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
+def check_url(url: Any) -> None:
+    """Reject URLs redis-py would silently misread (a db path that is not a number)."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    parsed = urlparse(url)
+    if parsed.scheme in ("redis", "rediss"):
+        db = parsed.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the path of a redis URL is the db number, got {parsed.path!r} in {url!r}")
+        try:
+            parsed.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}: {exc}") from None
+
+
+def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
+    warnings.warn(
+        f"{label} already has a budget of max_connections={budget} set by the first "
+        f"pool for it; this pool asked for {asked} and shares the existing budget. "
+        f"Call redis_safepool.configure(...) to change it.",
+        BudgetConflictWarning,
+        stacklevel=_caller_stacklevel(),
+    )
 
 
 class CoreBooks:
@@ -14,6 +84,29 @@ class CoreBooks:
     """
 
     __slots__ = ()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Any:
+        """Build a pool from ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+        check_url(url)
+        return super().from_url(url, **kwargs)
+
+    def _take_limits(self, connection_class: Any, max_connections: Any, timeout: Any) -> int:
+        """Check the pool's own arguments; set ``timeout``; return the budget asked for."""
+        if not isinstance(connection_class, type):
+            raise TypeError(f"connection_class must be a class, not {connection_class!r}")
+        self._max_explicit = max_connections is not None
+        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        return _check_max_connections(max_connections)
+
+    def _bind_budget(self) -> None:
+        """(Re)attach to the budget of the endpoint the connection kwargs name."""
+        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
+        flavor = flavor_id(self.connection_class, self.connection_kwargs)
+        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        if not created and budget != self.max_connections and self._max_explicit:
+            _warn_budget_conflict(label, budget, self.max_connections)
+        _events.ensure_started()
 
     @property
     def _available_connections(self) -> List[Any]:

@@ -12,11 +12,10 @@ from typing import Any, Dict, Optional, Tuple
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
-from . import _core, _events
+from . import _core
 from ._books import CoreBooks
-from ._keys import endpoint_of, flavor_id
+from ._keys import flavor_id
 from .exceptions import PoolTimeoutError
-from .pool import _check_max_connections, _check_seconds, _warn_budget_conflict, check_url
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
@@ -128,32 +127,18 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         timeout: Optional[float] = 20.0,
         **connection_kwargs: Any,
     ) -> None:
-        if not isinstance(connection_class, type):
-            raise TypeError(f"connection_class must be a class, not {connection_class!r}")
-        self._max_explicit = max_connections is not None
-        max_connections = _check_max_connections(max_connections)
-        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        max_connections = self._take_limits(connection_class, max_connections, timeout)
         AsyncConnectionPool.__init__(
             self, connection_class=connection_class, max_connections=max_connections,
             **connection_kwargs,
         )
         self.reset()
 
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
-        check_url(url)
-        return super().from_url(url, **kwargs)
-
     def reset(self) -> None:
         if not hasattr(self, "_max_explicit"):
             return  # redis-py's __init__ calls this before we are set up
-        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
-        flavor = flavor_id(self.connection_class, self.connection_kwargs)
-        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        self._bind_budget()
         self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
-        if not created and budget != self.max_connections and self._max_explicit:
-            _warn_budget_conflict(label, budget, self.max_connections)
-        _events.ensure_started()
 
     def __del__(self) -> None:
         pass

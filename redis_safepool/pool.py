@@ -2,79 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from typing import Any, Optional
-from urllib.parse import urlparse
 
 from redis.connection import Connection, ConnectionPool
 
-from . import _core, _events, observe
-from ._books import CoreBooks
-from ._keys import endpoint_of, flavor_id
-from .exceptions import BudgetConflictWarning
+from . import _core, observe
+from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks, _check_seconds
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
-
-DEFAULT_MAX_CONNECTIONS = 50
-DEFAULT_TIMEOUT = 20.0
 
 try:
     from redis.cache import CacheProxyConnection
 except ImportError:  # pragma: no cover - older redis-py layouts
     from redis.connection import CacheProxyConnection
-
-
-def _check_max_connections(value: Any) -> int:
-    if value is None:
-        return DEFAULT_MAX_CONNECTIONS
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"max_connections must be an int >= 1, not {type(value).__name__} ({value!r})"
-        )
-    if value < 1:
-        raise ValueError(f"max_connections must be >= 1, got {value}")
-    return value
-
-
-def _check_seconds(name: str, value: Any, allow_none: bool) -> Optional[float]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__} ({value!r})")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    return float(value)
-
-
-def _caller_stacklevel() -> int:
-    """stacklevel for warnings.warn that points at the code that made the pool."""
-    import sys
-
-    level, frame = 1, sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not (module == "redis" or module.startswith(("redis.", "redis_safepool"))):
-            return level
-        frame = frame.f_back
-        level += 1
-    return 1
-
-
-def check_url(url: Any) -> None:
-    """Reject URLs redis-py would silently misread (a db path that is not a number)."""
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str, not {type(url).__name__}")
-    parsed = urlparse(url)
-    if parsed.scheme in ("redis", "rediss"):
-        db = parsed.path.strip("/")
-        if db and not db.isdigit():
-            raise ValueError(f"the path of a redis URL is the db number, got {parsed.path!r} in {url!r}")
-        try:
-            parsed.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}: {exc}") from None
 
 
 def _track_leaks(pool: "SafeConnectionPool") -> None:
@@ -92,16 +33,6 @@ def _track_leaks(pool: "SafeConnectionPool") -> None:
 
     pool.get_connection = get_connection
     pool.release = release
-
-
-def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
-    warnings.warn(
-        f"{label} already has a budget of max_connections={budget} set by the first "
-        f"pool for it; this pool asked for {asked} and shares the existing budget. "
-        f"Call redis_safepool.configure(...) to change it.",
-        BudgetConflictWarning,
-        stacklevel=_caller_stacklevel(),
-    )
 
 
 class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
@@ -132,11 +63,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         leak_threshold: Optional[float] = None,
         **connection_kwargs: Any,
     ) -> None:
-        if not isinstance(connection_class, type):
-            raise TypeError(f"connection_class must be a class, not {connection_class!r}")
-        self._max_explicit = max_connections is not None
-        max_connections = _check_max_connections(max_connections)
-        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        max_connections = self._take_limits(connection_class, max_connections, timeout)
         self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
         self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
         self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
@@ -150,12 +77,6 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         if self.leak_threshold or observe.leak_tracking():
             _track_leaks(self)
 
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "SafeConnectionPool":
-        """Build a pool from ``redis://``, ``rediss://`` or ``unix://`` URLs."""
-        check_url(url)
-        return super().from_url(url, **kwargs)
-
     # -- binding ------------------------------------------------------------
 
     def reset(self) -> None:
@@ -165,13 +86,9 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         changing ``connection_kwargs`` (e.g. a password), which may change
         the flavor of connections this pool hands out.
         """
-        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
-        flavor = flavor_id(self.connection_class, self.connection_kwargs)
-        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
+        self._bind_budget()
         if self._max_idle_time or self._max_lifetime:
             self._set_idle_limits(self._max_idle_time, self._max_lifetime)
-        if not created and budget != self.max_connections and self._max_explicit:
-            _warn_budget_conflict(label, budget, self.max_connections)
         # Only RESP3 maintenance notifications mark connections for reconnect;
         # redis-py reports "auto" (truthy) for RESP2 too, which would cost a
         # Python call on every release for nothing.
@@ -179,7 +96,6 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
             bool(self.maint_notifications_enabled()) and self.get_protocol() in (3, "3")
         )
         self.pid = os.getpid()
-        _events.ensure_started()
 
     def _checkpid(self) -> None:
         # Fork is handled in C (pthread_atfork + an epoch check on every call).
