@@ -318,9 +318,7 @@ server_gone(PoolCore *self)
     }
     sp_probe_target t = {ep->host, ep->port, ep->unix_path, NULL, NULL, 0.0001};
     sp_probe_result res;
-    sp_probe_status st = sp_probe_reachable(&t, &res);
-    if (st != SP_PROBE_DOWN || !(strstr(res.error, "refused") || strstr(res.error, "No such file") ||
-                                 strstr(res.error, "no such file"))) {
+    if (!sp_probe_refused(&t, &res)) {
         return 0;  /* up, or unsure (a timeout): let the real reconnect tell */
     }
     sp_checker_report(ep, SP_FAIL_REFUSED, res.error);

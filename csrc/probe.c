@@ -539,6 +539,17 @@ sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out)
     return out->status;
 }
 
+int
+sp_probe_refused(const sp_probe_target *t, sp_probe_result *out)
+{
+    if (sp_probe_reachable(t, out) != SP_PROBE_DOWN) {
+        return 0;
+    }
+    /* The texts connect_failed() gives ECONNREFUSED and ENOENT. */
+    return strcmp(out->error, "connection refused") == 0 ||
+           strncmp(out->error, "no unix socket", 14) == 0;
+}
+
 /* Returns a connected fd or -1 with out->status/error set. */
 static int
 probe_connect(const sp_probe_target *t, double timeout,

@@ -74,6 +74,12 @@ void sp_probe(const sp_probe_target *t, sp_probe_result *out);
    a request thread that found its idle socket dead: is the server gone? */
 sp_probe_status sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out);
 
+/* Connect only, like sp_probe_reachable(): 1 when nothing listens (the
+   connection was refused, or the unix socket file is gone), so the server
+   is down for sure; 0 when it accepted or the answer is unsure (a
+   timeout, a local error). */
+int sp_probe_refused(const sp_probe_target *t, sp_probe_result *out);
+
 /* "ok", "down", "overloaded", "loading", "auth", "error" ("?" if invalid). */
 const char *sp_probe_status_name(sp_probe_status s);
 
