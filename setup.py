@@ -12,6 +12,7 @@ CORE_SOURCES = [
     "csrc/forksafe.c",
     "csrc/probe.c",
     "csrc/checker.c",
+    "csrc/watch.c",
 ]
 BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c"]
 

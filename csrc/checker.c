@@ -11,6 +11,7 @@
 #include "events.h"
 #include "probe.h"
 #include "registry.h"
+#include "watch.h"
 
 /* The thread never touches Python objects and never takes the GIL. It takes
  * the registry lock (through sp_registry_foreach) and endpoint locks, one at
@@ -64,17 +65,22 @@ sp_checker_set_config(const sp_checker_config *cfg)
         pthread_cond_signal(&ck.cond);
     }
     pthread_mutex_unlock(&ck.lock);
+    sp_watch_wake();
 }
 
 static void
 wake_thread(void)
 {
     pthread_mutex_lock(&ck.lock);
+    int first = !ck.wake;     /* later ones find a wake-up pending */
     ck.wake = 1;
     if (cond_ready) {
         pthread_cond_signal(&ck.cond);
     }
     pthread_mutex_unlock(&ck.lock);
+    if (first) {
+        sp_watch_wake();
+    }
 }
 
 /* ---- state changes --------------------------------------------------------- */
@@ -230,6 +236,33 @@ check_idle(sp_endpoint *ep, double now)
     close_buried(ep, &after);
 }
 
+/* ---- hangups ------------------------------------------------------------------ */
+
+/* The server closed one of our sockets (watch.h). If nothing listens any
+ * more the server is gone: pause now, before request threads find out one
+ * by one. The check is a bare connect and never goes over the budget on
+ * the server's side: the socket that hung up no longer counts there. A
+ * server that still listens (CLIENT KILL, its idle `timeout`, a quick
+ * restart) gets an early probe instead. */
+static void
+check_hangup(sp_endpoint *ep, const sp_checker_config *cfg)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->peer_hangups++;
+    int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
+                (ep->host != NULL || ep->unix_path != NULL);
+    ep->probe_requested |= check;
+    pthread_mutex_unlock(&ep->lock);
+    if (!check) {
+        return;
+    }
+    sp_probe_target t = {ep->host, ep->port, ep->unix_path, NULL, NULL, cfg->probe_timeout};
+    sp_probe_result res;
+    if (sp_probe_refused(&t, &res)) {
+        sp_checker_report(ep, SP_FAIL_REFUSED, res.error);
+    }
+}
+
 /* ---- probes ------------------------------------------------------------------ */
 
 static void
@@ -320,14 +353,26 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     close_buried(ep, &after);
 }
 
+typedef struct {
+    double next_due;          /* the earliest probe due, over all endpoints */
+    const uint64_t *hung;     /* serials of endpoints a server hung up on */
+    int n_hung;
+} tick_state;
+
 static int
 tick_endpoint(sp_endpoint *ep, void *arg)
 {
-    double *next_due = arg;
+    tick_state *ts = arg;
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
-    double now = sp_now();
 
+    for (int i = 0; i < ts->n_hung; i++) {
+        if (ts->hung[i] == ep->serial) {
+            check_hangup(ep, &cfg);
+            break;
+        }
+    }
+    double now = sp_now();
     check_idle(ep, now);
 
     pthread_mutex_lock(&ep->lock);
@@ -383,8 +428,8 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         ep_next = ep->next_probe;
         pthread_mutex_unlock(&ep->lock);
     }
-    if (ep_next < *next_due) {
-        *next_due = ep_next;
+    if (ep_next < ts->next_due) {
+        ts->next_due = ep_next;
     }
     return 0;
 }
@@ -394,6 +439,12 @@ checker_main(void *arg)
 {
     (void)arg;
     rng_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)(sp_now() * 1e9);
+    /* Waits on the watch (wake-ups and hangups) where there is one, on
+     * ck.cond otherwise; opened before the first look at ck.wake so no
+     * wake-up is lost. */
+    int watching = sp_watch_open() == 0;
+    uint64_t hung[64];
+    int n_hung = 0;
     pthread_mutex_lock(&ck.lock);
     while (!ck.stopping) {
         int enabled = ck.cfg.enabled;
@@ -401,17 +452,26 @@ checker_main(void *arg)
         ck.wake = 0;
         pthread_mutex_unlock(&ck.lock);
 
-        double now = sp_now();
-        double next_due = now + (interval < 0.25 ? interval : 0.25);
+        tick_state ts = {sp_now() + (interval < 0.25 ? interval : 0.25), hung, n_hung};
         if (enabled) {
-            sp_registry_foreach(tick_endpoint, &next_due);
+            sp_registry_foreach(tick_endpoint, &ts);
         }
+        n_hung = 0;
 
         pthread_mutex_lock(&ck.lock);
         if (!ck.stopping && !ck.wake) {
             double floor = sp_now() + 0.005;  /* never spin */
-            struct timespec ts = sp_timespec(next_due > floor ? next_due : floor);
-            pthread_cond_timedwait(&ck.cond, &ck.lock, &ts);
+            double until = ts.next_due > floor ? ts.next_due : floor;
+            if (watching) {
+                pthread_mutex_unlock(&ck.lock);
+                n_hung = sp_watch_wait(until - sp_now(), hung, 64);
+                n_hung = n_hung < 0 ? 0 : n_hung;
+                pthread_mutex_lock(&ck.lock);
+            }
+            else {
+                struct timespec when = sp_timespec(until);
+                pthread_cond_timedwait(&ck.cond, &ck.lock, &when);
+            }
         }
     }
     pthread_mutex_unlock(&ck.lock);
@@ -456,6 +516,7 @@ sp_checker_stop(void)
     pthread_cond_signal(&ck.cond);
     pthread_t thread = ck.thread;
     pthread_mutex_unlock(&ck.lock);
+    sp_watch_wake();
     pthread_join(thread, NULL);
     pthread_mutex_lock(&ck.lock);
     ck.running = 0;
@@ -486,6 +547,7 @@ sp_checker_unlock_after_fork(void)
 void
 sp_checker_after_fork_child(void)
 {
+    sp_watch_after_fork_child();
     /* The thread did not survive fork(); the next pool use starts another. */
     pthread_mutex_init(&ck.lock, NULL);
     if (cond_ready) {

@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "endpoint.h"
+#include "watch.h"
 
 /* Invariants, all under ep->lock:
  *   total == idle + in_use + connecting, and total <= max_connections except
@@ -77,6 +78,8 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->state_since = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
+    static uint64_t serials;  /* atomic; 0 is never an endpoint's */
+    ep->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     return ep;
 }
 
@@ -106,6 +109,21 @@ sp_after_bury(sp_after *after, sp_conn *rec)
     rec->prev = NULL;
     rec->next = after->graveyard;
     after->graveyard = rec;
+}
+
+/* Whether `after` can take one more async waiter's pipe (or has it). */
+static int
+notify_room(const sp_after *after, int fd)
+{
+    if (after->n_notify < (int)(sizeof(after->notify_fds) / sizeof(int))) {
+        return 1;
+    }
+    for (int i = 0; i < after->n_notify; i++) {
+        if (after->notify_fds[i] == fd) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static void
@@ -337,7 +355,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
 {
     while (ep->wait_head) {
         sp_waiter *w = ep->wait_head;
-        if (w->notify_fd >= 0 && after->n_notify == (int)(sizeof(after->notify_fds) / sizeof(int))) {
+        if (w->notify_fd >= 0 && !notify_room(after, w->notify_fd)) {
             return;  /* the next call serves it */
         }
         sp_conn *rec = idle_find(ep, w->flavor);
@@ -628,6 +646,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
     sp_after_notify(&local);
+    sp_watch_add(fd, ep->serial);
     return 0;
 }
 
@@ -669,6 +688,7 @@ sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd)
     rec->fd = fd;
     rec->generation = ep->generation;
     pthread_mutex_unlock(&ep->lock);
+    sp_watch_add(fd, ep->serial);
 }
 
 sp_conn *
@@ -716,6 +736,8 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         pthread_mutex_unlock(&ep->lock);
         return SP_REL_FOREIGN;
     }
+    /* A new socket (redis-py reconnected during a command) joins the watch. */
+    int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;
     if (!keep || rec->generation != ep->generation ||
         ep->total - ep->closing > ep->max_connections ||
@@ -728,6 +750,9 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         give_back_locked(ep, rec, after);
     }
     pthread_mutex_unlock(&ep->lock);
+    if (rewatch) {
+        sp_watch_add(fd, ep->serial);
+    }
     return SP_REL_OK;
 }
 
@@ -834,6 +859,7 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->probe_failures = ep->probe_failures;
     out->refused_by_state = ep->refused_by_state;
     out->dead_idle_closed = ep->dead_idle_closed;
+    out->peer_hangups = ep->peer_hangups;
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
     out->wait_time_total = ep->wait_time_total;

@@ -94,6 +94,8 @@ typedef struct sp_endpoint {
     char *username;
     char *password;
     int tls;
+    uint64_t serial;          /* unique in the process, never 0: names it
+                               * where a pointer could outlive it (watch.h) */
 
     /* Guarded by the registry lock. */
     int refs;                 /* pools bound to it + checker's temporary refs */
@@ -146,6 +148,7 @@ typedef struct sp_endpoint {
     uint64_t probe_failures;
     uint64_t refused_by_state;
     uint64_t dead_idle_closed;
+    uint64_t peer_hangups;    /* sockets the server closed on us (watch.h) */
     uint64_t transitions;
     uint64_t connect_failures;
 } sp_endpoint;
@@ -174,7 +177,7 @@ typedef struct {
     char last_error[200];
     char run_id[41];
     uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
-    uint64_t refused_by_state, dead_idle_closed, transitions, connect_failures;
+    uint64_t refused_by_state, dead_idle_closed, peer_hangups, transitions, connect_failures;
     double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
 } sp_stats;
 

@@ -72,6 +72,7 @@ sp_stats_dict(sp_endpoint *ep)
         set_item(d, "probe_failures", PyLong_FromUnsignedLongLong(s.probe_failures)) < 0 ||
         set_item(d, "refused_by_state", PyLong_FromUnsignedLongLong(s.refused_by_state)) < 0 ||
         set_item(d, "dead_idle_closed", PyLong_FromUnsignedLongLong(s.dead_idle_closed)) < 0 ||
+        set_item(d, "peer_hangups", PyLong_FromUnsignedLongLong(s.peer_hangups)) < 0 ||
         set_item(d, "transitions", PyLong_FromUnsignedLongLong(s.transitions)) < 0 ||
         set_item(d, "connect_failures", PyLong_FromUnsignedLongLong(s.connect_failures)) < 0 ||
         set_item(d, "max_idle_time", PyFloat_FromDouble(s.max_idle_time)) < 0 ||

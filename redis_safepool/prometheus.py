@@ -31,6 +31,7 @@ COUNTERS = {
     "probe_failures": ("probe_failures", "Health probes that failed"),
     "refused_by_state": ("refused_by_state", "Acquires refused fast (ServerUnavailableError)"),
     "dead_idle_closed": ("dead_idle_closed", "Dead idle connections closed on checkout"),
+    "peer_hangups": ("peer_hangups", "Sockets the server closed on the pool, seen by the checker"),
     "transitions": ("state_transitions", "Endpoint state changes"),
 }
 

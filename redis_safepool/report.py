@@ -98,7 +98,8 @@ def _explain_one(label: str, st: Dict[str, Any], pool: Any, failure: Optional[Di
     out.append(f"  waits:   {st.get('waits')} waits ({_cell(wt)}s total, {_cell(wm)}s max), "
                f"{st.get('timeouts')} timeouts, {st.get('refused_by_state')} refused by state")
     out.append(f"  health:  {st.get('probes')} probes, {st.get('probe_failures')} failed, "
-               f"{st.get('dead_idle_closed')} dead idle connections closed; last error: "
+               f"{st.get('dead_idle_closed')} dead idle connections closed, "
+               f"{st.get('peer_hangups')} hangups by the server; last error: "
                f"{st.get('last_error') or '-'}")
     if failure:
         out.append(f"  last acquire failure: {failure['error']} at {_ago(failure['time'])} in "

@@ -243,6 +243,56 @@ def test_fail_fast_while_paused(redis_server, make_pool, wait_until, start_threa
     assert pool.stats()["refused_by_state"] >= refused + 200
 
 
+def test_server_death_under_busy_connections_pauses_at_once(redis_server, make_pool, wait_until,
+                                                            start_thread):
+    """Every connection checked out, a thread queued, nobody using a socket: the
+    checker's watch sees the server's sockets close and pauses the endpoint; the
+    next probe is 30 s away, so nothing else could."""
+    sp.checker_config(interval=30.0)
+    pool = make_pool(redis_server.url, max_connections=2, timeout=60)
+    wait_until(lambda: pool.stats()["run_id"], what="a first probe")
+    busy = [pool.get_connection(), pool.get_connection()]
+    outcome: Dict[str, BaseException] = {}
+
+    def waiter() -> None:
+        try:
+            pool.release(pool.get_connection())
+        except BaseException as exc:
+            outcome["exc"] = exc
+
+    t = start_thread(waiter)
+    wait_until(lambda: pool.stats()["waiters"] == 1, what="the waiter to queue")
+    hangups = pool.stats()["peer_hangups"]
+    redis_server.kill()
+    t.join(timeout=20)
+    assert not t.is_alive(), "the queued thread was left waiting on a dead server"
+    assert isinstance(outcome.get("exc"), sp.ServerUnavailableError), outcome
+    stats = pool.stats()
+    assert stats["state"] == "paused" and "refused" in stats["state_reason"], stats
+    assert stats["peer_hangups"] >= hangups + 1
+    for c in busy:
+        pool.release(c)
+
+
+def test_client_kill_of_busy_connection_is_not_an_outage(redis_server, make_pool, wait_until):
+    """A hangup while the server still listens (CLIENT KILL) is counted and probed, not paused."""
+    pool = make_pool(redis_server.url, max_connections=2, timeout=5)
+    client = redis.Redis(connection_pool=pool)
+    conn = pool.get_connection()
+    conn.send_command("CLIENT", "ID")
+    client_id = conn.read_response()
+    hangups = pool.stats()["peer_hangups"]
+    assert redis_server.command("CLIENT", "KILL", "ID", str(client_id)).startswith(b":1")
+    wait_until(lambda: pool.stats()["peer_hangups"] > hangups, what="the hangup to be seen")
+    assert state_of(pool) == "ready"
+    with pytest.raises(redis.exceptions.ConnectionError):
+        conn.send_command("PING")
+        conn.read_response()
+    pool.release(conn)
+    assert client.ping() is True
+    assert state_of(pool) == "ready"
+
+
 # --------------------------------------------------------------------------- overload
 
 

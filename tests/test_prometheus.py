@@ -23,7 +23,7 @@ FAKE = {
         "timeouts": 2, "waiters": 1, "pools": 2, "state": "paused", "state_since": 1700000000.0,
         "state_reason": "connection refused", "last_error": "ECONNREFUSED", "generation": 3,
         "probes": 11, "probe_failures": 4, "refused_by_state": 6, "dead_idle_closed": 1,
-        "transitions": 2,
+        "peer_hangups": 5, "transitions": 2,
     }
 }
 
@@ -47,6 +47,7 @@ def test_gauges_and_counters_per_endpoint():
     assert val("redis_safepool_wait_seconds_total") == 0.25
     assert val("redis_safepool_refused_by_state_total") == 6
     assert val("redis_safepool_state_transitions_total") == 2
+    assert val("redis_safepool_peer_hangups_total") == 5
     assert val("redis_safepool_state", state="paused") == 1
     assert val("redis_safepool_state", state="ready") == 0
 

@@ -16,7 +16,7 @@ STAT_KEYS = {
     "endpoint", "max_connections", "in_use", "idle", "connecting", "created", "closed",
     "waits", "wait_time_total", "wait_time_max", "timeouts", "waiters", "pools", "state",
     "state_since", "state_reason", "last_error", "generation", "probes", "probe_failures",
-    "refused_by_state", "dead_idle_closed", "transitions", "closing", "total", "run_id",
+    "refused_by_state", "dead_idle_closed", "peer_hangups", "transitions", "closing", "total", "run_id",
     "connect_failures", "max_idle_time", "max_lifetime",
 }
 

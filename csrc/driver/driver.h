@@ -17,6 +17,7 @@ extern const sp_test sp_endpoint_tests[];
 extern const sp_test sp_registry_tests[];
 extern const sp_test sp_checker_tests[];
 extern const sp_test sp_fork_tests[];
+extern const sp_test sp_watch_tests[];
 
 /* Failures in the running test (reset by main before each test). */
 extern int sp_test_failures;

@@ -9,11 +9,13 @@
 #include <string.h>
 
 #include "redis_proc.h"
+#include "watch.h"
 
 int sp_test_failures;
 
 static const sp_test *const suites[] = {
     sp_ptrmap_tests,
+    sp_watch_tests,
     sp_endpoint_tests,
     sp_registry_tests,
     sp_checker_tests,
@@ -99,6 +101,9 @@ main(int argc, char **argv)
        MSG_NOSIGNAL must kill the driver, not pass silently. */
     signal(SIGPIPE, SIG_DFL);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* The watch's epoll set and eventfd live as long as the process: open
+       them first so that they count on both sides. */
+    sp_watch_open();
     fds_before = count_open_fds();
 
     for (s = 0; s < sizeof(suites) / sizeof(suites[0]); s++) {

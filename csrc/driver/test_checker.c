@@ -314,6 +314,61 @@ test_checker_real_server(void)
     sp_redis_destroy(&r);
 }
 
+static int
+probes_at_least(sp_endpoint *ep, void *arg)
+{
+    return ep->probes >= *(uint64_t *)arg;
+}
+
+/* A server that dies under a connection in use: the watch sees the hangup
+ * and pauses the endpoint with no report from anyone and long before the
+ * next scheduled probe (30 s away). */
+static void
+test_checker_hangup_pauses(void)
+{
+    sp_checker_config slow = {30.0, 30.0, 30.0, 30.0, 0.5, 1};
+    sp_redis r;
+    sp_redis_opts opts = {0, 0, 0, NULL};
+    sp_endpoint *ep;
+    tp_payload *busy;
+    uint64_t one = 1;
+    long id = -1;
+    int created, base = sp_registry_count();
+
+    memset(&r, 0, sizeof(r));
+    if (sp_redis_start(&r, &opts) != 0) {
+        CHECKF(0, "redis-server did not start");
+        sp_redis_destroy(&r);
+        return;
+    }
+    sp_checker_set_config(&slow);
+    {
+        sp_address addr = {"127.0.0.1", r.port, NULL, NULL, NULL, 0};
+        ep = sp_registry_bind("ck-hangup", "redis://ck-hangup", 4, &addr, &created);
+    }
+    if (ep == NULL) {
+        CHECK(ep != NULL);
+        sp_redis_destroy(&r);
+        return;
+    }
+    sp_endpoint_pool_added(ep, 1);
+    CHECK(sp_checker_ensure_running() == 0);
+    CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
+    busy = socket_conn(ep, r.port, &id);
+    CHECK(busy != NULL && ep->state == SP_STATE_READY && ep->peer_hangups == 0);
+
+    sp_redis_stop(&r);
+    CHECKF(await_state(ep, SP_STATE_PAUSED, 10.0), "state %s", sp_state_name(ep->state));
+    CHECKF(ep->peer_hangups >= 1, "peer_hangups=%llu", (unsigned long long)ep->peer_hangups);
+    CHECKF(strstr(ep->state_reason, "connection refused") != NULL, "%s", ep->state_reason);
+
+    sp_checker_stop();
+    fast_config();
+    cleanup_endpoint(ep);
+    CHECK(sp_registry_count() == base);
+    sp_redis_destroy(&r);
+}
+
 static void
 test_checker_idle_limits(void)
 {
@@ -451,5 +506,6 @@ const sp_test sp_checker_tests[] = {
     {"checker/events_ring", test_events_ring},
     {"checker/idle_limits", test_checker_idle_limits},
     {"checker/real_server", test_checker_real_server},
+    {"checker/hangup_pauses", test_checker_hangup_pauses},
     {NULL, NULL},
 };

@@ -1,0 +1,220 @@
+/* Tests of csrc/watch.c: which hangups wake the checker, on real loopback and unix sockets. */
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "checker.h"
+#include "driver.h"
+#include "watch.h"
+
+/* A connected loopback TCP pair: *ours is the client end, *theirs the
+ * accepted one. Returns 0, or -1 (CHECKed). */
+static int
+tcp_pair(int *ours, int *theirs)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    *ours = *theirs = -1;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(lfd, 1) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &len) != 0) {
+        CHECK(0);
+        if (lfd >= 0) {
+            close(lfd);
+        }
+        return -1;
+    }
+    *ours = socket(AF_INET, SOCK_STREAM, 0);
+    if (*ours >= 0 && connect(*ours, (struct sockaddr *)&a, sizeof(a)) == 0) {
+        *theirs = accept(lfd, NULL, NULL);
+    }
+    close(lfd);
+    CHECK(*ours >= 0 && *theirs >= 0);
+    return *ours >= 0 && *theirs >= 0 ? 0 : -1;
+}
+
+/* The checker thread waits on the same set and would take the events:
+ * these tests need it stopped, and nothing left over from earlier ones. */
+static void
+own_watch(void)
+{
+    uint64_t got[16];
+
+    sp_checker_stop();
+    CHECK(sp_watch_open() == 0);
+    while (sp_watch_wait(0, got, 16) > 0) {
+    }
+}
+
+/* Waits (bounded) for the next report; returns how many serials came. */
+static int
+wait_for(uint64_t *serials, int max, double timeout)
+{
+    int n = sp_watch_wait(timeout, serials, max);
+
+    CHECKF(n >= 0, "no watch on this system");
+    return n;
+}
+
+static void
+test_watch_peer_close(void)
+{
+    uint64_t got[4], added0, hangups0, added, hangups;
+    int ours, theirs;
+
+    own_watch();
+    sp_watch_counts(&added0, &hangups0);
+    if (tcp_pair(&ours, &theirs) != 0) {
+        return;
+    }
+    sp_watch_add(ours, 7);
+    sp_watch_counts(&added, &hangups);
+    CHECK(added == added0 + 1);
+    /* Traffic is not a hangup. */
+    CHECK(write(theirs, "+PONG\r\n", 7) == 7);
+    CHECK(wait_for(got, 4, 0.05) == 0);
+    /* The server closes: reported once, with the endpoint's serial. */
+    close(theirs);
+    CHECK(wait_for(got, 4, 10.0) == 1 && got[0] == 7);
+    sp_watch_counts(&added, &hangups);
+    CHECK(hangups == hangups0 + 1);
+    /* Edge-triggered: the same hangup is not reported again. */
+    CHECK(wait_for(got, 4, 0.05) == 0);
+    close(ours);
+}
+
+static void
+test_watch_peer_reset(void)
+{
+    struct linger hard = {1, 0};
+    uint64_t got[4];
+    int ours, theirs;
+
+    own_watch();
+    if (tcp_pair(&ours, &theirs) != 0) {
+        return;
+    }
+    sp_watch_add(ours, 9);
+    CHECK(setsockopt(theirs, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)) == 0);
+    close(theirs);  /* RST */
+    CHECK(wait_for(got, 4, 10.0) == 1 && got[0] == 9);
+    close(ours);
+}
+
+static void
+test_watch_own_shutdown_ignored(void)
+{
+    uint64_t got[4], added, hangups0, hangups;
+    int ours, theirs;
+
+    own_watch();
+    if (tcp_pair(&ours, &theirs) != 0) {
+        return;
+    }
+    sp_watch_add(ours, 11);
+    sp_watch_counts(&added, &hangups0);
+    /* What redis-py's disconnect() does before close(). */
+    CHECK(shutdown(ours, SHUT_RDWR) == 0);
+    CHECK(wait_for(got, 4, 0.05) == 0);
+    sp_watch_counts(&added, &hangups);
+    CHECK(hangups == hangups0);
+    close(ours);
+    close(theirs);
+}
+
+static void
+test_watch_unix_peer_close(void)
+{
+    uint64_t got[4];
+    int sv[2];
+
+    own_watch();
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    sp_watch_add(sv[0], 13);
+    close(sv[1]);
+    CHECK(wait_for(got, 4, 10.0) == 1 && got[0] == 13);
+    close(sv[0]);
+}
+
+static void
+test_watch_many_one_report_each(void)
+{
+    uint64_t got[8];
+    int ours[6], theirs[6], i, n, ok = 1;
+
+    own_watch();
+    for (i = 0; i < 6; i++) {
+        ok &= tcp_pair(&ours[i], &theirs[i]) == 0;
+        sp_watch_add(ours[i], i < 3 ? 21 : 22);  /* two endpoints, three sockets each */
+    }
+    for (i = 0; i < 6; i++) {
+        close(theirs[i]);
+    }
+    if (ok) {
+        /* Each endpoint once, however many of its sockets hung up. */
+        uint64_t seen21 = 0, seen22 = 0;
+        double deadline = sp_now() + 10.0;
+        while ((seen21 == 0 || seen22 == 0) && sp_now() < deadline) {
+            n = wait_for(got, 8, 1.0);
+            for (i = 0; i < n; i++) {
+                seen21 += got[i] == 21;
+                seen22 += got[i] == 22;
+                CHECK(got[i] == 21 || got[i] == 22);
+            }
+            CHECK(n <= 2);
+        }
+        CHECK(seen21 >= 1 && seen22 >= 1);
+    }
+    for (i = 0; i < 6; i++) {
+        close(ours[i]);
+    }
+}
+
+static void
+test_watch_ignores_non_sockets(void)
+{
+    uint64_t added0, added, hangups;
+    int p[2];
+
+    own_watch();
+    CHECK(pipe(p) == 0);
+    sp_watch_counts(&added0, &hangups);
+    sp_watch_add(p[0], 5);
+    sp_watch_add(-1, 5);
+    sp_watch_add(3, 0);  /* serial 0 is nobody's */
+    sp_watch_counts(&added, &hangups);
+    CHECK(added == added0);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void
+test_watch_wake(void)
+{
+    uint64_t got[4];
+    double t0;
+
+    own_watch();
+    sp_watch_wake();
+    sp_watch_wake();  /* wake-ups pile up into one */
+    t0 = sp_now();
+    CHECK(wait_for(got, 4, 30.0) == 0);
+    CHECKF(sp_now() - t0 < 30.0, "the wake-up was lost");
+    CHECK(wait_for(got, 4, 0.02) == 0);
+}
+
+const sp_test sp_watch_tests[] = {
+    {"watch/peer_close", test_watch_peer_close},
+    {"watch/peer_reset", test_watch_peer_reset},
+    {"watch/own_shutdown_ignored", test_watch_own_shutdown_ignored},
+    {"watch/unix_peer_close", test_watch_unix_peer_close},
+    {"watch/many_one_report_each", test_watch_many_one_report_each},
+    {"watch/ignores_non_sockets", test_watch_ignores_non_sockets},
+    {"watch/wake", test_watch_wake},
+    {NULL, NULL},
+};
