@@ -350,6 +350,25 @@ evictable_locked(const sp_endpoint *ep)
            (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
 }
 
+/* Refused by state: every waiter fails in this one pass, newest first.
+ * They wake, and line up for the GIL, in this order, so a call that queued
+ * a moment before the pause learns it at once instead of behind everyone
+ * who was waiting already when the server went away. (Async waiters whose
+ * loop's pipe does not fit in `after` stay for the next call.) */
+static void
+fail_queue_locked(sp_endpoint *ep, sp_after *after)
+{
+    sp_waiter *w = ep->wait_tail;
+    while (w) {
+        sp_waiter *older = w->prev;
+        if (w->notify_fd < 0 || notify_room(after, w->notify_fd)) {
+            ep->refused_by_state++;
+            serve(ep, w, SP_WAIT_PAUSED, NULL, after);
+        }
+        w = older;
+    }
+}
+
 void
 sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
 {
@@ -379,9 +398,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             continue;
         }
         if (refused_by_state_locked(ep)) {
-            ep->refused_by_state++;
-            serve(ep, w, SP_WAIT_PAUSED, NULL, after);
-            continue;
+            fail_queue_locked(ep, after);
         }
         return;
     }
