@@ -39,6 +39,7 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \

@@ -236,32 +236,6 @@ check_idle(sp_endpoint *ep, double now)
     close_buried(ep, &after);
 }
 
-/* ---- hangups ------------------------------------------------------------------ */
-
-/* The server closed one of our sockets (watch.h). If nothing listens any
- * more the server is gone: pause now, before request threads find out one
- * by one. The check is a bare connect and never goes over the budget on
- * the server's side: the socket that hung up no longer counts there. A
- * server that still listens (CLIENT KILL, its idle `timeout`, a quick
- * restart) gets an early probe instead. */
-static void
-check_hangup(sp_endpoint *ep, const sp_checker_config *cfg)
-{
-    pthread_mutex_lock(&ep->lock);
-    ep->peer_hangups++;
-    int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
-                (ep->host != NULL || ep->unix_path != NULL);
-    ep->probe_requested |= check;
-    pthread_mutex_unlock(&ep->lock);
-    if (!check) {
-        return;
-    }
-    sp_probe_target t = {ep->host, ep->port, ep->unix_path, NULL, NULL, cfg->probe_timeout};
-    sp_probe_result res;
-    if (sp_probe_refused(&t, &res)) {
-        sp_checker_report(ep, SP_FAIL_REFUSED, res.error);
-    }
-}
 
 /* ---- probes ------------------------------------------------------------------ */
 
@@ -353,6 +327,48 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     close_buried(ep, &after);
 }
 
+/* The probe speaks plain RESP, which a TLS port answers with a reset. For
+ * TLS endpoints it is a bare TCP connect: refused is down, accepted is up
+ * (no run_id); LOADING, max clients and dead sockets are learnt from the
+ * pool's own connections (their errors are reported, idle ones polled). */
+static void
+probe_endpoint(sp_endpoint *ep, const sp_probe_target *t, sp_probe_result *res)
+{
+    if (ep->tls) {
+        sp_probe_reachable(t, res);
+    }
+    else {
+        sp_probe(t, res);
+    }
+}
+
+/* The server closed one of our sockets (watch.h): probe it now. A server
+ * that is dying refuses the connect, or resets it from its listen backlog
+ * as the process goes (its client sockets may close a moment before its
+ * listener); either way the probe says down and the endpoint pauses before
+ * request threads find out one by one. A server that still listens
+ * (CLIENT KILL, its idle `timeout`, a quick restart) answers the probe as
+ * usual. The probe may take a slot the budget has no room for, but never
+ * goes over it on the server's side: the socket that hung up no longer
+ * counts there. */
+static void
+check_hangup(sp_endpoint *ep, const sp_checker_config *cfg)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->peer_hangups++;
+    int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
+                (ep->host != NULL || ep->unix_path != NULL);
+    pthread_mutex_unlock(&ep->lock);
+    if (!check) {
+        return;
+    }
+    sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
+                         cfg->probe_timeout};
+    sp_probe_result res;
+    probe_endpoint(ep, &t, &res);
+    apply_probe(ep, &res, cfg, sp_now());
+}
+
 typedef struct {
     double next_due;          /* the earliest probe due, over all endpoints */
     const uint64_t *hung;     /* serials of endpoints a server hung up on */
@@ -417,7 +433,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
                              cfg.probe_timeout};
         sp_probe_result res;
-        sp_probe(&t, &res);
+        probe_endpoint(ep, &t, &res);
         if (due == 1) {
             sp_after after = {0};
             sp_endpoint_cancel_slot(ep, &after);  /* gives the probe's slot back */

@@ -1,0 +1,70 @@
+"""TLS endpoints against a real TLS redis-server: the checker's plain-RESP probe must not pause them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+import redis_safepool as sp
+from redis_safepool.testing import free_port
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
+    return d
+
+
+@pytest.fixture
+def tls_server(redis_server_factory, cert):
+    port = free_port()
+    server = redis_server_factory(tls_port=port, tls_cert_file=cert / "cert.pem",
+                                  tls_key_file=cert / "key.pem",
+                                  tls_ca_cert_file=cert / "cert.pem", tls_auth_clients="no")
+    return server, f"rediss://127.0.0.1:{port}/0"
+
+
+def test_tls_endpoint_stays_ready_through_probes(tls_server, make_pool, wait_until):
+    server, url = tls_server
+    saved = sp.checker_config()
+    sp.checker_config(interval=0.05)
+    try:
+        pool = make_pool(url, max_connections=2, timeout=5, ssl_cert_reqs=None)
+        client = redis.Redis(connection_pool=pool)
+        assert client.ping() is True
+        probes = pool.stats()["probes"]
+        wait_until(lambda: pool.stats()["probes"] >= probes + 5, what="five probes")
+        st = pool.stats()
+        assert st["state"] == "ready", st
+        assert st["probe_failures"] == 0, st
+        assert client.set("k", "v") and client.get("k") == b"v"
+    finally:
+        sp.checker_config(**saved)
+
+
+def test_tls_server_down_pauses_and_comes_back(tls_server, make_pool, wait_until):
+    server, url = tls_server
+    saved = sp.checker_config()
+    sp.checker_config(interval=0.05, backoff_min=0.02, backoff_max=0.05)
+    try:
+        pool = make_pool(url, max_connections=2, timeout=5, ssl_cert_reqs=None)
+        client = redis.Redis(connection_pool=pool)
+        assert client.ping() is True
+        server.kill()
+        wait_until(lambda: pool.stats()["state"] == "paused", what="paused while down")
+        with pytest.raises(sp.ServerUnavailableError):
+            client.ping()
+        server.start()
+        wait_until(lambda: pool.stats()["state"] == "ready", what="ready again")
+        assert client.ping() is True
+    finally:
+        sp.checker_config(**saved)
