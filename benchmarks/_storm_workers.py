@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,61 @@ class ConnectCounter:
 # --------------------------------------------------------------------------- server-side sampling
 
 
+_DEATH_WATCH = r'''
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"PING\r\n")
+assert s.recv(64).startswith(b"+PONG")
+s.settimeout(float(sys.argv[2]))
+print("ready", flush=True)
+try:
+    while s.recv(4096):
+        pass
+except OSError:
+    pass
+print(repr(time.perf_counter()), flush=True)
+'''
+
+
+class DeathWatch:
+    """When the server died: a separate process, blocked in recv() on its own socket, notes the EOF.
+
+    SIGKILL is not death: the kernel takes about a millisecond to tear the
+    process down, and the server answers until then. The harness's own
+    threads would notice late (they wait for the GIL behind 200 workers);
+    this process has no such queue, and its ``time.perf_counter()`` is
+    CLOCK_MONOTONIC, the same clock as ours. It holds one connection.
+    """
+
+    def __init__(self, port: int, limit: float = 120.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _DEATH_WATCH, str(port), str(limit)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("the death watch could not connect")
+
+    @staticmethod
+    def usable() -> bool:
+        return "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
+
+    def died_at(self, timeout: float = 10.0) -> Optional[float]:
+        """perf_counter() of the server's EOF (None if it did not come)."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+            return float(out.strip())
+        except (subprocess.TimeoutExpired, ValueError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
 class Sampler(threading.Thread):
     """Polls INFO clients on its own raw socket, opened before the load and reopened after a restart.
 
@@ -95,9 +151,11 @@ class Sampler(threading.Thread):
     says "connected_clients == maxclients" and is recorded as ``full``.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, maxclients: int) -> None:
         super().__init__(name="storm-sampler", daemon=True)
         self.port = port
+        self.maxclients = maxclients
+        self.harness = 1       # the harness's connections counted by the server (this one, ...)
         self.samples: List[Tuple[float, Optional[int], bool]] = []  # (t, clients or None, full)
         self.accepted = 0      # sampler connections the server accepted
         self.rejected = 0      # sampler connections refused with "max number of clients"
@@ -125,7 +183,7 @@ class Sampler(threading.Thread):
             self._sock = None
 
     def _query(self) -> Tuple[Optional[int], bool]:
-        """(connected_clients minus this socket, full?) or (None, False) when unreachable."""
+        """(connected_clients minus the harness's, full?) or (None, False) when unreachable."""
         if self._sock is None and not self.connect():
             return None, False
         s = self._sock
@@ -149,7 +207,8 @@ class Sampler(threading.Thread):
             self._fresh = False
         for line in data.decode(errors="replace").splitlines():
             if line.startswith("connected_clients:"):
-                return int(line.split(":", 1)[1]) - 1, False
+                clients = int(line.split(":", 1)[1])
+                return clients - self.harness, clients >= self.maxclients
         return None, False
 
     def run(self) -> None:
@@ -272,8 +331,9 @@ class Result:
     fail_p50: Optional[float] = None
     fail_p99: Optional[float] = None
     fail_max: Optional[float] = None
-    in_flight_failed: int = 0                 # commands in flight at the kill that then failed
-    in_flight_max: Optional[float] = None     # the last of them failed this long after the kill
+    in_flight_failed: int = 0                 # commands in flight at the death that then failed
+    in_flight_max: Optional[float] = None     # the last of them failed this long after the death
+    died_after: float = 0.0                   # SIGKILL to the server's sockets closing (s)
     first_ok: Optional[float] = None
     pre_rate: float = 0.0
     post_rate: float = 0.0
@@ -379,7 +439,9 @@ def run_scenario(cfg: Config, progress: Optional[Progress] = None) -> Result:
 
 def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
          progress: Progress) -> None:
-    sampler = Sampler(server.port)
+    sampler = Sampler(server.port, cfg.maxclients)
+    death = DeathWatch(server.port) if DeathWatch.usable() else None
+    sampler.harness += death is not None
     total = cfg.warmup + cfg.pre + cfg.outage + cfg.post + 2.0
     slots = int(total / cfg.bucket) + 1
     t0 = time.perf_counter()
@@ -419,6 +481,10 @@ def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
         server.kill()
         for w in workers:
             w.mark = time.perf_counter()  # reaped: no command can succeed before the restart
+        t_down = death.died_at() if death is not None else None
+        sampler.harness = 1
+        t_down = t_kill if t_down is None or not t_kill <= t_down <= time.perf_counter() else t_down
+        res.died_after = t_down - t_kill
         live("outage", t_kill + cfg.outage)
         t_spawn = time.perf_counter()
         t_accept, harness_ok, harness_rej = _restart(server)
@@ -427,6 +493,8 @@ def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
         live("restarted", t_accept + cfg.post)
         t_end = time.perf_counter()
     finally:
+        if death is not None:
+            death.close()
         stop.set()
         join_by = time.monotonic() + JOIN_SLACK
         for t in threads:
@@ -452,29 +520,29 @@ def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
         res.rejected_after = (int(info["rejected_connections"]) - harness_rej
                               - sampler.rejected - own_rej)
     # --- client side
-    res.attempts_down = counter.between(t_kill, t_accept)
+    res.attempts_down = counter.between(t_down, t_accept)
     res.attempts_after = counter.between(t_accept, t_end + 1)
     if probes_at_kill is not None and probes_at_accept is not None:
         res.probes_down = probes_at_accept - probes_at_kill
-    # An error belongs to the outage when it surfaced while the server was down;
-    # commands issued while down are timed separately from those in flight at the kill.
+    # An error belongs to the outage when it surfaced after the kill; commands
+    # issued once the server was dead are timed apart from those in flight then.
     errs = [(s, d, kind) for w in workers for (s, d, kind) in w.errors]
     before = [kind for s, d, kind in errs if s + d < t_kill]
     res.errors_before = len(before)
     for kind in before:
         res.error_types_before[kind] = res.error_types_before.get(kind, 0) + 1
     res.errors_after = sum(1 for s, d, _ in errs if s + d >= t_accept)
-    res.down_attempt_offsets = [t - t_kill for t in list(counter.times)
-                                if t_kill <= t < t_accept][:50]
+    res.down_attempt_offsets = [t - t_down for t in list(counter.times)
+                                if t_down <= t < t_accept][:50]
     outage = [(s, d, kind) for s, d, kind in errs if t_kill <= s + d < t_accept]
     res.outage_errors = len(outage)
     for _, _, kind in outage:
         res.outage_error_types[kind] = res.outage_error_types.get(kind, 0) + 1
-    issued = sorted(d for s, d, _ in outage if s >= t_kill)
+    issued = sorted(d for s, d, _ in outage if s >= t_down)
     res.fail_p50 = _percentile(issued, 50)
     res.fail_p99 = _percentile(issued, 99)
     res.fail_max = issued[-1] if issued else None
-    in_flight = [s + d - t_kill for s, d, _ in errs if s < t_kill <= s + d]
+    in_flight = [s + d - t_down for s, d, _ in errs if s < t_down <= s + d]
     res.in_flight_failed = len(in_flight)
     res.in_flight_max = max(in_flight) if in_flight else None
     firsts = [w.first_ok_after for w in workers if w.first_ok_after is not None]

@@ -44,8 +44,6 @@ def rate(x: float) -> str:
 
 def peak(r: sw.Result, after: bool) -> str:
     value, full = (r.peak_after, r.full_after) if after else (r.peak_before, r.full_before)
-    # the sampler holds one of maxclients itself
-    full = full or (value is not None and value >= r.cfg.maxclients - 1)
     text = "-" if value is None else str(value)
     return f"{text} (server full)" if full else text
 
@@ -75,10 +73,11 @@ def rows_for(results: Sequence[sw.Result]) -> List[Tuple[str, List[str]]]:
         ("errors before kill", cells(lambda r: str(r.errors_before))),
         ("throughput before kill", cells(lambda r: rate(r.pre_rate))),
         ("connect attempts while down", cells(attempts)),
+        ("server died after SIGKILL", cells(lambda r: ms(r.died_after))),
         ("errors during outage", cells(lambda r: str(r.outage_errors))),
         ("  of which", cells(lambda r: kinds(r.outage_error_types) or "-")),
         ("  issued while down: fail p50/p99/max", cells(fail)),
-        ("  in flight at kill: failed, last after", cells(in_flight)),
+        ("  in flight when it died: failed, last after", cells(in_flight)),
         ("server conns, peak after restart", cells(lambda r: peak(r, True))),
         ("conns accepted after restart", cells(lambda r: str(r.accepted_after))),
         ("conns rejected after restart", cells(lambda r: str(r.rejected_after))),
