@@ -268,7 +268,8 @@ def test_server_death_under_busy_connections_pauses_at_once(redis_server, make_p
     assert not t.is_alive(), "the queued thread was left waiting on a dead server"
     assert isinstance(outcome.get("exc"), sp.ServerUnavailableError), outcome
     stats = pool.stats()
-    assert stats["state"] == "paused" and "refused" in stats["state_reason"], stats
+    # refused, or reset from the listen backlog of a server going down
+    assert stats["state"] == "paused" and "server down" in stats["state_reason"], stats
     assert stats["peer_hangups"] >= hangups + 1
     for c in busy:
         pool.release(c)
