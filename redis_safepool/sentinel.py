@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import threading
 import time
 import weakref
@@ -40,6 +42,8 @@ __all__ = [
 
 Address = Tuple[str, int]
 _OWNER = "_safepool_sentinel_owner"  # attribute set on every connection we hand out
+
+logger = logging.getLogger("redis_safepool")
 
 
 def _owner_of(connection: Connection) -> Any:
@@ -214,8 +218,11 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             if address == self._master and (self._closed or address in self._inner):
                 return
             old = self._inner.pop(self._master, None) if self._master is not None else None
-            self._master = address
+            moved_from, self._master = self._master, address
             close_now = old is not None and self._retire_locked(old)
+        if moved_from is not None and moved_from != address:
+            logger.warning("sentinel service %r: master moved from %s:%s to %s:%s",
+                           self.service_name, moved_from[0], moved_from[1], address[0], address[1])
         if old is not None:
             old.disconnect(inuse_connections=False)  # idle ones: closed right away
             if close_now:
@@ -448,7 +455,9 @@ class SafeSentinel(Sentinel):
         self.master_backoff = Backoff(backoff_base, backoff_cap)
         self._flights = SingleFlight()
         self.master_cache_ttl = master_cache_ttl
-        self._known_masters: Dict[str, Tuple[float, Address]] = {}
+        # service -> (when the lookup that answered started, its answer; None
+        # when it failed). Only a lookup that started later may replace it.
+        self._known_masters: Dict[str, Tuple[float, Optional[Address]]] = {}
         self._sentinel_max = sentinel_max_connections
         self.sentinel_queries = 0  # queries sent to sentinels (observability, tests)
         self.sentinels = [self._sentinel_client(host, port) for host, port in sentinels]
@@ -485,7 +494,7 @@ class SafeSentinel(Sentinel):
         """Like ``Sentinel.discover_master`` but coalesced, briefly cached
         (``master_cache_ttl`` seconds, unless ``fresh``) and backed off."""
         known = self._known_masters.get(service_name)
-        if not fresh and known is not None and \
+        if not fresh and known is not None and known[1] is not None and \
                 time.monotonic() - known[0] < self.master_cache_ttl:
             return known[1]
         # A fresh lookup never joins one that may have started before it.
@@ -496,7 +505,7 @@ class SafeSentinel(Sentinel):
     def latest_master(self, service_name: str) -> Address:
         """The answer of the most recently started successful lookup."""
         known = self._known_masters.get(service_name)
-        if known is None:
+        if known is None or known[1] is None:
             return self.discover_master(service_name, fresh=True)
         return known[1]
 
@@ -526,7 +535,11 @@ class SafeSentinel(Sentinel):
                 if known is None or started >= known[0]:
                     self._known_masters[service_name] = (started, address)
                 return address
-        self._known_masters.pop(service_name, None)
+        # Forget the answer, but not when: a slower lookup that started before
+        # this one must not bring its older answer back (the old master).
+        known = self._known_masters.get(service_name)
+        if known is None or started >= known[0]:
+            self._known_masters[service_name] = (started, None)
         self.master_backoff.failed(service_name)
         detail = f" : {', '.join(errors)}" if errors else ""
         raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
