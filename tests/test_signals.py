@@ -125,7 +125,11 @@ def test_handler_that_returns_does_not_abort_the_wait(server_url, make_pool, wai
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
-    import sys, threading, time
+    import signal, sys, threading, time
+    # A shell that starts jobs in the background without job control starts
+    # them with SIGINT ignored, and Python then leaves it ignored: put the
+    # KeyboardInterrupt handler back, as an interactive Python has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import redis_safepool as sp
     pool = sp.SafeConnectionPool.from_url(sys.argv[1], max_connections=1, timeout=None)
     held = pool.get_connection()
