@@ -282,18 +282,23 @@ static void
 serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
 {
     queue_unlink(ep, w);
-    w->result = result;
-    w->conn = conn;
     double waited = sp_now() - w->enqueued_at;
     ep->wait_time_total += waited;
     if (waited > ep->wait_time_max) {
         ep->wait_time_max = waited;
     }
+    if (w->has_cond) {
+        pthread_mutex_lock(&w->mutex);
+        w->result = result;
+        w->conn = conn;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->mutex);
+        return;
+    }
+    w->result = result;
+    w->conn = conn;
     if (w->notify_fd >= 0) {
         note_notify(after, w->notify_fd);
-    }
-    else if (w->has_cond) {
-        pthread_cond_signal(&w->cond);
     }
 }
 
@@ -543,6 +548,17 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     return SP_ACQ_QUEUED;
 }
 
+/* The waiter is off the queue and settled: nobody signals it any more. */
+static void
+destroy_cond(sp_waiter *w)
+{
+    if (w->has_cond) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mutex);
+        w->has_cond = 0;
+    }
+}
+
 sp_wait_result
 sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
 {
@@ -552,26 +568,42 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     if (deadline >= 0 && deadline < until) {
         until = deadline;
     }
-    pthread_mutex_lock(&ep->lock);
     if (!w->has_cond) {
+        /* Made under ep->lock: serve() reads has_cond there. */
+        pthread_mutex_lock(&ep->lock);
+        pthread_mutex_init(&w->mutex, NULL);
         pthread_condattr_t attr;
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&w->cond, &attr);
         pthread_condattr_destroy(&attr);
         w->has_cond = 1;
+        pthread_mutex_unlock(&ep->lock);
     }
     struct timespec ts = sp_timespec(until);
+    pthread_mutex_lock(&w->mutex);
     while (w->result == SP_WAIT_PENDING) {
-        int rc = pthread_cond_timedwait(&w->cond, &ep->lock, &ts);
+        int rc = pthread_cond_timedwait(&w->cond, &w->mutex, &ts);
         if (rc == ETIMEDOUT) {
             timed_out = deadline >= 0 && sp_now() >= deadline;
             break;
         }
     }
     sp_wait_result result = w->result;
+    pthread_mutex_unlock(&w->mutex);
+    if (result != SP_WAIT_PENDING) {
+        /* Served: serve() signalled and let go of w->mutex before we got
+         * it, so nothing touches the waiter any more. */
+        destroy_cond(w);
+        return result;
+    }
+    if (!timed_out) {
+        return result;  /* a slice ended: the caller checks signals */
+    }
     sp_after local = {0};
-    if (result == SP_WAIT_PENDING && timed_out) {
+    pthread_mutex_lock(&ep->lock);
+    result = w->result;  /* served between the timeout and here? */
+    if (result == SP_WAIT_PENDING) {
         queue_unlink(ep, w);
         /* The next waiter may be servable now (idle of its flavor). */
         dispatch_deferred_locked(ep, &local);
@@ -585,10 +617,7 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     }
     pthread_mutex_unlock(&ep->lock);
     sp_after_notify(&local);
-    if (result != SP_WAIT_PENDING && w->has_cond) {
-        pthread_cond_destroy(&w->cond);
-        w->has_cond = 0;
-    }
+    destroy_cond(w);
     return result;
 }
 
@@ -624,10 +653,7 @@ sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
         break;
     }
     pthread_mutex_unlock(&ep->lock);
-    if (w->has_cond) {
-        pthread_cond_destroy(&w->cond);
-        w->has_cond = 0;
-    }
+    destroy_cond(w);
 }
 
 int

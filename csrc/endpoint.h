@@ -68,8 +68,15 @@ typedef struct sp_waiter {
     double enqueued_at;
     int notify_fd;            /* async waiters: written to when served; -1 for threads */
     uint64_t ticket;          /* async waiters: the caller's handle */
+    /* Thread waiters sleep on their own mutex and condition variable, so a
+     * woken waiter never has to get ep->lock back: a pause that fails
+     * hundreds of them wakes them in the order it fails them, without a
+     * stampede on the endpoint lock. `result` and `conn` are written with
+     * both ep->lock and `mutex` held once has_cond is set (lock order:
+     * ep->lock, then mutex; `mutex` is a leaf). */
     int has_cond;
-    pthread_cond_t cond;      /* thread waiters */
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
 } sp_waiter;
 
 /* What the binding must do after an endpoint call, outside the lock. */
