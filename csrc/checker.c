@@ -352,13 +352,28 @@ probe_endpoint(sp_endpoint *ep, const sp_probe_target *t, sp_probe_result *res)
  * goes over it on the server's side: the socket that hung up no longer
  * counts there. */
 static void
-check_hangup(sp_endpoint *ep, const sp_checker_config *cfg)
+check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
 {
+    sp_after after = {0};
     pthread_mutex_lock(&ep->lock);
-    ep->peer_hangups++;
+    ep->peer_hangups += (uint64_t)sockets;
     int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
                 (ep->host != NULL || ep->unix_path != NULL);
+    /* Most of our sockets closed at once: the server is going away (or
+     * restarted, or killed every client). Fail fast while the probe finds
+     * out which; a server that answers gets traffic back at once. Without
+     * this, a probe that lands in a dying server's listen backlog waits for
+     * the listener to close, and callers pile up meanwhile. */
+    int open = ep->in_use + ep->idle;
+    if (check && sockets >= 2 && 2 * sockets >= open) {
+        char reason[160];
+        snprintf(reason, sizeof(reason),
+                 "server closed %d of our %d connections at once; probing", sockets, open);
+        ep->backoff = 0;
+        change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+    }
     pthread_mutex_unlock(&ep->lock);
+    close_buried(ep, &after);
     if (!check) {
         return;
     }
@@ -371,7 +386,7 @@ check_hangup(sp_endpoint *ep, const sp_checker_config *cfg)
 
 typedef struct {
     double next_due;          /* the earliest probe due, over all endpoints */
-    const uint64_t *hung;     /* serials of endpoints a server hung up on */
+    const sp_watch_hit *hung; /* endpoints a server hung up on */
     int n_hung;
 } tick_state;
 
@@ -382,14 +397,16 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
 
+    /* Idle sockets first: the ones that hung up are buried and counted as
+     * dead before a burst pause would drain them with the rest. */
+    double now = sp_now();
+    check_idle(ep, now);
     for (int i = 0; i < ts->n_hung; i++) {
-        if (ts->hung[i] == ep->serial) {
-            check_hangup(ep, &cfg);
+        if (ts->hung[i].serial == ep->serial) {
+            check_hangup(ep, &cfg, ts->hung[i].sockets);
             break;
         }
     }
-    double now = sp_now();
-    check_idle(ep, now);
 
     pthread_mutex_lock(&ep->lock);
     int due = ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
@@ -459,7 +476,7 @@ checker_main(void *arg)
      * ck.cond otherwise; opened before the first look at ck.wake so no
      * wake-up is lost. */
     int watching = sp_watch_open() == 0;
-    uint64_t hung[64];
+    sp_watch_hit hung[64];
     int n_hung = 0;
     pthread_mutex_lock(&ck.lock);
     while (!ck.stopping) {
@@ -482,6 +499,10 @@ checker_main(void *arg)
                 pthread_mutex_unlock(&ck.lock);
                 n_hung = sp_watch_wait(until - sp_now(), hung, 64);
                 n_hung = n_hung < 0 ? 0 : n_hung;
+                if (n_hung > 0) {
+                    /* The first hangup of a burst: take in the rest. */
+                    n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
+                }
                 pthread_mutex_lock(&ck.lock);
             }
             else {

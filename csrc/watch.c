@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -109,50 +110,91 @@ peer_hung_up(uint32_t events, int unix_socket)
     return (events & EPOLLERR) || ((events & EPOLLRDHUP) && !(events & EPOLLHUP));
 }
 
+/* Adds one endpoint's hangup to `hits` (merged by serial). */
+static void
+add_hit(sp_watch_hit *hits, int *n, int max, uint64_t serial)
+{
+    for (int j = 0; j < *n; j++) {
+        if (hits[j].serial == serial) {
+            hits[j].sockets++;
+            return;
+        }
+    }
+    if (*n < max) {
+        hits[*n].serial = serial;
+        hits[*n].sockets = 1;
+        (*n)++;
+    }
+}
+
+/* One epoll_wait() of up to `ms`: merges hangups into hits. Returns -1
+ * (nothing happened: timeout or signal), 0 (only our own shutdowns) or 1
+ * (a wake-up or a hangup). */
+static int
+wait_once(int e, int ms, sp_watch_hit *hits, int *n, int max)
+{
+    struct epoll_event evs[64];
+    int got = epoll_wait(e, evs, 64, ms);
+    if (got <= 0) {
+        return -1;
+    }
+    int news = 0;
+    for (int i = 0; i < got; i++) {
+        uint64_t tag = evs[i].data.u64;
+        if (tag == WAKE_TAG) {
+            uint64_t count;
+            ssize_t rc = read(wakefd, &count, sizeof(count));
+            (void)rc;
+            news = 1;
+            continue;
+        }
+        if (!peer_hung_up(evs[i].events, (int)(tag & 1))) {
+            continue;
+        }
+        __atomic_add_fetch(&n_hangups, 1, __ATOMIC_RELAXED);
+        add_hit(hits, n, max, tag >> 1);
+        news = 1;
+    }
+    return news;
+}
+
 int
-sp_watch_wait(double timeout, uint64_t *serials, int max)
+sp_watch_wait(double timeout, sp_watch_hit *hits, int max)
 {
     int e = ensure_open();
     if (e < 0) {
         return -1;
     }
     double deadline = sp_now() + (timeout > 0 ? timeout : 0);
-    struct epoll_event evs[64];
+    int n = 0;
     for (;;) {
         double left = deadline - sp_now();
         int ms = left <= 0 ? 0 : left > 3600 ? 3600000 : (int)(left * 1000.0) + 1;
-        int n = epoll_wait(e, evs, 64, ms);
-        if (n <= 0) {
-            return 0;  /* timed out, or a signal: the caller loops anyway */
-        }
-        int found = 0, woken = 0;
-        for (int i = 0; i < n; i++) {
-            uint64_t tag = evs[i].data.u64;
-            if (tag == WAKE_TAG) {
-                uint64_t count;
-                ssize_t rc = read(wakefd, &count, sizeof(count));
-                (void)rc;
-                woken = 1;
-                continue;
-            }
-            if (!peer_hung_up(evs[i].events, (int)(tag & 1))) {
-                continue;
-            }
-            __atomic_add_fetch(&n_hangups, 1, __ATOMIC_RELAXED);
-            uint64_t serial = tag >> 1;
-            int seen = 0;
-            for (int j = 0; j < found; j++) {
-                seen |= serials[j] == serial;
-            }
-            if (!seen && found < max) {
-                serials[found++] = serial;
-            }
-        }
-        if (found > 0 || woken) {
-            return found;
+        int r = wait_once(e, ms, hits, &n, max);
+        if (r != 0) {
+            return n;  /* news, or timed out */
         }
         /* Only our own shutdowns: keep waiting out the timeout. */
     }
+}
+
+int
+sp_watch_gather(double window, sp_watch_hit *hits, int n, int max)
+{
+    int e = __atomic_load_n(&epfd, __ATOMIC_ACQUIRE);
+    if (e < 0) {
+        return n;
+    }
+    /* A dying server closes its sockets one after the other within
+     * microseconds: look again every 50 us until the window closes. */
+    double deadline = sp_now() + window;
+    while (sp_now() < deadline) {
+        if (wait_once(e, 0, hits, &n, max) < 0) {
+            struct timespec nap = {0, 50000};
+            nanosleep(&nap, NULL);
+        }
+    }
+    return n;
 }
 
 void
@@ -198,12 +240,21 @@ sp_watch_wake(void)
 }
 
 int
-sp_watch_wait(double timeout, uint64_t *serials, int max)
+sp_watch_wait(double timeout, sp_watch_hit *hits, int max)
 {
     (void)timeout;
-    (void)serials;
+    (void)hits;
     (void)max;
     return -1;
+}
+
+int
+sp_watch_gather(double window, sp_watch_hit *hits, int n, int max)
+{
+    (void)window;
+    (void)hits;
+    (void)max;
+    return n;
 }
 
 void

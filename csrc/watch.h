@@ -43,10 +43,21 @@ void sp_watch_add(int fd, uint64_t serial);
 /* Makes a pending or the next sp_watch_wait() return at once. */
 void sp_watch_wake(void);
 
-/* Waits up to `timeout` seconds for a wake or a peer hangup. Stores the
- * serials of endpoints that saw one (each once, up to `max`) and returns
- * how many (0: woken or timed out), or -1 when there is no watch. */
-int sp_watch_wait(double timeout, uint64_t *serials, int max);
+/* One endpoint's peer hangups, as seen by one wait. */
+typedef struct {
+    uint64_t serial;
+    int sockets;              /* how many of its sockets hung up */
+} sp_watch_hit;
+
+/* Waits up to `timeout` seconds for a wake or a peer hangup. Stores each
+ * endpoint that saw one once in `hits` (up to `max`) and returns how many
+ * (0: woken or timed out), or -1 when there is no watch. */
+int sp_watch_wait(double timeout, sp_watch_hit *hits, int max);
+
+/* Keeps collecting hangups into hits[0..n) for `window` seconds (a burst:
+ * a dying server closes all its sockets within microseconds); returns the
+ * new count of endpoints. */
+int sp_watch_gather(double window, sp_watch_hit *hits, int n, int max);
 
 /* Counters for tests and stats: sockets added, peer hangups seen. */
 void sp_watch_counts(uint64_t *added, uint64_t *hangups);

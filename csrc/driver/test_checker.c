@@ -370,6 +370,63 @@ test_checker_hangup_pauses(void)
     sp_redis_destroy(&r);
 }
 
+/* The server kills every client while it keeps running: most of our
+ * sockets closed at once pauses the endpoint at once, and the probe that
+ * follows lets traffic back in. */
+static void
+test_checker_mass_hangup_live_server(void)
+{
+    sp_checker_config slow = {30.0, 0.02, 30.0, 30.0, 0.5, 1};
+    sp_redis r;
+    sp_redis_opts opts = {0, 0, 0, NULL};
+    sp_endpoint *ep;
+    tp_payload *busy[3];
+    ev_log log;
+    char reply[64];
+    uint64_t one = 1;
+    long id = -1;
+    int created, i, base = sp_registry_count();
+
+    memset(&log, 0, sizeof(log));
+    memset(&r, 0, sizeof(r));
+    if (sp_redis_start(&r, &opts) != 0) {
+        CHECKF(0, "redis-server did not start");
+        sp_redis_destroy(&r);
+        return;
+    }
+    drain_events();
+    sp_checker_set_config(&slow);
+    {
+        sp_address addr = {"127.0.0.1", r.port, NULL, NULL, NULL, 0};
+        ep = sp_registry_bind("ck-mass", "redis://ck-mass", 4, &addr, &created);
+    }
+    if (ep == NULL) {
+        CHECK(ep != NULL);
+        sp_redis_destroy(&r);
+        return;
+    }
+    sp_endpoint_pool_added(ep, 1);
+    CHECK(sp_checker_ensure_running() == 0);
+    CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
+    for (i = 0; i < 3; i++) {
+        busy[i] = socket_conn(ep, r.port, &id);
+        CHECK(busy[i] != NULL);
+    }
+    CHECK(ep->in_use == 3);
+    CHECK(sp_redis_cmd(&r, reply, sizeof(reply), "CLIENT", "KILL", "TYPE", "normal",
+                       (char *)NULL) > 0 && reply[0] == ':');
+    CHECK(await_events(&log, "redis://ck-mass", "ready>paused;paused>recovering;", 10.0));
+    CHECKF(strstr(log.reasons, "of our 3 connections at once") != NULL, "%s", log.reasons);
+    CHECK(ep->peer_hangups >= 2);
+    CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
+
+    sp_checker_stop();
+    fast_config();
+    cleanup_endpoint(ep);
+    CHECK(sp_registry_count() == base);
+    sp_redis_destroy(&r);
+}
+
 static void
 test_checker_idle_limits(void)
 {
@@ -508,5 +565,6 @@ const sp_test sp_checker_tests[] = {
     {"checker/idle_limits", test_checker_idle_limits},
     {"checker/real_server", test_checker_real_server},
     {"checker/hangup_pauses", test_checker_hangup_pauses},
+    {"checker/mass_hangup_live_server", test_checker_mass_hangup_live_server},
     {NULL, NULL},
 };
