@@ -164,7 +164,11 @@ core_checker_config(PyObject *module, PyObject *args, PyObject *kwds)
                         "checker intervals and timeouts must be > 0 and backoff_max >= backoff_min");
         return NULL;
     }
-    sp_checker_set_config(&cfg);
+    if ((args && PyTuple_GET_SIZE(args) > 0) || (kwds && PyDict_GET_SIZE(kwds) > 0)) {
+        /* Only a call that changes something writes: a plain read must not
+         * put back values another thread changed in the meantime. */
+        sp_checker_set_config(&cfg);
+    }
     return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:O}", "interval", cfg.interval,
                          "recover_interval", cfg.recover_interval, "backoff_min", cfg.backoff_min,
                          "backoff_max", cfg.backoff_max, "probe_timeout", cfg.probe_timeout,
