@@ -223,6 +223,10 @@ void sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after);
 void sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after);
 /* A checked-out connection could not be made ready: drop it, free its slot. */
 void sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+/* For a health check: the oldest idle connection of `flavor`, now in use
+ * by `pool`, or NULL (none idle, someone waiting, or not ready). Give it
+ * back with sp_endpoint_release(). */
+sp_conn *sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor);
 /* Updates the fd of a checked-out connection after a reconnect. */
 void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
 

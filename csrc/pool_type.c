@@ -979,6 +979,33 @@ pool_raise_closed_m(PoolCore *self, PyObject *Py_UNUSED(ignored))
     return sp_pool_raise_closed(self);
 }
 
+/* An idle connection to health-check (TLS endpoints, see _tls_probe.py),
+ * checked out like any other; None when none is free to take. */
+static PyObject *
+pool_take_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ep == NULL || self->closed) {
+        Py_RETURN_NONE;
+    }
+    if (sp_pool_check_fork(self) < 0) {
+        return NULL;
+    }
+    sp_conn *rec = sp_endpoint_take_idle(self->ep, self, self->flavor);
+    if (rec == NULL) {
+        Py_RETURN_NONE;
+    }
+    self->in_use++;
+    return Py_NewRef(rec->payload);
+}
+
+/* Tells the endpoint what an exception says about the server. */
+static PyObject *
+pool_report_exception_m(PoolCore *self, PyObject *exc)
+{
+    sp_pool_report_exception(self, exc);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef pool_methods[] = {
     {"_raise_unavailable", (PyCFunction)pool_raise_unavailable_m, METH_NOARGS,
      "Raise ServerUnavailableError describing the endpoint's state."},
@@ -1000,6 +1027,10 @@ static PyMethodDef pool_methods[] = {
     {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "Idle connections of its flavor."},
     {"_owns", (PyCFunction)pool_owns, METH_O, "Whether the connection belongs to this pool."},
     {"_report", (PyCFunction)pool_report, METH_VARARGS, "Report a failure kind to the checker."},
+    {"_report_exception", (PyCFunction)pool_report_exception_m, METH_O,
+     "Tell the endpoint what an exception says about the server."},
+    {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS,
+     "The oldest idle connection, checked out for a health check, or None."},
     {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
      "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},

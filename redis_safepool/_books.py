@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Any, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 from urllib.parse import urlparse
 
 from . import _events
@@ -99,14 +99,15 @@ class CoreBooks:
         self.timeout = _check_seconds("timeout", timeout, allow_none=True)
         return _check_max_connections(max_connections)
 
-    def _bind_budget(self) -> None:
-        """(Re)attach to the budget of the endpoint the connection kwargs name."""
+    def _bind_budget(self) -> Dict[str, Any]:
+        """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
         key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
         flavor = flavor_id(self.connection_class, self.connection_kwargs)
         budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
         if not created and budget != self.max_connections and self._max_explicit:
             _warn_budget_conflict(label, budget, self.max_connections)
         _events.ensure_started()
+        return addr
 
     @property
     def _available_connections(self) -> List[Any]:

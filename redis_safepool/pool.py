@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from redis.connection import Connection, ConnectionPool
 
-from . import _core, observe
+from . import _core, _tls_probe, observe
 from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks, _check_seconds
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
@@ -86,7 +86,8 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         changing ``connection_kwargs`` (e.g. a password), which may change
         the flavor of connections this pool hands out.
         """
-        self._bind_budget()
+        if self._bind_budget().get("tls"):
+            _tls_probe.watch(self)  # the C checker cannot speak TLS
         if self._max_idle_time or self._max_lifetime:
             self._set_idle_limits(self._max_idle_time, self._max_lifetime)
         # Only RESP3 maintenance notifications mark connections for reconnect;

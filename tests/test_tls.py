@@ -68,3 +68,27 @@ def test_tls_server_down_pauses_and_comes_back(tls_server, make_pool, wait_until
         assert client.ping() is True
     finally:
         sp.checker_config(**saved)
+
+
+def _pings(server) -> int:
+    stat = server.info("commandstats").get("cmdstat_ping", "calls=0")
+    return int(stat.split(",")[0].split("=")[1])
+
+
+def test_tls_endpoint_is_pinged_through_its_idle_connections(tls_server, make_pool, wait_until):
+    """The C checker cannot speak TLS: a Python thread PINGs through the pool's own idle connection."""
+    server, url = tls_server
+    saved = sp.checker_config()
+    sp.checker_config(interval=0.05)
+    try:
+        pool = make_pool(url, max_connections=2, timeout=5, ssl_cert_reqs=None)
+        client = redis.Redis(connection_pool=pool)
+        assert client.set("k", "v")  # one connection, idle from now on
+        created, before = pool.stats()["created"], _pings(server)
+        wait_until(lambda: _pings(server) >= before + 3, what="PINGs through the idle connection")
+        st = pool.stats()
+        assert st["created"] == created, "the PINGs must use the pool's connection, not new ones"
+        assert st["state"] == "ready" and st["in_use"] == 0, st
+        assert client.get("k") == b"v"
+    finally:
+        sp.checker_config(**saved)

@@ -148,6 +148,62 @@ test_acquire_idle_lifo(void)
     finish(ep);
 }
 
+/* Health checks take the oldest idle connection, and only when no caller
+ * could want it: not with someone waiting, not unless ready. */
+static void
+test_take_idle_for_a_check(void)
+{
+    sp_endpoint *ep = new_ep(2);
+    sp_waiter w;
+    sp_conn *rec;
+    tp_payload *p[2], *got;
+    int i;
+
+    if (ep == NULL) {
+        return;
+    }
+    CHECK(sp_endpoint_take_idle(ep, POOL_A, 1) == NULL);  /* none idle */
+    for (i = 0; i < 2; i++) {
+        p[i] = tp_connect(ep, POOL_A, 1, -1);
+    }
+    if (p[0] == NULL || p[1] == NULL) {
+        finish(ep);
+        return;
+    }
+    CHECK(rel(ep, POOL_A, p[0], 1, NULL) == SP_REL_OK);
+    CHECK(rel(ep, POOL_A, p[1], 1, NULL) == SP_REL_OK);
+    CHECK(sp_endpoint_take_idle(ep, POOL_A, 2) == NULL);  /* other flavor */
+    rec = sp_endpoint_take_idle(ep, POOL_B, 1);
+    CHECK(rec != NULL && rec->payload == p[0] && rec->owner == POOL_B);  /* oldest */
+    CHECK(ep->in_use == 1 && ep->idle == 1);
+    tp_check_counts(ep, 0);
+    CHECK(rel(ep, POOL_B, p[0], 1, NULL) == SP_REL_OK);
+    /* With a caller waiting, the idle connection is the caller's. */
+    CHECK(acq(ep, POOL_A, 1, 0, &w, &got) == SP_ACQ_CONN);
+    CHECK(acq(ep, POOL_A, 1, 0, &w, &got) == SP_ACQ_CONN);
+    tp_waiter_init(&w);
+    {
+        sp_after after = {0};
+        sp_conn *none = NULL;
+        CHECK(sp_endpoint_acquire(ep, POOL_C, 1, -1, &w, &none, &after) == SP_ACQ_QUEUED);
+        tp_after_done(&after);
+    }
+    CHECK(rel(ep, POOL_A, p[0], 1, NULL) == SP_REL_OK);  /* served to the waiter */
+    CHECK(w.result == SP_WAIT_CONN && sp_endpoint_take_idle(ep, POOL_B, 1) == NULL);
+    CHECK(rel(ep, POOL_C, p[0], 1, NULL) == SP_REL_OK);
+    /* Not ready: no checks through connections. */
+    pthread_mutex_lock(&ep->lock);
+    ep->state = SP_STATE_RECOVERING;
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(ep->idle == 1 && sp_endpoint_take_idle(ep, POOL_B, 1) == NULL);
+    pthread_mutex_lock(&ep->lock);
+    ep->state = SP_STATE_READY;
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(rel(ep, POOL_A, p[1], 1, NULL) == SP_REL_OK);
+    tp_check_counts(ep, 0);
+    finish(ep);
+}
+
 static void
 test_budget_and_deadline_zero(void)
 {
@@ -1141,6 +1197,7 @@ test_stats_snapshot(void)
 }
 
 const sp_test sp_endpoint_tests[] = {
+    {"endpoint/take_idle_for_a_check", test_take_idle_for_a_check},
     {"endpoint/acquire_idle_lifo", test_acquire_idle_lifo},
     {"endpoint/budget_deadline_zero", test_budget_and_deadline_zero},
     {"endpoint/timeout_and_slices", test_timeout_and_slices},
