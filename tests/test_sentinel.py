@@ -125,9 +125,6 @@ def test_replica_for_reads_from_the_replica(topo):
         sentinel.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open bug since the checker's socket watch (session 2 note): under load the pool "
-    "can stay bound to a restarted old master; fix before relying on Sentinel failover"))
 def test_failover_bound_resume_no_stale_connection(topo, counting, start_thread):
     sentinel = SafeSentinel(topo.sentinel_addresses)
     r = _client(sentinel, connection_class=counting)
