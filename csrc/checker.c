@@ -368,7 +368,8 @@ check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
     if (check && sockets >= 2 && 2 * sockets >= open) {
         char reason[160];
         snprintf(reason, sizeof(reason),
-                 "server closed %d of our %d connections at once; probing", sockets, open);
+                 "server down or restarting: it closed %d of our %d connections at once; "
+                 "probing", sockets, open);
         ep->backoff = 0;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
     }
