@@ -91,6 +91,7 @@ class SafeSentinelManagedConnection(Connection):
 
     def __init__(self, **kwargs: Any) -> None:
         self._sentinel_owner: Optional[_OwnerRef] = kwargs.pop("sentinel_owner", None)
+        self._master_checked = False  # connect() has just asked Sentinel
         super().__init__(**kwargs)
 
     def _owner_pool(self) -> Optional["SafeSentinelConnectionPool"]:
@@ -100,21 +101,54 @@ class SafeSentinelManagedConnection(Connection):
         if self._sock:
             return
         pool = self._owner_pool()
-        if pool is None:
-            return super().connect()
-        if pool.is_master:
+        if pool is not None and pool.is_master:
+            # Checked here, outside redis-py's connect retry, so a moved
+            # master fails at once instead of after the retry's backoff.
             pool._check_master_before_connect(self)
+            self._master_checked = True
+        try:
+            super().connect()
+        finally:
+            self._master_checked = False
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        # Every connect ends here: redis-py's connect() and also its commands,
+        # which reconnect a dropped socket through this method directly (a
+        # command retried after an error would otherwise reach whatever
+        # listens at the old address, such as an old master back up and
+        # still believing it is master).
+        if self._sock:
+            return
+        pool = self._owner_pool()
+        if pool is None:
+            return super().connect_check_health(check_health=check_health,
+                                                retry_socket_connect=retry_socket_connect)
+        if pool.is_master and not self._master_checked:
+            pool._check_master_before_connect(self)
+        self._master_checked = False  # a retry inside connect() checks again
         address = (self.host, int(self.port))
         if not pool.connect_backoff.claim(address):
             raise ServerUnavailableError(
                 f"{self.host}:{self.port} failed recently; next attempt in "
                 f"{pool.connect_backoff.remaining(address):.3f}s")
         try:
-            super().connect()
+            super().connect_check_health(check_health=check_health,
+                                         retry_socket_connect=retry_socket_connect)
         except (ConnectionError, TimeoutError):
             pool.connect_backoff.failed(address)
             raise
         pool.connect_backoff.succeeded(address)
+        if pool.is_master:
+            # Ask again now that the connection exists: between the first
+            # answer and the connect, this thread may have been held up while
+            # a failover finished and the old master came back. A lookup
+            # started after the connect cannot name it any more.
+            try:
+                pool._check_master_before_connect(self)
+            except BaseException:
+                self.disconnect()
+                raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -254,3 +254,26 @@ def test_backoff_is_jittered_exponential_and_capped():
     assert not b.ready("k") and not b.claim("k")
     b.succeeded("k")
     assert b.ready("k") and b.claim("k") and b.failures("k") == 0
+
+
+def test_a_command_reconnecting_after_a_failover_checks_the_master(topo):
+    """redis-py reconnects a dropped socket inside a command (not through connect()):
+    that path must ask Sentinel too, or it reaches the old master."""
+    sentinel = SafeSentinel(topo.sentinel_addresses)
+    r = _client(sentinel)
+    pool = r.connection_pool
+    assert r.set("k", "v")
+    old, new = topo.master, topo.replica
+    conn = pool.get_connection()
+    try:
+        assert (conn.host, int(conn.port)) == ("127.0.0.1", old.port)
+        conn.disconnect()
+        # a real failover; the old master stays up and becomes a replica
+        assert query(topo.sentinels[0].port, "SENTINEL", "FAILOVER", SERVICE) == "OK"
+        topo.wait_failover_to(new)
+        with pytest.raises(redis.exceptions.ConnectionError, match="moved"):
+            conn.send_command("PING")  # reconnects through connect_check_health()
+        assert conn._sock is None, "connected to the old master"
+    finally:
+        pool.release(conn)
+    assert r.get("k") == b"v" and pool.master_address == ("127.0.0.1", new.port)
