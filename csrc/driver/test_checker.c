@@ -320,6 +320,51 @@ probes_at_least(sp_endpoint *ep, void *arg)
     return ep->probes >= *(uint64_t *)arg;
 }
 
+/* A fresh server and an endpoint on it with one pool, the checker running
+ * with `cfg` and a first probe done. NULL (server gone) on failure. */
+static sp_endpoint *
+watched_endpoint(sp_redis *r, const char *key, const char *label,
+                 const sp_checker_config *cfg)
+{
+    sp_redis_opts opts = {0, 0, 0, NULL};
+    sp_endpoint *ep;
+    uint64_t one = 1;
+    int created;
+
+    memset(r, 0, sizeof(*r));
+    if (sp_redis_start(r, &opts) != 0) {
+        CHECKF(0, "redis-server did not start");
+        sp_redis_destroy(r);
+        return NULL;
+    }
+    drain_events();
+    sp_checker_set_config(cfg);
+    {
+        sp_address addr = {"127.0.0.1", r->port, NULL, NULL, NULL, 0};
+        ep = sp_registry_bind(key, label, 4, &addr, &created);
+    }
+    if (ep == NULL) {
+        CHECK(ep != NULL);
+        sp_redis_destroy(r);
+        return NULL;
+    }
+    sp_endpoint_pool_added(ep, 1);
+    CHECK(sp_checker_ensure_running() == 0);
+    CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
+    return ep;
+}
+
+/* Undoes watched_endpoint(): checker stopped, endpoint gone, server gone. */
+static void
+end_watched(sp_endpoint *ep, sp_redis *r, int registry_base)
+{
+    sp_checker_stop();
+    fast_config();
+    cleanup_endpoint(ep);
+    CHECK(sp_registry_count() == registry_base);
+    sp_redis_destroy(r);
+}
+
 /* A server that dies under a connection in use: the watch sees the hangup
  * and pauses the endpoint with no report from anyone and long before the
  * next scheduled probe (30 s away). */
@@ -328,32 +373,15 @@ test_checker_hangup_pauses(void)
 {
     sp_checker_config slow = {30.0, 30.0, 30.0, 30.0, 0.5, 1};
     sp_redis r;
-    sp_redis_opts opts = {0, 0, 0, NULL};
     sp_endpoint *ep;
     tp_payload *busy;
-    uint64_t one = 1;
     long id = -1;
-    int created, base = sp_registry_count();
+    int base = sp_registry_count();
 
-    memset(&r, 0, sizeof(r));
-    if (sp_redis_start(&r, &opts) != 0) {
-        CHECKF(0, "redis-server did not start");
-        sp_redis_destroy(&r);
-        return;
-    }
-    sp_checker_set_config(&slow);
-    {
-        sp_address addr = {"127.0.0.1", r.port, NULL, NULL, NULL, 0};
-        ep = sp_registry_bind("ck-hangup", "redis://ck-hangup", 4, &addr, &created);
-    }
+    ep = watched_endpoint(&r, "ck-hangup", "redis://ck-hangup", &slow);
     if (ep == NULL) {
-        CHECK(ep != NULL);
-        sp_redis_destroy(&r);
         return;
     }
-    sp_endpoint_pool_added(ep, 1);
-    CHECK(sp_checker_ensure_running() == 0);
-    CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
     busy = socket_conn(ep, r.port, &id);
     CHECK(busy != NULL && ep->state == SP_STATE_READY && ep->peer_hangups == 0);
 
@@ -363,11 +391,7 @@ test_checker_hangup_pauses(void)
     /* refused, or reset from the listen backlog of a server going down */
     CHECKF(strstr(ep->state_reason, "server down") != NULL, "%s", ep->state_reason);
 
-    sp_checker_stop();
-    fast_config();
-    cleanup_endpoint(ep);
-    CHECK(sp_registry_count() == base);
-    sp_redis_destroy(&r);
+    end_watched(ep, &r, base);
 }
 
 /* The server kills every client while it keeps running: most of our
@@ -378,36 +402,18 @@ test_checker_mass_hangup_live_server(void)
 {
     sp_checker_config slow = {30.0, 0.02, 30.0, 30.0, 0.5, 1};
     sp_redis r;
-    sp_redis_opts opts = {0, 0, 0, NULL};
     sp_endpoint *ep;
     tp_payload *busy[3];
     ev_log log;
     char reply[64];
-    uint64_t one = 1;
     long id = -1;
-    int created, i, base = sp_registry_count();
+    int i, base = sp_registry_count();
 
     memset(&log, 0, sizeof(log));
-    memset(&r, 0, sizeof(r));
-    if (sp_redis_start(&r, &opts) != 0) {
-        CHECKF(0, "redis-server did not start");
-        sp_redis_destroy(&r);
-        return;
-    }
-    drain_events();
-    sp_checker_set_config(&slow);
-    {
-        sp_address addr = {"127.0.0.1", r.port, NULL, NULL, NULL, 0};
-        ep = sp_registry_bind("ck-mass", "redis://ck-mass", 4, &addr, &created);
-    }
+    ep = watched_endpoint(&r, "ck-mass", "redis://ck-mass", &slow);
     if (ep == NULL) {
-        CHECK(ep != NULL);
-        sp_redis_destroy(&r);
         return;
     }
-    sp_endpoint_pool_added(ep, 1);
-    CHECK(sp_checker_ensure_running() == 0);
-    CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
     for (i = 0; i < 3; i++) {
         busy[i] = socket_conn(ep, r.port, &id);
         CHECK(busy[i] != NULL);
@@ -420,11 +426,7 @@ test_checker_mass_hangup_live_server(void)
     CHECK(ep->peer_hangups >= 2);
     CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
 
-    sp_checker_stop();
-    fast_config();
-    cleanup_endpoint(ep);
-    CHECK(sp_registry_count() == base);
-    sp_redis_destroy(&r);
+    end_watched(ep, &r, base);
 }
 
 static void
