@@ -255,6 +255,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         st = SP_PROBE_OK;
     }
     if (st == SP_PROBE_OK) {
+        ep->suspect_until = 0;  /* it answers: callers may queue again */
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
@@ -386,6 +387,32 @@ check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
 }
 
 typedef struct {
+    const sp_watch_hit *hits;
+    int n;
+} hit_list;
+
+static int
+suspect_one(sp_endpoint *ep, void *arg)
+{
+    hit_list *hl = arg;
+    for (int i = 0; i < hl->n; i++) {
+        if (hl->hits[i].serial == ep->serial) {
+            sp_endpoint_suspect(ep, hl->hits[i].sockets, sp_now() + 0.005);
+        }
+    }
+    return 0;
+}
+
+/* Marks every endpoint in hits[0..n) suspect for 5 ms (or until its
+ * probe answers): callers that would queue fail fast meanwhile. */
+static void
+mark_suspects(const sp_watch_hit *hits, int n)
+{
+    hit_list hl = {hits, n};
+    sp_registry_foreach(suspect_one, &hl);
+}
+
+typedef struct {
     double next_due;          /* the earliest probe due, over all endpoints */
     const sp_watch_hit *hung; /* endpoints a server hung up on */
     int n_hung;
@@ -501,7 +528,9 @@ checker_main(void *arg)
                 n_hung = sp_watch_wait(until - sp_now(), hung, 64);
                 n_hung = n_hung < 0 ? 0 : n_hung;
                 if (n_hung > 0) {
-                    /* The first hangup of a burst: take in the rest. */
+                    /* The first hangup of a burst: no more queueing until
+                     * the probe answers, then take in the rest. */
+                    mark_suspects(hung, n_hung);
                     n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
                 }
                 pthread_mutex_lock(&ck.lock);

@@ -549,7 +549,11 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
             return SP_ACQ_SLOT;
         }
     }
-    if (refused_by_state_locked(ep)) {
+    if (refused_by_state_locked(ep) ||
+        (ep->state == SP_STATE_READY && ep->suspect_until > 0 && sp_now() < ep->suspect_until)) {
+        /* Paused, or the server just hung up on us and the checker is
+         * finding out why: queueing now would mean waking up behind every
+         * thread the pause fails, so fail fast. */
         ep->refused_by_state++;
         pthread_mutex_unlock(&ep->lock);
         return SP_ACQ_PAUSED;
@@ -572,6 +576,17 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
     return SP_ACQ_QUEUED;
+}
+
+void
+sp_endpoint_suspect(sp_endpoint *ep, int sockets, double until)
+{
+    pthread_mutex_lock(&ep->lock);
+    if (ep->state == SP_STATE_READY) {
+        ep->suspect_until = until;
+        ep->suspect_sockets = sockets;
+    }
+    pthread_mutex_unlock(&ep->lock);
 }
 
 /* The waiter is off the queue and settled: nobody signals it any more. */
@@ -890,6 +905,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
     ep->state = s;
     ep->state_since = sp_wall();
     ep->transitions++;
+    ep->suspect_until = 0;
     if (s == SP_STATE_PAUSED) {
         /* Nothing from before an outage is ever handed out again: idle
          * connections go now, busy ones when they come back. */
@@ -929,6 +945,8 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->refused_by_state = ep->refused_by_state;
     out->dead_idle_closed = ep->dead_idle_closed;
     out->peer_hangups = ep->peer_hangups;
+    out->suspect_until = ep->suspect_until;
+    out->suspect_sockets = ep->suspect_sockets;
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
     out->wait_time_total = ep->wait_time_total;

@@ -136,6 +136,10 @@ typedef struct sp_endpoint {
     uint64_t generation;
     int max_connecting;       /* recovering: connections allowed to be created at once */
     int probe_requested;      /* a request thread saw a failure: probe now */
+    double suspect_until;     /* sp_now(): the server just closed sockets on us;
+                               * until then (or the probe's answer) a caller
+                               * that would queue fails fast instead */
+    int suspect_sockets;      /* how many it closed */
     double next_probe;        /* sp_now() of the next scheduled probe */
     double backoff;           /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
@@ -186,6 +190,8 @@ typedef struct {
     uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
     uint64_t refused_by_state, dead_idle_closed, peer_hangups, transitions, connect_failures;
     double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
+    double suspect_until;
+    int suspect_sockets;
 } sp_stats;
 
 void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
@@ -245,6 +251,11 @@ void sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after);
 void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after);
 /* Forgets every in-use record of `pool` (the pool is going away). */
 void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after);
+
+/* The server just closed `sockets` of our sockets: until `until` (or a
+ * state change, or the probe's answer) callers that would have to queue
+ * fail fast instead. Only while ready. */
+void sp_endpoint_suspect(sp_endpoint *ep, int sockets, double until);
 
 /* Health. Called by the checker (and by failure reports). */
 void sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason,

@@ -247,6 +247,14 @@ sp_pool_raise_unavailable(PoolCore *self)
     char msg[700];
     sp_endpoint_stats(self->ep, &s);
     double ago = sp_wall() - s.state_since;
+    if (s.state == SP_STATE_READY && s.suspect_until > 0) {
+        PyOS_snprintf(msg, sizeof(msg),
+                      "%s just closed %d of our connections; failing fast instead of waiting "
+                      "while the health checker finds out whether it is down",
+                      self->ep->label, s.suspect_sockets);
+        PyErr_SetString(self->st->ServerUnavailableError, msg);
+        return tell_failure(self);
+    }
     /* PyErr_Format has no %f: format here. */
     PyOS_snprintf(msg, sizeof(msg), "%s is %s since %.1fs ago: %s%s%s%s; failing fast",
                   self->ep->label, sp_state_name(s.state), ago, s.state_reason,

@@ -425,6 +425,7 @@ test_checker_mass_hangup_live_server(void)
     CHECKF(strstr(log.reasons, "of our 3 connections at once") != NULL, "%s", log.reasons);
     CHECK(ep->peer_hangups >= 2);
     CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
+    CHECK(ep->suspect_until == 0);  /* callers may queue again */
 
     end_watched(ep, &r, base);
 }
