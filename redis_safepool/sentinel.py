@@ -197,6 +197,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         self._retired: Dict[int, Any] = {}           # id -> retired pool with connections out
         self._out: Dict[int, int] = {}                # id(inner pool) -> connections handed out
         self._master: Optional[Address] = None
+        self._master_since = float("-inf")  # when the lookup behind _master started
         self._closed = False
         self._replicas: List[Address] = []
         self._replica_rr = 0
@@ -217,17 +218,21 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         a cached answer from before a failover would let a connection reach
         a restarted old master that still believes it is master)."""
         manager = self.sentinel_manager
+        since = None
         if isinstance(manager, SafeSentinel):
             manager.discover_master(self.service_name, fresh=fresh)
             # Lookups are merged and may finish out of order: bind the answer
             # of the most recently *started* one, never a slow older one that
             # still names the master from before a failover.
-            address = manager.latest_master(self.service_name)
+            since, address = manager.latest_master_since(self.service_name)
         else:
             address = tuple(manager.discover_master(self.service_name))
         address = (str(address[0]), int(address[1]))
-        self._bind_master(address)
-        return address
+        self._bind_master(address, since)
+        with self._state_lock:
+            # An answer older than the one bound meanwhile was not bound:
+            # the newest answer is where the master is.
+            return self._master if since is not None and self._master is not None else address
 
     @property
     def master_address(self) -> Optional[Address]:
@@ -247,8 +252,14 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         except ConnectionError:
             pass
 
-    def _bind_master(self, address: Address) -> None:
+    def _bind_master(self, address: Address, since: Optional[float] = None) -> None:
         with self._state_lock:
+            if since is not None:
+                if since < self._master_since:
+                    # Another thread bound a newer answer while this one was
+                    # on its way: never go back to an older master.
+                    return
+                self._master_since = since
             if address == self._master and (self._closed or address in self._inner):
                 return
             old = self._inner.pop(self._master, None) if self._master is not None else None
@@ -538,10 +549,17 @@ class SafeSentinel(Sentinel):
 
     def latest_master(self, service_name: str) -> Address:
         """The answer of the most recently started successful lookup."""
+        return self.latest_master_since(service_name)[1]
+
+    def latest_master_since(self, service_name: str) -> Tuple[float, Address]:
+        """(when that lookup started, its answer)."""
         known = self._known_masters.get(service_name)
         if known is None or known[1] is None:
-            return self.discover_master(service_name, fresh=True)
-        return known[1]
+            self.discover_master(service_name, fresh=True)
+            known = self._known_masters.get(service_name)
+        if known is None or known[1] is None:
+            raise MasterNotFoundError(f"No master found for {service_name!r}")
+        return known[0], known[1]
 
     def _discover_master(self, service_name: str) -> Address:
         started = time.monotonic()
