@@ -320,6 +320,9 @@ def test_maxclients_reached(redis_server_factory, make_pool, wait_until, fast_ch
     client = redis.Redis(connection_pool=pool)
     client.set("k", "v")
     pool.disconnect()
+    # the server frees our closed connections on its own time: fill it only
+    # after (otherwise a slot frees up mid-test and the probe finds room)
+    wait_until(lambda: server.connected_clients() == 0, what="our connections gone")
     socks = fill_server(server, 64)
     try:
         # the first refusal turns the endpoint overloaded; later acquires do not storm
