@@ -366,7 +366,9 @@ check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
      * this, a probe that lands in a dying server's listen backlog waits for
      * the listener to close, and callers pile up meanwhile. */
     int open = ep->in_use + ep->idle;
-    if (check && sockets >= 2 && 2 * sockets >= open) {
+    /* open >= 2: hangups of sockets the pool no longer holds (a stale tag
+     * in the watch) say nothing about the pool's connections. */
+    if (check && sockets >= 2 && open >= 2 && 2 * sockets >= open) {
         char reason[160];
         snprintf(reason, sizeof(reason),
                  "server down or restarting: it closed %d of our %d connections at once; "
