@@ -97,7 +97,6 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
     }
 }
 
-
 /* Closes the server side of records the checker buried (with no lock
  * held: shutdown() on our end; the fd itself stays open until a Python
  * thread disposes of the object, so no fd number is reused under anyone),
@@ -235,7 +234,6 @@ check_idle(sp_endpoint *ep, double now)
     }
     close_buried(ep, &after);
 }
-
 
 /* ---- probes ------------------------------------------------------------------ */
 
@@ -393,14 +391,24 @@ typedef struct {
     int n;
 } hit_list;
 
+/* How many of `ep`'s sockets hung up, per the watch (0: none). */
+static int
+hangups_of(const hit_list *hl, const sp_endpoint *ep)
+{
+    for (int i = 0; i < hl->n; i++) {
+        if (hl->hits[i].serial == ep->serial) {
+            return hl->hits[i].sockets;
+        }
+    }
+    return 0;
+}
+
 static int
 suspect_one(sp_endpoint *ep, void *arg)
 {
-    hit_list *hl = arg;
-    for (int i = 0; i < hl->n; i++) {
-        if (hl->hits[i].serial == ep->serial) {
-            sp_endpoint_suspect(ep, hl->hits[i].sockets, sp_now() + 0.005);
-        }
+    int sockets = hangups_of(arg, ep);
+    if (sockets > 0) {
+        sp_endpoint_suspect(ep, sockets, sp_now() + 0.005);
     }
     return 0;
 }
@@ -416,8 +424,7 @@ mark_suspects(const sp_watch_hit *hits, int n)
 
 typedef struct {
     double next_due;          /* the earliest probe due, over all endpoints */
-    const sp_watch_hit *hung; /* endpoints a server hung up on */
-    int n_hung;
+    hit_list hung;            /* endpoints a server hung up on */
 } tick_state;
 
 static int
@@ -431,11 +438,9 @@ tick_endpoint(sp_endpoint *ep, void *arg)
      * dead before a burst pause would drain them with the rest. */
     double now = sp_now();
     check_idle(ep, now);
-    for (int i = 0; i < ts->n_hung; i++) {
-        if (ts->hung[i].serial == ep->serial) {
-            check_hangup(ep, &cfg, ts->hung[i].sockets);
-            break;
-        }
+    int sockets = hangups_of(&ts->hung, ep);
+    if (sockets > 0) {
+        check_hangup(ep, &cfg, sockets);
     }
 
     pthread_mutex_lock(&ep->lock);
@@ -515,7 +520,7 @@ checker_main(void *arg)
         ck.wake = 0;
         pthread_mutex_unlock(&ck.lock);
 
-        tick_state ts = {sp_now() + (interval < 0.25 ? interval : 0.25), hung, n_hung};
+        tick_state ts = {sp_now() + (interval < 0.25 ? interval : 0.25), {hung, n_hung}};
         if (enabled) {
             sp_registry_foreach(tick_endpoint, &ts);
         }

@@ -171,32 +171,6 @@ idle_unlink(sp_endpoint *ep, sp_conn *rec)
     ep->idle--;
 }
 
-/* Oldest idle connection of `flavor` for a health check, checked out to
- * `pool`: only while ready and nobody waits, so a check never takes a
- * connection a caller could have had. NULL when there is none. */
-sp_conn *
-sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor)
-{
-    sp_conn *found = NULL;
-    pthread_mutex_lock(&ep->lock);
-    if (ep->wait_head == NULL && ep->state == SP_STATE_READY) {
-        for (sp_conn *rec = ep->idle_top; rec; rec = rec->next) {
-            if (rec->flavor == flavor) {
-                found = rec;
-            }
-        }
-        if (found) {
-            idle_unlink(ep, found);
-            found->state = SP_CONN_INUSE;
-            found->owner = pool;
-            found->lease++;
-            ep->in_use++;
-        }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    return found;
-}
-
 /* Newest idle connection of `flavor`, or NULL. */
 static sp_conn *
 idle_find(sp_endpoint *ep, uint32_t flavor)
@@ -369,6 +343,28 @@ checkout_locked(sp_endpoint *ep, sp_conn *rec, void *pool)
     rec->lease++;
     ep->in_use++;
     return rec;
+}
+
+/* Oldest idle connection of `flavor` for a health check, checked out to
+ * `pool`: only while ready and nobody waits, so a check never takes a
+ * connection a caller could have had. NULL when there is none. */
+sp_conn *
+sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor)
+{
+    sp_conn *found = NULL;
+    pthread_mutex_lock(&ep->lock);
+    if (ep->wait_head == NULL && ep->state == SP_STATE_READY) {
+        for (sp_conn *rec = ep->idle_top; rec; rec = rec->next) {
+            if (rec->flavor == flavor) {
+                found = rec;
+            }
+        }
+        if (found) {
+            checkout_locked(ep, found, pool);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return found;
 }
 
 /* The budget is full, but only with idle connections of other flavors
