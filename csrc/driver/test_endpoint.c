@@ -94,6 +94,22 @@ finish(sp_endpoint *ep)
     sp_endpoint_free(ep);
 }
 
+/* One connection of POOL_A (flavor 1) on a new endpoint: 1, or 0 when
+   either could not be made (the endpoint is finished then). */
+static int
+connect_one(sp_endpoint *ep, tp_payload **p)
+{
+    if (ep == NULL) {
+        return 0;
+    }
+    *p = tp_connect(ep, POOL_A, 1, -1);
+    if (*p == NULL) {
+        finish(ep);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- single-threaded ------------------------------------------------------ */
 
 static void
@@ -215,12 +231,7 @@ test_suspect_window(void)
     tp_payload *p, *got;
     sp_after after = {0};
 
-    if (ep == NULL) {
-        return;
-    }
-    p = tp_connect(ep, POOL_A, 1, -1);
-    if (p == NULL) {
-        finish(ep);
+    if (!connect_one(ep, &p)) {
         return;
     }
     sp_endpoint_suspect(ep, 3, sp_now() + 60.0);
@@ -360,12 +371,7 @@ test_cancel_gives_back(void)
     sp_after after = {0};
     tp_payload *p, *got;
 
-    if (ep == NULL) {
-        return;
-    }
-    p = tp_connect(ep, POOL_A, 1, -1);
-    if (p == NULL) {
-        finish(ep);
+    if (!connect_one(ep, &p)) {
         return;
     }
     /* Handed a connection, then cancelled: it goes back to the idle stack. */
@@ -422,12 +428,7 @@ test_flavor_mismatch(void)
     tp_payload *p, *q, *got;
     sp_conn *c = NULL;
 
-    if (ep == NULL) {
-        return;
-    }
-    p = tp_connect(ep, POOL_A, 1, -1);
-    if (p == NULL) {
-        finish(ep);
+    if (!connect_one(ep, &p)) {
         return;
     }
     /* Head waiter wants flavor 2: the released flavor-1 connection is
