@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Optional
 
 from . import _core
 
@@ -25,13 +25,14 @@ def watch(pool: Any) -> None:
             threading.Thread(target=_run, name="redis-safepool-tls-probe", daemon=True).start()
 
 
-def probe_once(pool: Any) -> bool:
+def probe_once(pool: Any, timeout: Optional[float] = None) -> bool:
     """PING through the oldest idle connection of ``pool``; False when none was free.
 
     A failure is reported to the endpoint as a request thread's would be:
     ``LOADING`` pauses it, a dead socket asks the checker for a probe. The
     connection is taken only while the endpoint is ready and nobody waits,
-    and the reply must come within the checker's ``probe_timeout``.
+    and the reply must come within ``timeout`` (default: the checker's
+    ``probe_timeout``).
     """
     conn = pool._take_idle()
     if conn is None:
@@ -40,7 +41,8 @@ def probe_once(pool: Any) -> bool:
         sock = getattr(conn, "_sock", None)
         saved = sock.gettimeout() if sock is not None else None
         if sock is not None:
-            sock.settimeout(_core.checker_config()["probe_timeout"])
+            sock.settimeout(timeout if timeout is not None
+                            else _core.checker_config()["probe_timeout"])
         conn.send_command("PING")
         conn.read_response()
         if sock is not None:
@@ -66,7 +68,7 @@ def _run() -> None:
             if pool._closed or pool.endpoint in done:
                 continue
             try:
-                if probe_once(pool):
+                if probe_once(pool, config["probe_timeout"]):
                     done.add(pool.endpoint)
             except Exception:  # a pool closed under us: skip it this round
                 continue
