@@ -34,6 +34,8 @@ static struct {
 
 static int cond_ready;
 
+#define KNOCK_INTERVAL 0.02   /* seconds between knocks; jittered to 10-20 ms */
+
 /* xorshift64*: jitter only, seeded per thread start. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
@@ -237,6 +239,20 @@ check_idle(sp_endpoint *ep, double now)
 
 /* ---- probes ------------------------------------------------------------------ */
 
+/* Paused and refused: knock again in 10-20 ms (see "probes in flight");
+ * anything else (a timeout: maybe a black hole) keeps the backoff. Returns
+ * the wait until the next probe. */
+static double
+knock_schedule_locked(sp_endpoint *ep, const sp_probe_result *res, double backoff_wait)
+{
+    ep->probe_knock = sp_probe_result_refused(res);
+    if (!ep->probe_knock) {
+        return backoff_wait;
+    }
+    double knock = jitter(KNOCK_INTERVAL);
+    return knock < backoff_wait ? knock : backoff_wait;
+}
+
 static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
@@ -245,6 +261,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     char reason[200];
     pthread_mutex_lock(&ep->lock);
     ep->probes++;
+    ep->probe_knock = 0;
     sp_probe_status st = res->status;
     if (st == SP_PROBE_AUTH) {
         /* It answered: the server is up; the pool's own handshake will
@@ -302,6 +319,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_PROBE_DOWN:
             snprintf(reason, sizeof(reason), "server down: %s", res->error);
             change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+            wait = knock_schedule_locked(ep, res, wait);
             break;
         case SP_PROBE_LOADING:
             snprintf(reason, sizeof(reason), "server is loading its dataset (eta %.0fs)",
@@ -326,22 +344,236 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     close_buried(ep, &after);
 }
 
-/* The probe speaks plain RESP, which a TLS port answers with a reset. For
+/* ---- probes in flight ---------------------------------------------------------
+ *
+ * Every probe is a non-blocking state machine (probe.h) run by this thread's
+ * event loop, each with its own deadline: a server that accepts and never
+ * answers (SIGSTOP, a black hole) costs its own probe's timeout and nobody
+ * else's, and stopping the thread never waits for a probe.
+ *
+ * The probe speaks plain RESP, which a TLS port answers with a reset. For
  * TLS endpoints it is a bare TCP connect: refused is down, accepted is up
  * (no run_id); LOADING, max clients and dead sockets are learnt from the
- * pool's own connections (their errors are reported, idle ones polled). */
-static void
-probe_endpoint(sp_endpoint *ep, const sp_probe_target *t, sp_probe_result *res)
+ * pool's own connections (their errors are reported, idle ones polled).
+ *
+ * While paused with nothing listening, the probe is a bare connect every
+ * 10-20 ms ("knock", jittered so processes do not fall in step): refused
+ * costs one SYN and one RST on the server's host, and the moment the
+ * server listens again a full probe follows at once. */
+
+typedef struct {
+    sp_endpoint *ep;          /* a reference is held while in flight */
+    int counted;              /* the probe holds a slot of the budget */
+    int knock;                /* bare connect while paused */
+    sp_probe_op op;
+} flight;
+
+/* The probes in flight. The array is the checker thread's; it changes
+ * only under ck.lock so that a fork (which takes ck.lock) sees it whole. */
+static flight **flights;
+static int n_flights, cap_flights;
+
+static void apply_probe(sp_endpoint *ep, const sp_probe_result *res,
+                        const sp_checker_config *cfg, double now);
+static void probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg);
+
+static flight *
+flight_of(const sp_endpoint *ep)
 {
-    if (ep->tls) {
-        sp_probe_reachable(t, res);
+    for (int i = 0; i < n_flights; i++) {
+        if (flights[i]->ep == ep) {
+            return flights[i];
+        }
+    }
+    return NULL;
+}
+
+/* A knock that got in: the server listens again; probe it for real now. */
+static void
+apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+            double now)
+{
+    if (res->status != SP_PROBE_OK) {
+        apply_probe(ep, res, cfg, now);
+        return;
+    }
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_knock = 0;
+    ep->probe_requested = 0;
+    int counted = ep->total < ep->max_connections;
+    if (counted) {
+        ep->total++;          /* the probe's own connection counts */
+        ep->connecting++;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    probe_start(ep, counted, cfg);
+}
+
+/* A probe ended: give its slot back and act on its answer. */
+static void
+flight_land(flight *fl)
+{
+    sp_checker_config cfg;
+    sp_checker_get_config(&cfg);
+    if (fl->counted) {
+        sp_after after = {0};
+        sp_endpoint_cancel_slot(fl->ep, &after);
+        close_buried(fl->ep, &after);
+    }
+    if (fl->knock) {
+        apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
     }
     else {
-        sp_probe(t, res);
+        apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
+    }
+    /* The request held the password: leave nothing behind. */
+    memset(fl->op.wbuf, 0, sizeof(fl->op.wbuf));
+}
+
+/* Starts a probe of `ep` (counted: it holds a slot the caller took). One
+ * that ends at once (refused on loopback) lands before this returns. */
+static void
+probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
+{
+    flight *fl = malloc(sizeof(*fl));
+    if (fl == NULL) {
+        if (counted) {
+            sp_after after = {0};
+            sp_endpoint_cancel_slot(ep, &after);
+            close_buried(ep, &after);
+        }
+        return;
+    }
+    pthread_mutex_lock(&ep->lock);
+    int knock = ep->probe_knock && ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&ep->lock);
+    fl->ep = ep;
+    fl->counted = counted;
+    fl->knock = knock;
+    sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
+                         cfg->probe_timeout};
+    if (!sp_probe_begin(&fl->op, &t, ep->tls || knock)) {
+        flight_land(fl);
+        free(fl);
+        return;
+    }
+    pthread_mutex_lock(&ck.lock);
+    if (n_flights == cap_flights) {
+        int cap = cap_flights ? 2 * cap_flights : 16;
+        flight **grown = realloc(flights, sizeof(*flights) * (size_t)cap);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&ck.lock);
+            sp_probe_abort(&fl->op);
+            flight_land(fl);
+            free(fl);
+            return;
+        }
+        flights = grown;
+        cap_flights = cap;
+    }
+    sp_registry_ref(ep);
+    flights[n_flights++] = fl;
+    pthread_mutex_unlock(&ck.lock);
+}
+
+static void
+flight_remove(int i)
+{
+    flight *fl = flights[i];
+    pthread_mutex_lock(&ck.lock);
+    flights[i] = flights[--n_flights];
+    pthread_mutex_unlock(&ck.lock);
+    flight_land(fl);
+    sp_registry_unbind(fl->ep);
+    free(fl);
+}
+
+/* Moves every probe on: revents[i] tells what poll() saw on flight i's
+ * socket (0: nothing; it is only checked against its deadline). */
+static void
+flights_run(const struct pollfd *pfd)
+{
+    double now = sp_now();
+    for (int i = n_flights - 1; i >= 0; i--) {
+        flight *fl = flights[i];
+        int pending = 1;
+        if (pfd == NULL || pfd[i].revents) {
+            pending = sp_probe_continue(&fl->op);
+        }
+        if (pending) {
+            pending = sp_probe_expire(&fl->op, now);
+        }
+        if (!pending) {
+            flight_remove(i);  /* the last one moves to i: already run */
+        }
     }
 }
 
-/* The server closed one of our sockets (watch.h): probe it now. A server
+/* Ends every probe at once (the thread is stopping). */
+static void
+flights_abort_all(void)
+{
+    while (n_flights > 0) {
+        sp_probe_abort(&flights[n_flights - 1]->op);
+        flight_remove(n_flights - 1);
+    }
+    pthread_mutex_lock(&ck.lock);
+    free(flights);
+    flights = NULL;
+    cap_flights = 0;
+    pthread_mutex_unlock(&ck.lock);
+}
+
+/* Waits until `until` (sp_now() seconds) for a wake-up, a hangup or a
+ * probe's socket, whichever comes first, and moves the probes on. Stores
+ * hangups in hits like sp_watch_wait() and returns their count. Without a
+ * watch, waits in slices of 5 ms so that wake-ups on ck.cond are seen. */
+static int
+wait_events(double until, sp_watch_hit *hits, int max, int watching)
+{
+    if (n_flights == 0 && watching) {
+        int n = sp_watch_wait(until - sp_now(), hits, max);
+        return n < 0 ? 0 : n;
+    }
+    struct pollfd stack_pfd[65];
+    struct pollfd *pfd = stack_pfd;
+    if (n_flights + 1 > 65) {
+        pfd = malloc(sizeof(*pfd) * (size_t)(n_flights + 1));
+        if (pfd == NULL) {
+            flights_run(NULL);
+            return 0;
+        }
+    }
+    for (int i = 0; i < n_flights; i++) {
+        pfd[i + 1].fd = flights[i]->op.fd;
+        pfd[i + 1].events = flights[i]->op.want;
+        pfd[i + 1].revents = 0;
+        if (flights[i]->op.deadline < until) {
+            until = flights[i]->op.deadline;
+        }
+    }
+    pfd[0].fd = watching ? sp_watch_fd() : -1;  /* poll() skips a negative fd */
+    pfd[0].events = POLLIN;
+    pfd[0].revents = 0;
+    if (!watching && until > sp_now() + 0.005) {
+        until = sp_now() + 0.005;
+    }
+    double left = until - sp_now();
+    int ms = left <= 0 ? 0 : left > 3600 ? 3600000 : (int)(left * 1000.0) + 1;
+    int n = 0;
+    if (poll(pfd, (nfds_t)n_flights + 1, ms) > 0 && pfd[0].revents) {
+        n = sp_watch_wait(0, hits, max);
+        n = n < 0 ? 0 : n;
+    }
+    flights_run(pfd + 1);
+    if (pfd != stack_pfd) {
+        free(pfd);
+    }
+    return n;
+}
+
+/* The server closed one of our sockets (watch.h): probe it now (returns 1
+ * when the caller should, with no slot of the budget). A server
  * that is dying refuses the connect, or resets it from its listen backlog
  * as the process goes (its client sockets may close a moment before its
  * listener); either way the probe says down and the endpoint pauses before
@@ -350,8 +582,8 @@ probe_endpoint(sp_endpoint *ep, const sp_probe_target *t, sp_probe_result *res)
  * usual. The probe may take a slot the budget has no room for, but never
  * goes over it on the server's side: the socket that hung up no longer
  * counts there. */
-static void
-check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
+static int
+check_hangup(sp_endpoint *ep, int sockets)
 {
     sp_after after = {0};
     pthread_mutex_lock(&ep->lock);
@@ -376,14 +608,7 @@ check_hangup(sp_endpoint *ep, const sp_checker_config *cfg, int sockets)
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
-    if (!check) {
-        return;
-    }
-    sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
-                         cfg->probe_timeout};
-    sp_probe_result res;
-    probe_endpoint(ep, &t, &res);
-    apply_probe(ep, &res, cfg, sp_now());
+    return check;  /* probe now: see probe_now() */
 }
 
 typedef struct {
@@ -439,12 +664,18 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     double now = sp_now();
     check_idle(ep, now);
     int sockets = hangups_of(&ts->hung, ep);
-    if (sockets > 0) {
-        check_hangup(ep, &cfg, sockets);
+    int in_flight = flight_of(ep) != NULL;
+    if (sockets > 0 && check_hangup(ep, sockets) && !in_flight) {
+        pthread_mutex_lock(&ep->lock);
+        ep->probe_requested = 0;
+        pthread_mutex_unlock(&ep->lock);
+        probe_start(ep, 0, &cfg);
+        in_flight = flight_of(ep) != NULL;
     }
 
     pthread_mutex_lock(&ep->lock);
-    int due = ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    /* One probe at a time per endpoint: the one in flight answers. */
+    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
     /* While ready, a probe takes a spare slot only, never the last free one
      * unless an idle connection can serve a caller meanwhile: nobody is
      * refused or kept waiting because of a probe. With nothing to spare,
@@ -482,21 +713,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     close_buried(ep, &full);
 
     if (due) {
-        sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
-                             cfg.probe_timeout};
-        sp_probe_result res;
-        probe_endpoint(ep, &t, &res);
-        if (due == 1) {
-            sp_after after = {0};
-            sp_endpoint_cancel_slot(ep, &after);  /* gives the probe's slot back */
-            close_buried(ep, &after);
-        }
-        apply_probe(ep, &res, &cfg, sp_now());
+        probe_start(ep, due == 1, &cfg);  /* the slot goes back when it lands */
+        in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
         ep_next = ep->next_probe;
         pthread_mutex_unlock(&ep->lock);
     }
-    if (ep_next < ts->next_due) {
+    /* A probe in flight wakes the loop itself (its socket, its deadline). */
+    if (!in_flight && ep_next < ts->next_due) {
         ts->next_due = ep_next;
     }
     return 0;
@@ -530,10 +754,9 @@ checker_main(void *arg)
         if (!ck.stopping && !ck.wake) {
             double floor = sp_now() + 0.005;  /* never spin */
             double until = ts.next_due > floor ? ts.next_due : floor;
-            if (watching) {
+            if (watching || n_flights > 0) {
                 pthread_mutex_unlock(&ck.lock);
-                n_hung = sp_watch_wait(until - sp_now(), hung, 64);
-                n_hung = n_hung < 0 ? 0 : n_hung;
+                n_hung = wait_events(until, hung, 64, watching);
                 if (n_hung > 0) {
                     /* The first hangup of a burst: no more queueing until
                      * the probe answers, then take in the rest. */
@@ -549,6 +772,7 @@ checker_main(void *arg)
         }
     }
     pthread_mutex_unlock(&ck.lock);
+    flights_abort_all();
     return NULL;
 }
 
@@ -634,4 +858,16 @@ sp_checker_after_fork_child(void)
     ck.running = 0;
     ck.stopping = 0;
     ck.wake = 0;
+    /* The parent's probes in flight: their sockets are copies here, their
+     * slots were zeroed with the counts; drop them with their references. */
+    for (int i = 0; i < n_flights; i++) {
+        if (flights[i]->op.fd >= 0) {
+            close(flights[i]->op.fd);
+        }
+        sp_registry_unbind(flights[i]->ep);
+        free(flights[i]);
+    }
+    free(flights);
+    flights = NULL;
+    n_flights = cap_flights = 0;
 }

@@ -141,6 +141,9 @@ typedef struct sp_endpoint {
                                * that would queue fails fast instead */
     int suspect_sockets;      /* how many it closed */
     double next_probe;        /* sp_now() of the next scheduled probe */
+    int probe_knock;          /* paused, and nothing listened at the last
+                               * probe: the next one is a bare connect on a
+                               * short cadence (checker.c, probe scheduling) */
     double backoff;           /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
 

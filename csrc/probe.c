@@ -1,4 +1,4 @@
-/* Blocking RESP health probe: connect, AUTH, PING, INFO; classify answer. */
+/* RESP health probe as a non-blocking state machine: connect, AUTH, PING, INFO; classify answer. */
 #include "probe.h"
 
 #include <arpa/inet.h>
@@ -22,8 +22,6 @@
 #define MSG_NOSIGNAL 0      /* platforms with SO_NOSIGPIPE instead */
 #endif
 
-#define SP_PROBE_RBUF 16384             /* largest reply we accept */
-#define SP_PROBE_WBUF 4096              /* largest request we send */
 #define SP_RESP_MAX_DEPTH 8
 #define SP_RESP_MAX_BULK (512LL * 1024 * 1024)
 #define SP_PROBE_DEFAULT_TIMEOUT 1.0
@@ -373,35 +371,7 @@ sp_fd_idle_ok(int fd)
 }
 
 /* ------------------------------------------------------------------ */
-/* socket I/O                                                          */
-
-/* 1 ready, 0 deadline passed, -1 poll error (errno set). */
-static int
-wait_fd(int fd, short events, double deadline)
-{
-    for (;;) {
-        struct pollfd p;
-        int ms = ms_left(deadline);
-        int r;
-
-        p.fd = fd;
-        p.events = events;
-        p.revents = 0;
-        r = poll(&p, 1, ms);
-        if (r > 0) {
-            return 1;
-        }
-        if (r == 0) {
-            if (ms == 0 || now_mono() >= deadline) {
-                return 0;
-            }
-            continue;
-        }
-        if (errno != EINTR) {
-            return -1;
-        }
-    }
-}
+/* sockets                                                             */
 
 static int
 open_socket(int family)
@@ -432,17 +402,17 @@ open_socket(int family)
     return fd;
 }
 
-/* Connect one address.  Returns the fd, or -1 with *err = errno value
-   (ETIMEDOUT when the deadline passed) and *local = 1 when socket()
-   itself failed. */
+/* Starts a non-blocking connect of one address.  Returns the fd with
+   *pending = 1 while the connect is in progress (0: connected at once), or
+   -1 with *err = errno value and *local = 1 when socket() itself failed. */
 static int
-connect_addr(const struct sockaddr *sa, socklen_t salen, double deadline,
-             int *err, int *local)
+connect_start(const struct sockaddr *sa, socklen_t salen, int *pending,
+              int *err, int *local)
 {
-    int fd, r, soerr;
-    socklen_t sl = sizeof(soerr);
+    int fd, r;
 
     *local = 0;
+    *pending = 0;
     fd = open_socket(sa->sa_family);
     if (fd < 0) {
         *err = errno;
@@ -457,27 +427,13 @@ connect_addr(const struct sockaddr *sa, socklen_t salen, double deadline,
     if (r == 0) {
         return fd;
     }
-    if (errno != EINPROGRESS && errno != EINTR) {
-        *err = errno;
-        close(fd);
-        return -1;
+    if (errno == EINPROGRESS || errno == EINTR) {
+        *pending = 1;
+        return fd;
     }
-    r = wait_fd(fd, POLLOUT, deadline);
-    if (r <= 0) {
-        *err = r == 0 ? ETIMEDOUT : errno;
-        close(fd);
-        return -1;
-    }
-    soerr = 0;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
-        soerr = errno;
-    }
-    if (soerr != 0) {
-        *err = soerr;
-        close(fd);
-        return -1;
-    }
-    return fd;
+    *err = errno;
+    close(fd);
+    return -1;
 }
 
 static void
@@ -516,71 +472,33 @@ connect_failed(sp_probe_result *out, int err, int local, double timeout,
     }
 }
 
-static int probe_connect(const sp_probe_target *t, double timeout, sp_probe_result *out);
-
-sp_probe_status
-sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out)
-{
-    double started = now_mono();
-    double timeout = t->timeout;
-
-    memset(out, 0, sizeof(*out));
-    out->loading_eta = -1;
-    if (!(timeout > 0) || timeout > 3600) {
-        timeout = 1.0;
-    }
-    int fd = probe_connect(t, timeout, out);
-    if (fd >= 0) {
-        close(fd);
-        out->status = SP_PROBE_OK;
-        out->error[0] = '\0';
-    }
-    out->elapsed = now_mono() - started;
-    return out->status;
-}
-
-int
-sp_probe_refused(const sp_probe_target *t, sp_probe_result *out)
-{
-    if (sp_probe_reachable(t, out) != SP_PROBE_DOWN) {
-        return 0;
-    }
-    /* The texts connect_failed() gives ECONNREFUSED and ENOENT. */
-    return strcmp(out->error, "connection refused") == 0 ||
-           strncmp(out->error, "no unix socket", 14) == 0;
-}
-
-/* Returns a connected fd or -1 with out->status/error set. */
+/* Starts connecting op to t.  Returns the fd (op->phase tells whether the
+   connect is still in progress) or -1 with op->res set. */
 static int
-probe_connect(const sp_probe_target *t, double timeout,
-              sp_probe_result *out)
+probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
 {
-    double deadline = now_mono() + timeout;
-    int err = 0, local = 0, fd;
+    int err = 0, local = 0, pending = 0, fd;
+    const char *what = t->unix_path != NULL ? t->unix_path : t->host;
 
     if (t->unix_path != NULL) {
         struct sockaddr_un su;
         size_t pl = strlen(t->unix_path);
 
         if (pl == 0 || pl >= sizeof(su.sun_path)) {
-            set_status(out, SP_PROBE_ERROR, "bad unix socket path");
+            set_status(&op->res, SP_PROBE_ERROR, "bad unix socket path");
             return -1;
         }
         memset(&su, 0, sizeof(su));
         su.sun_family = AF_UNIX;
         memcpy(su.sun_path, t->unix_path, pl + 1);
-        fd = connect_addr((struct sockaddr *)&su, sizeof(su), deadline,
-                          &err, &local);
-        if (fd < 0) {
-            connect_failed(out, err, local, timeout, t->unix_path);
-        }
-        return fd;
+        fd = connect_start((struct sockaddr *)&su, sizeof(su), &pending,
+                           &err, &local);
     }
-    if (t->host == NULL || t->port <= 0 || t->port > 65535) {
-        set_status(out, SP_PROBE_ERROR, "no host/port or unix path");
+    else if (t->host == NULL || t->port <= 0 || t->port > 65535) {
+        set_status(&op->res, SP_PROBE_ERROR, "no host/port or unix path");
         return -1;
     }
-    {
+    else {
         struct sockaddr_in s4;
         struct sockaddr_in6 s6;
 
@@ -589,91 +507,56 @@ probe_connect(const sp_probe_target *t, double timeout,
         if (inet_pton(AF_INET, t->host, &s4.sin_addr) == 1) {
             s4.sin_family = AF_INET;
             s4.sin_port = htons((unsigned short)t->port);
-            fd = connect_addr((struct sockaddr *)&s4, sizeof(s4), deadline,
-                              &err, &local);
-            if (fd < 0) {
-                connect_failed(out, err, local, timeout, t->host);
-            }
-            return fd;
+            fd = connect_start((struct sockaddr *)&s4, sizeof(s4), &pending,
+                               &err, &local);
         }
-        if (inet_pton(AF_INET6, t->host, &s6.sin6_addr) == 1) {
+        else if (inet_pton(AF_INET6, t->host, &s6.sin6_addr) == 1) {
             s6.sin6_family = AF_INET6;
             s6.sin6_port = htons((unsigned short)t->port);
-            fd = connect_addr((struct sockaddr *)&s6, sizeof(s6), deadline,
-                              &err, &local);
-            if (fd < 0) {
-                connect_failed(out, err, local, timeout, t->host);
-            }
-            return fd;
+            fd = connect_start((struct sockaddr *)&s6, sizeof(s6), &pending,
+                               &err, &local);
         }
-    }
-    {
-        struct addrinfo hints, *res = NULL, *ai;
-        char port[16];
-        int rc;
+        else {
+            struct addrinfo hints, *res = NULL, *ai;
+            char port[16];
+            int rc;
 
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = AI_NUMERICSERV;
-        snprintf(port, sizeof(port), "%d", t->port);
-        rc = getaddrinfo(t->host, port, &hints, &res);
-        if (rc != 0 || res == NULL) {
-            sp_probe_status s = (rc == EAI_MEMORY || rc == EAI_SYSTEM)
-                                ? SP_PROBE_ERROR : SP_PROBE_DOWN;
-            set_status(out, s, "cannot resolve %.64s: %s", t->host,
-                       rc != 0 ? gai_strerror(rc) : "no address");
-            if (res != NULL) {
-                freeaddrinfo(res);
+            memset(&hints, 0, sizeof(hints));
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            hints.ai_flags = AI_NUMERICSERV;
+            snprintf(port, sizeof(port), "%d", t->port);
+            rc = getaddrinfo(t->host, port, &hints, &res);
+            if (rc != 0 || res == NULL) {
+                sp_probe_status s = (rc == EAI_MEMORY || rc == EAI_SYSTEM)
+                                    ? SP_PROBE_ERROR : SP_PROBE_DOWN;
+                set_status(&op->res, s, "cannot resolve %.64s: %s", t->host,
+                           rc != 0 ? gai_strerror(rc) : "no address");
+                if (res != NULL) {
+                    freeaddrinfo(res);
+                }
+                return -1;
             }
-            return -1;
-        }
-        fd = -1;
-        err = ECONNREFUSED;
-        for (ai = res; ai != NULL; ai = ai->ai_next) {
-            fd = connect_addr(ai->ai_addr, ai->ai_addrlen, deadline,
-                              &err, &local);
-            if (fd >= 0 || err == ETIMEDOUT) {
-                break;
+            /* The first address whose connect does not fail at once. */
+            fd = -1;
+            err = ECONNREFUSED;
+            for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+                fd = connect_start(ai->ai_addr, ai->ai_addrlen, &pending,
+                                   &err, &local);
             }
+            freeaddrinfo(res);
         }
-        freeaddrinfo(res);
-        if (fd < 0) {
-            connect_failed(out, err, local, timeout, t->host);
-        }
-        return fd;
     }
+    if (fd < 0) {
+        connect_failed(&op->res, err, local, op->timeout, what);
+        return -1;
+    }
+    op->phase = pending ? SP_PROBE_CONNECTING : SP_PROBE_SENDING;
+    return fd;
 }
 
-/* 0 on success, else an errno value (ETIMEDOUT when the deadline passed). */
-static int
-send_all(int fd, const char *buf, size_t len, double deadline)
-{
-    size_t off = 0;
-
-    while (off < len) {
-        ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int r = wait_fd(fd, POLLOUT, deadline);
-            if (r == 0) {
-                return ETIMEDOUT;
-            }
-            if (r < 0) {
-                return errno;
-            }
-            continue;
-        }
-        return n < 0 ? errno : EPIPE;
-    }
-    return 0;
-}
+/* ------------------------------------------------------------------ */
+/* requests                                                            */
 
 typedef struct {
     char *buf;
@@ -711,111 +594,6 @@ w_cmd(wbuf *w, int argc, const char *const *argv)
     }
 }
 
-typedef enum {
-    RD_OK, RD_EOF, RD_TIMEOUT, RD_ERRNO, RD_PROTO, RD_TOOBIG
-} rd_status;
-
-typedef struct {
-    int fd;
-    int err;        /* errno for RD_ERRNO */
-    size_t len;     /* valid bytes in buf */
-    size_t used;    /* bytes at the front already returned as replies */
-    char buf[SP_PROBE_RBUF];
-} reader;
-
-/* Read the next complete reply; *reply / *rlen stay valid until the next
-   call.  Bounded: every iteration either gains bytes (at most the buffer
-   size) or waits no later than the deadline. */
-static rd_status
-read_reply(reader *r, double deadline, const char **reply, size_t *rlen)
-{
-    if (r->used > 0) {
-        memmove(r->buf, r->buf + r->used, r->len - r->used);
-        r->len -= r->used;
-        r->used = 0;
-    }
-    for (;;) {
-        long n = sp_resp_reply_len(r->buf, r->len);
-        ssize_t got;
-
-        if (n > 0) {
-            *reply = r->buf;
-            *rlen = (size_t)n;
-            r->used = (size_t)n;
-            return RD_OK;
-        }
-        if (n < 0) {
-            return RD_PROTO;
-        }
-        if (r->len == sizeof(r->buf)) {
-            return RD_TOOBIG;
-        }
-        got = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len, 0);
-        if (got > 0) {
-            r->len += (size_t)got;
-            continue;
-        }
-        if (got == 0) {
-            return RD_EOF;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int w = wait_fd(r->fd, POLLIN, deadline);
-            if (w == 0) {
-                return RD_TIMEOUT;
-            }
-            if (w < 0) {
-                r->err = errno;
-                return RD_ERRNO;
-            }
-            continue;
-        }
-        r->err = errno;
-        return RD_ERRNO;
-    }
-}
-
-/* A handshake reply (to AUTH or PING) could not be read. */
-static void
-handshake_failed(sp_probe_result *out, reader *r, rd_status st,
-                 double timeout, const char *cmd)
-{
-    char eb[96];
-
-    switch (st) {
-    case RD_TIMEOUT:
-        set_status(out, SP_PROBE_OVERLOADED,
-                   "connected, but no reply to %s within %.3fs", cmd,
-                   timeout);
-        break;
-    case RD_EOF:
-        set_status(out, SP_PROBE_DOWN,
-                   "connection closed by server before replying to %s",
-                   cmd);
-        break;
-    case RD_ERRNO:
-        if (r->err == ECONNRESET) {
-            set_status(out, SP_PROBE_DOWN, "connection reset by peer");
-        }
-        else {
-            set_status(out, SP_PROBE_DOWN, "read: %s",
-                       errno_text(r->err, eb, sizeof(eb)));
-        }
-        break;
-    case RD_PROTO:
-        set_status(out, SP_PROBE_ERROR, "protocol error in reply to %s",
-                   cmd);
-        break;
-    case RD_TOOBIG:
-        set_status(out, SP_PROBE_ERROR, "reply to %s too large", cmd);
-        break;
-    case RD_OK:
-        break;
-    }
-}
-
 /* Payload of a bulk-string reply, or NULL. */
 static const char *
 bulk_payload(const char *reply, size_t rlen, size_t *plen)
@@ -838,28 +616,155 @@ bulk_payload(const char *reply, size_t rlen, size_t *plen)
     return reply + hdr;
 }
 
-/* Read an INFO reply.  Returns 1 if the socket is still usable. */
+/* ------------------------------------------------------------------ */
+/* the state machine                                                   */
+
+typedef enum {
+    RD_OK, RD_AGAIN, RD_EOF, RD_ERRNO, RD_PROTO, RD_TOOBIG
+} rd_status;
+
+/* The command whose reply the current phase waits for. */
+static const char *
+phase_cmd(const sp_probe_op *op)
+{
+    switch (op->phase) {
+    case SP_PROBE_READ_AUTH:
+        return "AUTH";
+    case SP_PROBE_READ_INFO:
+        return "INFO server";
+    case SP_PROBE_SEND_PERSISTENCE:
+    case SP_PROBE_READ_PERSISTENCE:
+        return "INFO persistence";
+    case SP_PROBE_SENDING:
+        return op->have_auth ? "AUTH" : "PING";
+    default:
+        return "PING";
+    }
+}
+
+static void
+finish(sp_probe_op *op)
+{
+    if (op->fd >= 0) {
+        close(op->fd);
+        op->fd = -1;
+    }
+    op->phase = SP_PROBE_DONE;
+    op->res.elapsed = now_mono() - op->started;
+}
+
+static void
+enter(sp_probe_op *op, int phase)
+{
+    op->phase = phase;
+    op->deadline = now_mono() + op->timeout;
+}
+
+/* Next complete reply from the socket, without blocking: RD_AGAIN when
+   more bytes are needed and none are there yet. */
+static rd_status
+next_reply(sp_probe_op *op, const char **reply, size_t *rlen)
+{
+    if (op->rused > 0) {
+        memmove(op->rbuf, op->rbuf + op->rused, op->rlen - op->rused);
+        op->rlen -= op->rused;
+        op->rused = 0;
+    }
+    for (;;) {
+        long n = sp_resp_reply_len(op->rbuf, op->rlen);
+        ssize_t got;
+
+        if (n > 0) {
+            *reply = op->rbuf;
+            *rlen = (size_t)n;
+            op->rused = (size_t)n;
+            return RD_OK;
+        }
+        if (n < 0) {
+            return RD_PROTO;
+        }
+        if (op->rlen == sizeof(op->rbuf)) {
+            return RD_TOOBIG;
+        }
+        got = recv(op->fd, op->rbuf + op->rlen, sizeof(op->rbuf) - op->rlen, 0);
+        if (got > 0) {
+            op->rlen += (size_t)got;
+            continue;
+        }
+        if (got == 0) {
+            return RD_EOF;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return RD_AGAIN;
+        }
+        op->rerr = errno;
+        return RD_ERRNO;
+    }
+}
+
+/* A handshake reply (to AUTH or PING) could not be read. */
+static void
+handshake_failed(sp_probe_op *op, rd_status st)
+{
+    char eb[96];
+    sp_probe_result *out = &op->res;
+    const char *cmd = phase_cmd(op);
+
+    switch (st) {
+    case RD_EOF:
+        set_status(out, SP_PROBE_DOWN,
+                   "connection closed by server before replying to %s", cmd);
+        break;
+    case RD_ERRNO:
+        if (op->rerr == ECONNRESET) {
+            set_status(out, SP_PROBE_DOWN, "connection reset by peer");
+        }
+        else {
+            set_status(out, SP_PROBE_DOWN, "read: %s",
+                       errno_text(op->rerr, eb, sizeof(eb)));
+        }
+        break;
+    case RD_PROTO:
+        set_status(out, SP_PROBE_ERROR, "protocol error in reply to %s", cmd);
+        break;
+    case RD_TOOBIG:
+        set_status(out, SP_PROBE_ERROR, "reply to %s too large", cmd);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Reads one INFO reply into op->res.  Returns 0 when it is done (read or
+   unusable), 1 when more bytes are needed. */
 static int
-read_info(reader *r, double deadline, const char *section,
-          sp_probe_result *out, int is_persistence)
+step_info(sp_probe_op *op, int is_persistence)
 {
     const char *reply = NULL, *payload;
     size_t rlen = 0, plen = 0;
-    rd_status st = read_reply(r, deadline, &reply, &rlen);
+    const char *section = is_persistence ? "persistence" : "server";
+    sp_probe_result *out = &op->res;
+    rd_status st = next_reply(op, &reply, &rlen);
     char val[48];
 
+    if (st == RD_AGAIN) {
+        return 1;
+    }
     if (st != RD_OK) {
         if (out->status == SP_PROBE_OK) {
             snprintf(out->error, sizeof(out->error),
                      "INFO %s: no usable reply", section);
         }
+        op->info_broken = 1;
         return 0;
     }
     payload = bulk_payload(reply, rlen, &plen);
     if (payload == NULL) {
         if (out->status == SP_PROBE_OK) {
-            int w = snprintf(out->error, sizeof(out->error), "INFO %s: ",
-                             section);
+            int w = snprintf(out->error, sizeof(out->error), "INFO %s: ", section);
             if (w > 0 && (size_t)w < sizeof(out->error)) {
                 size_t l = (size_t)(
                     (const char *)memchr(reply, '\n', rlen) - reply) - 1;
@@ -867,11 +772,10 @@ read_info(reader *r, double deadline, const char *section,
                           reply, l);
             }
         }
-        return 1;
+        return 0;
     }
     if (is_persistence) {
-        if (sp_info_field(payload, plen, "loading_eta_seconds",
-                          val, sizeof(val))) {
+        if (sp_info_field(payload, plen, "loading_eta_seconds", val, sizeof(val))) {
             char *end = NULL;
             double eta = strtod(val, &end);
             if (end != val && eta >= 0) {
@@ -880,112 +784,184 @@ read_info(reader *r, double deadline, const char *section,
         }
     }
     else {
-        sp_info_field(payload, plen, "run_id", out->run_id,
-                      sizeof(out->run_id));
+        sp_info_field(payload, plen, "run_id", out->run_id, sizeof(out->run_id));
     }
-    return 1;
+    return 0;
 }
 
-static void
-probe_session(int fd, const sp_probe_target *t, double timeout,
-              sp_probe_result *out)
+/* Sends what is left of op->wbuf.  1: more to send later (EAGAIN), 0: all
+   sent, -1: the send failed. */
+static int
+send_rest(sp_probe_op *op)
 {
-    static const char *const ping[] = {"PING"};
-    static const char *const info_server[] = {"INFO", "server"};
+    while (op->woff < op->wlen) {
+        ssize_t n = send(op->fd, op->wbuf + op->woff, op->wlen - op->woff,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            op->woff += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 1;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the probe as far as it goes without blocking: 1 while it waits for
+   the socket (op->want says for what), 0 when done. */
+static int
+advance(sp_probe_op *op)
+{
     static const char *const info_pers[] = {"INFO", "persistence"};
-    char wb[SP_PROBE_WBUF];
-    wbuf w = {wb, sizeof(wb), 0, 0};
-    reader r;
     const char *reply = NULL;
     size_t rlen = 0;
     rd_status st;
     sp_probe_status s;
-    int have_auth = t->password != NULL;
 
-    if (have_auth) {
-        const char *auth[3];
-        auth[0] = "AUTH";
-        if (t->username != NULL) {
-            auth[1] = t->username;
-            auth[2] = t->password;
-            w_cmd(&w, 3, auth);
-        }
-        else {
-            auth[1] = t->password;
-            w_cmd(&w, 2, auth);
-        }
-    }
-    w_cmd(&w, 1, ping);
-    w_cmd(&w, 2, info_server);
-    if (w.overflow) {
-        set_status(out, SP_PROBE_ERROR, "credentials too long");
-        return;
-    }
-    r.fd = fd;
-    r.err = 0;
-    r.len = 0;
-    r.used = 0;
-    /* Even when the send fails (EPIPE, ECONNRESET) the server may have
-       said why before closing (max clients reached), so read anyway. */
-    (void)send_all(fd, wb, w.len, now_mono() + timeout);
+    for (;;) {
+        switch (op->phase) {
+        case SP_PROBE_CONNECTING: {
+            struct pollfd p = {op->fd, POLLOUT, 0};
+            int soerr = 0;
+            socklen_t sl = sizeof(soerr);
 
-    if (have_auth) {
-        st = read_reply(&r, now_mono() + timeout, &reply, &rlen);
-        if (st != RD_OK) {
-            handshake_failed(out, &r, st, timeout, "AUTH");
-            return;
-        }
-        s = sp_probe_classify_reply(reply, rlen, out->error,
-                                    sizeof(out->error));
-        if (s != SP_PROBE_OK) {
-            if (s == SP_PROBE_ERROR && reply[0] == '-') {
-                s = SP_PROBE_AUTH;
+            if (poll(&p, 1, 0) <= 0) {
+                op->want = POLLOUT;
+                return 1;
             }
-            out->status = s;
-            return;
+            if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
+                soerr = errno;
+            }
+            if (soerr != 0) {
+                connect_failed(&op->res, soerr, 0, op->timeout, op->what);
+                finish(op);
+                return 0;
+            }
+            enter(op, SP_PROBE_SENDING);
+            break;
         }
-    }
-    st = read_reply(&r, now_mono() + timeout, &reply, &rlen);
-    if (st != RD_OK) {
-        handshake_failed(out, &r, st, timeout, "PING");
-        return;
-    }
-    s = sp_probe_classify_reply(reply, rlen, out->error, sizeof(out->error));
-    out->status = s;
-    if (s != SP_PROBE_OK && s != SP_PROBE_LOADING) {
-        return;
-    }
-    if (!read_info(&r, now_mono() + timeout, "server", out, 0)) {
-        return;
-    }
-    if (s == SP_PROBE_LOADING) {
-        w.len = 0;
-        w_cmd(&w, 2, info_pers);
-        if (send_all(fd, wb, w.len, now_mono() + timeout) != 0) {
-            return;
+        case SP_PROBE_SENDING:
+            if (op->bare) {
+                op->res.status = SP_PROBE_OK;
+                op->res.error[0] = '\0';
+                finish(op);
+                return 0;
+            }
+            if (send_rest(op) == 1) {
+                op->want = POLLOUT;
+                return 1;
+            }
+            /* Even when the send failed (EPIPE, ECONNRESET) the server may
+               have said why before closing (max clients reached): read. */
+            enter(op, op->have_auth ? SP_PROBE_READ_AUTH : SP_PROBE_READ_PING);
+            break;
+        case SP_PROBE_READ_AUTH:
+        case SP_PROBE_READ_PING:
+            st = next_reply(op, &reply, &rlen);
+            if (st == RD_AGAIN) {
+                op->want = POLLIN;
+                return 1;
+            }
+            if (st != RD_OK) {
+                handshake_failed(op, st);
+                finish(op);
+                return 0;
+            }
+            s = sp_probe_classify_reply(reply, rlen, op->res.error,
+                                        sizeof(op->res.error));
+            if (op->phase == SP_PROBE_READ_AUTH) {
+                if (s != SP_PROBE_OK) {
+                    if (s == SP_PROBE_ERROR && reply[0] == '-') {
+                        s = SP_PROBE_AUTH;
+                    }
+                    op->res.status = s;
+                    finish(op);
+                    return 0;
+                }
+                enter(op, SP_PROBE_READ_PING);
+                break;
+            }
+            op->res.status = s;
+            if (s != SP_PROBE_OK && s != SP_PROBE_LOADING) {
+                finish(op);
+                return 0;
+            }
+            enter(op, SP_PROBE_READ_INFO);
+            break;
+        case SP_PROBE_READ_INFO:
+            if (step_info(op, 0)) {
+                op->want = POLLIN;
+                return 1;
+            }
+            if (op->res.status != SP_PROBE_LOADING || op->info_broken) {
+                finish(op);
+                return 0;
+            }
+            {
+                wbuf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
+                w_cmd(&w, 2, info_pers);
+                op->wlen = w.len;
+                op->woff = 0;
+            }
+            enter(op, SP_PROBE_SEND_PERSISTENCE);
+            break;
+        case SP_PROBE_SEND_PERSISTENCE: {
+            int r = send_rest(op);
+            if (r == 1) {
+                op->want = POLLOUT;
+                return 1;
+            }
+            if (r < 0) {
+                finish(op);
+                return 0;
+            }
+            enter(op, SP_PROBE_READ_PERSISTENCE);
+            break;
         }
-        (void)read_info(&r, now_mono() + timeout, "persistence", out, 1);
+        case SP_PROBE_READ_PERSISTENCE:
+            if (step_info(op, 1)) {
+                op->want = POLLIN;
+                return 1;
+            }
+            finish(op);
+            return 0;
+        default:
+            return 0;
+        }
     }
 }
 
-void
-sp_probe(const sp_probe_target *t, sp_probe_result *out)
+int
+sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
 {
-    double t0 = now_mono();
+    static const char *const ping[] = {"PING"};
+    static const char *const info_server[] = {"INFO", "server"};
     double timeout;
-    int fd;
 
-    if (out == NULL) {
-        return;
-    }
-    out->status = SP_PROBE_ERROR;
-    out->run_id[0] = '\0';
-    out->loading_eta = -1.0;
-    out->error[0] = '\0';
-    out->elapsed = 0.0;
+    op->fd = -1;
+    op->phase = SP_PROBE_DONE;
+    op->want = 0;
+    op->bare = bare;
+    op->have_auth = 0;
+    op->info_broken = 0;
+    op->rerr = 0;
+    op->wlen = op->woff = op->rlen = op->rused = 0;
+    op->started = now_mono();
+    op->deadline = op->started;
+    op->what[0] = '\0';
+    op->res.status = SP_PROBE_ERROR;
+    op->res.run_id[0] = '\0';
+    op->res.loading_eta = -1.0;
+    op->res.error[0] = '\0';
+    op->res.elapsed = 0.0;
     if (t == NULL) {
-        set_status(out, SP_PROBE_ERROR, "no target");
-        return;
+        set_status(&op->res, SP_PROBE_ERROR, "no target");
+        return 0;
     }
     timeout = t->timeout;
     if (!(timeout > 0)) {               /* also catches NaN */
@@ -994,10 +970,168 @@ sp_probe(const sp_probe_target *t, sp_probe_result *out)
     if (timeout > SP_PROBE_MAX_TIMEOUT) {
         timeout = SP_PROBE_MAX_TIMEOUT;
     }
-    fd = probe_connect(t, timeout, out);
-    if (fd >= 0) {
-        probe_session(fd, t, timeout, out);
-        close(fd);
+    op->timeout = timeout;
+    op->deadline = op->started + timeout;
+    snprintf(op->what, sizeof(op->what), "%s",
+             t->unix_path != NULL ? t->unix_path : (t->host ? t->host : ""));
+    if (!bare) {
+        wbuf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
+        if (t->password != NULL) {
+            const char *auth[3];
+            auth[0] = "AUTH";
+            if (t->username != NULL) {
+                auth[1] = t->username;
+                auth[2] = t->password;
+                w_cmd(&w, 3, auth);
+            }
+            else {
+                auth[1] = t->password;
+                w_cmd(&w, 2, auth);
+            }
+            op->have_auth = 1;
+        }
+        w_cmd(&w, 1, ping);
+        w_cmd(&w, 2, info_server);
+        if (w.overflow) {
+            memset(op->wbuf, 0, sizeof(op->wbuf));
+            set_status(&op->res, SP_PROBE_ERROR, "credentials too long");
+            return 0;
+        }
+        op->wlen = w.len;
     }
-    out->elapsed = now_mono() - t0;
+    op->fd = probe_connect_start(op, t);
+    if (op->fd < 0) {
+        finish(op);
+        return 0;
+    }
+    return advance(op);
+}
+
+int
+sp_probe_continue(sp_probe_op *op)
+{
+    if (op->phase == SP_PROBE_DONE) {
+        return 0;
+    }
+    return advance(op);
+}
+
+int
+sp_probe_expire(sp_probe_op *op, double now)
+{
+    if (op->phase == SP_PROBE_DONE) {
+        return 0;
+    }
+    if (now < op->deadline) {
+        return 1;
+    }
+    switch (op->phase) {
+    case SP_PROBE_CONNECTING:
+        connect_failed(&op->res, ETIMEDOUT, 0, op->timeout, op->what);
+        break;
+    case SP_PROBE_SENDING:
+    case SP_PROBE_READ_AUTH:
+    case SP_PROBE_READ_PING:
+        set_status(&op->res, SP_PROBE_OVERLOADED,
+                   "connected, but no reply to %s within %.3fs", phase_cmd(op),
+                   op->timeout);
+        break;
+    default:
+        /* INFO after a PING reply: the status stands. */
+        if (op->res.status == SP_PROBE_OK) {
+            snprintf(op->res.error, sizeof(op->res.error),
+                     "%s: no usable reply", phase_cmd(op));
+        }
+        break;
+    }
+    finish(op);
+    return 0;
+}
+
+void
+sp_probe_abort(sp_probe_op *op)
+{
+    if (op->phase != SP_PROBE_DONE) {
+        set_status(&op->res, SP_PROBE_ERROR, "probe abandoned");
+        finish(op);
+    }
+}
+
+/* Runs op to the end, waiting in poll() up to each phase's deadline. */
+static void
+run_blocking(sp_probe_op *op, int pending)
+{
+    while (pending) {
+        struct pollfd p = {op->fd, op->want, 0};
+        int r = poll(&p, 1, ms_left(op->deadline));
+
+        if (r < 0 && errno != EINTR) {
+            char eb[96];
+            set_status(&op->res, SP_PROBE_ERROR, "poll: %s",
+                       errno_text(errno, eb, sizeof(eb)));
+            finish(op);
+            return;
+        }
+        pending = sp_probe_continue(op);
+        if (pending) {
+            pending = sp_probe_expire(op, now_mono());
+        }
+    }
+}
+
+void
+sp_probe(const sp_probe_target *t, sp_probe_result *out)
+{
+    sp_probe_op *op;
+
+    if (out == NULL) {
+        return;
+    }
+    op = malloc(sizeof(*op));
+    if (op == NULL) {
+        memset(out, 0, sizeof(*out));
+        out->loading_eta = -1.0;
+        set_status(out, SP_PROBE_ERROR, "out of memory");
+        return;
+    }
+    run_blocking(op, sp_probe_begin(op, t, 0));
+    *out = op->res;
+    /* The request may hold a password: leave nothing behind. */
+    memset(op->wbuf, 0, sizeof(op->wbuf));
+    free(op);
+}
+
+sp_probe_status
+sp_probe_reachable(const sp_probe_target *t, sp_probe_result *out)
+{
+    sp_probe_op *op = malloc(sizeof(*op));
+
+    if (op == NULL) {
+        memset(out, 0, sizeof(*out));
+        out->loading_eta = -1.0;
+        set_status(out, SP_PROBE_ERROR, "out of memory");
+        return out->status;
+    }
+    run_blocking(op, sp_probe_begin(op, t, 1));
+    *out = op->res;
+    free(op);
+    return out->status;
+}
+
+int
+sp_probe_refused(const sp_probe_target *t, sp_probe_result *out)
+{
+    if (sp_probe_reachable(t, out) != SP_PROBE_DOWN) {
+        return 0;
+    }
+    return sp_probe_result_refused(out);
+}
+
+int
+sp_probe_result_refused(const sp_probe_result *res)
+{
+    /* The texts connect_failed() gives ECONNREFUSED and ENOENT. */
+    return res->status == SP_PROBE_DOWN &&
+           (strcmp(res->error, "connection refused") == 0 ||
+            strncmp(res->error, "no unix socket", 14) == 0);
 }

@@ -1,19 +1,23 @@
-/* Blocking RESP health probe of one Redis server (pure C, no GIL needed). */
+/* RESP health probe of one Redis server: a non-blocking state machine, and blocking wrappers (pure C). */
 #ifndef SP_PROBE_H
 #define SP_PROBE_H
 
 #include <stddef.h>
 
 /*
- * sp_probe() opens its own short-lived socket (TCP or unix, non-blocking,
+ * A probe opens its own short-lived socket (TCP or unix, non-blocking,
  * CLOEXEC, MSG_NOSIGNAL), sends RESP arrays in one write:
  *
  *     [AUTH [username] password]  PING  INFO server
  *
  * and, only when PING answered -LOADING, one more round trip for
- * "INFO persistence" (loading_eta_seconds).  The socket is always closed
- * before sp_probe() returns; nothing is allocated on the heap except by
- * getaddrinfo() for non-numeric host names (freed before returning).
+ * "INFO persistence" (loading_eta_seconds).
+ *
+ * The engine (sp_probe_begin/continue/expire) never blocks, except in
+ * getaddrinfo() for host names that are not numeric addresses: the
+ * checker thread runs many probes at once in its event loop, each with its
+ * own deadline. sp_probe() and sp_probe_reachable() run one probe to the
+ * end in poll(); their socket is closed before they return.
  *
  * Classification:
  *   OK          PING answered +PONG (run_id filled from INFO server when
@@ -66,8 +70,64 @@ typedef struct {
     double elapsed;          /* seconds the probe took */
 } sp_probe_result;
 
-/* Probe the server described by t; always fills *out completely. */
+/* Probe the server described by t; always fills *out completely. Blocks
+   up to the target's timeout per step. */
 void sp_probe(const sp_probe_target *t, sp_probe_result *out);
+
+/* ---- the non-blocking engine ---- */
+
+#define SP_PROBE_RBUF 16384             /* largest reply accepted */
+#define SP_PROBE_WBUF 4096              /* largest request sent */
+
+enum {
+    SP_PROBE_DONE = 0,          /* op->res is final, the socket is closed */
+    SP_PROBE_CONNECTING,
+    SP_PROBE_SENDING,
+    SP_PROBE_READ_AUTH,
+    SP_PROBE_READ_PING,
+    SP_PROBE_READ_INFO,
+    SP_PROBE_SEND_PERSISTENCE,
+    SP_PROBE_READ_PERSISTENCE
+};
+
+/* One probe in flight. Owned by one thread; no locks. Every field is
+ * internal except fd, want and deadline (what to wait for, until when). */
+typedef struct {
+    int fd;                  /* -1 once done */
+    int phase;               /* SP_PROBE_DONE, ... */
+    short want;              /* POLLIN or POLLOUT while pending */
+    int bare;                /* connect only (no RESP) */
+    int have_auth;
+    int info_broken;
+    int rerr;
+    double timeout;          /* seconds per step (connect, each reply) */
+    double started;          /* CLOCK_MONOTONIC seconds, as sp_now() */
+    double deadline;         /* of the current step, same clock */
+    char what[112];          /* host or unix path, for messages */
+    size_t wlen, woff;       /* request bytes, sent so far */
+    size_t rlen, rused;      /* reply bytes read, consumed */
+    char wbuf[SP_PROBE_WBUF];
+    char rbuf[SP_PROBE_RBUF];
+    sp_probe_result res;
+} sp_probe_op;
+
+/* Starts a probe of t (bare: connect only, as sp_probe_reachable()).
+   Returns 1 while it waits for op->fd (op->want) until op->deadline, 0
+   when it is already done (refused on loopback is known at once). t and
+   its strings need not outlive the call. */
+int sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare);
+/* Goes on as far as it can without blocking (after op->fd polled ready,
+   or at any time): 1 still pending, 0 done. */
+int sp_probe_continue(sp_probe_op *op);
+/* Ends the probe with its timeout classification when `now` (sp_now()
+   seconds) is past op->deadline: 0 done, 1 still pending. */
+int sp_probe_expire(sp_probe_op *op, double now);
+/* Ends a pending probe at once (status ERROR, socket closed). */
+void sp_probe_abort(sp_probe_op *op);
+
+/* 1 when res says nothing listens (connection refused, or no unix socket
+   file): down for sure. */
+int sp_probe_result_refused(const sp_probe_result *res);
 
 /* Connect only (no RESP): OK if the server accepts a connection, else DOWN
    or ERROR with the reason in out->error. The socket is closed at once. For

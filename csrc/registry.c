@@ -65,6 +65,14 @@ sp_registry_bind(const char *key, const char *label, int max_connections,
 }
 
 void
+sp_registry_ref(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&registry_lock);
+    ep->refs++;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void
 sp_registry_unbind(sp_endpoint *ep)
 {
     pthread_mutex_lock(&registry_lock);

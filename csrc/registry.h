@@ -19,6 +19,8 @@ typedef struct {
  * otherwise the existing budget stays. Returns NULL when out of memory. */
 sp_endpoint *sp_registry_bind(const char *key, const char *label, int max_connections,
                               const sp_address *addr, int *created);
+/* Takes one more reference on an endpoint the caller holds one on. */
+void sp_registry_ref(sp_endpoint *ep);
 /* Drops a reference; the last one frees the endpoint. */
 void sp_registry_unbind(sp_endpoint *ep);
 /* Sets an endpoint's budget, creating and pinning it when it does not exist

@@ -64,6 +64,12 @@ sp_watch_open(void)
     return ensure_open() < 0 ? -1 : 0;
 }
 
+int
+sp_watch_fd(void)
+{
+    return __atomic_load_n(&epfd, __ATOMIC_ACQUIRE);
+}
+
 void
 sp_watch_add(int fd, uint64_t serial)
 {
@@ -223,6 +229,12 @@ sp_watch_after_fork_child(void)
 
 int
 sp_watch_open(void)
+{
+    return -1;
+}
+
+int
+sp_watch_fd(void)
 {
     return -1;
 }

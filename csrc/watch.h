@@ -37,6 +37,10 @@
  * Returns 0, or -1 when there is no watch. */
 int sp_watch_open(void);
 
+/* The epoll fd itself (readable when a wait would return at once), for a
+ * caller that polls it beside other fds; -1 when there is no watch. */
+int sp_watch_fd(void);
+
 /* Watches `fd` for a peer hangup on behalf of endpoint `serial` (> 0). */
 void sp_watch_add(int fd, uint64_t serial);
 

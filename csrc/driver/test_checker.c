@@ -1,5 +1,8 @@
 /* Tests of csrc/checker.c and events.c: the health-checker thread against a real redis-server. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -563,11 +566,186 @@ test_events_ring(void)
     }
 }
 
+
+/* A black hole: a loopback listener nobody accepts on, so a connect
+ * completes in the kernel and nothing ever answers (like a server stopped
+ * with SIGSTOP). Returns the listening fd, its port in *port. */
+static int
+black_hole(int *port)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+#define N_HOLES 8
+
+static int
+connecting_at_least_one(sp_endpoint *ep, void *arg)
+{
+    (void)arg;
+    return ep->connecting >= 1;  /* the probe holds its slot while in flight */
+}
+
+/* Binds an endpoint with one pool on 127.0.0.1:port. */
+static sp_endpoint *
+bind_port(const char *key, int port)
+{
+    sp_address addr = {"127.0.0.1", port, NULL, NULL, NULL, 0};
+    int created;
+    sp_endpoint *ep = sp_registry_bind(key, key, 4, &addr, &created);
+
+    if (ep != NULL) {
+        sp_endpoint_pool_added(ep, 1);
+    }
+    return ep;
+}
+
+static void
+unbind_port(sp_endpoint *ep)
+{
+    sp_after after = {0};
+
+    sp_endpoint_pool_removed(ep, 1, &after);
+    tp_after_done(&after);
+    tp_check_counts(ep, 0);
+    CHECKF(ep->total == 0, "%s: total=%d", ep->label, ep->total);
+    sp_registry_unbind(ep);
+}
+
+/* Eight black-holed servers whose probes each wait 30 s for a reply, and a
+ * real server that dies: its pause comes while every black-holed probe is
+ * still waiting (none of them has been decided), not after them. Then the
+ * checker stops at once, long before those probes' deadlines. */
+static void
+test_checker_black_holes_independent(void)
+{
+    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 30.0, 1};
+    sp_endpoint *holes[N_HOLES];
+    int hole_fds[N_HOLES];
+    sp_redis r;
+    sp_endpoint *ep;
+    tp_payload *busy;
+    long id = -1;
+    char key[32];
+    int i, port, base = sp_registry_count();
+
+    for (i = 0; i < N_HOLES; i++) {
+        holes[i] = NULL;
+        hole_fds[i] = black_hole(&port);
+        CHECK(hole_fds[i] >= 0);
+        if (hole_fds[i] >= 0) {
+            snprintf(key, sizeof(key), "ck-hole-%d", i);
+            holes[i] = bind_port(key, port);
+        }
+    }
+    ep = watched_endpoint(&r, "ck-live", "redis://ck-live", &cfg);
+    if (ep == NULL) {
+        goto out;
+    }
+    for (i = 0; i < N_HOLES; i++) {
+        if (holes[i] != NULL) {
+            CHECKF(tp_wait_locked(holes[i], connecting_at_least_one, NULL, 10.0),
+                   "%s: no probe in flight", holes[i]->label);
+        }
+    }
+    busy = socket_conn(ep, r.port, &id);
+    CHECK(busy != NULL);
+    double stopped_at = sp_now();
+    sp_redis_stop(&r);
+    CHECKF(await_state(ep, SP_STATE_PAUSED, 10.0), "state %s", sp_state_name(ep->state));
+    sp_note("paused %.1f ms after the kill", (sp_now() - stopped_at) * 1e3);
+    for (i = 0; i < N_HOLES; i++) {
+        if (holes[i] != NULL) {
+            pthread_mutex_lock(&holes[i]->lock);
+            CHECKF(holes[i]->probes == 0 && holes[i]->state == SP_STATE_READY,
+                   "%s: probes=%llu state=%s", holes[i]->label,
+                   (unsigned long long)holes[i]->probes, sp_state_name(holes[i]->state));
+            pthread_mutex_unlock(&holes[i]->lock);
+        }
+    }
+    /* Stopping abandons the probes in flight and gives their slots back. */
+    double t0 = sp_now();
+    sp_checker_stop();
+    double took = sp_now() - t0;
+    sp_note("checker stopped in %.2f ms with %d probes in flight", took * 1e3, N_HOLES);
+    CHECKF(took < cfg.probe_timeout / 3, "stop took %.3fs", took);
+    CHECK(!sp_checker_running());
+    end_watched(ep, &r, base + N_HOLES);
+out:
+    sp_checker_stop();
+    fast_config();
+    for (i = 0; i < N_HOLES; i++) {
+        if (holes[i] != NULL) {
+            unbind_port(holes[i]);
+        }
+        if (hole_fds[i] >= 0) {
+            close(hole_fds[i]);
+        }
+    }
+    CHECK(sp_registry_count() == base);
+}
+
+/* A server that listens again after it was down is probed within one knock
+ * (10-20 ms), not after the backoff of a long outage. */
+static void
+test_checker_knock_while_down(void)
+{
+    sp_checker_config cfg = {30.0, 0.02, 1.0, 30.0, 0.5, 1};
+    sp_redis r;
+    sp_endpoint *ep;
+    tp_payload *busy;
+    long id = -1;
+    int base = sp_registry_count();
+
+    ep = watched_endpoint(&r, "ck-knock", "redis://ck-knock", &cfg);
+    if (ep == NULL) {
+        return;
+    }
+    busy = socket_conn(ep, r.port, &id);
+    CHECK(busy != NULL);
+    sp_redis_stop(&r);
+    CHECKF(await_state(ep, SP_STATE_PAUSED, 10.0), "state %s", sp_state_name(ep->state));
+    /* Let the backoff grow past anything a knock waits: with backoff_max
+     * 30 s, only knocks can find the server in time. */
+    uint64_t probes0 = ep->probes;
+    tp_sleep_ms(300);
+    pthread_mutex_lock(&ep->lock);
+    uint64_t knocked = ep->probes - probes0;
+    CHECKF(ep->probe_knock == 1, "probe_knock=%d", ep->probe_knock);
+    pthread_mutex_unlock(&ep->lock);
+    sp_note("%llu probes in 300 ms while down", (unsigned long long)knocked);
+    CHECKF(knocked >= 3 && knocked <= 300 / 10 + 1, "%llu probes", (unsigned long long)knocked);
+    sp_redis_opts again = {r.port, 0, 0, NULL};
+    CHECK(sp_redis_start(&r, &again) == 0);
+    double t0 = sp_now();
+    CHECKF(await_state(ep, SP_STATE_RECOVERING, 10.0) || ep->state == SP_STATE_READY,
+           "state %s", sp_state_name(ep->state));
+    sp_note("probed back %.1f ms after the restart returned", (sp_now() - t0) * 1e3);
+    end_watched(ep, &r, base);
+}
+
 const sp_test sp_checker_tests[] = {
     {"checker/events_ring", test_events_ring},
     {"checker/idle_limits", test_checker_idle_limits},
     {"checker/real_server", test_checker_real_server},
     {"checker/hangup_pauses", test_checker_hangup_pauses},
     {"checker/mass_hangup_live_server", test_checker_mass_hangup_live_server},
+    {"checker/black_holes_independent", test_checker_black_holes_independent},
+    {"checker/knock_while_down", test_checker_knock_while_down},
     {NULL, NULL},
 };
