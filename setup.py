@@ -13,6 +13,7 @@ CORE_SOURCES = [
     "csrc/probe.c",
     "csrc/checker.c",
     "csrc/watch.c",
+    "csrc/auth_gate.c",
 ]
 BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c"]
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
 #include "events.h"
@@ -264,10 +265,14 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     ep->probe_knock = 0;
     sp_probe_status st = res->status;
     if (st == SP_PROBE_AUTH) {
-        /* It answered: the server is up; the pool's own handshake will
-         * report the credential problem with redis-py's message. */
+        /* It answered: the server is up, and rejects the credentials of
+         * the flavor the probe speaks for (auth_gate.h). */
         snprintf(ep->last_error, sizeof(ep->last_error), "probe: %s", res->error);
+        sp_auth_rejected_locked(ep, ep->probe_flavor, now, cfg);
         st = SP_PROBE_OK;
+    }
+    else if (st == SP_PROBE_OK) {
+        sp_auth_accepted_locked(ep, ep->probe_flavor);
     }
     if (st == SP_PROBE_OK) {
         ep->suspect_until = 0;  /* it answers: callers may queue again */

@@ -477,6 +477,7 @@ sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor)
     sp_flavor_use *grown = realloc(ep->flavors, sizeof(*grown) * (size_t)(ep->n_flavors + 1));
     if (grown != NULL) {
         ep->flavors = grown;
+        memset(&ep->flavors[ep->n_flavors], 0, sizeof(ep->flavors[0]));
         ep->flavors[ep->n_flavors].flavor = flavor;
         ep->flavors[ep->n_flavors].pools = 1;
         ep->n_flavors++;

@@ -89,6 +89,11 @@ typedef struct {
 typedef struct sp_flavor_use {
     uint32_t flavor;
     int pools;
+    double auth_retry_at;     /* sp_now(): its credentials were rejected;
+                               * fail fast until then (0: not rejected), see
+                               * auth_gate.h */
+    double auth_backoff;      /* seconds between trial connects */
+    uint64_t auth_failures;
 } sp_flavor_use;
 
 typedef struct sp_endpoint {
@@ -141,6 +146,13 @@ typedef struct sp_endpoint {
                                * that would queue fails fast instead */
     int suspect_sockets;      /* how many it closed */
     double next_probe;        /* sp_now() of the next scheduled probe */
+    int auth_rejections;      /* flavors whose credentials are rejected now
+                               * (auth_gate.h); written under `lock`, read
+                               * without it (atomic) so that the common case
+                               * costs no lock */
+    uint32_t probe_flavor;    /* flavor whose credentials the probe uses (of
+                               * the pool that created the endpoint; 0:
+                               * unknown): its AUTH answer counts for it */
     int probe_knock;          /* paused, and nothing listened at the last
                                * probe: the next one is a bare connect on a
                                * short cadence (checker.c, probe scheduling) */

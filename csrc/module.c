@@ -330,7 +330,9 @@ core_exec(PyObject *module)
         import_attr(&st->PoolClosedError, exc, "PoolClosedError") < 0 ||
         import_attr(&st->DoubleReleaseError, exc, "DoubleReleaseError") < 0 ||
         import_attr(&st->ForeignConnectionError, exc, "ForeignConnectionError") < 0 ||
+        import_attr(&st->CredentialsRejectedError, exc, "CredentialsRejectedError") < 0 ||
         import_attr(&st->BusyLoadingError, "redis.exceptions", "BusyLoadingError") < 0 ||
+        import_attr(&st->AuthenticationError, "redis.exceptions", "AuthenticationError") < 0 ||
         import_attr(&st->RedisTimeoutError, "redis.exceptions", "TimeoutError") < 0) {
         return -1;
     }
@@ -357,6 +359,8 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->DoubleReleaseError);
     Py_VISIT(st->ForeignConnectionError);
     Py_VISIT(st->BusyLoadingError);
+    Py_VISIT(st->CredentialsRejectedError);
+    Py_VISIT(st->AuthenticationError);
     Py_VISIT(st->RedisTimeoutError);
     Py_VISIT(st->disposer);
     Py_VISIT(st->failure_hook);
@@ -374,6 +378,8 @@ core_clear(PyObject *module)
     Py_CLEAR(st->DoubleReleaseError);
     Py_CLEAR(st->ForeignConnectionError);
     Py_CLEAR(st->BusyLoadingError);
+    Py_CLEAR(st->CredentialsRejectedError);
+    Py_CLEAR(st->AuthenticationError);
     Py_CLEAR(st->RedisTimeoutError);
     Py_CLEAR(st->str_sock);
     Py_CLEAR(st->str_fileno);

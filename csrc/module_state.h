@@ -15,8 +15,10 @@ typedef struct {
     PyObject *PoolClosedError;
     PyObject *DoubleReleaseError;
     PyObject *ForeignConnectionError;
+    PyObject *CredentialsRejectedError;
     /* redis.exceptions, to classify connect errors */
     PyObject *BusyLoadingError;
+    PyObject *AuthenticationError;
     PyObject *RedisTimeoutError;
     /* interned attribute names */
     PyObject *str_sock;

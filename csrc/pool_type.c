@@ -2,6 +2,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
 #include "forksafe.h"
@@ -157,6 +158,13 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
     if (self->ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
         return;  /* KeyboardInterrupt, cancellation: nothing about the server */
     }
+    if (PyErr_GivenExceptionMatches(exc, self->st->AuthenticationError) &&
+        !PyErr_GivenExceptionMatches(exc, self->st->CredentialsRejectedError)) {
+        /* The server rejected this pool's credentials: an endpoint
+         * condition for its flavor, not a reason to probe (auth_gate.h). */
+        sp_auth_rejected(self->ep, self->flavor, sp_now());
+        return;
+    }
     sp_failure kind = SP_FAIL_OTHER;
     const char *msg = "";
     PyObject *text = PyObject_Str(exc);
@@ -261,6 +269,19 @@ sp_pool_raise_unavailable(PoolCore *self)
                   s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "");
     PyErr_SetString(self->st->ServerUnavailableError, msg);
+    return tell_failure(self);
+}
+
+/* The server rejected this pool's credentials lately: fail fast. */
+static PyObject *
+raise_credentials_rejected(PoolCore *self, double retry_in)
+{
+    char msg[400];
+    PyOS_snprintf(msg, sizeof(msg),
+                  "%s rejected this pool's credentials (authentication failed); failing fast, "
+                  "next connection attempt in %.1fs",
+                  self->ep->label, retry_in);
+    PyErr_SetString(self->st->CredentialsRejectedError, msg);
     return tell_failure(self);
 }
 
@@ -374,6 +395,7 @@ make_ready(PoolCore *self, sp_conn *rec)
         return -1;
     }
     sp_endpoint_set_fd(self->ep, rec, fd);
+    sp_auth_accepted(self->ep, self->flavor);  /* its handshake passed */
     return 0;
 }
 
@@ -416,6 +438,7 @@ fill_slot(PoolCore *self)
         sp_finish_after(self->st, &after);
         return PyErr_NoMemory();
     }
+    sp_auth_accepted(self->ep, self->flavor);  /* its handshake passed */
     /* The record owns one reference, the caller gets another. */
     Py_INCREF(conn);
     return conn;
@@ -438,6 +461,10 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         return sp_pool_raise_closed(self);
     }
     double start = sp_now();
+    double retry_in = 0;
+    if (sp_auth_gate(self->ep, self->flavor, start, &retry_in) == SP_AUTH_BLOCKED) {
+        return raise_credentials_rejected(self, retry_in);
+    }
     double deadline = self->timeout < 0 ? -1.0 : (self->timeout == 0 ? 0.0 : start + self->timeout);
     sp_after after = {0};
     sp_waiter w;
@@ -646,6 +673,12 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     }
     self->ep = ep;
     self->flavor = flavor;
+    if (created) {
+        /* The probe speaks with this pool's credentials. */
+        pthread_mutex_lock(&ep->lock);
+        ep->probe_flavor = flavor;
+        pthread_mutex_unlock(&ep->lock);
+    }
     sp_endpoint_pool_added(ep, flavor);
     self->flavor_counted = 1;
     self->closed = 0;

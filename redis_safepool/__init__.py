@@ -9,6 +9,7 @@ from ._dispose import dispose
 from ._keys import endpoint_of
 from .exceptions import (
     BudgetConflictWarning,
+    CredentialsRejectedError,
     DoubleReleaseError,
     ForeignConnectionError,
     PoolClosedError,
@@ -33,6 +34,7 @@ __all__ = [
     "SafePoolError",
     "PoolTimeoutError",
     "ServerUnavailableError",
+    "CredentialsRejectedError",
     "PoolClosedError",
     "PoolMisuseError",
     "DoubleReleaseError",

@@ -1,11 +1,12 @@
 """Every error the pool raises, all inside redis-py's exception hierarchy."""
 
-from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
+from redis.exceptions import AuthenticationError, ConnectionError, MaxConnectionsError, RedisError
 
 __all__ = [
     "SafePoolError",
     "PoolTimeoutError",
     "ServerUnavailableError",
+    "CredentialsRejectedError",
     "PoolClosedError",
     "PoolMisuseError",
     "DoubleReleaseError",
@@ -24,6 +25,12 @@ class PoolTimeoutError(SafePoolError, MaxConnectionsError):
 
 class ServerUnavailableError(SafePoolError):
     """The endpoint is paused (down, loading or overloaded): failing fast."""
+
+
+class CredentialsRejectedError(ServerUnavailableError, AuthenticationError):
+    """The server rejected this pool's credentials lately: failing fast until the
+    next trial connection (both a redis ``AuthenticationError`` and a
+    ``ConnectionError``)."""
 
 
 class PoolClosedError(SafePoolError):

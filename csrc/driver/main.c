@@ -16,6 +16,7 @@ int sp_test_failures;
 static const sp_test *const suites[] = {
     sp_ptrmap_tests,
     sp_watch_tests,
+    sp_auth_gate_tests,
     sp_endpoint_tests,
     sp_registry_tests,
     sp_checker_tests,
