@@ -35,7 +35,7 @@ static struct {
 
 static int cond_ready;
 
-#define KNOCK_INTERVAL 0.02   /* seconds between knocks; jittered to 10-20 ms */
+#define KNOCK_INTERVAL 0.01   /* seconds between knocks; jittered to 5-10 ms */
 
 /* xorshift64*: jitter only, seeded per thread start. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
@@ -240,7 +240,7 @@ check_idle(sp_endpoint *ep, double now)
 
 /* ---- probes ------------------------------------------------------------------ */
 
-/* Paused and refused: knock again in 10-20 ms (see "probes in flight");
+/* Paused and refused: knock again in 5-10 ms (see "probes in flight");
  * anything else (a timeout: maybe a black hole) keeps the backoff. Returns
  * the wait until the next probe. */
 static double
@@ -362,7 +362,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
  * pool's own connections (their errors are reported, idle ones polled).
  *
  * While paused with nothing listening, the probe is a bare connect every
- * 10-20 ms ("knock", jittered so processes do not fall in step): refused
+ * 5-10 ms ("knock", jittered so processes do not fall in step): refused
  * costs one SYN and one RST on the server's host, and the moment the
  * server listens again a full probe follows at once. */
 

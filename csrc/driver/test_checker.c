@@ -701,7 +701,7 @@ out:
 }
 
 /* A server that listens again after it was down is probed within one knock
- * (10-20 ms), not after the backoff of a long outage. */
+ * (5-10 ms), not after the backoff of a long outage. */
 static void
 test_checker_knock_while_down(void)
 {
@@ -729,7 +729,7 @@ test_checker_knock_while_down(void)
     CHECKF(ep->probe_knock == 1, "probe_knock=%d", ep->probe_knock);
     pthread_mutex_unlock(&ep->lock);
     sp_note("%llu probes in 300 ms while down", (unsigned long long)knocked);
-    CHECKF(knocked >= 3 && knocked <= 300 / 10 + 1, "%llu probes", (unsigned long long)knocked);
+    CHECKF(knocked >= 3 && knocked <= 300 / 5 + 1, "%llu probes", (unsigned long long)knocked);
     sp_redis_opts again = {r.port, 0, 0, NULL};
     CHECK(sp_redis_start(&r, &again) == 0);
     double t0 = sp_now();
