@@ -798,6 +798,22 @@ sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
 
 /* ---- release ------------------------------------------------------------- */
 
+/* Whether some pool still hands out connections of `flavor` (always, for an
+ * endpoint whose users keep no flavor books: the pure-C driver's). */
+static int
+flavor_used_locked(const sp_endpoint *ep, uint32_t flavor)
+{
+    if (ep->n_flavors == 0 && ep->pools == 0) {
+        return 1;
+    }
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
                     sp_after *after)
@@ -820,7 +836,9 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* A new socket (redis-py reconnected during a command) joins the watch. */
     int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;
-    if (!keep || rec->generation != ep->generation ||
+    /* Closed instead of pooled: ... or its flavor has no pool any more
+     * (checked out before a reset() changed the pool's settings). */
+    if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
         ep->total - ep->closing > ep->max_connections ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;

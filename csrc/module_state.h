@@ -67,6 +67,13 @@ typedef struct {
      * socket object, so no address is reused while it is cached. */
     struct { PyObject *sock; int fd; } fd_cache[SP_FD_CACHE];
     double last_failure_at;
+    /* Endpoints this pool was bound to before a reset() moved it elsewhere,
+     * kept (with their registry reference) while connections it checked out
+     * there are out or a get_connection() call that started there runs:
+     * those records stay valid and release() finds them here. */
+    sp_endpoint **formers;
+    int n_formers;
+    int calls_in_flight;      /* get_connection() calls running (GIL-guarded) */
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;

@@ -152,17 +152,18 @@ clear_fd_cache(PoolCore *self)
 }
 
 /* Tells the endpoint what an exception says about the server. */
-void
-sp_pool_report_exception(PoolCore *self, PyObject *exc)
+static void
+report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
 {
-    if (self->ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+    sp_modstate *st = self->st;
+    if (ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
         return;  /* KeyboardInterrupt, cancellation: nothing about the server */
     }
-    if (PyErr_GivenExceptionMatches(exc, self->st->AuthenticationError) &&
-        !PyErr_GivenExceptionMatches(exc, self->st->CredentialsRejectedError)) {
+    if (PyErr_GivenExceptionMatches(exc, st->AuthenticationError) &&
+        !PyErr_GivenExceptionMatches(exc, st->CredentialsRejectedError)) {
         /* The server rejected this pool's credentials: an endpoint
          * condition for its flavor, not a reason to probe (auth_gate.h). */
-        sp_auth_rejected(self->ep, self->flavor, sp_now());
+        sp_auth_rejected(ep, flavor, sp_now());
         return;
     }
     sp_failure kind = SP_FAIL_OTHER;
@@ -178,7 +179,7 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
     else {
         PyErr_Clear();
     }
-    if (PyErr_GivenExceptionMatches(exc, self->st->BusyLoadingError) || strstr(msg, "LOADING")) {
+    if (PyErr_GivenExceptionMatches(exc, st->BusyLoadingError) || strstr(msg, "LOADING")) {
         kind = SP_FAIL_LOADING;
     }
     else if (strstr(msg, "max number of clients")) {
@@ -188,17 +189,23 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
              strstr(msg, "No such file or directory")) {
         kind = SP_FAIL_REFUSED;
     }
-    else if (PyErr_GivenExceptionMatches(exc, self->st->RedisTimeoutError) ||
+    else if (PyErr_GivenExceptionMatches(exc, st->RedisTimeoutError) ||
              PyErr_GivenExceptionMatches(exc, PyExc_TimeoutError)) {
         kind = SP_FAIL_TIMEOUT;
     }
-    sp_checker_report(self->ep, kind, msg);
+    sp_checker_report(ep, kind, msg);
     Py_XDECREF(text);
 }
 
-/* Same, for the exception being raised now (kept raised). */
+void
+sp_pool_report_exception(PoolCore *self, PyObject *exc)
+{
+    report_exception_on(self, self->ep, self->flavor, exc);
+}
+
+/* Same, for the exception being raised now (kept raised), about `ep`. */
 static void
-report_pending_error(PoolCore *self)
+report_pending_error(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
     PyObject *et, *exc, *etb;
     PyErr_Fetch(&et, &exc, &etb);
@@ -206,7 +213,7 @@ report_pending_error(PoolCore *self)
         return;
     }
     PyErr_NormalizeException(&et, &exc, &etb);
-    sp_pool_report_exception(self, exc);
+    report_exception_on(self, ep, flavor, exc);
     PyErr_Restore(et, exc, etb);
 }
 
@@ -248,24 +255,25 @@ sp_pool_raise_closed(PoolCore *self)
     return tell_failure(self);
 }
 
-PyObject *
-sp_pool_raise_unavailable(PoolCore *self)
+/* ServerUnavailableError for `ep` (the endpoint the failed call drew from). */
+static PyObject *
+raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
 {
     sp_stats s;
     char msg[700];
-    sp_endpoint_stats(self->ep, &s);
+    sp_endpoint_stats(ep, &s);
     double ago = sp_wall() - s.state_since;
     if (s.state == SP_STATE_READY && s.suspect_until > 0) {
         PyOS_snprintf(msg, sizeof(msg),
                       "%s just closed %d of our connections; failing fast instead of waiting "
                       "while the health checker finds out whether it is down",
-                      self->ep->label, s.suspect_sockets);
+                      ep->label, s.suspect_sockets);
         PyErr_SetString(self->st->ServerUnavailableError, msg);
         return tell_failure(self);
     }
     /* PyErr_Format has no %f: format here. */
     PyOS_snprintf(msg, sizeof(msg), "%s is %s since %.1fs ago: %s%s%s%s; failing fast",
-                  self->ep->label, sp_state_name(s.state), ago, s.state_reason,
+                  ep->label, sp_state_name(s.state), ago, s.state_reason,
                   s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "");
     PyErr_SetString(self->st->ServerUnavailableError, msg);
@@ -274,49 +282,61 @@ sp_pool_raise_unavailable(PoolCore *self)
 
 /* The server rejected this pool's credentials lately: fail fast. */
 static PyObject *
-raise_credentials_rejected(PoolCore *self, double retry_in)
+raise_credentials_rejected(PoolCore *self, sp_endpoint *ep, double retry_in)
 {
     char msg[400];
     PyOS_snprintf(msg, sizeof(msg),
                   "%s rejected this pool's credentials (authentication failed); failing fast, "
                   "next connection attempt in %.1fs",
-                  self->ep->label, retry_in);
+                  ep->label, retry_in);
     PyErr_SetString(self->st->CredentialsRejectedError, msg);
+    return tell_failure(self);
+}
+
+PyObject *
+sp_pool_raise_unavailable(PoolCore *self)
+{
+    return raise_unavailable_on(self, self->ep);
+}
+
+static PyObject *
+raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
+{
+    sp_stats s;
+    char msg[400];
+    sp_endpoint_stats(ep, &s);
+    PyOS_snprintf(msg, sizeof(msg),
+                  "Timed out after %.3fs waiting for a connection to %s "
+                  "(max_connections=%d, in use=%d, waiters=%d)",
+                  waited, ep->label, s.max_connections, s.in_use, s.waiters);
+    PyErr_SetString(self->st->PoolTimeoutError, msg);
     return tell_failure(self);
 }
 
 PyObject *
 sp_pool_raise_timeout(PoolCore *self, double waited)
 {
-    sp_stats s;
-    char msg[400];
-    sp_endpoint_stats(self->ep, &s);
-    PyOS_snprintf(msg, sizeof(msg),
-                  "Timed out after %.3fs waiting for a connection to %s "
-                  "(max_connections=%d, in use=%d, waiters=%d)",
-                  waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
-    PyErr_SetString(self->st->PoolTimeoutError, msg);
-    return tell_failure(self);
+    return raise_timeout_on(self, self->ep, waited);
 }
 
 /* Waits in the queue; returns the wait result, or -1 with an exception
  * (a signal handler raised: the waiter has left and given back its due). */
 static int
-wait_in_queue(PoolCore *self, sp_waiter *w, double deadline)
+wait_in_queue(PoolCore *self, sp_endpoint *ep, sp_waiter *w, double deadline)
 {
     int is_main = PyThread_get_thread_ident() == sp_main_thread_ident;
     double slice = is_main ? SIGNAL_SLICE : OTHER_SLICE;
     for (;;) {
         sp_wait_result r;
         Py_BEGIN_ALLOW_THREADS
-        r = sp_endpoint_wait(self->ep, w, deadline, slice);
+        r = sp_endpoint_wait(ep, w, deadline, slice);
         Py_END_ALLOW_THREADS
         if (r != SP_WAIT_PENDING) {
             return (int)r;
         }
         if (PyErr_CheckSignals() < 0) {
             sp_after after = {0};
-            sp_endpoint_cancel(self->ep, w, &after);
+            sp_endpoint_cancel(ep, w, &after);
             sp_finish_after(self->st, &after);
             return -1;
         }
@@ -324,11 +344,11 @@ wait_in_queue(PoolCore *self, sp_waiter *w, double deadline)
 }
 
 static int
-endpoint_paused(PoolCore *self)
+endpoint_paused(sp_endpoint *ep)
 {
-    pthread_mutex_lock(&self->ep->lock);
-    int paused = self->ep->state == SP_STATE_PAUSED;
-    pthread_mutex_unlock(&self->ep->lock);
+    pthread_mutex_lock(&ep->lock);
+    int paused = ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&ep->lock);
     return paused;
 }
 
@@ -339,9 +359,8 @@ endpoint_paused(PoolCore *self)
  * slower counts as "unsure" and is left to the pool's own reconnect, as are
  * TLS endpoints. A refusal is reported, which pauses the endpoint. */
 static int
-server_gone(PoolCore *self)
+server_gone(sp_endpoint *ep)
 {
-    sp_endpoint *ep = self->ep;
     if (ep->tls || (ep->host == NULL && ep->unix_path == NULL)) {
         return 0;
     }
@@ -351,14 +370,14 @@ server_gone(PoolCore *self)
         return 0;  /* up, or unsure (a timeout): let the real reconnect tell */
     }
     sp_checker_report(ep, SP_FAIL_REFUSED, res.error);
-    return endpoint_paused(self);
+    return endpoint_paused(ep);
 }
 
 void
 sp_pool_drop_record(PoolCore *self, sp_conn *rec)
 {
     sp_after after = {0};
-    sp_endpoint_discard(self->ep, rec, &after);
+    sp_endpoint_discard(rec->ep, rec, &after);
     sp_finish_after(self->st, &after);
 }
 
@@ -370,11 +389,12 @@ make_ready(PoolCore *self, sp_conn *rec)
     if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
         return 0;
     }
-    if (endpoint_paused(self) || server_gone(self)) {
+    sp_endpoint *ep = rec->ep;
+    if (endpoint_paused(ep) || server_gone(ep)) {
         /* Paused since it was handed over, or the idle socket died because
          * the server did: no connection attempt, now or by anyone else. */
         sp_pool_drop_record(self, rec);
-        sp_pool_raise_unavailable(self);
+        raise_unavailable_on(self, ep);
         return -1;
     }
     PyObject *conn = rec->payload;
@@ -388,34 +408,34 @@ make_ready(PoolCore *self, sp_conn *rec)
     if (fd < 0) {
         if (!PyErr_Occurred()) {
             PyErr_Format(PyExc_ConnectionError, "connection to %s not ready after reconnect",
-                         self->ep->label);
+                         ep->label);
         }
-        report_pending_error(self);
+        report_pending_error(self, ep, rec->flavor);
         sp_pool_drop_record(self, rec);
         return -1;
     }
-    sp_endpoint_set_fd(self->ep, rec, fd);
-    sp_auth_accepted(self->ep, self->flavor);  /* its handshake passed */
+    sp_endpoint_set_fd(ep, rec, fd);
+    sp_auth_accepted(ep, rec->flavor);  /* its handshake passed */
     return 0;
 }
 
 /* Turns a slot into a connection. Returns a new reference, or NULL with an
  * exception (the slot is given back). */
 static PyObject *
-fill_slot(PoolCore *self)
+fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
     sp_after after = {0};
-    if (endpoint_paused(self)) {
+    if (endpoint_paused(ep)) {
         /* Paused since the slot was handed over: no connection attempts now. */
-        sp_endpoint_cancel_slot(self->ep, &after);
+        sp_endpoint_cancel_slot(ep, &after);
         sp_finish_after(self->st, &after);
-        return sp_pool_raise_unavailable(self);
+        return raise_unavailable_on(self, ep);
     }
     PyObject *conn = PyObject_CallMethodNoArgs((PyObject *)self, self->st->str_make_connection);
     if (conn != NULL) {
         PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);
         if (r == NULL) {
-            report_pending_error(self);
+            report_pending_error(self, ep, flavor);
             Py_CLEAR(conn);
         }
         Py_XDECREF(r);
@@ -427,18 +447,18 @@ fill_slot(PoolCore *self)
     }
     if (rec == NULL) {
         Py_XDECREF(conn);
-        sp_endpoint_slot_failed(self->ep, &after);
+        sp_endpoint_slot_failed(ep, &after);
         sp_finish_after(self->st, &after);
         return NULL;
     }
-    if (sp_endpoint_add(self->ep, rec, conn, self, self->flavor, fd) < 0) {
+    if (sp_endpoint_add(ep, rec, conn, self, flavor, fd) < 0) {
         PyMem_RawFree(rec);
         Py_DECREF(conn);
-        sp_endpoint_slot_failed(self->ep, &after);
+        sp_endpoint_slot_failed(ep, &after);
         sp_finish_after(self->st, &after);
         return PyErr_NoMemory();
     }
-    sp_auth_accepted(self->ep, self->flavor);  /* its handshake passed */
+    sp_auth_accepted(ep, flavor);  /* its handshake passed */
     /* The record owns one reference, the caller gets another. */
     Py_INCREF(conn);
     return conn;
@@ -446,24 +466,17 @@ fill_slot(PoolCore *self)
 
 /* ---- methods ------------------------------------------------------------------ */
 
+/* One checkout from `ep` with `flavor`: the binding the call started with.
+ * A reset() in another thread may rebind the pool meanwhile (self->ep,
+ * self->flavor change); the endpoint stays alive and this pool's records
+ * there stay valid while the call runs (see former endpoints below). */
 static PyObject *
-pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
-    /* Arguments (command name, keys, options) are accepted and ignored,
-     * as redis-py's own pools do since 5.3. */
-    if (self->ep == NULL) {
-        return sp_pool_raise_closed(self);
-    }
-    if (sp_pool_check_fork(self) < 0) {
-        return NULL;
-    }
-    if (self->closed) {
-        return sp_pool_raise_closed(self);
-    }
     double start = sp_now();
     double retry_in = 0;
-    if (sp_auth_gate(self->ep, self->flavor, start, &retry_in) == SP_AUTH_BLOCKED) {
-        return raise_credentials_rejected(self, retry_in);
+    if (sp_auth_gate(ep, flavor, start, &retry_in) == SP_AUTH_BLOCKED) {
+        return raise_credentials_rejected(self, ep, retry_in);
     }
     double deadline = self->timeout < 0 ? -1.0 : (self->timeout == 0 ? 0.0 : start + self->timeout);
     sp_after after = {0};
@@ -471,8 +484,7 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
     memset(&w, 0, sizeof(w));
     w.notify_fd = -1;
     sp_conn *rec = NULL;
-    sp_acquire_status st = sp_endpoint_acquire(self->ep, self, self->flavor, deadline, &w, &rec,
-                                               &after);
+    sp_acquire_status st = sp_endpoint_acquire(ep, self, flavor, deadline, &w, &rec, &after);
     sp_finish_after(self->st, &after);
     int got;
     switch (st) {
@@ -489,7 +501,7 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         got = SP_WAIT_PAUSED;
         break;
     default:
-        got = wait_in_queue(self, &w, deadline);
+        got = wait_in_queue(self, ep, &w, deadline);
         rec = w.conn;
         break;
     }
@@ -505,20 +517,111 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         Py_INCREF(conn);
         break;
     case SP_WAIT_SLOT:
-        conn = fill_slot(self);
+        conn = fill_slot(self, ep, flavor);
         if (conn == NULL) {
             return NULL;
         }
         break;
     case SP_WAIT_TIMEOUT:
-        return sp_pool_raise_timeout(self, sp_now() - start);
+        return raise_timeout_on(self, ep, sp_now() - start);
     case SP_WAIT_PAUSED:
-        return sp_pool_raise_unavailable(self);
+        return raise_unavailable_on(self, ep);
     default:
         return sp_pool_raise_closed(self);
     }
     self->in_use++;
     return conn;
+}
+
+static PyObject *
+pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* Arguments (command name, keys, options) are accepted and ignored,
+     * as redis-py's own pools do since 5.3. */
+    if (self->ep == NULL) {
+        return sp_pool_raise_closed(self);
+    }
+    if (sp_pool_check_fork(self) < 0) {
+        return NULL;
+    }
+    if (self->closed) {
+        return sp_pool_raise_closed(self);
+    }
+    self->calls_in_flight++;
+    PyObject *conn = checkout_from(self, self->ep, self->flavor);
+    self->calls_in_flight--;
+    return conn;
+}
+
+/* ---- former endpoints -------------------------------------------------------- */
+
+/* reset() with connection settings that name another endpoint moves the pool
+ * there, but connections it checked out from the old one are still out, and
+ * get_connection() calls that started there are still running: the old
+ * endpoint is kept (with the pool's registry reference) until neither is
+ * left, so those records stay valid and release() takes them back there. */
+
+/* Whether `pool` has a connection checked out from `ep`. */
+static int
+has_checkouts_on(sp_endpoint *ep, PoolCore *pool)
+{
+    int found = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap && !found; i++) {
+        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
+        found = rec != NULL && rec->state == SP_CONN_INUSE && rec->owner == pool;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return found;
+}
+
+/* Lets go of former endpoints nothing of this pool uses any more. */
+static void
+prune_formers(PoolCore *self)
+{
+    if (self->calls_in_flight > 0) {
+        return;  /* a running checkout may still be drawing from one */
+    }
+    int kept = 0;
+    for (int i = 0; i < self->n_formers; i++) {
+        sp_endpoint *ep = self->formers[i];
+        if (has_checkouts_on(ep, self)) {
+            self->formers[kept++] = ep;
+        }
+        else {
+            sp_registry_unbind(ep);
+        }
+    }
+    self->n_formers = kept;
+    if (kept == 0) {
+        PyMem_RawFree(self->formers);
+        self->formers = NULL;
+    }
+}
+
+/* Keeps the current binding as a former endpoint; 0, or -1 out of memory. */
+static int
+retire_binding(PoolCore *self)
+{
+    sp_endpoint **grown = PyMem_RawRealloc(self->formers,
+                                           sizeof(*grown) * (size_t)(self->n_formers + 1));
+    if (grown == NULL) {
+        return -1;
+    }
+    self->formers = grown;
+    sp_after after = {0};
+    /* asyncio waiters name this endpoint in the pool's own list: settle them
+     * here (thread waiters carry their endpoint and keep waiting). */
+    sp_pool_free_async_waiters(self);
+    if (self->flavor_counted) {
+        sp_endpoint_pool_removed(self->ep, self->flavor, &after);
+        self->flavor_counted = 0;
+    }
+    sp_pool_drop_loop_flavors(self, &after);
+    sp_finish_after(self->st, &after);
+    self->formers[self->n_formers++] = self->ep;
+    self->ep = NULL;
+    return 0;
 }
 
 /* Release with the socket's fd known (-1: not connected). */
@@ -527,14 +630,24 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
     sp_after after = {0};
-    sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
+    sp_endpoint *ep = self->ep;
+    sp_release_status rs = sp_endpoint_release(ep, self, conn, fd, !self->closed, &after);
+    for (int i = 0; rs == SP_REL_UNKNOWN && i < self->n_formers; i++) {
+        /* Checked out before a reset() moved the pool to another endpoint:
+         * closed, not pooled (the pool no longer draws from there). */
+        ep = self->formers[i];
+        rs = sp_endpoint_release(ep, self, conn, fd, 0, &after);
+    }
     sp_finish_after(st, &after);
     switch (rs) {
     case SP_REL_OK:
         self->in_use--;
         if (fd == -1) {
             /* It came back disconnected: usually a command hit an error. */
-            sp_checker_report(self->ep, SP_FAIL_OTHER, NULL);
+            sp_checker_report(ep, SP_FAIL_OTHER, NULL);
+        }
+        if (ep != self->ep) {
+            prune_formers(self);
         }
         Py_RETURN_NONE;
     case SP_REL_DOUBLE:
@@ -622,9 +735,20 @@ sp_pool_release_fd(PoolCore *self, PyObject *args)
     return release_with_fd(self, conn, fd);
 }
 
+/* The pool is going away: its books on every endpoint it drew from go. */
 static void
 unbind(PoolCore *self)
 {
+    for (int i = 0; i < self->n_formers; i++) {
+        sp_after after = {0};
+        sp_endpoint_fail_pool_waiters(self->formers[i], self, &after);
+        sp_endpoint_abandon_pool(self->formers[i], self, &after);
+        sp_finish_after(self->st, &after);
+        sp_registry_unbind(self->formers[i]);
+    }
+    PyMem_RawFree(self->formers);
+    self->formers = NULL;
+    self->n_formers = 0;
     if (self->ep == NULL) {
         return;
     }
@@ -641,6 +765,25 @@ unbind(PoolCore *self)
     sp_registry_unbind(self->ep);
     self->ep = NULL;
     self->in_use = 0;
+}
+
+/* Same endpoint, maybe new settings: count the pool under `flavor` now. */
+static void
+rebind_flavor(PoolCore *self, uint32_t flavor)
+{
+    sp_after after = {0};
+    /* asyncio: the Python side forgets its per-loop flavors on reset(). */
+    sp_pool_drop_loop_flavors(self, &after);
+    if (!self->flavor_counted || self->flavor != flavor) {
+        sp_endpoint_pool_added(self->ep, flavor);
+        if (self->flavor_counted) {
+            sp_endpoint_pool_removed(self->ep, self->flavor, &after);
+        }
+        self->flavor = flavor;
+        self->flavor_counted = 1;
+    }
+    self->closed = 0;
+    sp_finish_after(self->st, &after);
 }
 
 static PyObject *
@@ -664,7 +807,20 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "flavor ids start at 1");
         return NULL;
     }
-    unbind(self);
+    if (self->ep != NULL && strcmp(self->ep->key, key) == 0 && self->flavor == flavor) {
+        /* reset() with the same settings: nothing to move; connections out
+         * stay valid and come back through release(). (New settings take
+         * the general path below: the endpoint may be made anew with them,
+         * e.g. the probe's credentials, when nothing holds the old one.) */
+        rebind_flavor(self, flavor);
+        sp_stats s;
+        sp_endpoint_stats(self->ep, &s);
+        return Py_BuildValue("(iO)", s.max_connections, Py_False);
+    }
+    if (self->ep != NULL && retire_binding(self) < 0) {
+        return PyErr_NoMemory();
+    }
+    prune_formers(self);
     sp_address addr = {host, port, unix_path, username, password, tls};
     int created = 0;
     sp_endpoint *ep = sp_registry_bind(key, label, max_connections, &addr, &created);
@@ -682,7 +838,6 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     sp_endpoint_pool_added(ep, flavor);
     self->flavor_counted = 1;
     self->closed = 0;
-    self->in_use = 0;
     self->fork_epoch = sp_fork_epoch();
     if (sp_checker_ensure_running() != 0) {
         PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
@@ -710,6 +865,9 @@ pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
     self->closed = 1;
     sp_after after = {0};
     sp_endpoint_fail_pool_waiters(self->ep, self, &after);
+    for (int i = 0; i < self->n_formers; i++) {
+        sp_endpoint_fail_pool_waiters(self->formers[i], self, &after);
+    }
     if (self->flavor_counted) {
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
@@ -740,15 +898,11 @@ has_flavor(PoolCore *self, uint32_t flavor)
     return flavor == self->flavor || sp_pool_uses_flavor(self, flavor);
 }
 
-/* Connections of this pool: in use (mine=1) or idle of its flavor (mine=0). */
-static PyObject *
-collect(PoolCore *self, int in_use)
+/* Appends to `list` the connections of this pool on `ep`: in use
+ * (in_use=1) or idle of its flavor (in_use=0). 0, or -1 with an exception. */
+static int
+collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
 {
-    PyObject *list = PyList_New(0);
-    if (list == NULL || self->ep == NULL) {
-        return list;
-    }
-    sp_endpoint *ep = self->ep;
     pthread_mutex_lock(&ep->lock);
     size_t n = 0;
     PyObject **found = PyMem_RawMalloc(sizeof(PyObject *) * (ep->conns.len + 1));
@@ -766,17 +920,37 @@ collect(PoolCore *self, int in_use)
     }
     pthread_mutex_unlock(&ep->lock);
     if (found == NULL) {
-        Py_DECREF(list);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     /* Still alive: records keep a reference and we hold the GIL throughout. */
-    for (size_t i = 0; i < n; i++) {
-        if (PyList_Append(list, found[i]) < 0) {
-            Py_CLEAR(list);
-            break;
-        }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = PyList_Append(list, found[i]);
     }
     PyMem_RawFree(found);
+    return rc;
+}
+
+/* Connections of this pool: in use (also those out from former endpoints)
+ * or idle of its flavor. */
+static PyObject *
+collect(PoolCore *self, int in_use)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL || self->ep == NULL) {
+        return list;
+    }
+    if (collect_on(self, self->ep, in_use, list) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    for (int i = 0; in_use && i < self->n_formers; i++) {
+        if (collect_on(self, self->formers[i], 1, list) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
     return list;
 }
 
@@ -802,6 +976,9 @@ pool_owns(PoolCore *self, PyObject *conn)
         owns = rec != NULL && (rec->owner == self ||
                                (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor)));
         pthread_mutex_unlock(&self->ep->lock);
+    }
+    for (int i = 0; !owns && i < self->n_formers; i++) {
+        owns = sp_endpoint_find_inuse(self->formers[i], conn, self) != NULL;
     }
     return PyBool_FromLong(owns);
 }
@@ -960,36 +1137,89 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* The idle connections of a flavor that only this pool uses are, in effect,
- * this pool's: report them to the GC. redis-py connections can refer back to
- * their pool (the maintenance-notifications handler), and without this the
- * cycle pool -> (C record) -> connection -> pool would never be collected. */
-static int
-pool_traverse(PoolCore *self, visitproc visit, void *arg)
+/* Payloads the pool owns on `ep`, up to `cap`, into `found`: connections it
+ * has checked out, and idle connections of a flavor only it uses. Returns
+ * how many there are (more than `cap`: call again with more room). */
+static size_t
+owned_payloads(PoolCore *self, sp_endpoint *ep, int own_flavor, PyObject **found, size_t cap)
 {
-    Py_VISIT(Py_TYPE(self));
-    sp_endpoint *ep = self->ep;
-    if (ep == NULL || !self->flavor_counted) {
-        return 0;
-    }
-    PyObject *found[64];
-    int n = 0;
+    size_t n = 0;
     pthread_mutex_lock(&ep->lock);
     int sole = 0;
-    for (int i = 0; i < ep->n_flavors; i++) {
+    for (int i = 0; own_flavor && i < ep->n_flavors; i++) {
         if (ep->flavors[i].flavor == self->flavor) {
             sole = ep->flavors[i].pools == 1;
         }
     }
-    for (sp_conn *rec = ep->idle_top; sole && rec && n < 64; rec = rec->next) {
-        if (rec->flavor == self->flavor) {
-            found[n++] = rec->payload;
+    for (size_t i = 0; i < ep->conns.cap; i++) {
+        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
+        if (rec == NULL) {
+            continue;
+        }
+        if ((rec->state == SP_CONN_INUSE && rec->owner == self) ||
+            (sole && rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
+            if (n < cap) {
+                found[n] = rec->payload;
+            }
+            n++;
         }
     }
     pthread_mutex_unlock(&ep->lock);
-    /* Still alive: we hold the GIL, so nothing disposes of them meanwhile. */
-    for (int i = 0; i < n; i++) {
-        Py_VISIT(found[i]);
+    return n;
+}
+
+static int
+traverse_on(PoolCore *self, sp_endpoint *ep, int own_flavor, visitproc visit, void *arg)
+{
+    PyObject *stack[64];
+    PyObject **found = stack;
+    size_t cap = 64;
+    size_t n = owned_payloads(self, ep, own_flavor, found, cap);
+    while (n > cap) {
+        /* Only a checker hand-over to a waiter of this pool adds to the set
+         * without the GIL; retry with room to spare. */
+        if (found != stack) {
+            PyMem_RawFree(found);
+        }
+        cap = n + 16;
+        found = PyMem_RawMalloc(sizeof(PyObject *) * cap);
+        if (found == NULL) {
+            return 0;  /* out of memory: report nothing rather than half */
+        }
+        n = owned_payloads(self, ep, own_flavor, found, cap);
+    }
+    int rc = 0;
+    /* Still alive: records keep a reference and we hold the GIL. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = visit(found[i], arg);
+    }
+    if (found != stack) {
+        PyMem_RawFree(found);
+    }
+    return rc;
+}
+
+/* What the pool owns through its records is reported to the GC: the
+ * connections it has out and the idle connections of a flavor only it uses.
+ * redis-py connections refer back to their pool (the maintenance-
+ * notifications handler), so without this the cycle pool -> (C record) ->
+ * connection -> pool would never be collected, and a checkout nobody can
+ * release any more would pin its slot for the life of the process. */
+static int
+pool_traverse(PoolCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    if (self->ep != NULL) {
+        int rc = traverse_on(self, self->ep, self->flavor_counted, visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    for (int i = 0; i < self->n_formers; i++) {
+        int rc = traverse_on(self, self->formers[i], 0, visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     return 0;
 }

@@ -84,7 +84,10 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
 
         redis-py calls this from ``__init__``; django-redis calls it after
         changing ``connection_kwargs`` (e.g. a password), which may change
-        the flavor of connections this pool hands out.
+        the flavor of connections this pool hands out. Safe while other
+        threads use the pool: connections checked out before it stay valid
+        and are taken back by ``release()`` (closed if their settings are
+        no longer this pool's), and the budget holds throughout.
         """
         if self._bind_budget().get("tls"):
             _tls_probe.watch(self)  # the C checker cannot speak TLS
