@@ -619,6 +619,13 @@ retire_binding(PoolCore *self)
     }
     sp_pool_drop_loop_flavors(self, &after);
     sp_finish_after(self->st, &after);
+    for (int i = 0; i < self->n_formers; i++) {
+        if (self->formers[i] == self->ep) {
+            sp_registry_unbind(self->ep);  /* listed once, with one reference */
+            self->ep = NULL;
+            return 0;
+        }
+    }
     self->formers[self->n_formers++] = self->ep;
     self->ep = NULL;
     return 0;
@@ -946,7 +953,7 @@ collect(PoolCore *self, int in_use)
         return NULL;
     }
     for (int i = 0; in_use && i < self->n_formers; i++) {
-        if (collect_on(self, self->formers[i], 1, list) < 0) {
+        if (self->formers[i] != self->ep && collect_on(self, self->formers[i], 1, list) < 0) {
             Py_DECREF(list);
             return NULL;
         }
@@ -1216,6 +1223,9 @@ pool_traverse(PoolCore *self, visitproc visit, void *arg)
         }
     }
     for (int i = 0; i < self->n_formers; i++) {
+        if (self->formers[i] == self->ep) {
+            continue;  /* moved back to it: visited above, and only once */
+        }
         int rc = traverse_on(self, self->formers[i], 0, visit, arg);
         if (rc != 0) {
             return rc;

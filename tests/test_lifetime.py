@@ -159,3 +159,23 @@ def test_unreachable_pool_with_a_checkout_gives_its_slot_back(server_url, make_p
     st = sp.stats().get(label)
     assert st is None or (st["in_use"] == 0 and st["total"] == 0), st
     assert make_pool(server_url, max_connections=1, timeout=0).get_connection()
+
+
+def test_reset_back_and_forth_between_servers(redis_server_factory, make_pool):
+    first, second = redis_server_factory(), redis_server_factory()
+    pool = make_pool(first.url, max_connections=2, timeout=0)
+    held = [pool.get_connection()]
+    for port in (second.port, first.port, second.port):
+        pool.connection_kwargs["port"] = port
+        pool.reset()
+        held.append(pool.get_connection())
+        gc.collect()  # the GC walks every endpoint the pool has connections out on, once
+    assert len(pool._in_use_list()) == len(held) == 4
+    assert all(pool.owns_connection(conn) for conn in held)
+    for conn in held:
+        pool.release(conn)
+    assert pool.stats()["in_use"] == 0
+    for server in (first, second):
+        label = f"redis://127.0.0.1:{server.port}/0"
+        st = sp.stats().get(label)
+        assert st is None or (st["in_use"] == 0 and st["total"] == st["idle"]), st
