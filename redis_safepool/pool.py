@@ -134,7 +134,3 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         """
         self._close_core()
         self.disconnect(inuse_connections=True)
-
-    def __repr__(self) -> str:
-        base = ConnectionPool.__repr__(self)
-        return f"{base[:-1]}, max_connections={self.max_connections}, timeout={self.timeout})>"
