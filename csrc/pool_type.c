@@ -73,54 +73,19 @@ sp_pool_check_fork(PoolCore *self)
         self->in_use = 0;
         sp_main_thread_ident = PyThread_get_thread_ident();
         if (sp_checker_ensure_running() != 0) {
-            PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+            PyErr_SetString(self->st->SafePoolError, "cannot start the health-checker thread");
             return -1;
         }
     }
     return 0;
 }
 
-/* fd of conn._sock, or -1 when not connected. -2 with an exception set. */
-static int
-socket_fd(sp_modstate *st, PyObject *conn)
-{
-    PyObject *sock = PyObject_GetAttr(conn, st->str_sock);
-    if (sock == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            return -1;
-        }
-        return -2;
-    }
-    if (sock == Py_None) {
-        Py_DECREF(sock);
-        return -1;
-    }
-    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, st->str_fileno);
-    Py_DECREF(sock);
-    if (fd_obj == NULL) {
-        PyErr_Clear();  /* a closed socket object: treat as not connected */
-        return -1;
-    }
-    long fd = PyLong_AsLong(fd_obj);
-    Py_DECREF(fd_obj);
-    if (fd == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return -1;
-    }
-    return (int)fd;
-}
-
-/* socket_fd() through the pool's cache of socket objects. */
+/* sp_conn_fd() through the pool's cache of socket objects. */
 static int
 cached_socket_fd(PoolCore *self, PyObject *conn)
 {
-    PyObject *sock = PyObject_GetAttr(conn, self->st->str_sock);
+    PyObject *sock = sp_conn_socket(self, conn);
     if (sock == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            return -1;
-        }
         return -2;
     }
     if (sock == Py_None) {
@@ -132,7 +97,7 @@ cached_socket_fd(PoolCore *self, PyObject *conn)
         Py_DECREF(sock);
         return self->fd_cache[slot].fd;
     }
-    int fd = socket_fd(self->st, conn);
+    int fd = sp_conn_fd(self, conn);
     if (fd >= 0) {
         Py_XSETREF(self->fd_cache[slot].sock, sock);  /* keeps our reference */
         self->fd_cache[slot].fd = fd;
@@ -296,6 +261,7 @@ sp_pool_raise_timeout(PoolCore *self, double waited)
                   "(max_connections=%d, in use=%d, waiters=%d)",
                   waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
     PyErr_SetString(self->st->PoolTimeoutError, msg);
+    sp_pool_tell_metrics(self, 3, waited, 0.0);
     return tell_failure(self);
 }
 
@@ -367,7 +333,7 @@ sp_pool_drop_record(PoolCore *self, sp_conn *rec)
 static int
 make_ready(PoolCore *self, sp_conn *rec)
 {
-    if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
+    if (sp_conn_ready(self, rec->payload, rec->fd)) {
         return 0;
     }
     if (endpoint_paused(self) || server_gone(self)) {
@@ -383,12 +349,12 @@ make_ready(PoolCore *self, sp_conn *rec)
         Py_DECREF(r);
         r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);
     }
-    int fd = r != NULL ? socket_fd(self->st, conn) : -2;
+    int fd = r != NULL ? sp_conn_fd(self, conn) : -2;
     Py_XDECREF(r);
     if (fd < 0) {
         if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ConnectionError, "connection to %s not ready after reconnect",
-                         self->ep->label);
+            PyErr_Format(self->st->SafePoolError,
+                         "connection to %s has no socket after connect()", self->ep->label);
         }
         report_pending_error(self);
         sp_pool_drop_record(self, rec);
@@ -420,7 +386,7 @@ fill_slot(PoolCore *self)
         }
         Py_XDECREF(r);
     }
-    int fd = conn ? socket_fd(self->st, conn) : -2;
+    int fd = conn ? sp_conn_fd(self, conn) : -2;
     sp_conn *rec = conn && fd > -2 ? PyMem_RawMalloc(sizeof(sp_conn)) : NULL;
     if (conn && fd > -2 && rec == NULL) {
         PyErr_NoMemory();
@@ -494,6 +460,8 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         break;
     }
     PyObject *conn = NULL;
+    int created = 0;
+    double filled_at = 0;
     switch (got) {
     case -1:
         return NULL;
@@ -505,10 +473,12 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         Py_INCREF(conn);
         break;
     case SP_WAIT_SLOT:
+        filled_at = self->metrics_hook ? sp_now() : 0;
         conn = fill_slot(self);
         if (conn == NULL) {
             return NULL;
         }
+        created = 1;
         break;
     case SP_WAIT_TIMEOUT:
         return sp_pool_raise_timeout(self, sp_now() - start);
@@ -518,6 +488,10 @@ pool_get_connection(PoolCore *self, PyObject *const *args, Py_ssize_t nargs, PyO
         return sp_pool_raise_closed(self);
     }
     self->in_use++;
+    if (self->metrics_hook != NULL) {
+        double now = sp_now();
+        sp_pool_tell_metrics(self, created, now - start, created ? now - filled_at : 0.0);
+    }
     return conn;
 }
 
@@ -536,6 +510,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
             /* It came back disconnected: usually a command hit an error. */
             sp_checker_report(self->ep, SP_FAIL_OTHER, NULL);
         }
+        sp_pool_tell_metrics(self, 2, 0.0, 0.0);
         Py_RETURN_NONE;
     case SP_REL_DOUBLE:
         PyErr_Format(st->DoubleReleaseError,
@@ -594,6 +569,27 @@ pool_release(PoolCore *self, PyObject *conn)
             }
             Py_XDECREF(r);
         }
+    }
+    if (sp_conn_release_needs_event(self, conn) && sp_endpoint_find_inuse(self->ep, conn, self)) {
+        /* redis-py's release event, while the connection is still ours: its
+         * re-authentication listener sends AUTH on it, and nobody else may
+         * use it meanwhile. A listener that fails leaves it in an unknown
+         * state: it goes back disconnected and the error propagates. */
+        PyObject *r = PyObject_CallFunctionObjArgs(self->release_hook, (PyObject *)self, conn,
+                                                   NULL);
+        if (r == NULL) {
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
+            PyObject *d = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+            Py_XDECREF(d);
+            PyErr_Clear();
+            PyObject *done = release_with_fd(self, conn, -1);
+            Py_XDECREF(done);
+            PyErr_Clear();
+            PyErr_Restore(et, ev, etb);
+            return NULL;
+        }
+        Py_DECREF(r);
     }
     int fd = cached_socket_fd(self, conn);
     if (fd == -2) {
@@ -685,7 +681,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     self->in_use = 0;
     self->fork_epoch = sp_fork_epoch();
     if (sp_checker_ensure_running() != 0) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+        PyErr_SetString(self->st->SafePoolError, "cannot start the health-checker thread");
         return NULL;
     }
     sp_stats s;
@@ -968,6 +964,10 @@ static int
 pool_traverse(PoolCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    int visited = sp_pool_visit_hooks(self, visit, arg);
+    if (visited != 0) {
+        return visited;
+    }
     sp_endpoint *ep = self->ep;
     if (ep == NULL || !self->flavor_counted) {
         return 0;
@@ -1003,6 +1003,7 @@ pool_dealloc(PoolCore *self)
     PyErr_Fetch(&et, &ev, &etb);
     unbind(self);
     clear_fd_cache(self);
+    sp_pool_clear_hooks(self);
     PyErr_Restore(et, ev, etb);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -1093,6 +1094,11 @@ static PyMethodDef pool_methods[] = {
      "_discard(conn): drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_pool_release_fd, METH_VARARGS,
      "_release_fd(conn, fd): release with the socket fd given (-1: not connected)."},
+    {"_set_hooks", (PyCFunction)(void (*)(void))sp_pool_set_hooks, METH_VARARGS | METH_KEYWORDS,
+     "_set_hooks(*, socket_getter, pushes_ok, release_hook, event_mapping, event_type, "
+     "metrics_hook, reauth_pending): set the ones given."},
+    {"_set_quiet_listeners", (PyCFunction)sp_pool_set_quiet_listeners, METH_O,
+     "_set_quiet_listeners(list): the release listeners seen doing nothing without a token."},
     {NULL, NULL, 0, NULL},
 };
 

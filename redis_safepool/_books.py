@@ -95,6 +95,7 @@ class CoreBooks:
     """
 
     __slots__ = ()
+    _otel_on = False  # OpenTelemetry metrics recorded (see _otel.bind)
 
     def __repr__(self) -> str:
         """redis-py's shape, which tools parse; the pool's own figures are in ``stats()``."""
