@@ -90,9 +90,31 @@ fd_open(int fd)
     return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
 }
 
-/* 1 when a Python-parser SocketBuffer holds no unread bytes: its BytesIO's
- * position is its end (what redis-py's unread_bytes() computes), asked
- * through BytesIO's own C methods. */
+/* Where a parser class keeps replies it has read: hiredis in its Reader
+ * (_reader.has_data()), redis-py's Python parsers in a SocketBuffer (_buffer,
+ * a BytesIO); a parser of neither kind is left to the socket poll. hiredis's
+ * parser also has a _buffer (a bytearray it reads into): _reader first. */
+enum { SP_PARSER_UNKNOWN, SP_PARSER_HIREDIS, SP_PARSER_SOCKETBUFFER };
+
+static int
+parser_kind(PoolCore *self, PyObject *parser)
+{
+    PyObject *type = (PyObject *)Py_TYPE(parser);
+    if (type != self->parser_type) {
+        int has_reader = PyObject_HasAttr(parser, self->st->str_reader);
+        int has_buffer = PyObject_HasAttr(parser, self->st->str_buffer);
+        self->parser_kind = has_reader ? SP_PARSER_HIREDIS
+                          : has_buffer ? SP_PARSER_SOCKETBUFFER : SP_PARSER_UNKNOWN;
+        Py_INCREF(type);
+        Py_XSETREF(self->parser_type, type);
+    }
+    return self->parser_kind;
+}
+
+/* 1 when a SocketBuffer holds nothing: its BytesIO is empty, as it is after
+ * redis-py's purge() once every reply was read (the position never passes
+ * the end). One C method call, seek(0, SEEK_END); a buffer holding bytes is
+ * reconnected anyway, so the position it leaves does not matter. */
 static int
 socket_buffer_empty(sp_modstate *st, PyObject *sockbuf)
 {
@@ -104,31 +126,28 @@ socket_buffer_empty(sp_modstate *st, PyObject *sockbuf)
         Py_DECREF(bio);
         return 1;
     }
-    int empty = -1;
-    PyObject *pos = PyObject_CallMethodNoArgs(bio, st->str_tell);
-    PyObject *end = pos ? PyObject_CallMethod(bio, "seek", "ii", 0, 2) : NULL;
-    if (end != NULL) {
-        empty = PyObject_RichCompareBool(pos, end, Py_EQ);
-        if (empty == 0) {
-            /* Unread bytes: put the position back for whoever reads them. */
-            PyObject *r = PyObject_CallMethodOneArg(bio, st->str_seek, pos);
-            Py_XDECREF(r);
-        }
-    }
-    Py_XDECREF(end);
-    Py_XDECREF(pos);
+    PyObject *args[3] = {bio, st->int_zero, st->int_two};
+    PyObject *end = PyObject_VectorcallMethod(st->str_seek, args,
+                                              3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(bio);
-    return empty;
+    if (end == NULL) {
+        return -1;
+    }
+    long n = PyLong_AsLong(end);
+    Py_DECREF(end);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return n == 0;
 }
 
 /* 1 when the parser holds no reply already read from the socket, 0 when it
- * does, -1 with an exception. redis-py's parsers: the Python ones buffer in
- * a SocketBuffer (_buffer), hiredis in its Reader (_reader.has_data()). A
- * connection without a parser of either kind is asked can_read(), as
- * redis-py's pools ask every connection. */
+ * does, -1 with an exception. A connection without a _parser is asked
+ * can_read(), as redis-py's pools ask every connection. */
 static int
-parser_empty(sp_modstate *st, PyObject *conn)
+parser_empty(PoolCore *self, PyObject *conn)
 {
+    sp_modstate *st = self->st;
     PyObject *parser = PyObject_GetAttr(conn, st->str_parser);
     if (parser == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -140,37 +159,28 @@ parser_empty(sp_modstate *st, PyObject *conn)
         Py_XDECREF(r);
         return readable < 0 ? -1 : !readable;
     }
-    /* hiredis first: its parser also has a _buffer (a bytearray it reads into). */
     int empty = 1;
-    PyObject *inner = PyObject_GetAttr(parser, st->str_reader);
-    if (inner != NULL) {
-        if (inner == Py_None) {
-            empty = 0;  /* hiredis without a reader is disconnected */
+    int kind = parser_kind(self, parser);
+    if (kind != SP_PARSER_UNKNOWN) {
+        PyObject *inner = PyObject_GetAttr(parser, kind == SP_PARSER_HIREDIS ? st->str_reader
+                                                                             : st->str_buffer);
+        if (inner == NULL) {
+            empty = -1;
         }
-        else {
+        else if (inner == Py_None) {
+            /* hiredis without a reader is disconnected; no SocketBuffer: nothing read */
+            empty = kind != SP_PARSER_HIREDIS;
+        }
+        else if (kind == SP_PARSER_HIREDIS) {
             PyObject *r = PyObject_CallMethodNoArgs(inner, st->str_has_data);
             int has = r ? PyObject_IsTrue(r) : -1;
             Py_XDECREF(r);
             empty = has < 0 ? -1 : !has;
         }
-        Py_DECREF(inner);
-    }
-    else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
-        inner = PyObject_GetAttr(parser, st->str_buffer);
-        if (inner != NULL) {
-            empty = inner == Py_None ? 1 : socket_buffer_empty(st, inner);
-            Py_DECREF(inner);
-        }
-        else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();  /* a parser we do not know: the socket poll decides */
-        }
         else {
-            empty = -1;
+            empty = socket_buffer_empty(st, inner);
         }
-    }
-    else {
-        empty = -1;
+        Py_XDECREF(inner);
     }
     Py_DECREF(parser);
     return empty;
@@ -188,7 +198,7 @@ sp_conn_ready(PoolCore *self, PyObject *conn, int fd)
     if (!sp_fd_idle_ok(fd)) {
         return 0;
     }
-    int empty = parser_empty(self->st, conn);
+    int empty = parser_empty(self, conn);
     if (empty < 0) {
         PyErr_Clear();  /* cannot tell: reconnect, which can */
         return 0;
@@ -330,6 +340,7 @@ sp_pool_clear_hooks(PoolCore *self)
     Py_CLEAR(self->event_type);
     Py_CLEAR(self->quiet_listeners);
     Py_CLEAR(self->metrics_hook);
+    Py_CLEAR(self->parser_type);
 }
 
 int
@@ -341,5 +352,6 @@ sp_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg)
     Py_VISIT(self->event_type);
     Py_VISIT(self->quiet_listeners);
     Py_VISIT(self->metrics_hook);
+    Py_VISIT(self->parser_type);
     return 0;
 }

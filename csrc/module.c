@@ -351,7 +351,9 @@ core_exec(PyObject *module)
         (st->str_tell = PyUnicode_InternFromString("tell")) == NULL ||
         (st->str_seek = PyUnicode_InternFromString("seek")) == NULL ||
         (st->str_can_read = PyUnicode_InternFromString("can_read")) == NULL ||
-        (st->str_re_auth_token = PyUnicode_InternFromString("_re_auth_token")) == NULL) {
+        (st->str_re_auth_token = PyUnicode_InternFromString("_re_auth_token")) == NULL ||
+        (st->int_zero = PyLong_FromLong(0)) == NULL ||
+        (st->int_two = PyLong_FromLong(2)) == NULL) {
         return -1;
     }
     return 0;
@@ -407,6 +409,8 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_seek);
     Py_CLEAR(st->str_can_read);
     Py_CLEAR(st->str_re_auth_token);
+    Py_CLEAR(st->int_zero);
+    Py_CLEAR(st->int_two);
     Py_CLEAR(st->disposer);
     Py_CLEAR(st->failure_hook);
     return 0;

@@ -37,6 +37,8 @@ typedef struct {
     PyObject *str_seek;
     PyObject *str_can_read;
     PyObject *str_re_auth_token;
+    PyObject *int_zero;       /* arguments of BytesIO.seek(0, SEEK_END) */
+    PyObject *int_two;
     /* disposer(conn) closes a connection the pool dropped (set by Python:
      * asyncio connections must be closed on their own loop). */
     PyObject *disposer;
@@ -85,6 +87,11 @@ typedef struct {
      * is not ready, and the parser is not asked (as redis-py's pools do). */
     PyObject *socket_getter;
     int pushes_ok;
+    /* The parser class last seen at checkout and where it buffers replies
+     * (conn_ready.c: SP_PARSER_*), so a checkout probes no attribute that
+     * is not there. */
+    PyObject *parser_type;
+    int parser_kind;
     /* Release events (redis-py's AfterConnectionReleasedEvent): release_hook
      * (pool, conn) dispatches; it is called only when the listener list in
      * event_mapping[event_type] is not the one last seen holding nothing but
