@@ -125,7 +125,13 @@ class CoreBooks:
     def _bind_budget(self) -> Dict[str, Any]:
         """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
         key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
-        flavor = flavor_id(self.connection_class, self.connection_kwargs)
+        flavor_kwargs = self.connection_kwargs
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            # client-side caching: its connections are proxies bound to this cache
+            # (redis-py pops cache_config from the kwargs), never a plain pool's
+            flavor_kwargs = dict(flavor_kwargs, __cache__=cache)
+        flavor = flavor_id(self.connection_class, flavor_kwargs)
         budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
         if not created and budget != self.max_connections and self._max_explicit:
             _warn_budget_conflict(label, budget, self.max_connections)

@@ -114,3 +114,23 @@ def test_below_the_version_gate_the_error_is_redis_pys(pool_class, redis_server)
         assert type(info.value).__module__.startswith(("redis.", "redis_safepool."))
     finally:
         pool.close()
+
+
+def test_caching_and_plain_pools_of_one_server_never_swap_connections(caching_server):
+    """Equal connection settings, but only one caches: they share the budget, not connections."""
+    caching = sp.SafeConnectionPool(host=caching_server.host, port=caching_server.port,
+                                    protocol=3, cache_config=cache.CacheConfig(),
+                                    max_connections=4)
+    plain = sp.SafeConnectionPool(host=caching_server.host, port=caching_server.port,
+                                  protocol=3, max_connections=4)
+    try:
+        for first, second in ((caching, plain), (plain, caching)):
+            conn = first.get_connection()
+            first.release(conn)
+            other = second.get_connection()
+            assert other is not conn
+            assert isinstance(other, CacheProxyConnection) == (second is caching)
+            second.release(other)
+    finally:
+        caching.close()
+        plain.close()
