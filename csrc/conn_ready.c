@@ -187,13 +187,25 @@ parser_empty(PoolCore *self, PyObject *conn)
 }
 
 int
+sp_conn_registered_fd(PoolCore *self, int fd)
+{
+    return self->pushes_ok && fd >= 0 ? SP_FD_UNPOLLABLE : fd;
+}
+
+int
 sp_conn_ready(PoolCore *self, PyObject *conn, int fd)
 {
+    if (self->pushes_ok) {
+        /* Registered unpollable (see sp_conn_registered_fd): found again here. */
+        fd = fd == SP_FD_UNPOLLABLE ? sp_conn_fd(self, conn) : fd;
+        if (fd < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        return fd_open(fd);
+    }
     if (fd < 0) {
         return 0;
-    }
-    if (self->pushes_ok) {
-        return fd_open(fd);
     }
     if (!sp_fd_idle_ok(fd)) {
         return 0;

@@ -140,6 +140,10 @@ int sp_conn_fd(PoolCore *self, PyObject *conn);
 /* 1 when an idle connection's socket and parser hold nothing unread (or,
  * with pushes_ok, only when the socket is still open), 0 otherwise. */
 int sp_conn_ready(PoolCore *self, PyObject *conn, int fd);
+/* The fd the endpoint records: with pushes_ok, SP_FD_UNPOLLABLE, so neither
+ * the checker's idle poll nor its hangup watch mistakes a pending push for a
+ * dead socket (sp_conn_ready() finds the socket again at checkout). */
+int sp_conn_registered_fd(PoolCore *self, int fd);
 /* Release events: 1 when release_hook must run for conn (see PoolCore). */
 int sp_conn_release_needs_event(PoolCore *self, PyObject *conn);
 /* Tells metrics_hook, if any; an error in it is reported as unraisable. */

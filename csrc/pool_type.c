@@ -360,7 +360,7 @@ make_ready(PoolCore *self, sp_conn *rec)
         sp_pool_drop_record(self, rec);
         return -1;
     }
-    sp_endpoint_set_fd(self->ep, rec, fd);
+    sp_endpoint_set_fd(self->ep, rec, sp_conn_registered_fd(self, fd));
     sp_auth_accepted(self->ep, self->flavor);  /* its handshake passed */
     return 0;
 }
@@ -397,7 +397,8 @@ fill_slot(PoolCore *self)
         sp_finish_after(self->st, &after);
         return NULL;
     }
-    if (sp_endpoint_add(self->ep, rec, conn, self, self->flavor, fd) < 0) {
+    if (sp_endpoint_add(self->ep, rec, conn, self, self->flavor,
+                        fd < 0 ? fd : sp_conn_registered_fd(self, fd)) < 0) {
         PyMem_RawFree(rec);
         Py_DECREF(conn);
         sp_endpoint_slot_failed(self->ep, &after);
@@ -595,7 +596,7 @@ pool_release(PoolCore *self, PyObject *conn)
     if (fd == -2) {
         return NULL;
     }
-    return release_with_fd(self, conn, fd);
+    return release_with_fd(self, conn, sp_conn_registered_fd(self, fd));
 }
 
 PyObject *
