@@ -15,7 +15,7 @@ CORE_SOURCES = [
     "csrc/watch.c",
     "csrc/auth_gate.c",
 ]
-BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c"]
+BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c", "csrc/conn_ready.c"]
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 extra_link_args = ["-pthread"]

@@ -331,6 +331,7 @@ core_exec(PyObject *module)
         import_attr(&st->DoubleReleaseError, exc, "DoubleReleaseError") < 0 ||
         import_attr(&st->ForeignConnectionError, exc, "ForeignConnectionError") < 0 ||
         import_attr(&st->CredentialsRejectedError, exc, "CredentialsRejectedError") < 0 ||
+        import_attr(&st->SafePoolError, exc, "SafePoolError") < 0 ||
         import_attr(&st->BusyLoadingError, "redis.exceptions", "BusyLoadingError") < 0 ||
         import_attr(&st->AuthenticationError, "redis.exceptions", "AuthenticationError") < 0 ||
         import_attr(&st->RedisTimeoutError, "redis.exceptions", "TimeoutError") < 0) {
@@ -342,7 +343,17 @@ core_exec(PyObject *module)
         (st->str_connect = PyUnicode_InternFromString("connect")) == NULL ||
         (st->str_disconnect = PyUnicode_InternFromString("disconnect")) == NULL ||
         (st->str_pid = PyUnicode_InternFromString("pid")) == NULL ||
-        (st->str_should_reconnect = PyUnicode_InternFromString("should_reconnect")) == NULL) {
+        (st->str_should_reconnect = PyUnicode_InternFromString("should_reconnect")) == NULL ||
+        (st->str_parser = PyUnicode_InternFromString("_parser")) == NULL ||
+        (st->str_buffer = PyUnicode_InternFromString("_buffer")) == NULL ||
+        (st->str_reader = PyUnicode_InternFromString("_reader")) == NULL ||
+        (st->str_has_data = PyUnicode_InternFromString("has_data")) == NULL ||
+        (st->str_tell = PyUnicode_InternFromString("tell")) == NULL ||
+        (st->str_seek = PyUnicode_InternFromString("seek")) == NULL ||
+        (st->str_can_read = PyUnicode_InternFromString("can_read")) == NULL ||
+        (st->str_re_auth_token = PyUnicode_InternFromString("_re_auth_token")) == NULL ||
+        (st->int_zero = PyLong_FromLong(0)) == NULL ||
+        (st->int_two = PyLong_FromLong(2)) == NULL) {
         return -1;
     }
     return 0;
@@ -358,6 +369,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->PoolClosedError);
     Py_VISIT(st->DoubleReleaseError);
     Py_VISIT(st->ForeignConnectionError);
+    Py_VISIT(st->SafePoolError);
     Py_VISIT(st->BusyLoadingError);
     Py_VISIT(st->CredentialsRejectedError);
     Py_VISIT(st->AuthenticationError);
@@ -377,6 +389,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->PoolClosedError);
     Py_CLEAR(st->DoubleReleaseError);
     Py_CLEAR(st->ForeignConnectionError);
+    Py_CLEAR(st->SafePoolError);
     Py_CLEAR(st->BusyLoadingError);
     Py_CLEAR(st->CredentialsRejectedError);
     Py_CLEAR(st->AuthenticationError);
@@ -388,6 +401,16 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_disconnect);
     Py_CLEAR(st->str_pid);
     Py_CLEAR(st->str_should_reconnect);
+    Py_CLEAR(st->str_parser);
+    Py_CLEAR(st->str_buffer);
+    Py_CLEAR(st->str_reader);
+    Py_CLEAR(st->str_has_data);
+    Py_CLEAR(st->str_tell);
+    Py_CLEAR(st->str_seek);
+    Py_CLEAR(st->str_can_read);
+    Py_CLEAR(st->str_re_auth_token);
+    Py_CLEAR(st->int_zero);
+    Py_CLEAR(st->int_two);
     Py_CLEAR(st->disposer);
     Py_CLEAR(st->failure_hook);
     return 0;

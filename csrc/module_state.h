@@ -16,6 +16,7 @@ typedef struct {
     PyObject *DoubleReleaseError;
     PyObject *ForeignConnectionError;
     PyObject *CredentialsRejectedError;
+    PyObject *SafePoolError;  /* base of the runtime errors: a redis ConnectionError */
     /* redis.exceptions, to classify connect errors */
     PyObject *BusyLoadingError;
     PyObject *AuthenticationError;
@@ -28,6 +29,16 @@ typedef struct {
     PyObject *str_disconnect;
     PyObject *str_pid;
     PyObject *str_should_reconnect;
+    PyObject *str_parser;     /* readiness of the parser's buffer (conn_ready.c) */
+    PyObject *str_buffer;
+    PyObject *str_reader;
+    PyObject *str_has_data;
+    PyObject *str_tell;
+    PyObject *str_seek;
+    PyObject *str_can_read;
+    PyObject *str_re_auth_token;
+    PyObject *int_zero;       /* arguments of BytesIO.seek(0, SEEK_END) */
+    PyObject *int_two;
     /* disposer(conn) closes a connection the pool dropped (set by Python:
      * asyncio connections must be closed on their own loop). */
     PyObject *disposer;
@@ -74,6 +85,36 @@ typedef struct {
     sp_endpoint **formers;
     int n_formers;
     int calls_in_flight;      /* get_connection() calls running (GIL-guarded) */
+    /* Set from Python (pool.py), all module-level functions or plain data,
+     * so no reference cycle runs through them; NULL/0 costs nothing.
+     * socket_getter(conn) -> socket or None, for connections whose socket
+     * is not conn._sock (client-side caching proxies, other ConnectionInterface
+     * implementations). pushes_ok: unread data on an idle socket may be RESP3
+     * push messages (client-side caching invalidations): only a closed socket
+     * is not ready, and the parser is not asked (as redis-py's pools do). */
+    PyObject *socket_getter;
+    int pushes_ok;
+    /* The parser class last seen at checkout and where it buffers replies
+     * (conn_ready.c: SP_PARSER_*), so a checkout probes no attribute that
+     * is not there. */
+    PyObject *parser_type;
+    int parser_kind;
+    /* Release events (redis-py's AfterConnectionReleasedEvent): release_hook
+     * (pool, conn) dispatches; it is called only when the listener list in
+     * event_mapping[event_type] is not the one last seen holding nothing but
+     * re-authentication listeners (quiet_listeners, quiet_len), or when a
+     * token rotation is pending and conn carries a token. event_mapping NULL
+     * with a hook: a dispatcher we cannot look into, always called. */
+    PyObject *release_hook;
+    PyObject *event_mapping;
+    PyObject *event_type;
+    PyObject *quiet_listeners;
+    Py_ssize_t quiet_len;
+    int reauth_pending;
+    /* OpenTelemetry (observe_otel.py): metrics_hook(pool, kind, wait_s,
+     * create_s), kind 0 checkout, 1 checkout of a new connection, 2 release,
+     * 3 timeout; NULL when no recorder is configured. */
+    PyObject *metrics_hook;
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;
@@ -97,6 +138,31 @@ void sp_pool_report_exception(PoolCore *self, PyObject *exc);
 /* Drops a checked-out record that cannot be used and closes its connection. */
 void sp_pool_drop_record(PoolCore *self, sp_conn *rec);
 void sp_pool_free_async_waiters(PoolCore *self);
+
+/* Connections as redis-py's ConnectionInterface has them (conn_ready.c). */
+/* The socket object (new reference; Py_None when not connected), NULL with an exception. */
+PyObject *sp_conn_socket(PoolCore *self, PyObject *conn);
+/* fd of the connection's socket, -1 when not connected, -2 with an exception. */
+int sp_conn_fd(PoolCore *self, PyObject *conn);
+/* 1 when an idle connection's socket and parser hold nothing unread (or,
+ * with pushes_ok, only when the socket is still open), 0 otherwise. */
+int sp_conn_ready(PoolCore *self, PyObject *conn, int fd);
+/* The fd the endpoint records: with pushes_ok, SP_FD_UNPOLLABLE, so neither
+ * the checker's idle poll nor its hangup watch mistakes a pending push for a
+ * dead socket (sp_conn_ready() finds the socket again at checkout). */
+int sp_conn_registered_fd(PoolCore *self, int fd);
+/* Release events: 1 when release_hook must run for conn (see PoolCore). */
+int sp_conn_release_needs_event(PoolCore *self, PyObject *conn);
+/* Tells metrics_hook, if any; an error in it is reported as unraisable. */
+void sp_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s);
+/* _set_hooks(socket_getter=, pushes_ok=, release_hook=, event_mapping=,
+ * event_type=, metrics_hook=, reauth_pending=): sets the fields given. */
+PyObject *sp_pool_set_hooks(PoolCore *self, PyObject *args, PyObject *kwds);
+/* _set_quiet_listeners(list): the listener list seen holding only re-auth listeners. */
+PyObject *sp_pool_set_quiet_listeners(PoolCore *self, PyObject *listeners);
+/* Drops the references the fields above hold (dealloc), or visits them (GC). */
+void sp_pool_clear_hooks(PoolCore *self);
+int sp_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg);
 
 /* asyncio primitives (pool_async.c), in PoolCore's method table. */
 PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *args);

@@ -73,54 +73,19 @@ sp_pool_check_fork(PoolCore *self)
         self->in_use = 0;
         sp_main_thread_ident = PyThread_get_thread_ident();
         if (sp_checker_ensure_running() != 0) {
-            PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+            PyErr_SetString(self->st->SafePoolError, "cannot start the health-checker thread");
             return -1;
         }
     }
     return 0;
 }
 
-/* fd of conn._sock, or -1 when not connected. -2 with an exception set. */
-static int
-socket_fd(sp_modstate *st, PyObject *conn)
-{
-    PyObject *sock = PyObject_GetAttr(conn, st->str_sock);
-    if (sock == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            return -1;
-        }
-        return -2;
-    }
-    if (sock == Py_None) {
-        Py_DECREF(sock);
-        return -1;
-    }
-    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, st->str_fileno);
-    Py_DECREF(sock);
-    if (fd_obj == NULL) {
-        PyErr_Clear();  /* a closed socket object: treat as not connected */
-        return -1;
-    }
-    long fd = PyLong_AsLong(fd_obj);
-    Py_DECREF(fd_obj);
-    if (fd == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return -1;
-    }
-    return (int)fd;
-}
-
-/* socket_fd() through the pool's cache of socket objects. */
+/* sp_conn_fd() through the pool's cache of socket objects. */
 static int
 cached_socket_fd(PoolCore *self, PyObject *conn)
 {
-    PyObject *sock = PyObject_GetAttr(conn, self->st->str_sock);
+    PyObject *sock = sp_conn_socket(self, conn);
     if (sock == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            return -1;
-        }
         return -2;
     }
     if (sock == Py_None) {
@@ -132,7 +97,7 @@ cached_socket_fd(PoolCore *self, PyObject *conn)
         Py_DECREF(sock);
         return self->fd_cache[slot].fd;
     }
-    int fd = socket_fd(self->st, conn);
+    int fd = sp_conn_fd(self, conn);
     if (fd >= 0) {
         Py_XSETREF(self->fd_cache[slot].sock, sock);  /* keeps our reference */
         self->fd_cache[slot].fd = fd;
@@ -310,6 +275,7 @@ raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
                   "(max_connections=%d, in use=%d, waiters=%d)",
                   waited, ep->label, s.max_connections, s.in_use, s.waiters);
     PyErr_SetString(self->st->PoolTimeoutError, msg);
+    sp_pool_tell_metrics(self, 3, waited, 0.0);
     return tell_failure(self);
 }
 
@@ -386,7 +352,7 @@ sp_pool_drop_record(PoolCore *self, sp_conn *rec)
 static int
 make_ready(PoolCore *self, sp_conn *rec)
 {
-    if (rec->fd >= 0 && sp_fd_idle_ok(rec->fd)) {
+    if (sp_conn_ready(self, rec->payload, rec->fd)) {
         return 0;
     }
     sp_endpoint *ep = rec->ep;
@@ -403,18 +369,18 @@ make_ready(PoolCore *self, sp_conn *rec)
         Py_DECREF(r);
         r = PyObject_CallMethodNoArgs(conn, self->st->str_connect);
     }
-    int fd = r != NULL ? socket_fd(self->st, conn) : -2;
+    int fd = r != NULL ? sp_conn_fd(self, conn) : -2;
     Py_XDECREF(r);
     if (fd < 0) {
         if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ConnectionError, "connection to %s not ready after reconnect",
-                         ep->label);
+            PyErr_Format(self->st->SafePoolError,
+                         "connection to %s has no socket after connect()", ep->label);
         }
         report_pending_error(self, ep, rec->flavor);
         sp_pool_drop_record(self, rec);
         return -1;
     }
-    sp_endpoint_set_fd(ep, rec, fd);
+    sp_endpoint_set_fd(ep, rec, sp_conn_registered_fd(self, fd));
     sp_auth_accepted(ep, rec->flavor);  /* its handshake passed */
     return 0;
 }
@@ -440,7 +406,7 @@ fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         }
         Py_XDECREF(r);
     }
-    int fd = conn ? socket_fd(self->st, conn) : -2;
+    int fd = conn ? sp_conn_fd(self, conn) : -2;
     sp_conn *rec = conn && fd > -2 ? PyMem_RawMalloc(sizeof(sp_conn)) : NULL;
     if (conn && fd > -2 && rec == NULL) {
         PyErr_NoMemory();
@@ -451,7 +417,8 @@ fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         sp_finish_after(self->st, &after);
         return NULL;
     }
-    if (sp_endpoint_add(ep, rec, conn, self, flavor, fd) < 0) {
+    if (sp_endpoint_add(ep, rec, conn, self, flavor,
+                        fd < 0 ? fd : sp_conn_registered_fd(self, fd)) < 0) {
         PyMem_RawFree(rec);
         Py_DECREF(conn);
         sp_endpoint_slot_failed(ep, &after);
@@ -506,6 +473,8 @@ checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         break;
     }
     PyObject *conn = NULL;
+    int created = 0;
+    double filled_at = 0;
     switch (got) {
     case -1:
         return NULL;
@@ -517,10 +486,12 @@ checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         Py_INCREF(conn);
         break;
     case SP_WAIT_SLOT:
+        filled_at = self->metrics_hook ? sp_now() : 0;
         conn = fill_slot(self, ep, flavor);
         if (conn == NULL) {
             return NULL;
         }
+        created = 1;
         break;
     case SP_WAIT_TIMEOUT:
         return raise_timeout_on(self, ep, sp_now() - start);
@@ -530,6 +501,10 @@ checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         return sp_pool_raise_closed(self);
     }
     self->in_use++;
+    if (self->metrics_hook != NULL) {
+        double now = sp_now();
+        sp_pool_tell_metrics(self, created, now - start, created ? now - filled_at : 0.0);
+    }
     return conn;
 }
 
@@ -656,6 +631,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
         if (ep != self->ep) {
             prune_formers(self);
         }
+        sp_pool_tell_metrics(self, 2, 0.0, 0.0);
         Py_RETURN_NONE;
     case SP_REL_DOUBLE:
         PyErr_Format(st->DoubleReleaseError,
@@ -715,11 +691,32 @@ pool_release(PoolCore *self, PyObject *conn)
             Py_XDECREF(r);
         }
     }
+    if (sp_conn_release_needs_event(self, conn) && sp_endpoint_find_inuse(self->ep, conn, self)) {
+        /* redis-py's release event, while the connection is still ours: its
+         * re-authentication listener sends AUTH on it, and nobody else may
+         * use it meanwhile. A listener that fails leaves it in an unknown
+         * state: it goes back disconnected and the error propagates. */
+        PyObject *r = PyObject_CallFunctionObjArgs(self->release_hook, (PyObject *)self, conn,
+                                                   NULL);
+        if (r == NULL) {
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
+            PyObject *d = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+            Py_XDECREF(d);
+            PyErr_Clear();
+            PyObject *done = release_with_fd(self, conn, -1);
+            Py_XDECREF(done);
+            PyErr_Clear();
+            PyErr_Restore(et, ev, etb);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
     int fd = cached_socket_fd(self, conn);
     if (fd == -2) {
         return NULL;
     }
-    return release_with_fd(self, conn, fd);
+    return release_with_fd(self, conn, sp_conn_registered_fd(self, fd));
 }
 
 PyObject *
@@ -847,7 +844,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     self->closed = 0;
     self->fork_epoch = sp_fork_epoch();
     if (sp_checker_ensure_running() != 0) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot start the health-checker thread");
+        PyErr_SetString(self->st->SafePoolError, "cannot start the health-checker thread");
         return NULL;
     }
     sp_stats s;
@@ -1216,6 +1213,10 @@ static int
 pool_traverse(PoolCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    int visited = sp_pool_visit_hooks(self, visit, arg);
+    if (visited != 0) {
+        return visited;
+    }
     if (self->ep != NULL) {
         int rc = traverse_on(self, self->ep, self->flavor_counted, visit, arg);
         if (rc != 0) {
@@ -1243,6 +1244,7 @@ pool_dealloc(PoolCore *self)
     PyErr_Fetch(&et, &ev, &etb);
     unbind(self);
     clear_fd_cache(self);
+    sp_pool_clear_hooks(self);
     PyErr_Restore(et, ev, etb);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -1333,6 +1335,11 @@ static PyMethodDef pool_methods[] = {
      "_discard(conn): drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_pool_release_fd, METH_VARARGS,
      "_release_fd(conn, fd): release with the socket fd given (-1: not connected)."},
+    {"_set_hooks", (PyCFunction)(void (*)(void))sp_pool_set_hooks, METH_VARARGS | METH_KEYWORDS,
+     "_set_hooks(*, socket_getter, pushes_ok, release_hook, event_mapping, event_type, "
+     "metrics_hook, reauth_pending): set the ones given."},
+    {"_set_quiet_listeners", (PyCFunction)sp_pool_set_quiet_listeners, METH_O,
+     "_set_quiet_listeners(list): the release listeners seen doing nothing without a token."},
     {NULL, NULL, 0, NULL},
 };
 

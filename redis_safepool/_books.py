@@ -14,13 +14,19 @@ from .exceptions import BudgetConflictWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_TIMEOUT = 20.0
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# connection kwargs never shown by repr(): secrets, and redis-py's internal plumbing
+REPR_REDACTED = frozenset({"password", "username", "ssl_password", "credential_provider"})
+REPR_OMITTED = frozenset({"himport_registry"})
 
 
 def _check_max_connections(value: Any) -> int:
-    if value is None:
+    """The budget asked for; ``None`` and ``0`` mean the default, as ``0`` does in redis-py."""
+    if value is None or (value == 0 and type(value) is int):
         return DEFAULT_MAX_CONNECTIONS
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
+        # ValueError, not TypeError: what redis-py's pools raise for a non-int
+        raise ValueError(
             f"max_connections must be an int >= 1, not {type(value).__name__} ({value!r})"
         )
     if value < 1:
@@ -54,6 +60,11 @@ def check_url(url: Any) -> None:
     """Reject URLs redis-py would silently misread (a db path that is not a number)."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    if not url.startswith(URL_SCHEMES):
+        # redis-py's own check and words: "redis:host:1" lacks the "//", it is no db path
+        raise ValueError(
+            "Redis URL must specify one of the following schemes (redis://, rediss://, unix://)"
+        )
     parsed = urlparse(url)
     if parsed.scheme in ("redis", "rediss"):
         db = parsed.path.strip("/")
@@ -84,6 +95,18 @@ class CoreBooks:
     """
 
     __slots__ = ()
+    _otel_on = False  # OpenTelemetry metrics recorded (see _otel.bind)
+
+    def __repr__(self) -> str:
+        """redis-py's shape, which tools parse; the pool's own figures are in ``stats()``."""
+        kwargs = ",".join(
+            f"{k}={'<REDACTED>' if k in REPR_REDACTED else v}"
+            for k, v in self.connection_kwargs.items()
+            if k not in REPR_OMITTED
+        )
+        cls, conn_cls = type(self), self.connection_class
+        return (f"<{cls.__module__}.{cls.__name__}"
+                f"(<{conn_cls.__module__}.{conn_cls.__name__}({kwargs})>)>")
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Any:
@@ -95,14 +118,20 @@ class CoreBooks:
         """Check the pool's own arguments; set ``timeout``; return the budget asked for."""
         if not isinstance(connection_class, type):
             raise TypeError(f"connection_class must be a class, not {connection_class!r}")
-        self._max_explicit = max_connections is not None
+        self._max_explicit = max_connections not in (None, 0)
         self.timeout = _check_seconds("timeout", timeout, allow_none=True)
         return _check_max_connections(max_connections)
 
     def _bind_budget(self) -> Dict[str, Any]:
         """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
         key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
-        flavor = flavor_id(self.connection_class, self.connection_kwargs)
+        flavor_kwargs = self.connection_kwargs
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            # client-side caching: its connections are proxies bound to this cache
+            # (redis-py pops cache_config from the kwargs), never a plain pool's
+            flavor_kwargs = dict(flavor_kwargs, __cache__=cache)
+        flavor = flavor_id(self.connection_class, flavor_kwargs)
         budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
         if not created and budget != self.max_connections and self._max_explicit:
             _warn_budget_conflict(label, budget, self.max_connections)

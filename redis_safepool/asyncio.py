@@ -6,16 +6,17 @@ import asyncio
 import fcntl
 import itertools
 import os
+import time
 import weakref
 from typing import Any, Dict, Optional, Tuple
 
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
-from . import _core
+from . import _core, _otel, _release_events
 from ._books import CoreBooks
 from ._keys import flavor_id
-from .exceptions import PoolTimeoutError
+from .exceptions import PoolTimeoutError, SafePoolError
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
@@ -139,6 +140,8 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
             return  # redis-py's __init__ calls this before we are set up
         self._bind_budget()
         self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
+        self._reauth_pending = False  # a token rotation: connections may carry a token
+        _otel.bind(self)
 
     def __del__(self) -> None:
         pass
@@ -147,19 +150,32 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any):
         """Check out a connected connection, waiting (FIFO, without blocking the loop)."""
+        started = time.monotonic() if self._otel_on else 0.0
         loop = asyncio.get_running_loop()
-        waker = _waker(loop)
+        try:
+            waker = _waker(loop)
+        except OSError as exc:  # out of file descriptors for the loop's pipe
+            raise SafePoolError(f"cannot wait for a connection to {self.endpoint}: {exc}") from exc
         flavor = self._loop_flavor(waker)
         kind, obj = self._async_acquire(waker.write_fd, flavor)
         if kind == "wait":
             kind, obj = await self._wait_turn(loop, waker, obj)
         if kind == "slot":
-            return await self._fill_slot(flavor)
+            made = time.monotonic() if self._otel_on else 0.0
+            conn = await self._fill_slot(flavor)
+            if self._otel_on:
+                now = time.monotonic()
+                _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
+            return conn
         try:
             await self.ensure_connection(obj)
+            if self._reauth_pending and getattr(obj, "_re_auth_token", None) is not None:
+                await obj.re_auth()  # an idle connection when the token rotated
         except BaseException:
             self._discard(obj)
             raise
+        if self._otel_on:
+            _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
 
     async def _wait_turn(self, loop: asyncio.AbstractEventLoop, waker: _LoopWaker,
@@ -176,6 +192,8 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         except _Expired:
             waker.pending.pop((id(self), ticket), None)
             if self._async_cancel(ticket, True):
+                if self._otel_on:
+                    _otel.on_event(self, _otel.TIMEOUT, loop.time() - started, 0.0)
                 raise self._timeout_error(loop.time() - started) from None
             raise  # pragma: no cover - collected concurrently; handled in collect()
         except BaseException:  # cancelled: leave the queue, give back what came
@@ -211,7 +229,8 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
     async def _fill_slot(self, flavor: int) -> AbstractConnection:
         try:
             conn = self.make_connection()
-            await conn.connect()
+            # redis-py's own entry point, so wrappers and instrumentation see new connections
+            await self.ensure_connection(conn)
         except BaseException as exc:
             self._slot_failed(exc)
             raise
@@ -237,7 +256,24 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
     async def release(self, connection: AbstractConnection) -> None:
         if connection.should_reconnect():
             await connection.disconnect()
+        if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
+            # Dispatched while the connection is still ours: its re-authentication
+            # listener sends AUTH on it. A failed listener leaves it in an unknown
+            # state: it goes back disconnected and the error propagates.
+            try:
+                await self._event_dispatcher.dispatch_async(_release_events.async_event(connection))
+            except BaseException:
+                try:
+                    await connection.disconnect(nowait=True)
+                except BaseException:
+                    pass
+                self._release_fd(connection, -1)
+                raise
         self._release_fd(connection, _fd_of(connection))
+
+    async def re_auth_callback(self, token: Any) -> None:
+        """A streaming credential provider's new token: re-authenticate every connection."""
+        await _release_events.re_auth_async(self, token)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         conns = self._idle_list()
@@ -245,6 +281,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         if inuse_connections:
             conns += self._in_use_list()
         results = await asyncio.gather(*(c.disconnect() for c in conns), return_exceptions=True)
+        _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
         if exc:
             raise exc

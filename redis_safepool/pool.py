@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from redis.connection import Connection, ConnectionPool
+from redis.connection import AbstractConnection, Connection, ConnectionPool
 
-from . import _core, _tls_probe, observe
+from . import _core, _otel, _release_events, _tls_probe, observe
 from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks, _check_seconds
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
@@ -16,6 +16,21 @@ try:
     from redis.cache import CacheProxyConnection
 except ImportError:  # pragma: no cover - older redis-py layouts
     from redis.connection import CacheProxyConnection
+
+
+def _socket_of(conn: Any) -> Any:
+    """The socket of a connection that may not keep it in ``_sock``: through
+    redis-py's ConnectionInterface (``_get_socket()``, e.g. CacheProxyConnection)."""
+    get_socket = getattr(conn, "_get_socket", None)
+    if get_socket is not None:
+        try:
+            return get_socket()
+        except NotImplementedError:  # a proxy around a connection without the interface
+            pass
+    sock = getattr(conn, "_sock", None)
+    if sock is None:  # redis-py's caching proxy before _get_socket() existed
+        sock = getattr(getattr(conn, "_conn", None), "_sock", None)
+    return sock
 
 
 def _track_leaks(pool: "SafeConnectionPool") -> None:
@@ -99,6 +114,13 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         self._check_reconnect = (
             bool(self.maint_notifications_enabled()) and self.get_protocol() in (3, "3")
         )
+        plain = issubclass(self.connection_class, AbstractConnection) and self.cache is None
+        # With client-side caching an idle socket holds invalidation pushes that the
+        # proxy reads before its next command: only a closed socket is not ready.
+        self._set_hooks(socket_getter=None if plain else _socket_of,
+                        pushes_ok=self.cache is not None)
+        _release_events.bind(self)
+        _otel.bind(self)
         self.pid = os.getpid()
 
     def _checkpid(self) -> None:
@@ -118,6 +140,10 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
             return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
         return self.connection_class(**kwargs)
 
+    def re_auth_callback(self, token: Any) -> None:
+        """A streaming credential provider's new token: re-authenticate every connection."""
+        _release_events.re_auth(self, token)
+
     def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections; with ``inuse_connections`` also the ones out now.
 
@@ -129,6 +155,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         if inuse_connections:
             for connection in self._in_use_list():
                 connection.disconnect()
+        _otel.settle(self)
 
     def close(self) -> None:
         """Close the pool: waiters fail with ``PoolClosedError``, so do later checkouts.
@@ -137,7 +164,3 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         """
         self._close_core()
         self.disconnect(inuse_connections=True)
-
-    def __repr__(self) -> str:
-        base = ConnectionPool.__repr__(self)
-        return f"{base[:-1]}, max_connections={self.max_connections}, timeout={self.timeout})>"
