@@ -342,7 +342,8 @@ core_exec(PyObject *module)
         (st->str_connect = PyUnicode_InternFromString("connect")) == NULL ||
         (st->str_disconnect = PyUnicode_InternFromString("disconnect")) == NULL ||
         (st->str_pid = PyUnicode_InternFromString("pid")) == NULL ||
-        (st->str_should_reconnect = PyUnicode_InternFromString("should_reconnect")) == NULL) {
+        (st->str_should_reconnect = PyUnicode_InternFromString("should_reconnect")) == NULL ||
+        (st->str_errors = PyUnicode_InternFromString("_errors")) == NULL) {
         return -1;
     }
     return 0;
@@ -388,6 +389,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_disconnect);
     Py_CLEAR(st->str_pid);
     Py_CLEAR(st->str_should_reconnect);
+    Py_CLEAR(st->str_errors);
     Py_CLEAR(st->disposer);
     Py_CLEAR(st->failure_hook);
     return 0;

@@ -151,6 +151,36 @@ clear_fd_cache(PoolCore *self)
     }
 }
 
+/* The exception class `name` of this pool's client family (see module_state.h). */
+PyObject *
+sp_pool_error_class(PoolCore *self, const char *name, PyObject *fallback)
+{
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *cls = NULL;
+    PyObject *family = PyObject_GetAttr((PyObject *)Py_TYPE(self), self->st->str_errors);
+    if (family != NULL) {
+        cls = PyObject_GetAttrString(family, name);
+        Py_DECREF(family);
+    }
+    if (cls == NULL || !PyExceptionClass_Check(cls)) {
+        Py_XDECREF(cls);
+        cls = Py_NewRef(fallback);
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, etb);
+    return cls;
+}
+
+/* Sets the family's exception `name` with `msg`. */
+static void
+set_family_error(PoolCore *self, const char *name, PyObject *fallback, const char *msg)
+{
+    PyObject *cls = sp_pool_error_class(self, name, fallback);
+    PyErr_SetString(cls, msg);
+    Py_DECREF(cls);
+}
+
 /* Tells the endpoint what an exception says about the server. */
 void
 sp_pool_report_exception(PoolCore *self, PyObject *exc)
@@ -178,7 +208,9 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
     else {
         PyErr_Clear();
     }
-    if (PyErr_GivenExceptionMatches(exc, self->st->BusyLoadingError) || strstr(msg, "LOADING")) {
+    PyObject *loading = sp_pool_error_class(self, "BusyLoadingError", self->st->BusyLoadingError);
+    PyObject *timeout = sp_pool_error_class(self, "ClientTimeoutError", self->st->RedisTimeoutError);
+    if (PyErr_GivenExceptionMatches(exc, loading) || strstr(msg, "LOADING")) {
         kind = SP_FAIL_LOADING;
     }
     else if (strstr(msg, "max number of clients")) {
@@ -188,10 +220,12 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
              strstr(msg, "No such file or directory")) {
         kind = SP_FAIL_REFUSED;
     }
-    else if (PyErr_GivenExceptionMatches(exc, self->st->RedisTimeoutError) ||
+    else if (PyErr_GivenExceptionMatches(exc, timeout) ||
              PyErr_GivenExceptionMatches(exc, PyExc_TimeoutError)) {
         kind = SP_FAIL_TIMEOUT;
     }
+    Py_DECREF(loading);
+    Py_DECREF(timeout);
     sp_checker_report(self->ep, kind, msg);
     Py_XDECREF(text);
 }
@@ -243,8 +277,9 @@ tell_failure(PoolCore *self)
 PyObject *
 sp_pool_raise_closed(PoolCore *self)
 {
-    PyErr_Format(self->st->PoolClosedError, "connection pool for %s is closed",
-                 self->ep ? self->ep->label : "(unbound)");
+    PyObject *cls = sp_pool_error_class(self, "PoolClosedError", self->st->PoolClosedError);
+    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? self->ep->label : "(unbound)");
+    Py_DECREF(cls);
     return tell_failure(self);
 }
 
@@ -260,7 +295,7 @@ sp_pool_raise_unavailable(PoolCore *self)
                       "%s just closed %d of our connections; failing fast instead of waiting "
                       "while the health checker finds out whether it is down",
                       self->ep->label, s.suspect_sockets);
-        PyErr_SetString(self->st->ServerUnavailableError, msg);
+        set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
         return tell_failure(self);
     }
     /* PyErr_Format has no %f: format here. */
@@ -268,7 +303,7 @@ sp_pool_raise_unavailable(PoolCore *self)
                   self->ep->label, sp_state_name(s.state), ago, s.state_reason,
                   s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "");
-    PyErr_SetString(self->st->ServerUnavailableError, msg);
+    set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
     return tell_failure(self);
 }
 
@@ -295,7 +330,7 @@ sp_pool_raise_timeout(PoolCore *self, double waited)
                   "Timed out after %.3fs waiting for a connection to %s "
                   "(max_connections=%d, in use=%d, waiters=%d)",
                   waited, self->ep->label, s.max_connections, s.in_use, s.waiters);
-    PyErr_SetString(self->st->PoolTimeoutError, msg);
+    set_family_error(self, "PoolTimeoutError", self->st->PoolTimeoutError, msg);
     return tell_failure(self);
 }
 
@@ -526,6 +561,7 @@ static PyObject *
 release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
+    PyObject *cls;
     sp_after after = {0};
     sp_release_status rs = sp_endpoint_release(self->ep, self, conn, fd, !self->closed, &after);
     sp_finish_after(st, &after);
@@ -538,13 +574,16 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
         }
         Py_RETURN_NONE;
     case SP_REL_DOUBLE:
-        PyErr_Format(st->DoubleReleaseError,
-                     "connection %R was released twice to the pool for %s", conn, self->ep->label);
+        cls = sp_pool_error_class(self, "DoubleReleaseError", st->DoubleReleaseError);
+        PyErr_Format(cls, "connection %R was released twice to the pool for %s",
+                     conn, self->ep->label);
+        Py_DECREF(cls);
         return NULL;
     case SP_REL_FOREIGN:
-        PyErr_Format(st->ForeignConnectionError,
-                     "connection %R was checked out from another pool for %s; release it there",
+        cls = sp_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
+        PyErr_Format(cls, "connection %R was checked out from another pool for %s; release it there",
                      conn, self->ep->label);
+        Py_DECREF(cls);
         return NULL;
     default:
         break;
@@ -564,8 +603,9 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
             Py_RETURN_NONE;
         }
     }
-    PyErr_Format(st->ForeignConnectionError,
-                 "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    cls = sp_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
+    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    Py_DECREF(cls);
     return NULL;
 }
 

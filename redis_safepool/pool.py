@@ -35,23 +35,15 @@ def _track_leaks(pool: "SafeConnectionPool") -> None:
     pool.release = release
 
 
-class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
-    """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
+class SyncPoolMethods(CoreBooks):
+    """The sync pool over the C core, for any client family (redis-py, valkey-py).
 
-    Every pool object for one server (transport, address, db, username,
-    protocol) draws from one process-wide budget of ``max_connections``:
-    however many pools point at a server, the process never holds more.
-    ``get_connection()`` waits up to ``timeout`` seconds (``None``: forever,
-    ``0``: never) in FIFO order with the GIL released, then raises
-    ``PoolTimeoutError`` (a ``redis.exceptions.MaxConnectionsError``). While
-    the health checker sees the server down or loading it fails fast with
-    ``ServerUnavailableError``.
-
-    ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
-    connections that sat unused or lived too long (lifetimes are jittered
-    by up to 10%). ``leak_threshold`` (seconds, default off) reports a
-    connection held longer, once, with the stack that checked it out.
+    A family's pool class puts ``_core.PoolCore`` first, this next, then the
+    client's own ``ConnectionPool`` (also named by ``_client_pool``); its
+    ``_errors`` namespace names the exception classes the core raises.
     """
+
+    __slots__ = ()
 
     def __init__(
         self,
@@ -67,7 +59,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
         self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
         self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
-        ConnectionPool.__init__(
+        self._client_pool.__init__(
             self,
             connection_class=connection_class,
             max_connections=max_connections,
@@ -93,9 +85,8 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         # Only RESP3 maintenance notifications mark connections for reconnect;
         # redis-py reports "auto" (truthy) for RESP2 too, which would cost a
         # Python call on every release for nothing.
-        self._check_reconnect = (
-            bool(self.maint_notifications_enabled()) and self.get_protocol() in (3, "3")
-        )
+        maint = getattr(self, "maint_notifications_enabled", None)
+        self._check_reconnect = bool(maint and maint()) and self.get_protocol() in (3, "3")
         self.pid = os.getpid()
 
     def _checkpid(self) -> None:
@@ -111,7 +102,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
     def make_connection(self) -> Connection:
         """Create a new connection object (not connected yet) within the budget."""
         kwargs = dict(self.connection_kwargs)
-        if self.cache is not None:
+        if getattr(self, "cache", None) is not None:
             return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
         return self.connection_class(**kwargs)
 
@@ -136,5 +127,28 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         self.disconnect(inuse_connections=True)
 
     def __repr__(self) -> str:
-        base = ConnectionPool.__repr__(self)
-        return f"{base[:-1]}, max_connections={self.max_connections}, timeout={self.timeout})>"
+        base = self._client_pool.__repr__(self)
+        budget, asked = self.max_connections, self.requested_max_connections
+        shown = f"{budget}" if budget == asked else f"{budget} (requested {asked})"
+        return f"{base[:-1]}, max_connections={shown}, timeout={self.timeout})>"
+
+
+class SafeConnectionPool(_core.PoolCore, SyncPoolMethods, ConnectionPool):
+    """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
+
+    Every pool object for one server (transport, address, db, username,
+    protocol) draws from one process-wide budget of ``max_connections``:
+    however many pools point at a server, the process never holds more.
+    ``get_connection()`` waits up to ``timeout`` seconds (``None``: forever,
+    ``0``: never) in FIFO order with the GIL released, then raises
+    ``PoolTimeoutError`` (a ``redis.exceptions.MaxConnectionsError``). While
+    the health checker sees the server down or loading it fails fast with
+    ``ServerUnavailableError``.
+
+    ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
+    connections that sat unused or lived too long (lifetimes are jittered
+    by up to 10%). ``leak_threshold`` (seconds, default off) reports a
+    connection held longer, once, with the stack that checked it out.
+    """
+
+    _client_pool = ConnectionPool
