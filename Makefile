@@ -5,7 +5,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 # extra packages other test files import; extend here
-TEST_DEPS   := django django-redis flask flask-caching prometheus_client pytest-timeout valkey
+TEST_DEPS   := django django-redis flask flask-caching prometheus_client pytest-timeout valkey celery rq
 PYTEST_ARGS ?=
 PYTEST      := $(PY) -m pytest --timeout=300 $(PYTEST_ARGS)
 
