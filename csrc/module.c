@@ -353,7 +353,9 @@ core_exec(PyObject *module)
         (st->str_can_read = PyUnicode_InternFromString("can_read")) == NULL ||
         (st->str_re_auth_token = PyUnicode_InternFromString("_re_auth_token")) == NULL ||
         (st->int_zero = PyLong_FromLong(0)) == NULL ||
-        (st->int_two = PyLong_FromLong(2)) == NULL) {
+        (st->int_two = PyLong_FromLong(2)) == NULL ||
+
+        (st->str_errors = PyUnicode_InternFromString("_errors")) == NULL) {
         return -1;
     }
     return 0;
@@ -411,6 +413,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_re_auth_token);
     Py_CLEAR(st->int_zero);
     Py_CLEAR(st->int_two);
+    Py_CLEAR(st->str_errors);
     Py_CLEAR(st->disposer);
     Py_CLEAR(st->failure_hook);
     return 0;

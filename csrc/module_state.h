@@ -39,6 +39,7 @@ typedef struct {
     PyObject *str_re_auth_token;
     PyObject *int_zero;       /* arguments of BytesIO.seek(0, SEEK_END) */
     PyObject *int_two;
+    PyObject *str_errors;
     /* disposer(conn) closes a connection the pool dropped (set by Python:
      * asyncio connections must be closed on their own loop). */
     PyObject *disposer;
@@ -134,6 +135,12 @@ int sp_pool_check_fork(PoolCore *self);
 PyObject *sp_pool_raise_closed(PoolCore *self);
 PyObject *sp_pool_raise_unavailable(PoolCore *self);
 PyObject *sp_pool_raise_timeout(PoolCore *self, double waited);
+/* The exception class `name` of the pool's client family (new reference):
+ * the pool class's `_errors` namespace names it (redis_safepool.exceptions
+ * for redis-py pools, redis_safepool.valkey.exceptions for valkey-py's);
+ * `fallback` (the redis-py family's) when it names none. Keeps any pending
+ * exception. */
+PyObject *sp_pool_error_class(PoolCore *self, const char *name, PyObject *fallback);
 void sp_pool_report_exception(PoolCore *self, PyObject *exc);
 /* Drops a checked-out record that cannot be used and closes its connection. */
 void sp_pool_drop_record(PoolCore *self, sp_conn *rec);

@@ -299,8 +299,10 @@ sp_pool_discard(PoolCore *self, PyObject *conn)
     }
     sp_conn *rec = sp_endpoint_find_inuse(self->ep, conn, self);
     if (rec == NULL) {
-        PyErr_Format(self->st->ForeignConnectionError,
-                     "connection %R is not checked out from this pool", conn);
+        PyObject *cls = sp_pool_error_class(self, "ForeignConnectionError",
+                                            self->st->ForeignConnectionError);
+        PyErr_Format(cls, "connection %R is not checked out from this pool", conn);
+        Py_DECREF(cls);
         return NULL;
     }
     self->in_use--;

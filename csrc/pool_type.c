@@ -116,6 +116,36 @@ clear_fd_cache(PoolCore *self)
     }
 }
 
+/* The exception class `name` of this pool's client family (see module_state.h). */
+PyObject *
+sp_pool_error_class(PoolCore *self, const char *name, PyObject *fallback)
+{
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *cls = NULL;
+    PyObject *family = PyObject_GetAttr((PyObject *)Py_TYPE(self), self->st->str_errors);
+    if (family != NULL) {
+        cls = PyObject_GetAttrString(family, name);
+        Py_DECREF(family);
+    }
+    if (cls == NULL || !PyExceptionClass_Check(cls)) {
+        Py_XDECREF(cls);
+        cls = Py_NewRef(fallback);
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, etb);
+    return cls;
+}
+
+/* Sets the family's exception `name` with `msg`. */
+static void
+set_family_error(PoolCore *self, const char *name, PyObject *fallback, const char *msg)
+{
+    PyObject *cls = sp_pool_error_class(self, name, fallback);
+    PyErr_SetString(cls, msg);
+    Py_DECREF(cls);
+}
+
 /* Tells the endpoint what an exception says about the server. */
 static void
 report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
@@ -144,7 +174,9 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     else {
         PyErr_Clear();
     }
-    if (PyErr_GivenExceptionMatches(exc, st->BusyLoadingError) || strstr(msg, "LOADING")) {
+    PyObject *loading = sp_pool_error_class(self, "BusyLoadingError", self->st->BusyLoadingError);
+    PyObject *timeout = sp_pool_error_class(self, "ClientTimeoutError", self->st->RedisTimeoutError);
+    if (PyErr_GivenExceptionMatches(exc, loading) || strstr(msg, "LOADING")) {
         kind = SP_FAIL_LOADING;
     }
     else if (strstr(msg, "max number of clients")) {
@@ -154,10 +186,12 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
              strstr(msg, "No such file or directory")) {
         kind = SP_FAIL_REFUSED;
     }
-    else if (PyErr_GivenExceptionMatches(exc, st->RedisTimeoutError) ||
+    else if (PyErr_GivenExceptionMatches(exc, timeout) ||
              PyErr_GivenExceptionMatches(exc, PyExc_TimeoutError)) {
         kind = SP_FAIL_TIMEOUT;
     }
+    Py_DECREF(loading);
+    Py_DECREF(timeout);
     sp_checker_report(ep, kind, msg);
     Py_XDECREF(text);
 }
@@ -215,8 +249,9 @@ tell_failure(PoolCore *self)
 PyObject *
 sp_pool_raise_closed(PoolCore *self)
 {
-    PyErr_Format(self->st->PoolClosedError, "connection pool for %s is closed",
-                 self->ep ? self->ep->label : "(unbound)");
+    PyObject *cls = sp_pool_error_class(self, "PoolClosedError", self->st->PoolClosedError);
+    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? self->ep->label : "(unbound)");
+    Py_DECREF(cls);
     return tell_failure(self);
 }
 
@@ -233,7 +268,7 @@ raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
                       "%s just closed %d of our connections; failing fast instead of waiting "
                       "while the health checker finds out whether it is down",
                       ep->label, s.suspect_sockets);
-        PyErr_SetString(self->st->ServerUnavailableError, msg);
+        set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
         return tell_failure(self);
     }
     /* PyErr_Format has no %f: format here. */
@@ -241,7 +276,7 @@ raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
                   ep->label, sp_state_name(s.state), ago, s.state_reason,
                   s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "");
-    PyErr_SetString(self->st->ServerUnavailableError, msg);
+    set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
     return tell_failure(self);
 }
 
@@ -274,7 +309,7 @@ raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
                   "Timed out after %.3fs waiting for a connection to %s "
                   "(max_connections=%d, in use=%d, waiters=%d)",
                   waited, ep->label, s.max_connections, s.in_use, s.waiters);
-    PyErr_SetString(self->st->PoolTimeoutError, msg);
+    set_family_error(self, "PoolTimeoutError", self->st->PoolTimeoutError, msg);
     sp_pool_tell_metrics(self, 3, waited, 0.0);
     return tell_failure(self);
 }
@@ -611,6 +646,7 @@ static PyObject *
 release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
+    PyObject *cls;
     sp_after after = {0};
     sp_endpoint *ep = self->ep;
     sp_release_status rs = sp_endpoint_release(ep, self, conn, fd, !self->closed, &after);
@@ -634,13 +670,16 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
         sp_pool_tell_metrics(self, 2, 0.0, 0.0);
         Py_RETURN_NONE;
     case SP_REL_DOUBLE:
-        PyErr_Format(st->DoubleReleaseError,
-                     "connection %R was released twice to the pool for %s", conn, self->ep->label);
+        cls = sp_pool_error_class(self, "DoubleReleaseError", st->DoubleReleaseError);
+        PyErr_Format(cls, "connection %R was released twice to the pool for %s",
+                     conn, self->ep->label);
+        Py_DECREF(cls);
         return NULL;
     case SP_REL_FOREIGN:
-        PyErr_Format(st->ForeignConnectionError,
-                     "connection %R was checked out from another pool for %s; release it there",
+        cls = sp_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
+        PyErr_Format(cls, "connection %R was checked out from another pool for %s; release it there",
                      conn, self->ep->label);
+        Py_DECREF(cls);
         return NULL;
     default:
         break;
@@ -660,8 +699,9 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
             Py_RETURN_NONE;
         }
     }
-    PyErr_Format(st->ForeignConnectionError,
-                 "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    cls = sp_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
+    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    Py_DECREF(cls);
     return NULL;
 }
 

@@ -9,12 +9,13 @@ from typing import Any, Dict, List, Optional, Set
 from urllib.parse import urlparse
 
 from . import _events
+from . import exceptions as _redis_errors
 from ._keys import endpoint_of, flavor_id
 from .exceptions import BudgetConflictWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_TIMEOUT = 20.0
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
+URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")  # valkey: redis_safepool.valkey
 # connection kwargs never shown by repr(): secrets, and redis-py's internal plumbing
 REPR_REDACTED = frozenset({"password", "username", "ssl_password", "credential_provider"})
 REPR_OMITTED = frozenset({"himport_registry"})
@@ -66,7 +67,7 @@ def check_url(url: Any) -> None:
             "Redis URL must specify one of the following schemes (redis://, rediss://, unix://)"
         )
     parsed = urlparse(url)
-    if parsed.scheme in ("redis", "rediss"):
+    if parsed.scheme in ("redis", "rediss", "valkey", "valkeys"):
         db = parsed.path.strip("/")
         if db and not db.isdigit():
             raise ValueError(f"the path of a redis URL is the db number, got {parsed.path!r} in {url!r}")
@@ -86,12 +87,41 @@ def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
     )
 
 
+# Client modules whose classes read the pool's connection_kwargs in __init__,
+# and the (family, kind) of pool each needs.
+_CLIENT_MODULES = {
+    "redis.client": ("redis", "sync"),
+    "redis.asyncio.client": ("redis", "asyncio"),
+    "valkey.client": ("valkey", "sync"),
+    "valkey.asyncio.client": ("valkey", "asyncio"),
+}
+_RIGHT_POOL = {
+    ("redis", "sync"): "redis_safepool.SafeConnectionPool",
+    ("redis", "asyncio"): "redis_safepool.asyncio.SafeConnectionPool",
+    ("valkey", "sync"): "redis_safepool.valkey.SafeConnectionPool",
+    ("valkey", "asyncio"): "redis_safepool.valkey.asyncio.SafeConnectionPool",
+}
+
+
+def _wrong_client(pool: Any, client: Any, needs: Any) -> TypeError:
+    family, kind = pool._client
+    made = f"{type(pool).__module__}.{type(pool).__qualname__}"
+    user = f"{type(client).__module__}.{type(client).__qualname__}" if client else needs[0]
+    return TypeError(
+        f"{user} needs a {needs[1]} {needs[0]} pool: use {_RIGHT_POOL[needs]}; "
+        f"{made} is the {kind} pool for {family} clients"
+    )
+
+
 class CoreBooks:
     """Mixin for pools built on ``_core.PoolCore`` (sync and asyncio).
 
     redis-py's own ``__init__``/``reset`` assign ``_available_connections``
     and ``_in_use_connections``; here they are read-only views of the
     records the C core keeps, so assignments are ignored.
+
+    ``_errors`` names the exception classes of the pool's client family
+    (the C core raises them); ``_client`` is ``(family, kind)``.
     """
 
     __slots__ = ()
@@ -107,6 +137,53 @@ class CoreBooks:
         cls, conn_cls = type(self), self.connection_class
         return (f"<{cls.__module__}.{cls.__name__}"
                 f"(<{conn_cls.__module__}.{conn_cls.__name__}({kwargs})>)>")
+
+    _errors: Any = _redis_errors
+    _client = ("redis", "sync")
+
+    @property
+    def connection_kwargs(self) -> Dict[str, Any]:
+        """The connection settings (as redis-py's pools).
+
+        Every client class reads them in its constructor; a client of
+        another family or kind (``redis.Redis`` given an asyncio pool,
+        ``valkey.Valkey`` a redis-py one) gets a ``TypeError`` there, before
+        anything is checked out.
+        """
+        frame = sys._getframe(1)
+        if frame.f_code.co_name == "__init__":
+            needs = _CLIENT_MODULES.get(frame.f_globals.get("__name__", ""))
+            if needs is not None and needs != self._client:
+                raise _wrong_client(self, frame.f_locals.get("self"), needs)
+        return self._connection_kwargs  # where redis-py 8 keeps them too
+
+    @connection_kwargs.setter
+    def connection_kwargs(self, value: Dict[str, Any]) -> None:
+        self._connection_kwargs = value
+
+    @property
+    def max_connections(self) -> int:
+        """The endpoint's budget, which every pool for the server shares.
+
+        It is the value this pool asked for (``requested_max_connections``)
+        unless an earlier pool or ``configure()`` set another one.
+        """
+        requested = self.__dict__.get("requested_max_connections", DEFAULT_MAX_CONNECTIONS)
+        if self.endpoint is None:
+            return requested
+        try:
+            return self.stats()["max_connections"]
+        except Exception:  # pragma: no cover - unbound or torn down
+            return requested
+
+    @max_connections.setter
+    def max_connections(self, value: int) -> None:
+        self.__dict__["requested_max_connections"] = value
+
+    @property
+    def requested_max_connections(self) -> int:
+        """The ``max_connections`` this pool was made with."""
+        return self.__dict__.get("requested_max_connections", DEFAULT_MAX_CONNECTIONS)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Any:
@@ -132,9 +209,10 @@ class CoreBooks:
             # (redis-py pops cache_config from the kwargs), never a plain pool's
             flavor_kwargs = dict(flavor_kwargs, __cache__=cache)
         flavor = flavor_id(self.connection_class, flavor_kwargs)
-        budget, created = self._bind(key, label, self.max_connections, flavor, **addr)
-        if not created and budget != self.max_connections and self._max_explicit:
-            _warn_budget_conflict(label, budget, self.max_connections)
+        asked = self.requested_max_connections
+        budget, created = self._bind(key, label, asked, flavor, **addr)
+        if not created and budget != asked and self._max_explicit:
+            _warn_budget_conflict(label, budget, asked)
         _events.ensure_started()
         return addr
 

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, Tuple
 
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["dispose"]
+__all__ = ["dispose", "add_async_connection_class"]
+
+_ASYNC_CONNECTIONS: Tuple[type, ...] = (AbstractConnection,)
+
+
+def add_async_connection_class(cls: type) -> None:
+    """Another client family's asyncio connection base class (valkey-py's)."""
+    global _ASYNC_CONNECTIONS
+    if cls not in _ASYNC_CONNECTIONS:
+        _ASYNC_CONNECTIONS += (cls,)
 
 
 def dispose(conn: Any) -> None:
     """Close a connection the core dropped, on the right loop for asyncio ones."""
-    if not isinstance(conn, AbstractConnection):
+    if not isinstance(conn, _ASYNC_CONNECTIONS):
         conn.disconnect()
         return
     writer = conn._writer

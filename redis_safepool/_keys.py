@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any, Dict, Mapping, Tuple
 
 import redis.connection as sync_conn
@@ -32,6 +33,26 @@ _PLAIN = (str, bytes, int, float, bool, type(None))
 
 _flavor_ids: Dict[str, int] = {}
 _next_flavor = itertools.count(1)
+
+# A serial number per class object, for as long as it lives (never reused, as
+# id() would be): kombu makes a Connection subclass per channel, all with one
+# module and qualname, and idle connections must never cross between them.
+_class_serials: "weakref.WeakKeyDictionary[type, int]" = weakref.WeakKeyDictionary()
+_next_class_serial = itertools.count(1)
+
+
+def _class_key(cls: type) -> str:
+    serial = _class_serials.get(cls)
+    if serial is None:
+        serial = _class_serials.setdefault(cls, next(_next_class_serial))
+    return f"{cls.__module__}.{cls.__qualname__}#{serial}"
+
+
+def add_transports(unix: Tuple[type, ...], tls: Tuple[type, ...]) -> None:
+    """Another client family's unix-socket and TLS connection classes (valkey-py's)."""
+    global _UNIX, _TLS
+    _UNIX += tuple(c for c in unix if c not in _UNIX)
+    _TLS += tuple(c for c in tls if c not in _TLS)
 
 
 def transport_of(connection_class: type) -> str:
@@ -91,7 +112,9 @@ def _value_key(name: str, value: Any) -> str:
         return repr(value)
     if name in _PER_POOL_OBJECTS:
         return type(value).__qualname__
-    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+    if isinstance(value, type):
+        return _class_key(value)
+    if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
     if isinstance(value, (list, tuple, frozenset, set)):
         return repr(sorted(map(repr, value)))
@@ -100,7 +123,7 @@ def _value_key(name: str, value: Any) -> str:
 
 def flavor_id(connection_class: type, kwargs: Mapping[str, Any]) -> int:
     """A small int, equal for pools whose connections are interchangeable."""
-    parts = [f"{connection_class.__module__}.{connection_class.__qualname__}"]
+    parts = [_class_key(connection_class)]
     parts += [f"{k}={_value_key(k, v)}" for k, v in sorted(kwargs.items())]
     key = "\x1f".join(parts)
     fid = _flavor_ids.get(key)

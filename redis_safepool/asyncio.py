@@ -112,14 +112,17 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     return waker
 
 
-class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
-    """A drop-in ``redis.asyncio.ConnectionPool`` / ``BlockingConnectionPool``.
+class AsyncPoolMethods(CoreBooks):
+    """The asyncio pool over the C core, for any client family (redis-py, valkey-py).
 
-    Shares the process-wide per-endpoint budget with the sync pools: threads
-    and coroutines for one server together never hold more than its
-    ``max_connections``. Waiting never blocks the event loop; it is FIFO
-    with the threads, honours ``timeout`` and is cancellation-safe.
+    A family's pool class puts this first (its ``get_connection``/``release``
+    replace the core's sync ones), then ``_core.PoolCore``, then the client's
+    own asyncio ``ConnectionPool`` (also named by ``_client_pool``).
     """
+
+    __slots__ = ()
+
+    _client = ("redis", "asyncio")
 
     def __init__(
         self,
@@ -129,7 +132,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         **connection_kwargs: Any,
     ) -> None:
         max_connections = self._take_limits(connection_class, max_connections, timeout)
-        AsyncConnectionPool.__init__(
+        self._client_pool.__init__(
             self, connection_class=connection_class, max_connections=max_connections,
             **connection_kwargs,
         )
@@ -245,7 +248,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 
     def _timeout_error(self, waited: float) -> PoolTimeoutError:
         st = self.stats()
-        return PoolTimeoutError(
+        return self._errors.PoolTimeoutError(
             f"Timed out after {waited:.3f}s waiting for a connection to {st['endpoint']} "
             f"(max_connections={st['max_connections']}, in use={st['in_use']}, "
             f"waiters={st['waiters']})"
@@ -296,6 +299,18 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 
     def make_connection(self) -> AbstractConnection:
         return self.connection_class(**self.connection_kwargs)
+
+
+class SafeConnectionPool(AsyncPoolMethods, _core.PoolCore, AsyncConnectionPool):
+    """A drop-in ``redis.asyncio.ConnectionPool`` / ``BlockingConnectionPool``.
+
+    Shares the process-wide per-endpoint budget with the sync pools: threads
+    and coroutines for one server together never hold more than its
+    ``max_connections``. Waiting never blocks the event loop; it is FIFO
+    with the threads, honours ``timeout`` and is cancellation-safe.
+    """
+
+    _client_pool = AsyncConnectionPool
 
 
 BlockingSafeConnectionPool = SafeConnectionPool

@@ -2,6 +2,11 @@
 
 from redis.exceptions import AuthenticationError, ConnectionError, MaxConnectionsError, RedisError
 
+# The C core classifies connect errors with the client family's own classes
+# (redis_safepool.valkey.exceptions names valkey-py's).
+from redis.exceptions import BusyLoadingError  # noqa: F401
+from redis.exceptions import TimeoutError as ClientTimeoutError  # noqa: F401
+
 __all__ = [
     "SafePoolError",
     "PoolTimeoutError",

@@ -50,23 +50,15 @@ def _track_leaks(pool: "SafeConnectionPool") -> None:
     pool.release = release
 
 
-class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
-    """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
+class SyncPoolMethods(CoreBooks):
+    """The sync pool over the C core, for any client family (redis-py, valkey-py).
 
-    Every pool object for one server (transport, address, db, username,
-    protocol) draws from one process-wide budget of ``max_connections``:
-    however many pools point at a server, the process never holds more.
-    ``get_connection()`` waits up to ``timeout`` seconds (``None``: forever,
-    ``0``: never) in FIFO order with the GIL released, then raises
-    ``PoolTimeoutError`` (a ``redis.exceptions.MaxConnectionsError``). While
-    the health checker sees the server down or loading it fails fast with
-    ``ServerUnavailableError``.
-
-    ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
-    connections that sat unused or lived too long (lifetimes are jittered
-    by up to 10%). ``leak_threshold`` (seconds, default off) reports a
-    connection held longer, once, with the stack that checked it out.
+    A family's pool class puts ``_core.PoolCore`` first, this next, then the
+    client's own ``ConnectionPool`` (also named by ``_client_pool``); its
+    ``_errors`` namespace names the exception classes the core raises.
     """
+
+    __slots__ = ()
 
     def __init__(
         self,
@@ -82,7 +74,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
         self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
         self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
-        ConnectionPool.__init__(
+        self._client_pool.__init__(
             self,
             connection_class=connection_class,
             max_connections=max_connections,
@@ -111,14 +103,14 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         # Only RESP3 maintenance notifications mark connections for reconnect;
         # redis-py reports "auto" (truthy) for RESP2 too, which would cost a
         # Python call on every release for nothing.
-        self._check_reconnect = (
-            bool(self.maint_notifications_enabled()) and self.get_protocol() in (3, "3")
-        )
-        plain = issubclass(self.connection_class, AbstractConnection) and self.cache is None
+        maint = getattr(self, "maint_notifications_enabled", None)
+        self._check_reconnect = bool(maint and maint()) and self.get_protocol() in (3, "3")
+        cache = getattr(self, "cache", None)
+        plain = issubclass(self.connection_class, AbstractConnection) and cache is None
         # With client-side caching an idle socket holds invalidation pushes that the
         # proxy reads before its next command: only a closed socket is not ready.
         self._set_hooks(socket_getter=None if plain else _socket_of,
-                        pushes_ok=self.cache is not None)
+                        pushes_ok=cache is not None)
         _release_events.bind(self)
         _otel.bind(self)
         self.pid = os.getpid()
@@ -136,7 +128,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
     def make_connection(self) -> Connection:
         """Create a new connection object (not connected yet) within the budget."""
         kwargs = dict(self.connection_kwargs)
-        if self.cache is not None:
+        if getattr(self, "cache", None) is not None:
             return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
         return self.connection_class(**kwargs)
 
@@ -164,3 +156,24 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, ConnectionPool):
         """
         self._close_core()
         self.disconnect(inuse_connections=True)
+
+
+class SafeConnectionPool(_core.PoolCore, SyncPoolMethods, ConnectionPool):
+    """A drop-in ``redis.ConnectionPool`` / ``BlockingConnectionPool``.
+
+    Every pool object for one server (transport, address, db, username,
+    protocol) draws from one process-wide budget of ``max_connections``:
+    however many pools point at a server, the process never holds more.
+    ``get_connection()`` waits up to ``timeout`` seconds (``None``: forever,
+    ``0``: never) in FIFO order with the GIL released, then raises
+    ``PoolTimeoutError`` (a ``redis.exceptions.MaxConnectionsError``). While
+    the health checker sees the server down or loading it fails fast with
+    ``ServerUnavailableError``.
+
+    ``max_idle_time`` / ``max_lifetime`` (seconds, default off) close idle
+    connections that sat unused or lived too long (lifetimes are jittered
+    by up to 10%). ``leak_threshold`` (seconds, default off) reports a
+    connection held longer, once, with the stack that checked it out.
+    """
+
+    _client_pool = ConnectionPool
