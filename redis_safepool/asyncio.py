@@ -14,7 +14,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core
 from ._books import CoreBooks
-from ._keys import flavor_id
+from ._keys import FlavorRef, flavor_ref
 from .exceptions import PoolTimeoutError
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
@@ -138,7 +138,7 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         if not hasattr(self, "_max_explicit"):
             return  # redis-py's __init__ calls this before we are set up
         self._bind_budget()
-        self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
+        self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
 
     def __del__(self) -> None:
         pass
@@ -157,8 +157,9 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
             return await self._fill_slot(flavor)
         try:
             await self.ensure_connection(obj)
-        except BaseException:
+        except BaseException as exc:
             self._discard(obj)
+            self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
         return obj
 
@@ -194,19 +195,19 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 
     def _loop_flavor(self, waker: _LoopWaker) -> int:
         """The flavor of this pool's connections on the waker's loop."""
-        fid = self._loop_flavors.get(waker.token)
-        if fid is None:
+        ref = self._loop_flavors.get(waker.token)
+        if ref is None:
             kwargs = dict(self.connection_kwargs, __event_loop__=waker.token)
-            fid = flavor_id(self.connection_class, kwargs)
-            self._use_flavor(fid)
-            self._loop_flavors[waker.token] = fid
+            ref = flavor_ref(self.connection_class, kwargs)
+            self._use_flavor(ref.id)
+            self._loop_flavors[waker.token] = ref
             waker.pools.add(self)
-        return fid
+        return ref.id
 
     def _forget_loop(self, token: int) -> None:
-        fid = self._loop_flavors.pop(token, None)
-        if fid is not None:
-            self._drop_flavor(fid)
+        ref = self._loop_flavors.pop(token, None)
+        if ref is not None:
+            self._drop_flavor(ref.id)
 
     async def _fill_slot(self, flavor: int) -> AbstractConnection:
         try:
