@@ -273,3 +273,14 @@ def test_checker_config_rejects_unknown_keys_and_non_bool_enabled():
         sp.checker_config(enabled=1)
     with pytest.raises(TypeError, match="intervall"):
         sp.checker_config(intervall=1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(host="127.0.0.1", port=0), dict(host="127.0.0.1", port=True),
+                                    dict(host="127.0.0.1", port=70000), dict(host="", port=7000),
+                                    dict(url="redis://:cluster-Secret@127.0.0.1:99999")])
+def test_cluster_checks_its_address_before_connecting(kwargs):
+    from redis_safepool.cluster import SafeRedisCluster
+
+    with pytest.raises(ValueError) as info:
+        SafeRedisCluster(**kwargs)
+    assert "cluster-Secret" not in str(info.value)
