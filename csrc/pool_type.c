@@ -239,16 +239,17 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     if (ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
         return;  /* KeyboardInterrupt, cancellation: nothing about the server */
     }
+    PyObject *text = scrubbed_text(self, exc);  /* first: every path masks the password */
     if (PyErr_GivenExceptionMatches(exc, st->AuthenticationError) &&
         !PyErr_GivenExceptionMatches(exc, st->CredentialsRejectedError)) {
         /* The server rejected this pool's credentials: an endpoint
          * condition for its flavor, not a reason to probe (auth_gate.h). */
         sp_auth_rejected(ep, flavor, sp_now());
+        Py_XDECREF(text);
         return;
     }
     sp_failure kind = SP_FAIL_OTHER;
     const char *msg = "";
-    PyObject *text = scrubbed_text(self, exc);
     if (text != NULL) {
         msg = PyUnicode_AsUTF8(text);
         if (msg == NULL) {

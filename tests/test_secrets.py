@@ -22,7 +22,7 @@ from hostile import EchoListener  # noqa: E402
 
 PASSWORD = "Sup3r-Secret-Pw"
 FAST = dict(interval=0.05, recover_interval=0.05, backoff_min=0.02, backoff_max=0.05)
-MODES = [None, "ERR", "LOADING"]  # raw echo; an old server's "unknown command"; an error the core acts on
+MODES = [None, "ERR", "LOADING", "WRONGPASS"]  # raw echo; an old server's "unknown command"; errors the core acts on
 ATTEMPTS = 20
 
 
