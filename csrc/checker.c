@@ -96,7 +96,9 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
     sp_state old = ep->state;
     sp_endpoint_set_state_locked(ep, s, reason, after);
     if (old != s) {
-        sp_events_push(ep->label, sp_state_name(old), sp_state_name(s), reason);
+        /* the stored reason: scrubbed of the password */
+        sp_events_push(ep->label, sp_state_name(old), sp_state_name(s),
+                       reason ? ep->state_reason : NULL);
     }
 }
 
@@ -137,7 +139,7 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
 {
     sp_after after = {0};
     pthread_mutex_lock(&ep->lock);
-    snprintf(ep->last_error, sizeof(ep->last_error), "%s", message ? message : "");
+    sp_endpoint_note_error_locked(ep, NULL, message);
     ep->probe_requested = 1;
     switch (kind) {
     case SP_FAIL_REFUSED:
@@ -267,7 +269,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     if (st == SP_PROBE_AUTH) {
         /* It answered: the server is up, and rejects the credentials of
          * the flavor the probe speaks for (auth_gate.h). */
-        snprintf(ep->last_error, sizeof(ep->last_error), "probe: %s", res->error);
+        sp_endpoint_note_error_locked(ep, "probe: ", res->error);
         sp_auth_rejected_locked(ep, ep->probe_flavor, now, cfg);
         st = SP_PROBE_OK;
     }
@@ -314,7 +316,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     }
     else {
         ep->probe_failures++;
-        snprintf(ep->last_error, sizeof(ep->last_error), "%s", res->error);
+        sp_endpoint_note_error_locked(ep, NULL, res->error);
         ep->backoff = ep->backoff <= 0 ? cfg->backoff_min : ep->backoff * 2;
         if (ep->backoff > cfg->backoff_max) {
             ep->backoff = cfg->backoff_max;

@@ -906,6 +906,55 @@ sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after)
     pthread_mutex_unlock(&ep->lock);
 }
 
+/* ---- text for people: never the password --------------------------------- */
+
+#define SP_MASK "***"
+#define SP_MIN_CUT_SECRET 3  /* shorter tails that match the secret's start are left */
+
+void
+sp_scrub_secret(char *text, size_t size, const char *secret)
+{
+    size_t sl = secret ? strlen(secret) : 0;
+    size_t tl, i = 0, o = 0;
+    char out[512];
+
+    if (text == NULL || size == 0 || sl == 0) {
+        return;
+    }
+    tl = strnlen(text, size - 1);
+    if (size > sizeof(out)) {
+        size = sizeof(out);
+    }
+    while (i < tl && o + 1 < size) {
+        size_t left = tl - i;
+        int whole = left >= sl && memcmp(text + i, secret, sl) == 0;
+        /* a copy cut short by the end of the text: a truncated reply */
+        int cut = left < sl && left >= SP_MIN_CUT_SECRET && memcmp(text + i, secret, left) == 0;
+        if (whole || cut) {
+            size_t m = strlen(SP_MASK);
+            if (o + m >= size) {
+                break;
+            }
+            memcpy(out + o, SP_MASK, m);
+            o += m;
+            i += whole ? sl : left;
+        }
+        else {
+            out[o++] = text[i++];
+        }
+    }
+    out[o] = '\0';
+    memcpy(text, out, o + 1);
+}
+
+void
+sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const char *text)
+{
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s%s", prefix ? prefix : "",
+             text ? text : "");
+    sp_scrub_secret(ep->last_error, sizeof(ep->last_error), ep->password);
+}
+
 /* ---- health ---------------------------------------------------------------- */
 
 void
@@ -913,6 +962,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
 {
     if (reason) {
         snprintf(ep->state_reason, sizeof(ep->state_reason), "%s", reason);
+        sp_scrub_secret(ep->state_reason, sizeof(ep->state_reason), ep->password);
     }
     if (ep->state == s) {
         return;

@@ -135,8 +135,8 @@ typedef struct sp_endpoint {
     /* Health (written by the checker and by failure reports). */
     sp_state state;
     double state_since;       /* wall clock */
-    char state_reason[160];
-    char last_error[200];
+    char state_reason[160];   /* written by set_state_locked: password masked */
+    char last_error[200];     /* written by note_error_locked only: password masked */
     char run_id[41];
     uint64_t generation;
     int max_connecting;       /* recovering: connections allowed to be created at once */
@@ -271,6 +271,15 @@ void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after);
  * state change, or the probe's answer) callers that would have to queue
  * fail fast instead. Only while ready. */
 void sp_endpoint_suspect(sp_endpoint *ep, int sockets, double until);
+
+/* Masks every copy of `secret` in the NUL-terminated `text` (a buffer of
+ * `size` bytes, at most 512 used), and a copy cut short at its end. */
+void sp_scrub_secret(char *text, size_t size, const char *secret);
+
+/* The one place last_error is written: prefix + text, with the endpoint's
+ * password masked (a server may echo the AUTH it was sent). Caller holds
+ * the lock. state_reason is scrubbed the same way by set_state_locked. */
+void sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const char *text);
 
 /* Health. Called by the checker (and by failure reports). */
 void sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason,

@@ -146,6 +146,86 @@ set_family_error(PoolCore *self, const char *name, PyObject *fallback, const cha
     Py_DECREF(cls);
 }
 
+/* This pool's password (a new reference to a non-empty str), or NULL. */
+static PyObject *
+pool_password(PoolCore *self)
+{
+    PyObject *kwargs = PyObject_GetAttrString((PyObject *)self, "connection_kwargs");
+    PyObject *pw = NULL;
+    if (kwargs == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyDict_Check(kwargs)) {
+        pw = PyDict_GetItemString(kwargs, "password");  /* borrowed */
+    }
+    if (pw != NULL && PyUnicode_Check(pw) && PyUnicode_GET_LENGTH(pw) > 0) {
+        Py_INCREF(pw);
+    }
+    else {
+        pw = NULL;
+    }
+    Py_DECREF(kwargs);
+    return pw;
+}
+
+/* `text` with every copy of `secret` masked (a new reference). */
+static PyObject *
+mask_secret(PyObject *text, PyObject *secret)
+{
+    static PyObject *mask;
+    if (mask == NULL && (mask = PyUnicode_InternFromString("***")) == NULL) {
+        return NULL;
+    }
+    return PyUnicode_Replace(text, secret, mask, -1);
+}
+
+/* str(exc) with this pool's password masked, and the same done to the
+ * exception's own str arguments, so the password reaches no caller, log or
+ * HTTP body either (a server may echo the AUTH or HELLO it was sent). A new
+ * reference, or NULL with no exception set. */
+static PyObject *
+scrubbed_text(PoolCore *self, PyObject *exc)
+{
+    PyObject *text = PyObject_Str(exc);
+    if (text == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *pw = pool_password(self);
+    if (pw == NULL) {
+        return text;
+    }
+    int found = PyUnicode_Contains(text, pw);
+    PyObject *args = found == 1 ? PyObject_GetAttrString(exc, "args") : NULL;
+    if (args != NULL && PyTuple_Check(args)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(args);
+        PyObject *clean = PyTuple_New(n);
+        for (Py_ssize_t i = 0; clean != NULL && i < n; i++) {
+            PyObject *item = PyTuple_GET_ITEM(args, i);
+            item = PyUnicode_Check(item) ? mask_secret(item, pw) : Py_NewRef(item);
+            if (item == NULL) {
+                Py_CLEAR(clean);
+                break;
+            }
+            PyTuple_SET_ITEM(clean, i, item);
+        }
+        if (clean == NULL || PyObject_SetAttrString(exc, "args", clean) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(clean);
+    }
+    Py_XDECREF(args);
+    if (found == 1) {
+        Py_SETREF(text, mask_secret(text, pw));
+    }
+    if (found < 0 || text == NULL) {
+        PyErr_Clear();
+    }
+    Py_DECREF(pw);
+    return text;
+}
+
 /* Tells the endpoint what an exception says about the server. */
 static void
 report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
@@ -154,16 +234,17 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     if (ep == NULL || exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
         return;  /* KeyboardInterrupt, cancellation: nothing about the server */
     }
+    PyObject *text = scrubbed_text(self, exc);  /* first: every path masks the password */
     if (PyErr_GivenExceptionMatches(exc, st->AuthenticationError) &&
         !PyErr_GivenExceptionMatches(exc, st->CredentialsRejectedError)) {
         /* The server rejected this pool's credentials: an endpoint
          * condition for its flavor, not a reason to probe (auth_gate.h). */
         sp_auth_rejected(ep, flavor, sp_now());
+        Py_XDECREF(text);
         return;
     }
     sp_failure kind = SP_FAIL_OTHER;
     const char *msg = "";
-    PyObject *text = PyObject_Str(exc);
     if (text != NULL) {
         msg = PyUnicode_AsUTF8(text);
         if (msg == NULL) {

@@ -789,6 +789,31 @@ step_info(sp_probe_op *op, int is_persistence)
     return 0;
 }
 
+/* What is kept of a failed reply to AUTH: its error code, or the one
+ * known server text it starts with, never the rest: a listener that is not
+ * Redis (or an old one) may echo the command, password included. */
+static void
+auth_reply_text(const char *reply, size_t rlen, sp_probe_status s,
+                char *err, size_t errsize)
+{
+    static const char maxclients[] = "ERR max number of clients reached";
+    size_t n = 0;
+
+    if (s == SP_PROBE_OVERLOADED && rlen > sizeof(maxclients)
+        && memcmp(reply + 1, maxclients, sizeof(maxclients) - 1) == 0) {
+        snprintf(err, errsize, "-%s", maxclients);
+        return;
+    }
+    if (reply[0] != '-') {
+        snprintf(err, errsize, "unexpected reply to AUTH");
+        return;
+    }
+    while (n + 1 < rlen && n < 32 && reply[n + 1] >= 'A' && reply[n + 1] <= 'Z') {
+        n++;
+    }
+    snprintf(err, errsize, "-%.*s (reply to AUTH)", (int)n, reply + 1);
+}
+
 /* Sends what is left of op->wbuf.  1: more to send later (EAGAIN), 0: all
    sent, -1: the send failed. */
 static int
@@ -879,6 +904,8 @@ advance(sp_probe_op *op)
                     if (s == SP_PROBE_ERROR && reply[0] == '-') {
                         s = SP_PROBE_AUTH;
                     }
+                    auth_reply_text(reply, rlen, s, op->res.error,
+                                    sizeof(op->res.error));
                     op->res.status = s;
                     finish(op);
                     return 0;

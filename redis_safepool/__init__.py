@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional, Union
 from redis.connection import ConnectionPool, parse_url
 
 from . import _core, observe
+from ._books import _check_max_connections, _check_positive_seconds, check_url
 from ._dispose import dispose
 from ._keys import endpoint_of
 from .exceptions import (
@@ -59,13 +60,11 @@ def configure(target: Union[str, ConnectionPool], max_connections: int) -> None:
     budget takes effect as connections come back; pools made later for the
     endpoint use it even if they ask for another value.
     """
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-        raise TypeError(f"max_connections must be an int >= 1, not {max_connections!r}")
-    if max_connections < 1:
-        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+    max_connections = _check_max_connections(max_connections, allow_none=False)
     if isinstance(target, ConnectionPool):
         cls, kwargs = target.connection_class, target.connection_kwargs
     elif isinstance(target, str):
+        check_url(target)
         kwargs = parse_url(target)
         cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
     else:
@@ -81,4 +80,15 @@ def checker_config(**changes: Optional[float]) -> Dict[str, Any]:
     ``recover_interval`` (0.1), ``backoff_min`` (0.05), ``backoff_max``
     (0.3), ``probe_timeout`` (1), ``enabled`` (True).
     """
+    for name, value in changes.items():
+        if name == "enabled":
+            if not isinstance(value, bool):
+                raise TypeError(f"enabled must be True or False, not {value!r}")
+        elif name in _CHECKER_SECONDS:
+            _check_positive_seconds(name, value)
+        else:
+            raise TypeError(f"checker_config() got an unexpected keyword argument {name!r}")
     return _core.checker_config(**changes)
+
+
+_CHECKER_SECONDS = ("interval", "recover_interval", "backoff_min", "backoff_max", "probe_timeout")

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 from . import _events
 from . import exceptions as _redis_errors
-from ._keys import endpoint_of, flavor_id
+from ._keys import endpoint_of, flavor_ref
+from ._redact import redact_url
 from .exceptions import BudgetConflictWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
@@ -21,9 +22,16 @@ REPR_REDACTED = frozenset({"password", "username", "ssl_password", "credential_p
 REPR_OMITTED = frozenset({"himport_registry"})
 
 
-def _check_max_connections(value: Any) -> int:
-    """The budget asked for; ``None`` and ``0`` mean the default, as ``0`` does in redis-py."""
-    if value is None or (value == 0 and type(value) is int):
+# Argument checks shared by the pools, configure() and checker_config(): one
+# place, so every entry point rejects the same values with the same words.
+
+MAX_CONNECTIONS_LIMIT = 2**31 - 1  # the C core counts connections in an int
+
+
+def _check_max_connections(value: Any, allow_none: bool = True) -> int:
+    """The budget asked for; for a pool ``None`` and ``0`` mean the default, as ``0`` does
+    in redis-py (``allow_none=False``, as ``configure()`` asks: neither is a budget)."""
+    if allow_none and (value is None or (value == 0 and type(value) is int)):
         return DEFAULT_MAX_CONNECTIONS
     if isinstance(value, bool) or not isinstance(value, int):
         # ValueError, not TypeError: what redis-py's pools raise for a non-int
@@ -32,17 +40,52 @@ def _check_max_connections(value: Any) -> int:
         )
     if value < 1:
         raise ValueError(f"max_connections must be >= 1, got {value}")
+    if value > MAX_CONNECTIONS_LIMIT:
+        raise ValueError(f"max_connections must be <= {MAX_CONNECTIONS_LIMIT}, got {value}")
     return value
 
 
-def _check_seconds(name: str, value: Any, allow_none: bool) -> Optional[float]:
+_FOREVER: Any = object()
+
+
+def _check_seconds(name: str, value: Any, allow_none: bool, forever: Any = _FOREVER) -> Optional[float]:
+    """A duration in seconds: a real number >= 0 (not bool, not nan).
+
+    Infinity means "never ends": it is returned as ``forever`` (None when
+    ``allow_none`` and no ``forever`` is given), or rejected when neither is.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__} ({value!r})")
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    if math.isinf(value):
+        if forever is not _FOREVER:
+            return forever
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     return float(value)
+
+
+def _check_positive_seconds(name: str, value: Any) -> float:
+    """A finite duration in seconds > 0 (the health checker's intervals and timeouts)."""
+    seconds = _check_seconds(name, value, allow_none=False)
+    if not seconds:
+        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+def _check_connection_kwargs(kwargs: Any) -> None:
+    """The numeric connection settings redis-py would only trip over at connect time."""
+    if not kwargs:
+        return
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if kwargs.get(name) is not None:
+            _check_seconds(name, kwargs[name], allow_none=False)
+    if kwargs.get("health_check_interval") is not None:
+        _check_seconds("health_check_interval", kwargs["health_check_interval"], allow_none=False)
 
 
 def _caller_stacklevel() -> int:
@@ -58,7 +101,10 @@ def _caller_stacklevel() -> int:
 
 
 def check_url(url: Any) -> None:
-    """Reject URLs redis-py would silently misread (a db path that is not a number)."""
+    """Reject URLs redis-py would silently misread (a db path that is not a number).
+
+    Messages show the URL with its password masked.
+    """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if not url.startswith(URL_SCHEMES):
@@ -70,11 +116,15 @@ def check_url(url: Any) -> None:
     if parsed.scheme in ("redis", "rediss", "valkey", "valkeys"):
         db = parsed.path.strip("/")
         if db and not db.isdigit():
-            raise ValueError(f"the path of a redis URL is the db number, got {parsed.path!r} in {url!r}")
+            raise ValueError(
+                f"the path of a redis URL is the db number, got {parsed.path!r} in {redact_url(url)!r}"
+            )
         try:
-            parsed.port
+            port = parsed.port
         except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}: {exc}") from None
+            raise ValueError(f"bad port in {redact_url(url)!r}: {exc}") from None
+        if port == 0:  # redis-py would read it as "no port" and use 6379
+            raise ValueError(f"port must be from 1 to 65535, got 0 in {redact_url(url)!r}")
 
 
 def _warn_budget_conflict(label: str, budget: int, asked: int) -> None:
@@ -196,11 +246,12 @@ class CoreBooks:
         if not isinstance(connection_class, type):
             raise TypeError(f"connection_class must be a class, not {connection_class!r}")
         self._max_explicit = max_connections not in (None, 0)
-        self.timeout = _check_seconds("timeout", timeout, allow_none=True)
+        self.timeout = _check_seconds("timeout", timeout, allow_none=True)  # inf: None, forever
         return _check_max_connections(max_connections)
 
     def _bind_budget(self) -> Dict[str, Any]:
         """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
+        _check_connection_kwargs(self.connection_kwargs)
         key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
         flavor_kwargs = self.connection_kwargs
         cache = getattr(self, "cache", None)
@@ -208,9 +259,10 @@ class CoreBooks:
             # client-side caching: its connections are proxies bound to this cache
             # (redis-py pops cache_config from the kwargs), never a plain pool's
             flavor_kwargs = dict(flavor_kwargs, __cache__=cache)
-        flavor = flavor_id(self.connection_class, flavor_kwargs)
+        flavor = flavor_ref(self.connection_class, flavor_kwargs)
         asked = self.requested_max_connections
-        budget, created = self._bind(key, label, asked, flavor, **addr)
+        budget, created = self._bind(key, label, asked, flavor.id, **addr)
+        self._flavor_ref = flavor  # keeps the flavor's table entry while this pool uses it
         if not created and budget != asked and self._max_explicit:
             _warn_budget_conflict(label, budget, asked)
         _events.ensure_started()

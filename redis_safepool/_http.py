@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._redact import scrub
 from .exceptions import PoolTimeoutError, SafePoolError, ServerUnavailableError
 
 __all__ = ["unavailable_types", "find_unavailable", "error_body", "retry_after_header"]
@@ -31,15 +32,19 @@ def find_unavailable(exc: Optional[BaseException], include_connection_errors: bo
     return None
 
 
-def error_body(exc: BaseException) -> Dict[str, Any]:
-    """JSON body of the 503: a stable code, the exception class and its message (no secrets)."""
+def error_body(exc: BaseException, secrets: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
+    """JSON body of the 503: a stable code, the exception class and its message.
+
+    The pool masks its password in the errors it raises; ``secrets`` (the
+    app's passwords) are masked here too, for errors raised past the pool.
+    """
     if isinstance(exc, ServerUnavailableError):
         code = "redis_unavailable"
     elif isinstance(exc, PoolTimeoutError):
         code = "redis_pool_timeout"
     else:
         code = "redis_connection_error"
-    return {"error": code, "type": type(exc).__name__, "detail": str(exc)}
+    return {"error": code, "type": type(exc).__name__, "detail": scrub(str(exc), secrets)}
 
 
 def retry_after_header(seconds: Any) -> str:

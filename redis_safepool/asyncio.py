@@ -15,7 +15,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _otel, _release_events
 from ._books import CoreBooks
-from ._keys import flavor_id
+from ._keys import FlavorRef, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
@@ -142,7 +142,7 @@ class AsyncPoolMethods(CoreBooks):
         if not hasattr(self, "_max_explicit"):
             return  # redis-py's __init__ calls this before we are set up
         self._bind_budget()
-        self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
+        self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
         self._reauth_pending = False  # a token rotation: connections may carry a token
         _otel.bind(self)
 
@@ -174,8 +174,9 @@ class AsyncPoolMethods(CoreBooks):
             await self.ensure_connection(obj)
             if self._reauth_pending and getattr(obj, "_re_auth_token", None) is not None:
                 await obj.re_auth()  # an idle connection when the token rotated
-        except BaseException:
+        except BaseException as exc:
             self._discard(obj)
+            self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
@@ -215,19 +216,19 @@ class AsyncPoolMethods(CoreBooks):
 
     def _loop_flavor(self, waker: _LoopWaker) -> int:
         """The flavor of this pool's connections on the waker's loop."""
-        fid = self._loop_flavors.get(waker.token)
-        if fid is None:
+        ref = self._loop_flavors.get(waker.token)
+        if ref is None:
             kwargs = dict(self.connection_kwargs, __event_loop__=waker.token)
-            fid = flavor_id(self.connection_class, kwargs)
-            self._use_flavor(fid)
-            self._loop_flavors[waker.token] = fid
+            ref = flavor_ref(self.connection_class, kwargs)
+            self._use_flavor(ref.id)
+            self._loop_flavors[waker.token] = ref
             waker.pools.add(self)
-        return fid
+        return ref.id
 
     def _forget_loop(self, token: int) -> None:
-        fid = self._loop_flavors.pop(token, None)
-        if fid is not None:
-            self._drop_flavor(fid)
+        ref = self._loop_flavors.pop(token, None)
+        if ref is not None:
+            self._drop_flavor(ref.id)
 
     async def _fill_slot(self, flavor: int) -> AbstractConnection:
         try:

@@ -6,6 +6,9 @@ from typing import Any, List, Optional
 
 from redis.cluster import ClusterNode, RedisCluster
 
+from ._books import check_url
+from ._keys import _host, _port
+
 __all__ = ["SafeRedisCluster", "safe_cluster", "node_pools"]
 
 
@@ -42,9 +45,11 @@ class SafeRedisCluster(RedisCluster):
                 first = startup_nodes.pop(0)
                 host, port = first.host, first.port
             scheme = "rediss" if kwargs.pop("ssl", False) else "redis"
-            url = f"{scheme}://{_url_host(host)}:{int(port)}"
-        elif kwargs.pop("ssl", False) and url.startswith("redis://"):
-            url = "rediss://" + url[len("redis://"):]
+            url = f"{scheme}://{_url_host(_host({'host': host}))}:{_port({'port': port})}"
+        else:
+            check_url(url)  # its errors quote the URL without the password
+            if kwargs.pop("ssl", False) and url.startswith("redis://"):
+                url = "rediss://" + url[len("redis://"):]
         super().__init__(startup_nodes=startup_nodes, url=url,
                          connection_pool_class=connection_pool_class or _safe_pool_class(),
                          **kwargs)

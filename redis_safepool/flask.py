@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Type
 import redis
 
 from ._http import error_body, retry_after_header, unavailable_types
+from ._redact import password_of
 
 __all__ = ["SafePool", "EXTENSION_KEY"]
 
@@ -82,11 +83,14 @@ class SafePool:
         handled = unavailable_types(app.config.get("REDIS_503_ON_CONNECTION_ERRORS", True))
         headers = {"Retry-After": retry_after_header(app.config.get("REDIS_RETRY_AFTER", 1))}
 
+        secrets = [password_of(getattr(pool, "connection_kwargs", None))]
+
         def handle(exc: BaseException) -> Any:
             from flask import jsonify
 
-            app.logger.warning("redis unavailable, answering 503: %s: %s", type(exc).__name__, exc)
-            return jsonify(error_body(exc)), 503, headers
+            body = error_body(exc, secrets)
+            app.logger.warning("redis unavailable, answering 503: %s: %s", body["type"], body["detail"])
+            return jsonify(body), 503, headers
 
         for cls in handled:
             app.register_error_handler(cls, handle)

@@ -12,6 +12,8 @@ import time
 import warnings
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from ._redact import password_of, scrub
+
 __all__ = [
     "PoolPerRequestWarning",
     "configure",
@@ -32,6 +34,7 @@ logger = logging.getLogger("redis_safepool")
 leak_logger = logging.getLogger("redis_safepool.leak")
 
 DEFAULT_POOL_WARN_THRESHOLD = 32
+_MAX_ENDPOINTS = 256  # endpoint labels remembered per table; the oldest go first
 _MAX_SITES = 16  # distinct creation stacks remembered per endpoint
 _MAX_FRAMES = 12  # frames kept per stack
 
@@ -93,14 +96,21 @@ def configure(pool_warn_threshold: Any = _KEEP, leak_threshold: Any = _KEEP) -> 
     pool's own ``leak_threshold`` attribute wins over this).
     """
     global _pool_warn_threshold, _leak_threshold, _leak_on
+    from ._books import _check_seconds
+
     if pool_warn_threshold is not _KEEP:
-        if pool_warn_threshold is not None and int(pool_warn_threshold) < 1:
-            raise ValueError("pool_warn_threshold must be >= 1 or None")
-        _pool_warn_threshold = None if pool_warn_threshold is None else int(pool_warn_threshold)
+        if pool_warn_threshold is not None and (
+            isinstance(pool_warn_threshold, bool) or not isinstance(pool_warn_threshold, int)
+        ):
+            raise TypeError(f"pool_warn_threshold must be an int >= 1 or None, got {pool_warn_threshold!r}")
+        if pool_warn_threshold is not None and pool_warn_threshold < 1:
+            raise ValueError(f"pool_warn_threshold must be >= 1 or None, got {pool_warn_threshold}")
+        _pool_warn_threshold = pool_warn_threshold
     if leak_threshold is not _KEEP:
-        if leak_threshold is not None and float(leak_threshold) <= 0:
-            raise ValueError("leak_threshold must be > 0 seconds or None")
-        _leak_threshold = None if leak_threshold is None else float(leak_threshold)
+        seconds = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"leak_threshold must be > 0 seconds or None, got {leak_threshold!r}")
+        _leak_threshold = seconds
         if _leak_threshold is not None:
             _leak_on = True
             _watcher_wake.set()  # re-evaluate the watcher's interval
@@ -196,6 +206,10 @@ def note_pool_created(pool: Any) -> None:
     label = endpoint_label(pool)
     stack = _capture(1)
     with _lock:
+        if label not in _pools_created:
+            _forget_oldest(_pools_created)
+            _forget_oldest(_pool_sites)
+            _warned.intersection_update(_pools_created)
         count = _pools_created.get(label, 0) + 1
         _pools_created[label] = count
         sites = _pool_sites.setdefault(label, collections.Counter())
@@ -207,6 +221,14 @@ def note_pool_created(pool: Any) -> None:
             top = sites.most_common(2)
     if fire:
         _warn_pool_per_request(label, count, top)
+
+
+def _forget_oldest(table: Dict[str, Any]) -> None:
+    """Make room for one more label in a per-endpoint table, dropping the
+    oldest: a process that meets endpoints without end (a cluster's nodes
+    coming and going) must not grow it without bound."""
+    while len(table) >= _MAX_ENDPOINTS:
+        del table[next(iter(table))]
 
 
 def _warn_pool_per_request(label: str, count: int, top: List[Tuple[Stack, int]]) -> None:
@@ -331,12 +353,16 @@ def _start_watcher() -> None:
 def note_acquire_failed(pool: Any, exc: BaseException) -> None:
     """Hook: call just before ``get_connection()`` raises; ``explain()`` shows the last one."""
     label = endpoint_label(pool)
-    _failures[label] = {
-        "time": time.time(),
-        "error": type(exc).__name__,
-        "message": str(exc),
-        "thread": threading.current_thread().name,
-    }
+    message = scrub(str(exc), [password_of(getattr(pool, "connection_kwargs", None))])
+    with _lock:
+        if label not in _failures:
+            _forget_oldest(_failures)
+        _failures[label] = {
+            "time": time.time(),
+            "error": type(exc).__name__,
+            "message": message,
+            "thread": threading.current_thread().name,
+        }
 
 
 def last_failures() -> Dict[str, Dict[str, Any]]:

@@ -71,8 +71,8 @@ class SyncPoolMethods(CoreBooks):
         **connection_kwargs: Any,
     ) -> None:
         max_connections = self._take_limits(connection_class, max_connections, timeout)
-        self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False)
-        self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False)
+        self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False, forever=0.0)
+        self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False, forever=0.0)
         self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
         self._client_pool.__init__(
             self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import json
 import os
 import sys
@@ -252,3 +253,34 @@ def test_example_project_runs_with_one_command():
                           "--smoke"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "/ 200" in out.stdout and "/safepool/stats/ 200" in out.stdout
+
+
+def test_503_body_and_log_never_carry_an_echoed_password(server, caplog, wait_until):
+    """A listener that echoes AUTH back: the middleware's 503 body and log line stay clean."""
+    if not REAL_POOL:
+        pytest.skip("needs the C core")
+    from django.test import RequestFactory
+
+    from redis_safepool.django.middleware import SafePoolMiddleware
+    from hostile import EchoListener
+
+    secret = "Dj4ngo-Secret-Pw"
+    caplog.set_level(logging.DEBUG)
+    middleware = SafePoolMiddleware(lambda request: None)
+    with EchoListener("LOADING") as listener:
+        pool = POOL_CLASS.from_url(listener.url(secret), max_connections=2, timeout=0.2)
+        r = redis.Redis(connection_pool=pool)
+        bodies = []
+        try:
+            for _ in range(20):  # bounded: until the pool fails fast on its own
+                try:
+                    r.ping()
+                except redis.RedisError as exc:
+                    response = middleware.process_exception(RequestFactory().get("/hit/"), exc)
+                    assert response is not None and response.status_code == 503
+                    bodies.append(response.content.decode())
+        finally:
+            pool.close()
+    assert bodies
+    for text in bodies + [caplog.text]:
+        assert secret not in text and secret[:8] not in text, text

@@ -1245,7 +1245,58 @@ test_stats_snapshot(void)
     finish(ep);
 }
 
+static void
+test_scrub_secret(void)
+{
+    char text[64];
+
+    snprintf(text, sizeof(text), "bad 'pw1234' and again pw1234!");
+    sp_scrub_secret(text, sizeof(text), "pw1234");
+    CHECKF(strcmp(text, "bad '***' and again ***!") == 0, "%s", text);
+    /* a copy cut short by a truncation */
+    snprintf(text, sizeof(text), "unexpected reply: AUTH pw12");
+    sp_scrub_secret(text, sizeof(text), "pw1234");
+    CHECKF(strcmp(text, "unexpected reply: AUTH ***") == 0, "%s", text);
+    /* nothing to hide, or no secret */
+    snprintf(text, sizeof(text), "connection refused");
+    sp_scrub_secret(text, sizeof(text), "pw1234");
+    CHECK(strcmp(text, "connection refused") == 0);
+    sp_scrub_secret(text, sizeof(text), NULL);
+    sp_scrub_secret(text, sizeof(text), "");
+    CHECK(strcmp(text, "connection refused") == 0);
+    /* a full buffer: the masks fit, or the text stops before one */
+    char small[6];
+    memcpy(small, "abwxy", sizeof(small));  /* "abwxyz" cut to fit */
+    sp_scrub_secret(small, sizeof(small), "wxyz");
+    CHECKF(strcmp(small, "ab***") == 0, "%s", small);
+}
+
+static void
+test_note_error_masks_password(void)
+{
+    sp_endpoint *ep = sp_endpoint_new("k-scrub", "redis://127.0.0.1:1/0", 2);
+    sp_after after = {0};
+    sp_stats st;
+
+    if (ep == NULL) {
+        CHECKF(0, "endpoint");
+        return;
+    }
+    ep->password = strdup("s3cr3t-pw");
+    pthread_mutex_lock(&ep->lock);
+    sp_endpoint_note_error_locked(ep, "probe: ", "-ERR echo AUTH s3cr3t-pw");
+    pthread_mutex_unlock(&ep->lock);
+    set_state(ep, SP_STATE_PAUSED, "server down: s3cr3t-pw", &after);
+    tp_after_done(&after);
+    sp_endpoint_stats(ep, &st);
+    CHECKF(strcmp(st.last_error, "probe: -ERR echo AUTH ***") == 0, "%s", st.last_error);
+    CHECKF(strcmp(st.state_reason, "server down: ***") == 0, "%s", st.state_reason);
+    finish(ep);
+}
+
 const sp_test sp_endpoint_tests[] = {
+    {"endpoint/scrub_secret", test_scrub_secret},
+    {"endpoint/note_error_masks_password", test_note_error_masks_password},
     {"endpoint/take_idle_for_a_check", test_take_idle_for_a_check},
     {"endpoint/suspect_window", test_suspect_window},
     {"endpoint/acquire_idle_lifo", test_acquire_idle_lifo},

@@ -1073,7 +1073,50 @@ test_probe_concurrent_threads(void)
     sp_redis_destroy(&r);
 }
 
+/* A listener that answers AUTH by echoing it: the probe keeps the error
+   code, never the echoed password. */
+static void
+test_probe_auth_echo_keeps_no_secret(void)
+{
+    fake_server f;
+    sp_probe_target t;
+    sp_probe_result res;
+
+    memset(&f, 0, sizeof(f));
+    f.mode = FAKE_SCRIPT;
+    f.expect[0] = "server\r\n";
+    f.reply[0] = "-ERR unknown command 'AUTH', with args beginning with: "
+                 "'hunter2-secret'\r\n";
+    if (fake_start(&f) != 0) {
+        CHECKF(0, "fake server");
+        return;
+    }
+    t = tcp_target(f.port, 2.0);
+    t.password = "hunter2-secret";
+    sp_probe(&t, &res);
+    fake_stop(&f);
+    CHECKF(res.status == SP_PROBE_AUTH, "%s", sp_probe_status_name(res.status));
+    CHECKF(strstr(res.error, "hunter") == NULL, "%s", res.error);
+    CHECKF(strcmp(res.error, "-ERR (reply to AUTH)") == 0, "%s", res.error);
+
+    /* an echo of the command itself (not even an error reply) */
+    memset(&f, 0, sizeof(f));
+    f.mode = FAKE_SCRIPT;
+    f.expect[0] = "server\r\n";
+    f.reply[0] = "*2\r\n$4\r\nAUTH\r\n$14\r\nhunter2-secret\r\n";
+    if (fake_start(&f) != 0) {
+        CHECKF(0, "fake server");
+        return;
+    }
+    t = tcp_target(f.port, 2.0);
+    t.password = "hunter2-secret";
+    sp_probe(&t, &res);
+    fake_stop(&f);
+    CHECKF(strstr(res.error, "hunter") == NULL, "%s", res.error);
+}
+
 const sp_test sp_probe_tests[] = {
+    {"probe/auth_echo_keeps_no_secret", test_probe_auth_echo_keeps_no_secret},
     {"probe/resp_reply_len", test_resp_reply_len},
     {"probe/classify_reply", test_classify_reply},
     {"probe/info_field", test_info_field},

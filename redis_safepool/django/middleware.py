@@ -33,6 +33,7 @@ class SafePoolMiddleware(MiddlewareMixin):
         exc = find_unavailable(exception, include)
         if exc is None:
             return None
+        body = error_body(exc)
         logger.warning("redis unavailable, answering 503 for %s: %s: %s",
-                       getattr(request, "path", "?"), type(exc).__name__, exc)
+                       getattr(request, "path", "?"), body["type"], body["detail"])
         return unavailable_response(exc)
