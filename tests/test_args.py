@@ -113,3 +113,12 @@ def test_repr_redacts_password_keyword():
         assert "SafeConnectionPool" in repr(pool)
     finally:
         pool.close()
+
+
+def test_asyncio_repr_redacts_password():
+    import redis_safepool.asyncio as spa
+
+    pool = spa.SafeConnectionPool.from_url("redis://alice:s3cr3t-pw@127.0.0.1:6399/0",
+                                           max_connections=2)
+    assert "s3cr3t-pw" not in repr(pool) and "alice" not in repr(pool)
+    assert "127.0.0.1" in repr(pool) and "SafeConnectionPool" in repr(pool)
