@@ -1,6 +1,6 @@
 """redis-safepool: a redis-py connection pool that cannot take a Redis server down."""
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union, cast
 
 from redis.connection import ConnectionPool, parse_url
 
@@ -81,4 +81,4 @@ def checker_config(**changes: Optional[float]) -> Dict[str, Any]:
     ``recover_interval`` (0.1), ``backoff_min`` (0.05), ``backoff_max``
     (0.3), ``probe_timeout`` (1), ``enabled`` (True).
     """
-    return _core.checker_config(**changes)
+    return _core.checker_config(**cast(Dict[str, Any], changes))
