@@ -60,6 +60,7 @@ test-packages: wheels
 	rm -rf $(INSTALLED_TESTS) build/sdist-src && mkdir -p $(INSTALLED_TESTS) build/sdist-src
 	tar -xzf dist/*.tar.gz -C build/sdist-src --strip-components=1
 	cp -r build/sdist-src/tests $(INSTALLED_TESTS)/
+	printf '[pytest]\n' >$(INSTALLED_TESTS)/pytest.ini  # not the source tree's pyproject.toml
 	@set -e; for v in $(WHEEL_PYTHONS); do \
 	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
 	  [ -n "$$py" ] || py=$$(command -v python$$v); tag=cp$$(echo $$v | tr -d .); \
