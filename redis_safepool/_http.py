@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, Optional, Set, Tuple, Type
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,7 +23,7 @@ def unavailable_types(include_connection_errors: bool = True) -> Tuple[Type[Base
 def find_unavailable(exc: Optional[BaseException], include_connection_errors: bool = True) -> Optional[BaseException]:
     """The availability error in ``exc`` or its cause/context chain (django-redis wraps them)."""
     types = unavailable_types(include_connection_errors)
-    seen = set()
+    seen: Set[int] = set()
     while exc is not None and id(exc) not in seen and len(seen) < 16:
         if isinstance(exc, types):
             return exc

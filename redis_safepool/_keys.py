@@ -14,7 +14,7 @@ import redis.connection as sync_conn
 try:  # the asyncio classes share budgets with the sync ones
     import redis.asyncio.connection as async_conn
 except ImportError:  # pragma: no cover - redis without asyncio support
-    async_conn = None
+    async_conn = None  # type: ignore[assignment]
 
 __all__ = ["endpoint_of", "flavor_ref", "FlavorRef", "transport_of"]
 

@@ -15,6 +15,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _otel, _release_events
 from ._books import CoreBooks
+from ._compat import should_reconnect
 from ._keys import FlavorRef, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
 
@@ -257,8 +258,8 @@ class AsyncPoolMethods(CoreBooks):
 
     # -- release --------------------------------------------------------------------
 
-    async def release(self, connection: AbstractConnection) -> None:
-        if connection.should_reconnect():
+    async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
+        if should_reconnect(connection):
             await connection.disconnect()
         if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
@@ -294,6 +295,12 @@ class AsyncPoolMethods(CoreBooks):
         self._close_core()
         await self.disconnect()
 
+    async def __aenter__(self) -> "SafeConnectionPool":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def can_get_connection(self) -> bool:
         st = self.stats()
         return st["state"] != "paused" and (st["idle"] > 0 or st["total"] < st["max_connections"])
@@ -321,7 +328,7 @@ def _fd_of(conn: AbstractConnection) -> int:
     """asyncio sockets belong to their transport, so the core must never poll
     or shut them down: -3 marks "connected, not pollable", -1 "not connected".
     Readiness is checked at checkout with redis-py's own can_read()."""
-    return -3 if conn.is_connected else -1
+    return -3 if getattr(conn, "is_connected", False) else -1  # foreign objects: the core rejects
 
 
 class _Expired(Exception):

@@ -73,7 +73,9 @@ class SafePool:
             raise RuntimeError("redis_safepool.flask.SafePool is already initialised on this app")
         pool_class = self._pool_class
         if pool_class is None:
-            from . import SafeConnectionPool as pool_class  # type: ignore[attr-defined]
+            from . import SafeConnectionPool
+
+            pool_class = SafeConnectionPool
         url = app.config.get("REDIS_URL") or DEFAULT_URL
         pool = pool_class.from_url(url, **self._pool_args(app.config))
         client = self._client_class(connection_pool=pool)
@@ -148,8 +150,8 @@ class SafePool:
         if app is None:
             from flask import current_app, has_app_context
 
-            app = current_app._get_current_object() if has_app_context() else None
-        client = app.extensions.pop(EXTENSION_KEY, None) if app is not None else self._default_client
+            app = current_app._get_current_object() if has_app_context() else None  # type: ignore[attr-defined]
+        client: Any = app.extensions.pop(EXTENSION_KEY, None) if app is not None else self._default_client
         if client is None:
             return
         if client is self._default_client:

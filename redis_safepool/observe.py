@@ -7,6 +7,7 @@ import linecache
 import logging
 import os
 import sys
+from types import FrameType
 import threading
 import time
 import warnings
@@ -163,7 +164,7 @@ def endpoint_label(pool: Any) -> str:
 def _capture(skip: int) -> Stack:
     """Caller frames (innermost first) outside redis and redis_safepool; raw, no source lookup."""
     try:
-        f = sys._getframe(skip + 1)
+        f: Optional[FrameType] = sys._getframe(skip + 1)
     except ValueError:
         return ()
     frames: List[Frame] = []

@@ -12,10 +12,7 @@ from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks, _check_
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
 
-try:
-    from redis.cache import CacheProxyConnection
-except ImportError:  # pragma: no cover - older redis-py layouts
-    from redis.connection import CacheProxyConnection
+from ._compat import CacheProxyConnection
 
 
 def _socket_of(conn: Any) -> Any:
@@ -128,7 +125,7 @@ class SyncPoolMethods(CoreBooks):
     def make_connection(self) -> Connection:
         """Create a new connection object (not connected yet) within the budget."""
         kwargs = dict(self.connection_kwargs)
-        if getattr(self, "cache", None) is not None:
+        if getattr(self, "cache", None) is not None and CacheProxyConnection is not None:
             return CacheProxyConnection(self.connection_class(**kwargs), self.cache, self._lock)
         return self.connection_class(**kwargs)
 
@@ -156,6 +153,12 @@ class SyncPoolMethods(CoreBooks):
         """
         self._close_core()
         self.disconnect(inuse_connections=True)
+
+    def __enter__(self) -> Any:  # redis-py has it from 8.1 on
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class SafeConnectionPool(_core.PoolCore, SyncPoolMethods, ConnectionPool):

@@ -384,7 +384,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             pass
         raise SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
-    def release(self, connection: Connection) -> None:
+    def release(self, connection: Connection) -> None:  # type: ignore[override]
         inner = _owner_of(connection)
         if inner is None:
             raise ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
@@ -456,7 +456,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         with self._state_lock:
             address = self._master if self.is_master else next(iter(self._inner), None)
             inner = self._inner.get(address) if address else None
-        if inner is None:
+        if inner is None or address is None:
             return {"endpoint": None, "address": None, "state": None}
         out = dict(inner.stats())
         out["address"] = f"{address[0]}:{address[1]}"

@@ -284,3 +284,12 @@ def test_cluster_checks_its_address_before_connecting(kwargs):
     with pytest.raises(ValueError) as info:
         SafeRedisCluster(**kwargs)
     assert "cluster-Secret" not in str(info.value)
+
+
+def test_asyncio_repr_redacts_password():
+    import redis_safepool.asyncio as spa
+
+    pool = spa.SafeConnectionPool.from_url("redis://alice:s3cr3t-pw@127.0.0.1:6399/0",
+                                           max_connections=2)
+    assert "s3cr3t-pw" not in repr(pool) and "alice" not in repr(pool)
+    assert "127.0.0.1" in repr(pool) and "SafeConnectionPool" in repr(pool)

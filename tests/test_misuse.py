@@ -83,10 +83,10 @@ def test_foreign_hand_made_connection(redis_server, make_pool):
 def test_foreign_connection_from_plain_redis_pool(redis_server, make_pool):
     plain = redis.ConnectionPool(host=redis_server.host, port=redis_server.port)
     pool = make_pool(redis_server.url, max_connections=1, timeout=0)
-    conn = plain.get_connection()
+    conn = plain.make_connection()
     with pytest.raises(sp.ForeignConnectionError):
         pool.release(conn)
-    plain.release(conn)
+    conn.disconnect()
     plain.disconnect()
 
 

