@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import os
 import time
@@ -15,6 +14,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _otel, _release_events
 from ._books import CoreBooks
+from ._dispose import dispose
 from ._keys import flavor_id
 from .exceptions import PoolTimeoutError, SafePoolError
 
@@ -22,7 +22,8 @@ __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
 
 class _LoopWaker:
-    """One pipe per event loop: the C core writes a byte when it serves one of its waiters.
+    """One inbox per event loop: the C core appends the loop's served waiters to it
+    and writes a byte to its pipe only when the loop has no wake-up on the way.
 
     It holds its loop weakly; the pipe is closed when the loop is closed or
     collected, and the pools that served the loop drop its flavor then, so
@@ -32,59 +33,36 @@ class _LoopWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.token = next(_tokens)
         self._loop = weakref.ref(loop)
-        self.read_fd, self.write_fd = os.pipe()
-        for fd in (self.read_fd, self.write_fd):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-            os.set_inheritable(fd, False)
-        # (pool id, ticket) -> (pool, future)
-        self.pending: Dict[Tuple[int, int], Tuple["SafeConnectionPool", asyncio.Future]] = {}
+        self.inbox = _core.LoopInbox()
         self.pools: "weakref.WeakSet[SafeConnectionPool]" = weakref.WeakSet()
-        loop.add_reader(self.read_fd, self._on_readable)
-        self._fds = weakref.finalize(loop, _close_fds, self.read_fd, self.write_fd)
+        loop.add_reader(self.inbox.fileno(), self.collect)
 
     @property
     def alive(self) -> bool:
         loop = self._loop()
         return loop is not None and not loop.is_closed()
 
-    def _on_readable(self) -> None:
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        self.collect()
-
     def collect(self) -> None:
-        pools = {id(pool): pool for pool, _ in self.pending.values()}
-        for pool in pools.values():
-            for ticket, kind, conn in pool._async_ready():
-                entry = self.pending.pop((id(pool), ticket), None)
-                if entry is None:
-                    continue
-                fut = entry[1]
-                if fut.done():
-                    # Expired or cancelled just now: hand it straight back.
-                    pool._give_back(kind, conn)
-                else:
-                    fut.set_result((kind, conn))
+        """Resolve the futures of this loop's served waiters (the pipe's reader)."""
+        for pool, fut, kind, conn in self.inbox.collect():
+            if not fut.done():
+                fut.set_result((kind, conn))
+            elif pool is not None:  # cancelled or timed out just now: hand it straight back
+                pool._give_back(kind, conn)
 
     def retire(self) -> None:
-        """The loop is closed or gone: drop its flavors and close the pipe."""
+        """The loop is closed or gone: give back what its waiters hold, drop its flavors."""
+        for pool in list(self.pools):
+            pool._async_forget_inbox(self.inbox)
+        for pool, _fut, kind, conn in self.inbox.collect():
+            if pool is not None:
+                pool._give_back(kind, conn)
         for pool in list(self.pools):
             pool._forget_loop(self.token)
         loop = self._loop()
         if loop is not None and not loop.is_closed():
-            loop.remove_reader(self.read_fd)
-        self._fds()  # closes the pipe once
-
-
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+            loop.remove_reader(self.inbox.fileno())
+        self.inbox = None  # the pipe closes with the last reference
 
 
 _tokens = itertools.count(1)
@@ -157,9 +135,10 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         except OSError as exc:  # out of file descriptors for the loop's pipe
             raise SafePoolError(f"cannot wait for a connection to {self.endpoint}: {exc}") from exc
         flavor = self._loop_flavor(waker)
-        kind, obj = self._async_acquire(waker.write_fd, flavor)
+        fut = loop.create_future()
+        kind, obj = self._async_acquire(waker.inbox, flavor, fut)
         if kind == "wait":
-            kind, obj = await self._wait_turn(loop, waker, obj)
+            kind, obj = await self._wait_turn(loop, fut)
         if kind == "slot":
             made = time.monotonic() if self._otel_on else 0.0
             conn = await self._fill_slot(flavor)
@@ -178,27 +157,18 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
 
-    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, waker: _LoopWaker,
-                         ticket: int) -> Tuple[str, Any]:
-        fut = loop.create_future()
-        waker.pending[(id(self), ticket)] = (self, fut)
-        waker.collect()  # it may have been served already
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop,
+                         fut: asyncio.Future) -> Tuple[str, Any]:
         timer = None
-        if self.timeout is not None and not fut.done():
-            timer = loop.call_later(self.timeout, _expire, fut)
-        started = loop.time()
+        if self.timeout is not None:
+            timer = loop.call_later(self.timeout, self._expire, fut, loop.time())
         try:
             kind, obj = await fut
-        except _Expired:
-            waker.pending.pop((id(self), ticket), None)
-            if self._async_cancel(ticket, True):
-                if self._otel_on:
-                    _otel.on_event(self, _otel.TIMEOUT, loop.time() - started, 0.0)
-                raise self._timeout_error(loop.time() - started) from None
-            raise  # pragma: no cover - collected concurrently; handled in collect()
-        except BaseException:  # cancelled: leave the queue, give back what came
-            waker.pending.pop((id(self), ticket), None)
-            if not self._async_cancel(ticket, False) and fut.done() and not fut.cancelled():
+        except BaseException:
+            # Cancelled, or timed out (_expire set our PoolTimeoutError and left the
+            # queue): leave the queue if still in it, give back what came meanwhile.
+            if (not self._async_cancel(fut, False) and fut.done() and not fut.cancelled()
+                    and fut.exception() is None):
                 self._give_back(*fut.result())
             raise
         finally:
@@ -209,6 +179,16 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         if kind == "closed":
             self._raise_closed()
         return kind, obj
+
+    def _expire(self, fut: asyncio.Future, started: float) -> None:
+        """The waiter's deadline passed: leave the queue and fail with a pool timeout."""
+        if fut.done():
+            return
+        self._async_cancel(fut, True)  # False: detached by an unbind; it holds nothing
+        waited = fut.get_loop().time() - started
+        if self._otel_on:
+            _otel.on_event(self, _otel.TIMEOUT, waited, 0.0)
+        fut.set_exception(self._timeout_error(waited))
 
     def _loop_flavor(self, waker: _LoopWaker) -> int:
         """The flavor of this pool's connections on the waker's loop."""
@@ -277,10 +257,18 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         conns = self._idle_list()
-        self._drain_idle()
+        self._drain_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
             conns += self._in_use_list()
-        results = await asyncio.gather(*(c.disconnect() for c in conns), return_exceptions=True)
+        running = asyncio.get_running_loop()
+        here = []
+        for conn in conns:
+            loop = _loop_of(conn)
+            if loop is None or loop is running:
+                here.append(conn)
+            else:  # another loop's transport: close it there, never from this loop
+                dispose(conn)
+        results = await asyncio.gather(*(c.disconnect() for c in here), return_exceptions=True)
         _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
         if exc:
@@ -301,17 +289,14 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
 BlockingSafeConnectionPool = SafeConnectionPool
 
 
+def _loop_of(conn: AbstractConnection) -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop whose transport the connection uses (None when not connected)."""
+    writer = conn._writer
+    return None if writer is None else getattr(writer, "_loop", None)
+
+
 def _fd_of(conn: AbstractConnection) -> int:
     """asyncio sockets belong to their transport, so the core must never poll
     or shut them down: -3 marks "connected, not pollable", -1 "not connected".
     Readiness is checked at checkout with redis-py's own can_read()."""
     return -3 if conn.is_connected else -1
-
-
-class _Expired(Exception):
-    """Internal: a waiter's deadline passed."""
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())
