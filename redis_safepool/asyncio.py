@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import time
 import weakref
 from typing import Any, Dict, Optional, Tuple
@@ -14,8 +15,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _otel, _release_events
 from ._books import CoreBooks
-from ._dispose import dispose
-from ._keys import flavor_id
+from ._keys import endpoint_of, flavor_id
 from .exceptions import PoolTimeoutError, SafePoolError
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
@@ -114,11 +114,25 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the idle connections; (re)attach to the budget if the server changed.
+
+        Connections checked out before a reset stay valid and are taken back
+        by ``release()``, whichever loop or thread resets.
+        """
         if not hasattr(self, "_max_explicit"):
             return  # redis-py's __init__ calls this before we are set up
-        self._bind_budget()
-        self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
         self._reauth_pending = False  # a token rotation: connections may carry a token
+        key = endpoint_of(self.connection_class, self.connection_kwargs)[0]
+        if getattr(self, "_bound_key", None) != key:
+            self._bind_budget()
+            self._bound_key = key
+            self._loop_flavors: Dict[int, int] = {}  # loop token -> flavor (rebinding dropped them)
+        else:
+            # Same server: keep the binding (and so the connections out now); settings may
+            # have changed, so every loop gets its flavor anew at its next checkout.
+            flavors, self._loop_flavors = self._loop_flavors, {}
+            for fid in flavors.values():
+                self._drop_flavor(fid)
         _otel.bind(self)
 
     def __del__(self) -> None:
@@ -147,12 +161,22 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
                 _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
             return conn
         try:
+            if obj._writer is None:
+                # It came back disconnected: redis-py's disconnect(nowait=True) (a
+                # cancelled command) leaves the socket to a close callback this loop
+                # has already scheduled. Let it run before connecting again, or the
+                # server briefly sees this slot twice.
+                await _closes_done()
             await self.ensure_connection(obj)
             if self._reauth_pending and getattr(obj, "_re_auth_token", None) is not None:
                 await obj.re_auth()  # an idle connection when the token rotated
         except BaseException:
-            self._discard(obj)
+            try:
+                await _close_half_made(obj)
+            finally:
+                self._discard(obj)
             raise
+        obj._safepool_writer = obj._writer
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
@@ -207,14 +231,20 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
             self._drop_flavor(fid)
 
     async def _fill_slot(self, flavor: int) -> AbstractConnection:
+        conn = None
         try:
             conn = self.make_connection()
             # redis-py's own entry point, so wrappers and instrumentation see new connections
             await self.ensure_connection(conn)
         except BaseException as exc:
-            self._slot_failed(exc)
+            try:
+                if conn is not None:
+                    await _close_half_made(conn)
+            finally:
+                self._slot_failed(exc)
             raise
         self._add(conn, _fd_of(conn), flavor)
+        conn._safepool_writer = conn._writer
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:
@@ -236,6 +266,11 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
     async def release(self, connection: AbstractConnection) -> None:
         if connection.should_reconnect():
             await connection.disconnect()
+        if getattr(connection, "_writer", None) is None:
+            # disconnect(nowait=True) (a cancelled command) leaves the socket to a close
+            # callback of its loop: shut it down now, before its slot can be reused
+            # (another loop may take it before that callback runs).
+            _shut_down_writer(getattr(connection, "_safepool_writer", None))
         if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
             # listener sends AUTH on it. A failed listener leaves it in an unknown
@@ -256,18 +291,20 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
         await _release_events.re_auth_async(self, token)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        conns = self._idle_list()
+        running = asyncio.get_running_loop()
+        # not connected (None): nothing to close, and it may be connecting on another loop
+        here = [c for c in self._idle_list() if _loop_of(c) is running]
         self._drain_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
-            conns += self._in_use_list()
-        running = asyncio.get_running_loop()
-        here = []
-        for conn in conns:
-            loop = _loop_of(conn)
-            if loop is None or loop is running:
-                here.append(conn)
-            else:  # another loop's transport: close it there, never from this loop
-                dispose(conn)
+            for conn in self._in_use_list():
+                loop = _loop_of(conn)
+                if loop is running:
+                    here.append(conn)
+                elif loop is not None:
+                    # Another loop's transport, maybe mid-command: never touch it from
+                    # here. Shut the socket down: that loop's command fails with a
+                    # ConnectionError, and the connection reconnects at its next checkout.
+                    _shut_down(conn)
         results = await asyncio.gather(*(c.disconnect() for c in here), return_exceptions=True)
         _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
@@ -293,6 +330,42 @@ def _loop_of(conn: AbstractConnection) -> Optional[asyncio.AbstractEventLoop]:
     """The event loop whose transport the connection uses (None when not connected)."""
     writer = conn._writer
     return None if writer is None else getattr(writer, "_loop", None)
+
+
+async def _closes_done() -> None:
+    """Yield once: close callbacks this loop has already scheduled run before we go on
+    (the loop runs its ready callbacks in order)."""
+    await asyncio.sleep(0)
+
+
+async def _close_half_made(conn: AbstractConnection) -> None:
+    """A connect or reconnect failed or was cancelled; its slot is about to go back.
+
+    Close its socket first, or another loop may use the slot while the server
+    still has this one: redis-py leaves the socket open when cancelled after
+    it opened, and asyncio closes a transport cancelled while being made in a
+    callback of the next iteration.
+    """
+    if conn._writer is not None:
+        _shut_down_writer(conn._writer)
+        conn._close()
+    else:
+        _shut_down_writer(getattr(conn, "_safepool_writer", None))
+        await _closes_done()
+
+
+def _shut_down(conn: AbstractConnection) -> None:
+    _shut_down_writer(conn._writer)
+
+
+def _shut_down_writer(writer: Any) -> None:
+    """Shut a transport's socket down now, from any thread (the server sees it go)."""
+    sock = None if writer is None else writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _fd_of(conn: AbstractConnection) -> int:
