@@ -26,6 +26,7 @@ if HIREDIS_AVAILABLE:
 MIN_MEAN_OPS_FOR_FAIRNESS = 2.0  # below this a slice is shorter than one turn of the queue
 RATIO_TARGET = 1.2
 P99_FROM_TASKS = 300
+TASKS_PER_SLICE_SECOND = 500  # a slice of `slice_seconds` is stretched beyond this many tasks
 
 
 def make_async_pool(ctx: c.Context, kind: str, limit: int, **kwargs: Any):
@@ -141,6 +142,12 @@ def measure(ctx: c.Context, kind: str, tasks: int, seconds: float, pairs: bool,
         gc.collect()
 
 
+def slice_for(ctx: c.Context, tasks: int) -> float:
+    """Slices grow beyond TASKS_PER_SLICE_SECOND tasks, so that every task can have
+    its turns in one slice even at 10,000 tasks."""
+    return ctx.settings.slice_seconds * max(1.0, tasks / TASKS_PER_SLICE_SECOND)
+
+
 def _fairness(per_task: List[int]) -> Optional[Dict[str, float]]:
     """The thread benchmark's spread measure, or None when a slice is too short to say."""
     if not per_task or sum(per_task) / len(per_task) < MIN_MEAN_OPS_FOR_FAIRNESS:
@@ -169,8 +176,10 @@ def run(ctx: c.Context) -> c.Section:
         for tasks in TASKS:
             ctx.log(f"  {NAME}: {parser} parser, {tasks} tasks on {LIMIT}")
 
+            seconds = slice_for(ctx, tasks)
+
             def one(kind: str) -> None:
-                m = measure(ctx, kind, tasks, ctx.settings.slice_seconds, False, parser)
+                m = measure(ctx, kind, tasks, seconds, False, parser)
                 a = acc.setdefault((parser, tasks, kind),
                                    {"ops": 0, "elapsed": 0.0, "lat": [], "errors": 0})
                 for k in ("ops", "elapsed", "lat", "errors"):
@@ -238,7 +247,9 @@ def run(ctx: c.Context) -> c.Section:
                "`redis.asyncio.BlockingConnectionPool` (BCP) against "
                "`redis_safepool.asyncio.SafeConnectionPool` (Safe), "
                f"{ctx.settings.cell_seconds:g}s per pool per row in {ctx.settings.rounds} "
-               "alternating slices; only calls that end inside a slice count as ops, but the "
+               f"alternating slices (times tasks/{TASKS_PER_SLICE_SECOND} above "
+               f"{TASKS_PER_SLICE_SECOND} tasks, so every task gets turns); only calls "
+               "that end inside a slice count as ops, but the "
                "latency of the last call a task started counts even when it ends after the "
                "slice (a starved task is not left out); a call that "
                f"waited out the pool's {ctx.settings.wait_timeout:g}s timeout is counted as a "
