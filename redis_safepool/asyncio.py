@@ -254,11 +254,12 @@ class SafeConnectionPool(_core.PoolCore, CoreBooks, AsyncConnectionPool):
             self._slot_failed(None)
 
     def _timeout_error(self, waited: float) -> PoolTimeoutError:
-        st = self.stats()
+        st = self.stats()  # {} once the pool is unbound: the timer may fire after that
         return PoolTimeoutError(
-            f"Timed out after {waited:.3f}s waiting for a connection to {st['endpoint']} "
-            f"(max_connections={st['max_connections']}, in use={st['in_use']}, "
-            f"waiters={st['waiters']})"
+            f"Timed out after {waited:.3f}s waiting for a connection to "
+            f"{st.get('endpoint', 'a pool that was closed meanwhile')} "
+            f"(max_connections={st.get('max_connections')}, in use={st.get('in_use')}, "
+            f"waiters={st.get('waiters')})"
         )
 
     # -- release --------------------------------------------------------------------
