@@ -14,6 +14,7 @@ CORE_SOURCES = [
     "csrc/checker.c",
     "csrc/watch.c",
     "csrc/auth_gate.c",
+    "csrc/inbox.c",
 ]
 BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c", "csrc/conn_ready.c"]
 

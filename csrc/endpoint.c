@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "endpoint.h"
+#include "inbox.h"
 #include "watch.h"
 
 /* Invariants, all under ep->lock:
@@ -297,7 +298,7 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
     }
     w->result = result;
     w->conn = conn;
-    if (w->notify_fd >= 0) {
+    if (w->notify_fd >= 0 && (w->inbox == NULL || sp_inbox_push(w->inbox, w))) {
         note_notify(after, w->notify_fd);
     }
 }

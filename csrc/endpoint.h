@@ -68,6 +68,13 @@ typedef struct sp_waiter {
     double enqueued_at;
     int notify_fd;            /* async waiters: written to when served; -1 for threads */
     uint64_t ticket;          /* async waiters: the caller's handle */
+    /* Async waiters with an inbox (inbox.h) are appended to it when served
+     * and wake their loop only if it has no wake-up on the way; the links
+     * and in_inbox are guarded by the inbox's lock. */
+    struct sp_inbox *inbox;
+    struct sp_waiter *served_prev;
+    struct sp_waiter *served_next;
+    int in_inbox;
     /* Thread waiters sleep on their own mutex and condition variable, so a
      * woken waiter never has to get ep->lock back: a pause that fails
      * hundreds of them wakes them in the order it fails them, without a

@@ -324,6 +324,11 @@ core_exec(PyObject *module)
     if (st->PoolCoreType == NULL || PyModule_AddType(module, st->PoolCoreType) < 0) {
         return -1;
     }
+    st->LoopInboxType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_loop_inbox_spec,
+                                                                 NULL);
+    if (st->LoopInboxType == NULL || PyModule_AddType(module, st->LoopInboxType) < 0) {
+        return -1;
+    }
     const char *exc = "redis_safepool.exceptions";
     if (import_attr(&st->PoolTimeoutError, exc, "PoolTimeoutError") < 0 ||
         import_attr(&st->ServerUnavailableError, exc, "ServerUnavailableError") < 0 ||
@@ -366,6 +371,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     sp_modstate *st = get_state(module);
     Py_VISIT(st->PoolCoreType);
+    Py_VISIT(st->LoopInboxType);
     Py_VISIT(st->PoolTimeoutError);
     Py_VISIT(st->ServerUnavailableError);
     Py_VISIT(st->PoolClosedError);
@@ -386,6 +392,7 @@ core_clear(PyObject *module)
 {
     sp_modstate *st = get_state(module);
     Py_CLEAR(st->PoolCoreType);
+    Py_CLEAR(st->LoopInboxType);
     Py_CLEAR(st->PoolTimeoutError);
     Py_CLEAR(st->ServerUnavailableError);
     Py_CLEAR(st->PoolClosedError);

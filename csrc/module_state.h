@@ -6,9 +6,11 @@
 #include <Python.h>
 
 #include "endpoint.h"
+#include "inbox.h"
 
 typedef struct {
     PyTypeObject *PoolCoreType;
+    PyTypeObject *LoopInboxType;
     /* redis_safepool.exceptions */
     PyObject *PoolTimeoutError;
     PyObject *ServerUnavailableError;
@@ -48,10 +50,25 @@ typedef struct {
     PyObject *failure_hook;
 } sp_modstate;
 
-/* An asyncio waiter: lives on the heap until the loop collects its result. */
+/* One event loop's inbox (pool_async.c): its served waiters and the pipe
+ * that wakes it. The pipe's ends stay open for as long as the object lives,
+ * and every waiter naming it holds a reference to it. */
+typedef struct {
+    PyObject_HEAD
+    sp_inbox inbox;
+    int ready;                /* inbox initialised */
+    int read_fd;
+    int write_fd;
+} sp_loop_inbox;
+
+/* An asyncio waiter: lives on the heap until its loop collects its result
+ * or it is cancelled. `w` is the first member (inbox entries are cast back). */
 typedef struct sp_async_waiter {
     sp_waiter w;
+    struct sp_async_waiter *prev_of_pool;
     struct sp_async_waiter *next_of_pool;
+    PyObject *future;         /* strong: the future its task awaits */
+    PyObject *inbox_obj;      /* strong: the sp_loop_inbox named by w.inbox */
     double started;
 } sp_async_waiter;
 
@@ -71,7 +88,10 @@ typedef struct {
     Py_ssize_t in_use;        /* connections this pool object has out */
     uint32_t *loop_flavors;   /* asyncio: one flavor per event loop it served */
     int n_loop_flavors;
-    struct sp_async_waiter *async_waiters;  /* asyncio waiters of this pool, newest first */
+    /* asyncio waiters of this pool not collected yet, newest first, and the
+     * same by future (guarded by the GIL, like everything in PoolCore) */
+    struct sp_async_waiter *async_waiters;
+    sp_ptrmap async_by_future;
     uint64_t next_ticket;
     PyObject *last_failure_type;   /* borrowed, compared by identity only */
     /* release() hot path: socket object -> fileno, so a release costs one
@@ -119,6 +139,7 @@ typedef struct {
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;
+extern PyType_Spec sp_loop_inbox_spec;
 
 /* Finishes what an endpoint call left to do: disposes of buried records
  * (disconnect + DECREF, with the GIL, after the lock is released) and wakes
@@ -173,7 +194,7 @@ int sp_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg);
 
 /* asyncio primitives (pool_async.c), in PoolCore's method table. */
 PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *args);
-PyObject *sp_pool_async_ready(PoolCore *self, PyObject *unused);
+PyObject *sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox);
 PyObject *sp_pool_async_cancel(PoolCore *self, PyObject *args);
 PyObject *sp_pool_add(PoolCore *self, PyObject *args);
 PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *exc);

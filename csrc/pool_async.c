@@ -1,45 +1,235 @@
-/* pool_async.c -- asyncio primitives of PoolCore: queue without blocking, collect results via a notify fd. */
-#include <limits.h>
+/* pool_async.c -- asyncio primitives of PoolCore: queue without blocking, served waiters collected per loop. */
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
+#include "inbox.h"
 #include "module_state.h"
 
 /* An asyncio task never blocks in C. It joins the same FIFO queue as the
- * threads, with a heap waiter that names a notify fd (a pipe its event loop
- * reads). Whoever serves the waiter (a release in any thread, the checker)
- * writes a byte to that fd after dropping the endpoint lock; the loop then
- * calls _async_ready() and resolves the futures. */
+ * threads, with a heap waiter that names its event loop's inbox (inbox.h)
+ * and the future it awaits. Whoever serves the waiter (a release in any
+ * thread, the checker) appends it to that inbox under the endpoint lock
+ * and, if the loop has no wake-up on the way, writes one byte to the
+ * loop's pipe after dropping the lock. The loop's reader drains the pipe
+ * and takes the served waiters out of its own inbox only: a hand-over
+ * costs the same however many tasks wait, on however many loops.
+ *
+ * A waiter belongs to its pool (pool list and future -> waiter map, both
+ * guarded by the GIL) until its loop takes it out of the inbox or the task
+ * cancels it. When the pool unbinds first, its waiters give back what they
+ * were handed and stay in their inbox, detached (w.pool == NULL), as
+ * "closed": the loop still resolves their futures. */
 
-static sp_async_waiter *
-find_waiter(PoolCore *self, uint64_t ticket, sp_async_waiter ***link_out)
+static void
+unlink_from_pool(PoolCore *self, sp_async_waiter *aw)
 {
-    sp_async_waiter **link = &self->async_waiters;
-    while (*link && (*link)->w.ticket != ticket) {
-        link = &(*link)->next_of_pool;
+    if (aw->prev_of_pool) {
+        aw->prev_of_pool->next_of_pool = aw->next_of_pool;
     }
-    *link_out = link;
-    return *link;
+    else {
+        self->async_waiters = aw->next_of_pool;
+    }
+    if (aw->next_of_pool) {
+        aw->next_of_pool->prev_of_pool = aw->prev_of_pool;
+    }
+    aw->prev_of_pool = aw->next_of_pool = NULL;
+    sp_ptrmap_del(&self->async_by_future, aw->future);
+}
+
+static void
+free_waiter(sp_async_waiter *aw)
+{
+    Py_XDECREF(aw->future);
+    Py_XDECREF(aw->inbox_obj);
+    PyMem_RawFree(aw);
+}
+
+/* Leaves the queue, giving back whatever the waiter was handed. */
+static void
+withdraw(PoolCore *self, sp_async_waiter *aw, sp_after *after)
+{
+    if (self->ep != NULL) {
+        sp_endpoint_cancel(self->ep, &aw->w, after);
+    }
 }
 
 void
 sp_pool_free_async_waiters(PoolCore *self)
 {
-    /* Called after sp_endpoint_fail_pool_waiters(): none is queued any more,
-     * and nothing they were handed is lost (closed waiters hold nothing). */
-    sp_async_waiter *aw = self->async_waiters;
-    self->async_waiters = NULL;
-    while (aw) {
-        sp_async_waiter *next = aw->next_of_pool;
-        if (self->ep != NULL) {
-            sp_after after = {0};
-            sp_endpoint_cancel(self->ep, &aw->w, &after);
-            sp_finish_after(self->st, &after);
+    /* Called after sp_endpoint_fail_pool_waiters(): none is queued any more.
+     * Each gives back what it was handed and waits, detached and "closed",
+     * in its loop's inbox for the loop to resolve its future. */
+    while (self->async_waiters) {
+        sp_async_waiter *aw = self->async_waiters;
+        unlink_from_pool(self, aw);
+        sp_after after = {0};
+        withdraw(self, aw, &after);
+        sp_finish_after(self->st, &after);
+        aw->w.result = SP_WAIT_CLOSED;
+        aw->w.conn = NULL;
+        aw->w.pool = NULL;
+        sp_loop_inbox *ib = (sp_loop_inbox *)aw->inbox_obj;
+        if (!aw->w.in_inbox && sp_inbox_push(&ib->inbox, &aw->w)) {
+            ssize_t rc = write(ib->write_fd, "x", 1);
+            (void)rc;  /* a full pipe already means "wake up" */
         }
-        PyMem_RawFree(aw);
-        aw = next;
     }
+    sp_ptrmap_free(&self->async_by_future);
 }
+
+/* ---- the per-loop inbox object ---------------------------------------------- */
+
+static int
+set_nonblocking_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "LoopInbox() takes no arguments");
+        return NULL;
+    }
+    int fds[2];
+    if (pipe(fds) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (set_nonblocking_cloexec(fds[0]) < 0 || set_nonblocking_cloexec(fds[1]) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fds[0]);
+        close(fds[1]);
+        return NULL;
+    }
+    sp_loop_inbox *self = (sp_loop_inbox *)type->tp_alloc(type, 0);
+    if (self == NULL || sp_inbox_init(&self->inbox, fds[1]) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        if (self != NULL) {
+            self->read_fd = self->write_fd = -1;
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+        return NULL;
+    }
+    self->read_fd = fds[0];
+    self->write_fd = fds[1];
+    self->ready = 1;
+    return (PyObject *)self;
+}
+
+static void
+inbox_dealloc(sp_loop_inbox *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    /* Every waiter holds a reference to its inbox: none is listed here. */
+    if (self->ready) {
+        sp_inbox_destroy(&self->inbox);
+    }
+    if (self->read_fd >= 0) {
+        close(self->read_fd);
+    }
+    if (self->write_fd >= 0) {
+        close(self->write_fd);
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+inbox_fileno(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+{
+    return PyLong_FromLong(self->read_fd);
+}
+
+static const char *
+result_kind(sp_wait_result r)
+{
+    return r == SP_WAIT_CONN ? "conn" : r == SP_WAIT_SLOT ? "slot"
+         : r == SP_WAIT_PAUSED ? "paused" : "closed";
+}
+
+/* Drains the pipe, then takes every served waiter out: the pipe first, so a
+ * byte written for a waiter pushed after the last pop is never swallowed. */
+static PyObject *
+inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+{
+    char buf[256];
+    while (read(self->read_fd, buf, sizeof(buf)) > 0) {
+    }
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    sp_waiter *w;
+    while ((w = sp_inbox_pop(&self->inbox)) != NULL) {
+        sp_async_waiter *aw = (sp_async_waiter *)w;  /* w is its first member */
+        PoolCore *pool = (PoolCore *)w->pool;
+        PyObject *conn = w->result == SP_WAIT_CONN ? (PyObject *)w->conn->payload : Py_None;
+        PyObject *item = Py_BuildValue("(OOsO)", pool ? (PyObject *)pool : Py_None,
+                                       aw->future, result_kind(w->result), conn);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            /* Put it back for the next call (the oldest first again): nothing is lost. */
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            pthread_mutex_lock(&self->inbox.lock);
+            w->served_prev = NULL;
+            w->served_next = self->inbox.head;
+            if (self->inbox.head) {
+                self->inbox.head->served_prev = w;
+            }
+            else {
+                self->inbox.tail = w;
+            }
+            self->inbox.head = w;
+            w->in_inbox = 1;
+            self->inbox.signaled = 0;
+            pthread_mutex_unlock(&self->inbox.lock);
+            return NULL;
+        }
+        Py_DECREF(item);
+        if (pool != NULL) {
+            if (w->result == SP_WAIT_CONN) {
+                pool->in_use++;
+            }
+            unlink_from_pool(pool, aw);
+        }
+        free_waiter(aw);
+    }
+    return list;
+}
+
+static PyMethodDef inbox_methods[] = {
+    {"fileno", (PyCFunction)inbox_fileno, METH_NOARGS,
+     "The read end of the pipe that wakes the loop."},
+    {"collect", (PyCFunction)inbox_collect, METH_NOARGS,
+     "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot inbox_slots[] = {
+    {Py_tp_new, inbox_new},
+    {Py_tp_dealloc, inbox_dealloc},
+    {Py_tp_methods, inbox_methods},
+    {Py_tp_doc, "One event loop's served asyncio waiters and the pipe that wakes it."},
+    {0, NULL},
+};
+
+PyType_Spec sp_loop_inbox_spec = {
+    .name = "redis_safepool._core.LoopInbox",
+    .basicsize = sizeof(sp_loop_inbox),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = inbox_slots,
+};
 
 /* ---- per-loop flavors ------------------------------------------------------- */
 
@@ -132,17 +322,17 @@ sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after)
 PyObject *
 sp_pool_async_acquire(PoolCore *self, PyObject *args)
 {
-    long fd;
+    PyObject *inbox_obj, *future;
     unsigned int flavor = 0;
-    if (!PyArg_ParseTuple(args, "l|I:_async_acquire", &fd, &flavor)) {
+    if (!PyArg_ParseTuple(args, "OIO:_async_acquire", &inbox_obj, &flavor, &future)) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(inbox_obj, self->st->LoopInboxType)) {
+        PyErr_SetString(PyExc_TypeError, "_async_acquire() needs a LoopInbox");
         return NULL;
     }
     if (flavor == 0) {
         flavor = self->flavor;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "notify_fd must be a file descriptor");
-        return NULL;
     }
     if (self->ep == NULL || self->closed) {
         return sp_pool_raise_closed(self);
@@ -150,11 +340,21 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
     if (sp_pool_check_fork(self) < 0) {
         return NULL;
     }
+    if (sp_ptrmap_get(&self->async_by_future, future) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "this future is already waiting for a connection");
+        return NULL;
+    }
+    sp_loop_inbox *ib = (sp_loop_inbox *)inbox_obj;
     sp_async_waiter *aw = PyMem_RawCalloc(1, sizeof(*aw));
     if (aw == NULL) {
         return PyErr_NoMemory();
     }
-    aw->w.notify_fd = (int)fd;
+    if (sp_ptrmap_put(&self->async_by_future, future, aw) < 0) {
+        PyMem_RawFree(aw);
+        return PyErr_NoMemory();
+    }
+    aw->w.notify_fd = ib->write_fd;
+    aw->w.inbox = &ib->inbox;
     aw->w.ticket = ++self->next_ticket;
     aw->started = sp_now();
     sp_after after = {0};
@@ -163,87 +363,82 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
     double deadline = self->timeout == 0 ? 0.0 : -1.0;
     sp_acquire_status st = sp_endpoint_acquire(self->ep, self, flavor, deadline, &aw->w,
                                                &rec, &after);
+    if (st == SP_ACQ_QUEUED) {
+        /* Linked before sp_finish_after() runs any Python code: the waiter
+         * may be served (and pushed to its inbox) at any moment now. */
+        Py_INCREF(future);
+        Py_INCREF(inbox_obj);
+        aw->future = future;
+        aw->inbox_obj = inbox_obj;
+        aw->next_of_pool = self->async_waiters;
+        if (self->async_waiters) {
+            self->async_waiters->prev_of_pool = aw;
+        }
+        self->async_waiters = aw;
+    }
+    else {
+        sp_ptrmap_del(&self->async_by_future, future);
+        PyMem_RawFree(aw);
+    }
     sp_finish_after(self->st, &after);
     switch (st) {
     case SP_ACQ_QUEUED:
-        aw->next_of_pool = self->async_waiters;
-        self->async_waiters = aw;
-        return Py_BuildValue("(sK)", "wait", (unsigned long long)aw->w.ticket);
+        return Py_BuildValue("(sO)", "wait", Py_None);
     case SP_ACQ_CONN:
-        PyMem_RawFree(aw);
         self->in_use++;
         return Py_BuildValue("(sO)", "conn", (PyObject *)rec->payload);
     case SP_ACQ_SLOT:
-        PyMem_RawFree(aw);
         return Py_BuildValue("(sO)", "slot", Py_None);
     case SP_ACQ_TIMEOUT:
-        PyMem_RawFree(aw);
         return sp_pool_raise_timeout(self, 0.0);
     default:
-        PyMem_RawFree(aw);
         return sp_pool_raise_unavailable(self);
     }
 }
 
 PyObject *
-sp_pool_async_ready(PoolCore *self, PyObject *Py_UNUSED(unused))
+sp_pool_async_cancel(PoolCore *self, PyObject *args)
 {
-    PyObject *list = PyList_New(0);
-    if (list == NULL || self->ep == NULL) {
-        return list;
+    PyObject *future;
+    int timed_out = 0;
+    if (!PyArg_ParseTuple(args, "O|p:_async_cancel", &future, &timed_out)) {
+        return NULL;
     }
-    sp_async_waiter **link = &self->async_waiters;
-    while (*link) {
-        sp_async_waiter *aw = *link;
-        pthread_mutex_lock(&self->ep->lock);
-        sp_wait_result r = aw->w.result;
-        pthread_mutex_unlock(&self->ep->lock);
-        if (r == SP_WAIT_PENDING) {
-            link = &aw->next_of_pool;
-            continue;
-        }
-        const char *kind = r == SP_WAIT_CONN ? "conn" : r == SP_WAIT_SLOT ? "slot"
-                         : r == SP_WAIT_PAUSED ? "paused" : "closed";
-        PyObject *conn = r == SP_WAIT_CONN ? (PyObject *)aw->w.conn->payload : Py_None;
-        PyObject *item = Py_BuildValue("(KsO)", (unsigned long long)aw->w.ticket, kind, conn);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            /* Leave it queued for the next call: nothing is lost. */
-            Py_XDECREF(item);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(item);
-        if (r == SP_WAIT_CONN) {
-            self->in_use++;
-        }
-        *link = aw->next_of_pool;
-        PyMem_RawFree(aw);
+    sp_async_waiter *aw = sp_ptrmap_get(&self->async_by_future, future);
+    if (aw == NULL) {
+        Py_RETURN_FALSE;  /* already collected (or detached): the loop settles it */
     }
-    return list;
+    unlink_from_pool(self, aw);
+    sp_after after = {0};
+    withdraw(self, aw, &after);
+    sp_inbox_remove(aw->w.inbox, &aw->w);
+    if (timed_out && self->ep != NULL) {
+        sp_endpoint_count_timeout(self->ep, sp_now() - aw->started);
+    }
+    free_waiter(aw);
+    sp_finish_after(self->st, &after);
+    Py_RETURN_TRUE;
 }
 
 PyObject *
-sp_pool_async_cancel(PoolCore *self, PyObject *args)
+sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox_obj)
 {
-    unsigned long long ticket;
-    int timed_out = 0;
-    if (!PyArg_ParseTuple(args, "K|p:_async_cancel", &ticket, &timed_out)) {
-        return NULL;
+    /* The inbox's loop is closed or gone: its waiters will never run again. */
+    sp_async_waiter *aw = self->async_waiters;
+    while (aw) {
+        sp_async_waiter *next = aw->next_of_pool;
+        if (aw->inbox_obj == inbox_obj) {
+            unlink_from_pool(self, aw);
+            sp_after after = {0};
+            withdraw(self, aw, &after);
+            sp_inbox_remove(aw->w.inbox, &aw->w);
+            free_waiter(aw);
+            sp_finish_after(self->st, &after);
+            next = self->async_waiters;  /* Python code ran: start over */
+        }
+        aw = next;
     }
-    sp_async_waiter **link;
-    sp_async_waiter *aw = find_waiter(self, ticket, &link);
-    if (aw == NULL || self->ep == NULL) {
-        Py_RETURN_FALSE;  /* already collected: the caller owns what it got */
-    }
-    *link = aw->next_of_pool;
-    sp_after after = {0};
-    sp_endpoint_cancel(self->ep, &aw->w, &after);
-    if (timed_out) {
-        sp_endpoint_count_timeout(self->ep, sp_now() - aw->started);
-    }
-    PyMem_RawFree(aw);
-    sp_finish_after(self->st, &after);
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 PyObject *

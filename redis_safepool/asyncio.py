@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import os
+import socket
 import time
 import weakref
 from typing import Any, Dict, Optional, Tuple
@@ -16,14 +16,15 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 from . import _core, _otel, _release_events
 from ._books import CoreBooks
 from ._compat import should_reconnect
-from ._keys import FlavorRef, flavor_ref
+from ._keys import FlavorRef, endpoint_of, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
 
 class _LoopWaker:
-    """One pipe per event loop: the C core writes a byte when it serves one of its waiters.
+    """One inbox per event loop: the C core appends the loop's served waiters to it
+    and writes a byte to its pipe only when the loop has no wake-up on the way.
 
     It holds its loop weakly; the pipe is closed when the loop is closed or
     collected, and the pools that served the loop drop its flavor then, so
@@ -33,59 +34,36 @@ class _LoopWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.token = next(_tokens)
         self._loop = weakref.ref(loop)
-        self.read_fd, self.write_fd = os.pipe()
-        for fd in (self.read_fd, self.write_fd):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-            os.set_inheritable(fd, False)
-        # (pool id, ticket) -> (pool, future)
-        self.pending: Dict[Tuple[int, int], Tuple["SafeConnectionPool", asyncio.Future]] = {}
+        self.inbox = _core.LoopInbox()
         self.pools: "weakref.WeakSet[SafeConnectionPool]" = weakref.WeakSet()
-        loop.add_reader(self.read_fd, self._on_readable)
-        self._fds = weakref.finalize(loop, _close_fds, self.read_fd, self.write_fd)
+        loop.add_reader(self.inbox.fileno(), self.collect)
 
     @property
     def alive(self) -> bool:
         loop = self._loop()
         return loop is not None and not loop.is_closed()
 
-    def _on_readable(self) -> None:
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        self.collect()
-
     def collect(self) -> None:
-        pools = {id(pool): pool for pool, _ in self.pending.values()}
-        for pool in pools.values():
-            for ticket, kind, conn in pool._async_ready():
-                entry = self.pending.pop((id(pool), ticket), None)
-                if entry is None:
-                    continue
-                fut = entry[1]
-                if fut.done():
-                    # Expired or cancelled just now: hand it straight back.
-                    pool._give_back(kind, conn)
-                else:
-                    fut.set_result((kind, conn))
+        """Resolve the futures of this loop's served waiters (the pipe's reader)."""
+        for pool, fut, kind, conn in self.inbox.collect():
+            if not fut.done():
+                fut.set_result((kind, conn))
+            elif pool is not None:  # cancelled or timed out just now: hand it straight back
+                pool._give_back(kind, conn)
 
     def retire(self) -> None:
-        """The loop is closed or gone: drop its flavors and close the pipe."""
+        """The loop is closed or gone: give back what its waiters hold, drop its flavors."""
+        for pool in list(self.pools):
+            pool._async_forget_inbox(self.inbox)
+        for pool, _fut, kind, conn in self.inbox.collect():
+            if pool is not None:
+                pool._give_back(kind, conn)
         for pool in list(self.pools):
             pool._forget_loop(self.token)
         loop = self._loop()
         if loop is not None and not loop.is_closed():
-            loop.remove_reader(self.read_fd)
-        self._fds()  # closes the pipe once
-
-
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+            loop.remove_reader(self.inbox.fileno())
+        self.inbox = None  # the pipe closes with the last reference
 
 
 _tokens = itertools.count(1)
@@ -140,11 +118,25 @@ class AsyncPoolMethods(CoreBooks):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the idle connections; (re)attach to the budget if the server changed.
+
+        Connections checked out before a reset stay valid and are taken back
+        by ``release()``, whichever loop or thread resets.
+        """
         if not hasattr(self, "_max_explicit"):
             return  # redis-py's __init__ calls this before we are set up
-        self._bind_budget()
-        self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
         self._reauth_pending = False  # a token rotation: connections may carry a token
+        key = endpoint_of(self.connection_class, self.connection_kwargs)[0]
+        if getattr(self, "_bound_key", None) != key:
+            self._bind_budget()
+            self._bound_key = key
+            self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
+        else:
+            # Same server: keep the binding (and so the connections out now); settings may
+            # have changed, so every loop gets its flavor anew at its next checkout.
+            flavors, self._loop_flavors = self._loop_flavors, {}
+            for ref in flavors.values():
+                self._drop_flavor(ref.id)
         _otel.bind(self)
 
     def __del__(self) -> None:
@@ -161,9 +153,10 @@ class AsyncPoolMethods(CoreBooks):
         except OSError as exc:  # out of file descriptors for the loop's pipe
             raise SafePoolError(f"cannot wait for a connection to {self.endpoint}: {exc}") from exc
         flavor = self._loop_flavor(waker)
-        kind, obj = self._async_acquire(waker.write_fd, flavor)
+        fut = loop.create_future()
+        kind, obj = self._async_acquire(waker.inbox, flavor, fut)
         if kind == "wait":
-            kind, obj = await self._wait_turn(loop, waker, obj)
+            kind, obj = await self._wait_turn(loop, fut)
         if kind == "slot":
             made = time.monotonic() if self._otel_on else 0.0
             conn = await self._fill_slot(flavor)
@@ -172,38 +165,39 @@ class AsyncPoolMethods(CoreBooks):
                 _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
             return conn
         try:
+            if obj._writer is None:
+                # It came back disconnected: redis-py's disconnect(nowait=True) (a
+                # cancelled command) leaves the socket to a close callback this loop
+                # has already scheduled. Let it run before connecting again, or the
+                # server briefly sees this slot twice.
+                await _closes_done()
             await self.ensure_connection(obj)
             if self._reauth_pending and getattr(obj, "_re_auth_token", None) is not None:
                 await obj.re_auth()  # an idle connection when the token rotated
         except BaseException as exc:
-            self._discard(obj)
-            self._report_exception(exc)  # as a failed connect is; masks the password in it
+            try:
+                await _close_half_made(obj)
+            finally:
+                self._discard(obj)
+                self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
+        obj._safepool_writer = obj._writer
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
 
-    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, waker: _LoopWaker,
-                         ticket: int) -> Tuple[str, Any]:
-        fut = loop.create_future()
-        waker.pending[(id(self), ticket)] = (self, fut)
-        waker.collect()  # it may have been served already
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop,
+                         fut: asyncio.Future) -> Tuple[str, Any]:
         timer = None
-        if self.timeout is not None and not fut.done():
-            timer = loop.call_later(self.timeout, _expire, fut)
-        started = loop.time()
+        if self.timeout is not None:
+            timer = loop.call_later(self.timeout, self._expire, fut, loop.time())
         try:
             kind, obj = await fut
-        except _Expired:
-            waker.pending.pop((id(self), ticket), None)
-            if self._async_cancel(ticket, True):
-                if self._otel_on:
-                    _otel.on_event(self, _otel.TIMEOUT, loop.time() - started, 0.0)
-                raise self._timeout_error(loop.time() - started) from None
-            raise  # pragma: no cover - collected concurrently; handled in collect()
-        except BaseException:  # cancelled: leave the queue, give back what came
-            waker.pending.pop((id(self), ticket), None)
-            if not self._async_cancel(ticket, False) and fut.done() and not fut.cancelled():
+        except BaseException:
+            # Cancelled, or timed out (_expire set our PoolTimeoutError and left the
+            # queue): leave the queue if still in it, give back what came meanwhile.
+            if (not self._async_cancel(fut, False) and fut.done() and not fut.cancelled()
+                    and fut.exception() is None):
                 self._give_back(*fut.result())
             raise
         finally:
@@ -214,6 +208,16 @@ class AsyncPoolMethods(CoreBooks):
         if kind == "closed":
             self._raise_closed()
         return kind, obj
+
+    def _expire(self, fut: asyncio.Future, started: float) -> None:
+        """The waiter's deadline passed: leave the queue and fail with a pool timeout."""
+        if fut.done():
+            return
+        self._async_cancel(fut, True)  # False: detached by an unbind; it holds nothing
+        waited = fut.get_loop().time() - started
+        if self._otel_on:
+            _otel.on_event(self, _otel.TIMEOUT, waited, 0.0)
+        fut.set_exception(self._timeout_error(waited))
 
     def _loop_flavor(self, waker: _LoopWaker) -> int:
         """The flavor of this pool's connections on the waker's loop."""
@@ -232,14 +236,20 @@ class AsyncPoolMethods(CoreBooks):
             self._drop_flavor(ref.id)
 
     async def _fill_slot(self, flavor: int) -> AbstractConnection:
+        conn = None
         try:
             conn = self.make_connection()
             # redis-py's own entry point, so wrappers and instrumentation see new connections
             await self.ensure_connection(conn)
         except BaseException as exc:
-            self._slot_failed(exc)
+            try:
+                if conn is not None:
+                    await _close_half_made(conn)
+            finally:
+                self._slot_failed(exc)
             raise
         self._add(conn, _fd_of(conn), flavor)
+        conn._safepool_writer = conn._writer
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:
@@ -249,11 +259,12 @@ class AsyncPoolMethods(CoreBooks):
             self._slot_failed(None)
 
     def _timeout_error(self, waited: float) -> PoolTimeoutError:
-        st = self.stats()
+        st = self.stats()  # {} once the pool is unbound: the timer may fire after that
         return self._errors.PoolTimeoutError(
-            f"Timed out after {waited:.3f}s waiting for a connection to {st['endpoint']} "
-            f"(max_connections={st['max_connections']}, in use={st['in_use']}, "
-            f"waiters={st['waiters']})"
+            f"Timed out after {waited:.3f}s waiting for a connection to "
+            f"{st.get('endpoint', 'a pool that was closed meanwhile')} "
+            f"(max_connections={st.get('max_connections')}, in use={st.get('in_use')}, "
+            f"waiters={st.get('waiters')})"
         )
 
     # -- release --------------------------------------------------------------------
@@ -261,6 +272,11 @@ class AsyncPoolMethods(CoreBooks):
     async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
         if should_reconnect(connection):
             await connection.disconnect()
+        if getattr(connection, "_writer", None) is None:
+            # disconnect(nowait=True) (a cancelled command) leaves the socket to a close
+            # callback of its loop: shut it down now, before its slot can be reused
+            # (another loop may take it before that callback runs).
+            _shut_down_writer(getattr(connection, "_safepool_writer", None))
         if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
             # listener sends AUTH on it. A failed listener leaves it in an unknown
@@ -281,11 +297,21 @@ class AsyncPoolMethods(CoreBooks):
         await _release_events.re_auth_async(self, token)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        conns = self._idle_list()
-        self._drain_idle()
+        running = asyncio.get_running_loop()
+        # not connected (None): nothing to close, and it may be connecting on another loop
+        here = [c for c in self._idle_list() if _loop_of(c) is running]
+        self._drain_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
-            conns += self._in_use_list()
-        results = await asyncio.gather(*(c.disconnect() for c in conns), return_exceptions=True)
+            for conn in self._in_use_list():
+                loop = _loop_of(conn)
+                if loop is running:
+                    here.append(conn)
+                elif loop is not None:
+                    # Another loop's transport, maybe mid-command: never touch it from
+                    # here. Shut the socket down: that loop's command fails with a
+                    # ConnectionError, and the connection reconnects at its next checkout.
+                    _shut_down(conn)
+        results = await asyncio.gather(*(c.disconnect() for c in here), return_exceptions=True)
         _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
         if exc:
@@ -324,17 +350,50 @@ class SafeConnectionPool(AsyncPoolMethods, _core.PoolCore, AsyncConnectionPool):
 BlockingSafeConnectionPool = SafeConnectionPool
 
 
+def _loop_of(conn: AbstractConnection) -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop whose transport the connection uses (None when not connected)."""
+    writer = conn._writer
+    return None if writer is None else getattr(writer, "_loop", None)
+
+
+async def _closes_done() -> None:
+    """Yield once: close callbacks this loop has already scheduled run before we go on
+    (the loop runs its ready callbacks in order)."""
+    await asyncio.sleep(0)
+
+
+async def _close_half_made(conn: AbstractConnection) -> None:
+    """A connect or reconnect failed or was cancelled; its slot is about to go back.
+
+    Close its socket first, or another loop may use the slot while the server
+    still has this one: redis-py leaves the socket open when cancelled after
+    it opened, and asyncio closes a transport cancelled while being made in a
+    callback of the next iteration.
+    """
+    if conn._writer is not None:
+        _shut_down_writer(conn._writer)
+        conn._close()
+    else:
+        _shut_down_writer(getattr(conn, "_safepool_writer", None))
+        await _closes_done()
+
+
+def _shut_down(conn: AbstractConnection) -> None:
+    _shut_down_writer(conn._writer)
+
+
+def _shut_down_writer(writer: Any) -> None:
+    """Shut a transport's socket down now, from any thread (the server sees it go)."""
+    sock = None if writer is None else writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _fd_of(conn: AbstractConnection) -> int:
     """asyncio sockets belong to their transport, so the core must never poll
     or shut them down: -3 marks "connected, not pollable", -1 "not connected".
     Readiness is checked at checkout with redis-py's own can_read()."""
     return -3 if getattr(conn, "is_connected", False) else -1  # foreign objects: the core rejects
-
-
-class _Expired(Exception):
-    """Internal: a waiter's deadline passed."""
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())

@@ -639,6 +639,43 @@ def test_several_loops_in_several_threads_share_one_budget(redis_server, make_ap
     assert sp.stats()[label]["in_use"] == 0
 
 
+def test_one_pool_from_two_loops_in_two_threads(redis_server, start_thread):
+    """Two loops queue on one pool at once: each gets exactly what it was handed, nothing
+    times out, no internal exception escapes, and every slot comes back."""
+    pool = SafeConnectionPool.from_url(redis_server.url, max_connections=2, timeout=10)
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(2, timeout=30)
+
+    def loop_thread() -> None:
+        async def worker() -> None:
+            r = ra.Redis(connection_pool=pool)
+            for _ in range(30):
+                await r.incr("counter")
+
+        async def main() -> None:
+            barrier.wait()
+            results = await asyncio.gather(*(worker() for _ in range(10)),
+                                           return_exceptions=True)
+            errors.extend(r for r in results if isinstance(r, BaseException))
+            barrier.wait()  # the other loop may still need this loop's connections handed
+            await pool.disconnect()
+
+        try:
+            run(main(), limit=60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [start_thread(loop_thread) for _ in range(2)]
+    for t in threads:
+        t.join(90)
+    assert not any(t.is_alive() for t in threads), "event-loop threads did not finish"
+    assert errors == [], [repr(e)[:200] for e in errors[:3]]
+    assert int(redis_server.command("GET", "counter").split(b"\r\n")[1]) == 2 * 10 * 30
+    st = pool.stats()
+    assert (st["in_use"], st["connecting"], st["waiters"], st["pool_in_use"]) == (0, 0, 0, 0), st
+    pool._close_core()
+
+
 def test_connection_is_never_handed_to_another_loop(redis_server, make_apool, start_thread):
     first = make_apool(redis_server.url, max_connections=1, timeout=10)
     second = make_apool(redis_server.url, max_connections=1, timeout=10)

@@ -12,6 +12,7 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 sys.path.insert(0, BENCH_DIR)
 
 import _common as c  # noqa: E402
+import async_throughput  # noqa: E402
 import fairness  # noqa: E402
 import get_throughput  # noqa: E402
 import gil  # noqa: E402
@@ -87,6 +88,20 @@ def test_gil(ctx):
     section = gil.run(ctx)
     _numbers(v for v in section.data["speed"].values())
     _int_counts(section.data["errors"].values())
+
+
+def test_async_throughput(ctx, monkeypatch):
+    monkeypatch.setattr(async_throughput, "TASKS", (1, 64))
+    monkeypatch.setattr(async_throughput, "PAIR_TASKS", (1, 64))
+    section = async_throughput.run(ctx)
+    kinds = [k for k in (c.BCP, c.SAFE) if k in ctx.kinds]
+    assert set(section.data["rate"]) == {f"{p}/{t}/{k}" for p in async_throughput.PARSERS
+                                         for t in (1, 64) for k in kinds}
+    _numbers(section.data["rate"].values())
+    _numbers(section.data["pairs"].values())
+    for lat in section.data["latency"].values():
+        assert set(lat) == {"p50", "p99", "max"}
+    assert "pairs/s" in section.markdown()
 
 
 def test_readiness_check_runs(ctx):

@@ -13,19 +13,23 @@ def _stub_tree() -> ast.Module:
     return ast.parse(STUB.read_text())
 
 
+CLASSES = ("PoolCore", "LoopInbox")
+
+
 def test_module_functions_match():
     names = {n.name for n in _stub_tree().body if isinstance(n, ast.FunctionDef)}
-    real = {n for n in dir(core) if not n.startswith("__") and n != "PoolCore"}
+    real = {n for n in dir(core) if not n.startswith("__") and n not in CLASSES}
     assert names == real
 
 
-def test_pool_core_members_match():
-    cls = next(n for n in _stub_tree().body if isinstance(n, ast.ClassDef))
-    assert cls.name == "PoolCore"
-    names = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
-    names |= {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
-    real = {n for n in vars(core.PoolCore) if not n.startswith("__")}
-    assert names == real
+def test_class_members_match():
+    classes = {n.name: n for n in _stub_tree().body if isinstance(n, ast.ClassDef)}
+    assert set(classes) == set(CLASSES)
+    for name, cls in classes.items():
+        names = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+        names |= {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+        real = {n for n in vars(getattr(core, name)) if not n.startswith("__")}
+        assert names == real, name
 
 
 def test_stubs_are_shipped():

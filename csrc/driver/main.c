@@ -22,6 +22,7 @@ static const sp_test *const suites[] = {
     sp_checker_tests,
     sp_fork_tests,
     sp_probe_tests,
+    sp_inbox_tests,
     /* add new suites here (and the file to DRIVER in the Makefile) */
 };
 
