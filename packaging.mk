@@ -10,9 +10,6 @@ REDIS_VERSIONS := 5.2.1 6.4.0 7.4.1
 CORE_TESTS     := tests/test_basic.py tests/test_args.py tests/test_budget.py tests/test_waiting.py \
                   tests/test_misuse.py tests/test_stats.py tests/test_asyncio.py
 CORE_DEPS      := pytest pytest-timeout
-# known to fail with redis-py before 8: the server sees more clients than the budget while
-# several event loops share one asyncio pool (the core's own counts stay within it)
-OLD_REDIS_KNOWN := --deselect tests/test_asyncio.py::test_several_loops_in_several_threads_share_one_budget
 # manylinux2014 / glibc 2.17: the C compiler is zig's clang from PyPI (.ci/zigcc)
 MANYLINUX      := manylinux_2_17_x86_64
 ZIG_ENV         = ZIGCC_PYTHON=$(CURDIR)/$(PY) CC=$(CURDIR)/.ci/zigcc LDSHARED="$(CURDIR)/.ci/zigcc -shared"
@@ -77,7 +74,7 @@ test-packages: wheels
 	  test -x $$env/bin/python || python3 -m venv $$env; \
 	  CC=/bin/false $$env/bin/python -m pip install -q --force-reinstall --no-deps wheelhouse/*-cp311-*.whl; \
 	  $$env/bin/python -m pip install -q "redis==$$r" $(CORE_DEPS); \
-	  $(MAKE) --no-print-directory run-installed ENV=$$env PKG_PYTEST_EXTRA="$(OLD_REDIS_KNOWN)"; \
+	  $(MAKE) --no-print-directory run-installed ENV=$$env; \
 	  echo "-- redis-py $$r job: $$(( $$(date +%s) - t0 ))s"; \
 	done
 

@@ -60,6 +60,24 @@ def _resp_end(data: bytes, pos: int = 0) -> int:
     return end  # simple string, error, integer, null, double, boolean, big number
 
 
+def _closed_client_ports(port: int) -> set:
+    """Client ports of the server's TCP sockets on ``port`` that have seen their client's
+    close (any state past ESTABLISHED, listeners aside), from /proc/net/tcp{,6}."""
+    local = f":{port:04X}"
+    closed = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(local) and fields[3] not in ("01", "0A"):
+                        closed.add(int(fields[2].rsplit(":", 1)[1], 16))
+        except (FileNotFoundError, StopIteration):
+            continue
+    return closed
+
+
 def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
     """Send one inline command over a raw socket and return the complete raw reply."""
     with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
@@ -182,6 +200,33 @@ class RedisServer:
                 k, v = line.split(":", 1)
                 out[k] = v.strip()
         return out
+
+    def live_clients(self) -> int:
+        """Clients the server holds that their client has not closed.
+
+        ``CLIENT LIST`` (one consistent view) minus this query, minus clients the
+        server is already freeing (flag ``A``) and minus sockets whose client end
+        is closed: the server's socket is past ESTABLISHED (it has our FIN) but
+        redis-server may read that EOF only after it accepted a newer connection,
+        so a socket closed and another opened in its place can both be listed for
+        one event-loop turn. Those are sampled just before and after the query; a
+        socket the client never closed is always counted.
+        """
+        before = _closed_client_ports(self.port)
+        raw = self.command("CLIENT", "LIST").decode(errors="replace")
+        gone = before | _closed_client_ports(self.port)
+        count = 0
+        for line in raw.split("\r\n", 1)[1].splitlines():
+            if not line.startswith("id="):
+                continue
+            fields = dict(f.split("=", 1) for f in line.split(" ") if "=" in f)
+            if fields.get("cmd") == "client|list" or "A" in fields.get("flags", ""):
+                continue
+            addr = fields.get("addr", "")
+            if addr.rsplit(":", 1)[-1].isdigit() and int(addr.rsplit(":", 1)[1]) in gone:
+                continue
+            count += 1
+        return count
 
     def connected_clients(self) -> int:
         """Established client connections, counted by the server, minus this query's own."""

@@ -26,45 +26,6 @@ MAX_OPS_PER_TASK = 3_000
 TIMEOUTS = (0, 0.001, 0.005, 0.02, 0.2, 2.0)  # pool timeouts, chosen at random per pool
 
 
-def closed_by_us(port: int) -> set:
-    """Client ports of the server's sockets that have seen our close (TCP CLOSE_WAIT or
-    later) but that redis-server may not have got round to freeing yet."""
-    local = f":{port:04X}"
-    closed = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[1].endswith(local) and fields[3] not in ("01", "0A"):
-                        closed.add(int(fields[2].rsplit(":", 1)[1], 16))
-        except FileNotFoundError:
-            continue
-    return closed
-
-
-def server_connections(server) -> int:
-    """Clients redis-server holds (CLIENT LIST, one consistent view), minus this query and
-    those whose socket we had already closed just before or after it: a socket closed
-    and another opened in its slot may both be listed until the server reads the EOF,
-    while a socket we never closed is counted in any case."""
-    before = closed_by_us(server.port)
-    raw = server.command("CLIENT", "LIST").decode(errors="replace")
-    gone = before | closed_by_us(server.port)
-    count = 0
-    for line in raw.split("\r\n", 1)[1].splitlines():
-        if not line.startswith("id="):
-            continue
-        fields = dict(f.split("=", 1) for f in line.split(" ") if "=" in f)
-        if fields.get("cmd") == "client|list" or "A" in fields.get("flags", ""):
-            continue
-        if int(fields["addr"].rsplit(":", 1)[1]) in gone:
-            continue
-        count += 1
-    return count
-
-
 def allowed(exc: BaseException) -> bool:
     """What a caller may see: cancellation, wait_for's timeout, redis-py's connection errors."""
     if isinstance(exc, (asyncio.CancelledError, asyncio.TimeoutError)):
@@ -182,7 +143,7 @@ def test_two_loops_share_pools_under_cancellation_and_churn(redis_server, start_
         for _ in range(1_000_000):
             if stop.is_set():
                 break
-            peak[0] = max(peak[0], server_connections(redis_server))
+            peak[0] = max(peak[0], redis_server.live_clients())
 
     sampling = start_thread(sampler)
     threads = [start_thread(loop_thread, shared, i, failures, done) for i in range(LOOPS)]
