@@ -277,7 +277,6 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         sp_auth_accepted_locked(ep, ep->probe_flavor);
     }
     if (st == SP_PROBE_OK) {
-        ep->suspect_until = 0;  /* it answers: callers may queue again */
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
@@ -579,42 +578,26 @@ wait_events(double until, sp_watch_hit *hits, int max, int watching)
     return n;
 }
 
-/* The server closed one of our sockets (watch.h): probe it now (returns 1
- * when the caller should, with no slot of the budget). A server
- * that is dying refuses the connect, or resets it from its listen backlog
- * as the process goes (its client sockets may close a moment before its
- * listener); either way the probe says down and the endpoint pauses before
- * request threads find out one by one. A server that still listens
- * (CLIENT KILL, its idle `timeout`, a quick restart) answers the probe as
- * usual. The probe may take a slot the budget has no room for, but never
- * goes over it on the server's side: the socket that hung up no longer
- * counts there. */
+/* The server closed some of our sockets (watch.h): probe it now (returns
+ * 1 when the caller should, with no slot of the budget). A server that is
+ * gone refuses the connect (a microsecond on loopback), or resets it from
+ * its listen backlog as the process goes (its client sockets close a
+ * moment before its listener); either way the probe says down and the
+ * endpoint pauses before request threads find out one by one. A server
+ * that still accepts and answers (CLIENT KILL, its idle `timeout`, a reset
+ * of a socket we shut down ourselves with a reply on its way) fails nobody,
+ * however many sockets it closed: callers keep queueing meanwhile, and a
+ * pause fails the queue newest first. The probe may take a slot the budget
+ * has no room for, but never goes over it on the server's side: the
+ * sockets that hung up no longer count there. */
 static int
 check_hangup(sp_endpoint *ep, int sockets)
 {
-    sp_after after = {0};
     pthread_mutex_lock(&ep->lock);
     ep->peer_hangups += (uint64_t)sockets;
     int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
                 (ep->host != NULL || ep->unix_path != NULL);
-    /* Most of our sockets closed at once: the server is going away (or
-     * restarted, or killed every client). Fail fast while the probe finds
-     * out which; a server that answers gets traffic back at once. Without
-     * this, a probe that lands in a dying server's listen backlog waits for
-     * the listener to close, and callers pile up meanwhile. */
-    int open = ep->in_use + ep->idle;
-    /* open >= 2: hangups of sockets the pool no longer holds (a stale tag
-     * in the watch) say nothing about the pool's connections. */
-    if (check && sockets >= 2 && open >= 2 && 2 * sockets >= open) {
-        char reason[160];
-        snprintf(reason, sizeof(reason),
-                 "server down or restarting: it closed %d of our %d connections at once; "
-                 "probing", sockets, open);
-        ep->backoff = 0;
-        change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
-    }
     pthread_mutex_unlock(&ep->lock);
-    close_buried(ep, &after);
     return check;  /* probe now: see probe_now() */
 }
 
@@ -633,25 +616,6 @@ hangups_of(const hit_list *hl, const sp_endpoint *ep)
         }
     }
     return 0;
-}
-
-static int
-suspect_one(sp_endpoint *ep, void *arg)
-{
-    int sockets = hangups_of(arg, ep);
-    if (sockets > 0) {
-        sp_endpoint_suspect(ep, sockets, sp_now() + 0.005);
-    }
-    return 0;
-}
-
-/* Marks every endpoint in hits[0..n) suspect for 5 ms (or until its
- * probe answers): callers that would queue fail fast meanwhile. */
-static void
-mark_suspects(const sp_watch_hit *hits, int n)
-{
-    hit_list hl = {hits, n};
-    sp_registry_foreach(suspect_one, &hl);
 }
 
 typedef struct {
@@ -765,9 +729,8 @@ checker_main(void *arg)
                 pthread_mutex_unlock(&ck.lock);
                 n_hung = wait_events(until, hung, 64, watching);
                 if (n_hung > 0) {
-                    /* The first hangup of a burst: no more queueing until
-                     * the probe answers, then take in the rest. */
-                    mark_suspects(hung, n_hung);
+                    /* The first hangup of a burst: take in the rest, so
+                     * that one probe answers for all of them. */
                     n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
                 }
                 pthread_mutex_lock(&ck.lock);

@@ -33,6 +33,22 @@ def _socket_of(conn: Any) -> Any:
     return sock
 
 
+def _unwatch(connection: Any) -> None:
+    """Takes a connection's socket out of the checker's watch before we close it.
+
+    Another thread may have a command in flight on it: the reply that arrives
+    after our shutdown() makes the kernel reset the socket, and the watch
+    would take that reset for the server hanging up on us.
+    """
+    sock = _socket_of(connection)
+    try:
+        fd = sock.fileno() if sock is not None else -1
+    except (OSError, ValueError):
+        return
+    if fd >= 0:
+        _core.unwatch(fd)
+
+
 def _track_leaks(pool: "SafeConnectionPool") -> None:
     """Route this pool's checkouts through the leak detector (costs a Python call each)."""
     core_get, core_release = pool.get_connection, pool.release
@@ -146,6 +162,7 @@ class SyncPoolMethods(CoreBooks):
         self._drain_idle()
         if inuse_connections:
             for connection in self._in_use_list():
+                _unwatch(connection)
                 connection.disconnect()
         _otel.settle(self)
 
