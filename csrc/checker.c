@@ -256,6 +256,14 @@ knock_schedule_locked(sp_endpoint *ep, const sp_probe_result *res, double backof
     return knock < backoff_wait ? knock : backoff_wait;
 }
 
+/* The probe connected, or tried to, and had no answer in its whole time. */
+static int
+no_reply(const sp_probe_result *res, const sp_checker_config *cfg)
+{
+    return (res->status == SP_PROBE_OVERLOADED || res->status == SP_PROBE_DOWN) &&
+           res->elapsed >= 0.9 * cfg->probe_timeout;
+}
+
 static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
@@ -277,6 +285,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         sp_auth_accepted_locked(ep, ep->probe_flavor);
     }
     if (st == SP_PROBE_OK) {
+        ep->silent = 0;
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
@@ -336,6 +345,9 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             }
             break;
         case SP_PROBE_OVERLOADED:
+            if (ep->silent && ep->state == SP_STATE_PAUSED && no_reply(res, cfg)) {
+                break;  /* still answering nobody: callers keep failing fast */
+            }
             snprintf(reason, sizeof(reason), "server overloaded: %s", res->error);
             change_state_locked(ep, SP_STATE_OVERLOADED, reason, &after);
             break;
@@ -415,6 +427,9 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     probe_start(ep, counted, cfg);
 }
 
+static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
+                       const sp_checker_config *cfg, double now);
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -429,7 +444,7 @@ flight_land(flight *fl)
     if (fl->knock) {
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
     }
-    else {
+    else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
     /* The request held the password: leave nothing behind. */
@@ -601,6 +616,86 @@ check_hangup(sp_endpoint *ep, int sockets)
     return check;  /* probe now: see probe_now() */
 }
 
+/* ---- a server that answers nobody while every slot is out -------------- */
+
+/* While ready the probe takes only a spare slot, and with every slot out
+ * and callers queued there is none: a server that stopped answering (kill
+ * -STOP, a black-holed route: it accepts and never replies) would make
+ * every caller wait its whole timeout. The endpoint is stalled when the
+ * budget is full, someone is queued, and nothing came back or settled
+ * (ep->progress) for probe_timeout. A server that answers returns
+ * connections within milliseconds, so only a silent server, or callers
+ * holding every connection that long, gets here; one probe tells which.
+ * It goes over the budget by its one connection, for at most
+ * probe_timeout, and only to a server that has answered none of ours for
+ * that long. Caller holds ep->lock. */
+static int
+stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
+{
+    int full = ep->state == SP_STATE_READY && ep->pools > 0 && ep->waiters > 0 &&
+               ep->total >= ep->max_connections && !ep->tls &&
+               (ep->host != NULL || ep->unix_path != NULL);
+    if (!full || ep->progress != ep->stall_progress) {
+        ep->stall_progress = ep->progress;
+        ep->stall_since = now;
+        return 0;
+    }
+    return now - ep->stall_since >= cfg->probe_timeout && now >= ep->stall_probe_after;
+}
+
+/* Starts a probe of a stalled endpoint, over the budget (see above); its
+ * answer lands in apply_stall(). */
+static void
+check_stall(sp_endpoint *ep, const sp_checker_config *cfg, double now)
+{
+    if (flight_of(ep) != NULL) {
+        return;  /* the probe in flight answers */
+    }
+    pthread_mutex_lock(&ep->lock);
+    int stall = stalled_locked(ep, cfg, now);
+    ep->stall_probing = stall;
+    pthread_mutex_unlock(&ep->lock);
+    if (stall) {
+        probe_start(ep, 0, cfg);
+    }
+}
+
+/* A stall probe landed. No reply while still nothing came back pauses the
+ * endpoint ("server not answering"), so queued and later callers fail fast
+ * until a probe is answered; returns 1 then. Anything else (0) is applied
+ * as any probe's answer. */
+static int
+apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+            double now)
+{
+    sp_after after = {0};
+    char reason[160];
+    pthread_mutex_lock(&ep->lock);
+    int mine = ep->stall_probing;
+    ep->stall_probing = 0;
+    int silent = mine && no_reply(res, cfg) && ep->state == SP_STATE_READY &&
+                 ep->progress == ep->stall_progress;
+    if (mine && !silent) {
+        ep->stall_probe_after = now + cfg->interval;  /* long holders: look again later */
+    }
+    if (silent) {
+        snprintf(reason, sizeof(reason),
+                 "server not answering: no connection came back for %.1fs with %d callers "
+                 "waiting, and a probe had no reply in %.1fs (stopped or black-holed)",
+                 now - ep->stall_since, ep->waiters, cfg->probe_timeout);
+        ep->probes++;
+        ep->probe_failures++;
+        snprintf(ep->last_error, sizeof(ep->last_error), "%s", res->error);
+        ep->silent = 1;
+        ep->backoff = cfg->backoff_min;
+        change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+        ep->next_probe = now + jitter(ep->backoff);
+    }
+    pthread_mutex_unlock(&ep->lock);
+    close_buried(ep, &after);
+    return silent;
+}
+
 typedef struct {
     const sp_watch_hit *hits;
     int n;
@@ -634,6 +729,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
      * dead before a burst pause would drain them with the rest. */
     double now = sp_now();
     check_idle(ep, now);
+    check_stall(ep, &cfg, now);
     int sockets = hangups_of(&ts->hung, ep);
     int in_flight = flight_of(ep) != NULL;
     if (sockets > 0 && check_hangup(ep, sockets) && !in_flight) {

@@ -721,6 +721,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     ep->connecting--;
     ep->in_use++;
     ep->created++;
+    ep->progress++;
     /* Recovering: one connect fewer in flight lets the next waiter in. */
     sp_after local = {0};
     dispatch_deferred_locked(ep, &local);
@@ -736,6 +737,7 @@ sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
     pthread_mutex_lock(&ep->lock);
     ep->total--;
     ep->connecting--;
+    ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -747,6 +749,7 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
     ep->total--;
     ep->connecting--;
     ep->connect_failures++;
+    ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -756,6 +759,7 @@ sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
+    ep->progress++;
     forget_locked(ep, rec, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
@@ -832,6 +836,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         pthread_mutex_unlock(&ep->lock);
         return SP_REL_FOREIGN;
     }
+    ep->progress++;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
     int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;

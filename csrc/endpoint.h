@@ -147,6 +147,17 @@ typedef struct sp_endpoint {
     sp_state refused_state;
     double refused_since;     /* wall clock: state_since of refused_state */
     char refused_reason[160];
+    uint64_t progress;        /* checkouts that ended and slots that settled (release,
+                               * discard, connect made, failed or given up) */
+    /* The checker's stall watch (checker.c, check_stall()): `progress` as it
+     * last saw it, since when it has not moved with every slot out and
+     * callers queued, and when it may probe a stalled endpoint again. */
+    uint64_t stall_progress;
+    double stall_since;       /* sp_now() */
+    double stall_probe_after; /* sp_now() */
+    int stall_probing;        /* the probe in flight is a stall probe */
+    int silent;               /* paused because the server answers nobody:
+                               * a probe without a reply keeps it paused */
     double next_probe;        /* sp_now() of the next scheduled probe */
     int auth_rejections;      /* flavors whose credentials are rejected now
                                * (auth_gate.h); written under `lock`, read

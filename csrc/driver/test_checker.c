@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,6 +446,60 @@ test_checker_mass_hangup_live_server(void)
     end_watched(ep, &r, base);
 }
 
+/* Every slot in use, a caller queued, and the server stops answering
+ * (SIGSTOP: it still accepts): no spare slot for an ordinary probe, but
+ * nothing comes back, so the checker probes anyway, gets no reply and
+ * pauses, failing the queue; a probe without a reply keeps it paused, and
+ * the first one answered after SIGCONT lets traffic back. */
+static int
+waiter_failed(sp_endpoint *ep, void *arg)
+{
+    (void)ep;
+    return ((sp_waiter *)arg)->result != SP_WAIT_PENDING;
+}
+
+static void
+test_checker_stopped_server_saturated(void)
+{
+    sp_checker_config cfg = {0.2, 0.02, 0.02, 0.05, 0.2, 1};
+    sp_redis r;
+    sp_endpoint *ep;
+    tp_payload *busy[4];
+    sp_waiter w;
+    sp_conn *got = NULL;
+    sp_after after = {0};
+    uint64_t probes;
+    long id = -1;
+    int i, base = sp_registry_count();
+
+    ep = watched_endpoint(&r, "ck-stopped", "redis://ck-stopped", &cfg);
+    if (ep == NULL) {
+        return;
+    }
+    for (i = 0; i < 4; i++) {
+        busy[i] = socket_conn(ep, r.port, &id);
+        CHECK(busy[i] != NULL);
+    }
+    tp_waiter_init(&w);
+    CHECK(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after) == SP_ACQ_QUEUED);
+    CHECK(kill(r.pid, SIGSTOP) == 0);
+    CHECK(tp_wait_locked(ep, waiter_failed, &w, 10.0));
+    pthread_mutex_lock(&ep->lock);
+    CHECKF(w.result == SP_WAIT_PAUSED && ep->state == SP_STATE_PAUSED, "%s: %s",
+           sp_state_name(ep->state), ep->state_reason);
+    CHECKF(strstr(ep->state_reason, "not answering") != NULL, "%s", ep->state_reason);
+    probes = ep->probes + 2;
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(tp_wait_locked(ep, probes_at_least, &probes, 10.0));
+    CHECKF(ep->state == SP_STATE_PAUSED, "%s", sp_state_name(ep->state));
+    CHECK(kill(r.pid, SIGCONT) == 0);
+    CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
+    sp_endpoint_cancel(ep, &w, &after);
+    tp_after_done(&after);
+
+    end_watched(ep, &r, base);
+}
+
 static void
 test_checker_idle_limits(void)
 {
@@ -759,5 +814,6 @@ const sp_test sp_checker_tests[] = {
     {"checker/mass_hangup_live_server", test_checker_mass_hangup_live_server},
     {"checker/black_holes_independent", test_checker_black_holes_independent},
     {"checker/knock_while_down", test_checker_knock_while_down},
+    {"checker/stopped_server_saturated", test_checker_stopped_server_saturated},
     {NULL, NULL},
 };
