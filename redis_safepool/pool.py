@@ -166,6 +166,24 @@ class SyncPoolMethods(CoreBooks):
                 connection.disconnect()
         _otel.settle(self)
 
+    def disconnect_free_connections(self, moving_address_src: Optional[str] = None) -> None:
+        """Close idle connections (redis-py calls it on cluster topology refreshes).
+
+        redis-py's own version calls ``disconnect()`` on each idle connection
+        behind the budget's back: the record would stay idle under a closed
+        fd number, and once a new socket reuses that number the health
+        checker would take it for the dead idle socket and shut it down.
+        Here they leave through the budget like any other dropped connection
+        (all of this pool's idle ones when one matches ``moving_address_src``;
+        they reconnect on demand).
+        """
+        if moving_address_src is not None and not any(
+            self._should_update_connection(conn, "connected_address", moving_address_src)
+            for conn in self._idle_list()
+        ):
+            return
+        self._drain_idle()
+
     def close(self) -> None:
         """Close the pool: waiters fail with ``PoolClosedError``, so do later checkouts.
 
