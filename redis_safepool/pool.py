@@ -184,6 +184,16 @@ class SyncPoolMethods(CoreBooks):
             return
         self._drain_idle()
 
+    def _update_maint_notifications_configs_for_connections(self, *args: Any,
+                                                            **kwargs: Any) -> None:
+        # redis-py (a cluster client's constructor, for every node pool)
+        # disconnects each idle connection after giving it the new settings,
+        # behind the budget's back, as in disconnect_free_connections(). Idle
+        # ones leave through the budget first and reconnect with the new
+        # connection kwargs; redis-py then updates only the ones in use.
+        self._drain_idle()
+        super()._update_maint_notifications_configs_for_connections(*args, **kwargs)
+
     def close(self) -> None:
         """Close the pool: waiters fail with ``PoolClosedError``, so do later checkouts.
 

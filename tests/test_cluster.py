@@ -63,6 +63,25 @@ def test_every_node_pool_is_a_safe_pool(cluster):
             rc.close()
 
 
+def test_no_idle_connection_closed_behind_the_budget(cluster):
+    """A cluster client's constructor refreshes the topology and updates every node pool's
+    maintenance-notification settings; redis-py disconnects idle connections on both paths.
+    Each must leave the pool through the budget, never stay idle with its socket closed."""
+    clients = [_client(cluster), SafeRedisCluster.from_url(cluster.nodes[2].url, max_connections=4)]
+    try:
+        for rc in clients:
+            assert rc.set("k", "v") and rc.get("k") == b"v"
+            pools = list(node_pools(rc).values())
+            pools += [n.redis_connection.connection_pool
+                      for n in rc.nodes_manager.startup_nodes.values() if n.redis_connection]
+            for pool in pools:
+                closed = [c for c in pool._idle_list() if c._sock is None]
+                assert not closed, (pool.endpoint, closed)
+    finally:
+        for rc in clients:
+            rc.close()
+
+
 def test_topology_refresh_closes_idle_through_the_budget(redis_server, make_pool, wait_until):
     """redis-py's topology refresh calls ``disconnect_free_connections()`` on every startup
     node's pool. Idle connections must leave through the budget: a record left idle under a
