@@ -685,7 +685,7 @@ apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
                  now - ep->stall_since, ep->waiters, cfg->probe_timeout);
         ep->probes++;
         ep->probe_failures++;
-        snprintf(ep->last_error, sizeof(ep->last_error), "%s", res->error);
+        sp_endpoint_note_error_locked(ep, NULL, res->error);
         ep->silent = 1;
         ep->backoff = cfg->backoff_min;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
