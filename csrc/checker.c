@@ -256,6 +256,14 @@ knock_schedule_locked(sp_endpoint *ep, const sp_probe_result *res, double backof
     return knock < backoff_wait ? knock : backoff_wait;
 }
 
+/* The probe connected, or tried to, and had no answer in its whole time. */
+static int
+no_reply(const sp_probe_result *res, const sp_checker_config *cfg)
+{
+    return (res->status == SP_PROBE_OVERLOADED || res->status == SP_PROBE_DOWN) &&
+           res->elapsed >= 0.9 * cfg->probe_timeout;
+}
+
 static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
@@ -277,7 +285,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         sp_auth_accepted_locked(ep, ep->probe_flavor);
     }
     if (st == SP_PROBE_OK) {
-        ep->suspect_until = 0;  /* it answers: callers may queue again */
+        ep->silent = 0;
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
@@ -337,6 +345,9 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             }
             break;
         case SP_PROBE_OVERLOADED:
+            if (ep->silent && ep->state == SP_STATE_PAUSED && no_reply(res, cfg)) {
+                break;  /* still answering nobody: callers keep failing fast */
+            }
             snprintf(reason, sizeof(reason), "server overloaded: %s", res->error);
             change_state_locked(ep, SP_STATE_OVERLOADED, reason, &after);
             break;
@@ -416,6 +427,9 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     probe_start(ep, counted, cfg);
 }
 
+static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
+                       const sp_checker_config *cfg, double now);
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -430,7 +444,7 @@ flight_land(flight *fl)
     if (fl->knock) {
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
     }
-    else {
+    else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
     /* The request held the password: leave nothing behind. */
@@ -579,43 +593,107 @@ wait_events(double until, sp_watch_hit *hits, int max, int watching)
     return n;
 }
 
-/* The server closed one of our sockets (watch.h): probe it now (returns 1
- * when the caller should, with no slot of the budget). A server
- * that is dying refuses the connect, or resets it from its listen backlog
- * as the process goes (its client sockets may close a moment before its
- * listener); either way the probe says down and the endpoint pauses before
- * request threads find out one by one. A server that still listens
- * (CLIENT KILL, its idle `timeout`, a quick restart) answers the probe as
- * usual. The probe may take a slot the budget has no room for, but never
- * goes over it on the server's side: the socket that hung up no longer
- * counts there. */
+/* The server closed some of our sockets (watch.h): probe it now (returns
+ * 1 when the caller should, with no slot of the budget). A server that is
+ * gone refuses the connect (a microsecond on loopback), or resets it from
+ * its listen backlog as the process goes (its client sockets close a
+ * moment before its listener); either way the probe says down and the
+ * endpoint pauses before request threads find out one by one. A server
+ * that still accepts and answers (CLIENT KILL, its idle `timeout`, a reset
+ * of a socket we shut down ourselves with a reply on its way) fails nobody,
+ * however many sockets it closed: callers keep queueing meanwhile, and a
+ * pause fails the queue newest first. The probe may take a slot the budget
+ * has no room for, but never goes over it on the server's side: the
+ * sockets that hung up no longer count there. */
 static int
 check_hangup(sp_endpoint *ep, int sockets)
 {
-    sp_after after = {0};
     pthread_mutex_lock(&ep->lock);
     ep->peer_hangups += (uint64_t)sockets;
     int check = ep->pools > 0 && ep->state != SP_STATE_PAUSED &&
                 (ep->host != NULL || ep->unix_path != NULL);
-    /* Most of our sockets closed at once: the server is going away (or
-     * restarted, or killed every client). Fail fast while the probe finds
-     * out which; a server that answers gets traffic back at once. Without
-     * this, a probe that lands in a dying server's listen backlog waits for
-     * the listener to close, and callers pile up meanwhile. */
-    int open = ep->in_use + ep->idle;
-    /* open >= 2: hangups of sockets the pool no longer holds (a stale tag
-     * in the watch) say nothing about the pool's connections. */
-    if (check && sockets >= 2 && open >= 2 && 2 * sockets >= open) {
-        char reason[160];
+    pthread_mutex_unlock(&ep->lock);
+    return check;  /* probe now: see probe_now() */
+}
+
+/* ---- a server that answers nobody while every slot is out -------------- */
+
+/* While ready the probe takes only a spare slot, and with every slot out
+ * and callers queued there is none: a server that stopped answering (kill
+ * -STOP, a black-holed route: it accepts and never replies) would make
+ * every caller wait its whole timeout. The endpoint is stalled when the
+ * budget is full, someone is queued, and nothing came back or settled
+ * (ep->progress) for probe_timeout. A server that answers returns
+ * connections within milliseconds, so only a silent server, or callers
+ * holding every connection that long, gets here; one probe tells which.
+ * It goes over the budget by its one connection, for at most
+ * probe_timeout, and only to a server that has answered none of ours for
+ * that long. Caller holds ep->lock. */
+static int
+stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
+{
+    int full = ep->state == SP_STATE_READY && ep->pools > 0 && ep->waiters > 0 &&
+               ep->total >= ep->max_connections && !ep->tls &&
+               (ep->host != NULL || ep->unix_path != NULL);
+    if (!full || ep->progress != ep->stall_progress) {
+        ep->stall_progress = ep->progress;
+        ep->stall_since = now;
+        return 0;
+    }
+    return now - ep->stall_since >= cfg->probe_timeout && now >= ep->stall_probe_after;
+}
+
+/* Starts a probe of a stalled endpoint, over the budget (see above); its
+ * answer lands in apply_stall(). */
+static void
+check_stall(sp_endpoint *ep, const sp_checker_config *cfg, double now)
+{
+    if (flight_of(ep) != NULL) {
+        return;  /* the probe in flight answers */
+    }
+    pthread_mutex_lock(&ep->lock);
+    int stall = stalled_locked(ep, cfg, now);
+    ep->stall_probing = stall;
+    pthread_mutex_unlock(&ep->lock);
+    if (stall) {
+        probe_start(ep, 0, cfg);
+    }
+}
+
+/* A stall probe landed. No reply while still nothing came back pauses the
+ * endpoint ("server not answering"), so queued and later callers fail fast
+ * until a probe is answered; returns 1 then. Anything else (0) is applied
+ * as any probe's answer. */
+static int
+apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+            double now)
+{
+    sp_after after = {0};
+    char reason[160];
+    pthread_mutex_lock(&ep->lock);
+    int mine = ep->stall_probing;
+    ep->stall_probing = 0;
+    int silent = mine && no_reply(res, cfg) && ep->state == SP_STATE_READY &&
+                 ep->progress == ep->stall_progress;
+    if (mine && !silent) {
+        ep->stall_probe_after = now + cfg->interval;  /* long holders: look again later */
+    }
+    if (silent) {
         snprintf(reason, sizeof(reason),
-                 "server down or restarting: it closed %d of our %d connections at once; "
-                 "probing", sockets, open);
-        ep->backoff = 0;
+                 "server not answering: no connection came back for %.1fs with %d callers "
+                 "waiting, and a probe had no reply in %.1fs (stopped or black-holed)",
+                 now - ep->stall_since, ep->waiters, cfg->probe_timeout);
+        ep->probes++;
+        ep->probe_failures++;
+        sp_endpoint_note_error_locked(ep, NULL, res->error);
+        ep->silent = 1;
+        ep->backoff = cfg->backoff_min;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
+        ep->next_probe = now + jitter(ep->backoff);
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
-    return check;  /* probe now: see probe_now() */
+    return silent;
 }
 
 typedef struct {
@@ -635,25 +713,6 @@ hangups_of(const hit_list *hl, const sp_endpoint *ep)
     return 0;
 }
 
-static int
-suspect_one(sp_endpoint *ep, void *arg)
-{
-    int sockets = hangups_of(arg, ep);
-    if (sockets > 0) {
-        sp_endpoint_suspect(ep, sockets, sp_now() + 0.005);
-    }
-    return 0;
-}
-
-/* Marks every endpoint in hits[0..n) suspect for 5 ms (or until its
- * probe answers): callers that would queue fail fast meanwhile. */
-static void
-mark_suspects(const sp_watch_hit *hits, int n)
-{
-    hit_list hl = {hits, n};
-    sp_registry_foreach(suspect_one, &hl);
-}
-
 typedef struct {
     double next_due;          /* the earliest probe due, over all endpoints */
     hit_list hung;            /* endpoints a server hung up on */
@@ -670,6 +729,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
      * dead before a burst pause would drain them with the rest. */
     double now = sp_now();
     check_idle(ep, now);
+    check_stall(ep, &cfg, now);
     int sockets = hangups_of(&ts->hung, ep);
     int in_flight = flight_of(ep) != NULL;
     if (sockets > 0 && check_hangup(ep, sockets) && !in_flight) {
@@ -765,9 +825,8 @@ checker_main(void *arg)
                 pthread_mutex_unlock(&ck.lock);
                 n_hung = wait_events(until, hung, 64, watching);
                 if (n_hung > 0) {
-                    /* The first hangup of a burst: no more queueing until
-                     * the probe answers, then take in the rest. */
-                    mark_suspects(hung, n_hung);
+                    /* The first hangup of a burst: take in the rest, so
+                     * that one probe answers for all of them. */
                     n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
                 }
                 pthread_mutex_lock(&ck.lock);

@@ -335,6 +335,20 @@ refused_by_state_locked(const sp_endpoint *ep)
     return 0;
 }
 
+/* Counts a caller refused by state and keeps the state that refused it
+ * for its error message (the copy is skipped while nothing changed). */
+static void
+note_refusal_locked(sp_endpoint *ep)
+{
+    ep->refused_by_state++;
+    if (ep->refused_state != ep->state || ep->refused_since != ep->state_since ||
+        strcmp(ep->refused_reason, ep->state_reason) != 0) {
+        ep->refused_state = ep->state;
+        ep->refused_since = ep->state_since;
+        memcpy(ep->refused_reason, ep->state_reason, sizeof(ep->refused_reason));
+    }
+}
+
 static sp_conn *
 checkout_locked(sp_endpoint *ep, sp_conn *rec, void *pool)
 {
@@ -390,7 +404,7 @@ fail_queue_locked(sp_endpoint *ep, sp_after *after)
     while (w) {
         sp_waiter *older = w->prev;
         if (w->notify_fd < 0 || notify_room(after, w->notify_fd)) {
-            ep->refused_by_state++;
+            note_refusal_locked(ep);
             serve(ep, w, SP_WAIT_PAUSED, NULL, after);
         }
         w = older;
@@ -547,12 +561,8 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
             return SP_ACQ_SLOT;
         }
     }
-    if (refused_by_state_locked(ep) ||
-        (ep->state == SP_STATE_READY && ep->suspect_until > 0 && sp_now() < ep->suspect_until)) {
-        /* Paused, or the server just hung up on us and the checker is
-         * finding out why: queueing now would mean waking up behind every
-         * thread the pause fails, so fail fast. */
-        ep->refused_by_state++;
+    if (refused_by_state_locked(ep)) {
+        note_refusal_locked(ep);
         pthread_mutex_unlock(&ep->lock);
         return SP_ACQ_PAUSED;
     }
@@ -574,17 +584,6 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
     return SP_ACQ_QUEUED;
-}
-
-void
-sp_endpoint_suspect(sp_endpoint *ep, int sockets, double until)
-{
-    pthread_mutex_lock(&ep->lock);
-    if (ep->state == SP_STATE_READY) {
-        ep->suspect_until = until;
-        ep->suspect_sockets = sockets;
-    }
-    pthread_mutex_unlock(&ep->lock);
 }
 
 /* The waiter is off the queue and settled: nobody signals it any more. */
@@ -723,6 +722,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     ep->connecting--;
     ep->in_use++;
     ep->created++;
+    ep->progress++;
     /* Recovering: one connect fewer in flight lets the next waiter in. */
     sp_after local = {0};
     dispatch_deferred_locked(ep, &local);
@@ -738,6 +738,7 @@ sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
     pthread_mutex_lock(&ep->lock);
     ep->total--;
     ep->connecting--;
+    ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -749,6 +750,7 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
     ep->total--;
     ep->connecting--;
     ep->connect_failures++;
+    ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -758,6 +760,7 @@ sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
+    ep->progress++;
     forget_locked(ep, rec, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
@@ -834,6 +837,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         pthread_mutex_unlock(&ep->lock);
         return SP_REL_FOREIGN;
     }
+    ep->progress++;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
     int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;
@@ -971,7 +975,6 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
     ep->state = s;
     ep->state_since = sp_wall();
     ep->transitions++;
-    ep->suspect_until = 0;
     if (s == SP_STATE_PAUSED) {
         /* Nothing from before an outage is ever handed out again: idle
          * connections go now, busy ones when they come back. */
@@ -1011,8 +1014,9 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->refused_by_state = ep->refused_by_state;
     out->dead_idle_closed = ep->dead_idle_closed;
     out->peer_hangups = ep->peer_hangups;
-    out->suspect_until = ep->suspect_until;
-    out->suspect_sockets = ep->suspect_sockets;
+    out->refused_state = ep->refused_state;
+    out->refused_since = ep->refused_since;
+    memcpy(out->refused_reason, ep->refused_reason, sizeof(out->refused_reason));
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
     out->wait_time_total = ep->wait_time_total;

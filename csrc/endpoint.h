@@ -148,10 +148,23 @@ typedef struct sp_endpoint {
     uint64_t generation;
     int max_connecting;       /* recovering: connections allowed to be created at once */
     int probe_requested;      /* a request thread saw a failure: probe now */
-    double suspect_until;     /* sp_now(): the server just closed sockets on us;
-                               * until then (or the probe's answer) a caller
-                               * that would queue fails fast instead */
-    int suspect_sockets;      /* how many it closed */
+    /* What the endpoint said when it last refused a caller (paused, or
+     * overloaded with nothing to use): the caller's error names this, not
+     * whatever state a probe moved to before the caller got the GIL back. */
+    sp_state refused_state;
+    double refused_since;     /* wall clock: state_since of refused_state */
+    char refused_reason[160];
+    uint64_t progress;        /* checkouts that ended and slots that settled (release,
+                               * discard, connect made, failed or given up) */
+    /* The checker's stall watch (checker.c, check_stall()): `progress` as it
+     * last saw it, since when it has not moved with every slot out and
+     * callers queued, and when it may probe a stalled endpoint again. */
+    uint64_t stall_progress;
+    double stall_since;       /* sp_now() */
+    double stall_probe_after; /* sp_now() */
+    int stall_probing;        /* the probe in flight is a stall probe */
+    int silent;               /* paused because the server answers nobody:
+                               * a probe without a reply keeps it paused */
     double next_probe;        /* sp_now() of the next scheduled probe */
     int auth_rejections;      /* flavors whose credentials are rejected now
                                * (auth_gate.h); written under `lock`, read
@@ -212,8 +225,9 @@ typedef struct {
     uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
     uint64_t refused_by_state, dead_idle_closed, peer_hangups, transitions, connect_failures;
     double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
-    double suspect_until;
-    int suspect_sockets;
+    sp_state refused_state;
+    double refused_since;
+    char refused_reason[160];
 } sp_stats;
 
 void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
@@ -273,11 +287,6 @@ void sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after);
 void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after);
 /* Forgets every in-use record of `pool` (the pool is going away). */
 void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after);
-
-/* The server just closed `sockets` of our sockets: until `until` (or a
- * state change, or the probe's answer) callers that would have to queue
- * fail fast instead. Only while ready. */
-void sp_endpoint_suspect(sp_endpoint *ep, int sockets, double until);
 
 /* Masks every copy of `secret` in the NUL-terminated `text` (a buffer of
  * `size` bytes, at most 512 used), and a copy cut short at its end. */

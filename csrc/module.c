@@ -7,6 +7,7 @@
 #include <limits.h>
 #include "module_state.h"
 #include "registry.h"
+#include "watch.h"
 
 unsigned long sp_main_thread_ident;
 
@@ -262,12 +263,27 @@ core_fd_idle_ok(PyObject *module, PyObject *arg)
     return PyBool_FromLong(fd >= 0 && fd <= INT_MAX && sp_fd_idle_ok((int)fd));
 }
 
+static PyObject *
+core_unwatch(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd >= 0 && fd <= INT_MAX) {
+        sp_watch_remove((int)fd);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
     {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
     {"_set_failure_hook", core_set_failure_hook, METH_O,
      "Set failure_hook(pool, exc), called when get_connection() raises."},
     {"fd_idle_ok", core_fd_idle_ok, METH_O,
      "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
+    {"unwatch", core_unwatch, METH_O,
+     "unwatch(fd): stop watching a socket we are about to close (our close is no hangup)."},
     {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
     {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
      "Set an endpoint's max_connections, creating it if needed."},

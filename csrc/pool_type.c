@@ -342,21 +342,23 @@ raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
 {
     sp_stats s;
     char msg[700];
+    char now[40] = "";
     sp_endpoint_stats(ep, &s);
-    double ago = sp_wall() - s.state_since;
-    if (s.state == SP_STATE_READY && s.suspect_until > 0) {
-        PyOS_snprintf(msg, sizeof(msg),
-                      "%s just closed %d of our connections; failing fast instead of waiting "
-                      "while the health checker finds out whether it is down",
-                      ep->label, s.suspect_sockets);
-        set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
-        return tell_failure(self);
+    /* Name the state that refused this call: a probe may have moved the
+     * endpoint on (recovering, ready) before this thread got the GIL back. */
+    int refusing = s.state == SP_STATE_PAUSED || s.state == SP_STATE_OVERLOADED;
+    if (!refusing && s.refused_since > 0) {
+        PyOS_snprintf(now, sizeof(now), " (now %s)", sp_state_name(s.state));
+        s.state = s.refused_state;
+        s.state_since = s.refused_since;
+        memcpy(s.state_reason, s.refused_reason, sizeof(s.state_reason));
     }
+    double ago = sp_wall() - s.state_since;
     /* PyErr_Format has no %f: format here. */
-    PyOS_snprintf(msg, sizeof(msg), "%s is %s since %.1fs ago: %s%s%s%s; failing fast",
-                  ep->label, sp_state_name(s.state), ago, s.state_reason,
-                  s.last_error[0] ? " (last error: " : "", s.last_error,
-                  s.last_error[0] ? ")" : "");
+    PyOS_snprintf(msg, sizeof(msg), "%s %s %s since %.1fs ago: %s%s%s%s; failing fast%s",
+                  ep->label, now[0] ? "was" : "is", sp_state_name(s.state), ago,
+                  s.state_reason, s.last_error[0] ? " (last error: " : "", s.last_error,
+                  s.last_error[0] ? ")" : "", now);
     set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
     return tell_failure(self);
 }

@@ -96,6 +96,15 @@ sp_watch_add(int fd, uint64_t serial)
 }
 
 void
+sp_watch_remove(int fd)
+{
+    int e = __atomic_load_n(&epfd, __ATOMIC_ACQUIRE);
+    if (fd >= 0 && e >= 0) {
+        (void)epoll_ctl(e, EPOLL_CTL_DEL, fd, NULL);  /* ENOENT: not watched */
+    }
+}
+
+void
 sp_watch_wake(void)
 {
     if (__atomic_load_n(&epfd, __ATOMIC_ACQUIRE) < 0) {
@@ -244,6 +253,12 @@ sp_watch_add(int fd, uint64_t serial)
 {
     (void)fd;
     (void)serial;
+}
+
+void
+sp_watch_remove(int fd)
+{
+    (void)fd;
 }
 
 void

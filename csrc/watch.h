@@ -44,6 +44,12 @@ int sp_watch_fd(void);
 /* Watches `fd` for a peer hangup on behalf of endpoint `serial` (> 0). */
 void sp_watch_add(int fd, uint64_t serial);
 
+/* Stops watching `fd`: call it before closing a socket of ours that may
+ * still have a reply on its way (disconnect() of a connection another
+ * thread is using): data arriving after our shutdown() makes the kernel
+ * reset the socket, which would look like the server hanging up. */
+void sp_watch_remove(int fd);
+
 /* Makes a pending or the next sp_watch_wait() return at once. */
 void sp_watch_wake(void);
 

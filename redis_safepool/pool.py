@@ -30,6 +30,22 @@ def _socket_of(conn: Any) -> Any:
     return sock
 
 
+def _unwatch(connection: Any) -> None:
+    """Takes a connection's socket out of the checker's watch before we close it.
+
+    Another thread may have a command in flight on it: the reply that arrives
+    after our shutdown() makes the kernel reset the socket, and the watch
+    would take that reset for the server hanging up on us.
+    """
+    sock = _socket_of(connection)
+    try:
+        fd = sock.fileno() if sock is not None else -1
+    except (OSError, ValueError):
+        return
+    if fd >= 0:
+        _core.unwatch(fd)
+
+
 def _track_leaks(pool: "SafeConnectionPool") -> None:
     """Route this pool's checkouts through the leak detector (costs a Python call each)."""
     core_get, core_release = pool.get_connection, pool.release
@@ -143,8 +159,37 @@ class SyncPoolMethods(CoreBooks):
         self._drain_idle()
         if inuse_connections:
             for connection in self._in_use_list():
+                _unwatch(connection)
                 connection.disconnect()
         _otel.settle(self)
+
+    def disconnect_free_connections(self, moving_address_src: Optional[str] = None) -> None:
+        """Close idle connections (redis-py calls it on cluster topology refreshes).
+
+        redis-py's own version calls ``disconnect()`` on each idle connection
+        behind the budget's back: the record would stay idle under a closed
+        fd number, and once a new socket reuses that number the health
+        checker would take it for the dead idle socket and shut it down.
+        Here they leave through the budget like any other dropped connection
+        (all of this pool's idle ones when one matches ``moving_address_src``;
+        they reconnect on demand).
+        """
+        if moving_address_src is not None and not any(
+            self._should_update_connection(conn, "connected_address", moving_address_src)
+            for conn in self._idle_list()
+        ):
+            return
+        self._drain_idle()
+
+    def _update_maint_notifications_configs_for_connections(self, *args: Any,
+                                                            **kwargs: Any) -> None:
+        # redis-py (a cluster client's constructor, for every node pool)
+        # disconnects each idle connection after giving it the new settings,
+        # behind the budget's back, as in disconnect_free_connections(). Idle
+        # ones leave through the budget first and reconnect with the new
+        # connection kwargs; redis-py then updates only the ones in use.
+        self._drain_idle()
+        super()._update_maint_notifications_configs_for_connections(*args, **kwargs)
 
     def close(self) -> None:
         """Close the pool: waiters fail with ``PoolClosedError``, so do later checkouts.

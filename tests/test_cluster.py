@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import socket
 import threading
 
 import pytest
@@ -37,9 +38,6 @@ def _state(pool):
     return sp.stats()[pool.endpoint]["state"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "flaky in 2 of the last 5 fresh-clone CI runs, never alone: a fresh connection's "
-    "handshake to a live node got EPIPE (see the session 2 closing note); not yet explained"))
 def test_every_node_pool_is_a_safe_pool(cluster):
     SafePool = sp.SafeConnectionPool
     clients = [
@@ -63,6 +61,58 @@ def test_every_node_pool_is_a_safe_pool(cluster):
     finally:
         for rc in clients:
             rc.close()
+
+
+def test_no_idle_connection_closed_behind_the_budget(cluster):
+    """A cluster client's constructor refreshes the topology and updates every node pool's
+    maintenance-notification settings; redis-py disconnects idle connections on both paths.
+    Each must leave the pool through the budget, never stay idle with its socket closed."""
+    clients = [_client(cluster), SafeRedisCluster.from_url(cluster.nodes[2].url, max_connections=4)]
+    try:
+        for rc in clients:
+            assert rc.set("k", "v") and rc.get("k") == b"v"
+            pools = list(node_pools(rc).values())
+            pools += [n.redis_connection.connection_pool
+                      for n in rc.nodes_manager.startup_nodes.values() if n.redis_connection]
+            for pool in pools:
+                closed = [c for c in pool._idle_list() if c._sock is None]
+                assert not closed, (pool.endpoint, closed)
+    finally:
+        for rc in clients:
+            rc.close()
+
+
+def test_topology_refresh_closes_idle_through_the_budget(redis_server, make_pool, wait_until):
+    """redis-py's topology refresh calls ``disconnect_free_connections()`` on every startup
+    node's pool. Idle connections must leave through the budget: a record left idle under a
+    closed fd would make the checker shut down whichever new socket reuses the number (a
+    fresh connection's handshake then fails with EPIPE)."""
+    saved = sp.checker_config()
+    sp.checker_config(interval=0.3)  # probes seldom enough not to take the freed fd number first
+    try:
+        pool = make_pool(redis_server.url, max_connections=2, timeout=5)
+        conn = pool.get_connection()
+        fd = conn._sock.fileno()
+        pool.release(conn)
+        pool.disconnect_free_connections()
+        assert pool.stats()["idle"] == 0 and pool.stats()["total"] == 0, pool.stats()
+        fresh = socket.create_connection((redis_server.host, redis_server.port), timeout=5)
+        try:
+            # a reply waiting unread makes the socket readable: what a dead idle one looks like
+            fresh.sendall(b"PING\r\n")
+            probes = pool.stats()["probes"]
+            wait_until(lambda: pool.stats()["probes"] >= probes + 2, what="checker rounds")
+            assert fresh.fileno() != fd or pool.stats()["dead_idle_closed"] == 0
+            fresh.sendall(b"PING\r\n")
+            replies = b""
+            while replies.count(b"+PONG") < 2:
+                chunk = fresh.recv(64)
+                assert chunk, "the fresh socket was shut down"
+                replies += chunk
+        finally:
+            fresh.close()
+    finally:
+        sp.checker_config(**saved)
 
 
 def test_per_node_bound_under_64_threads(cluster, start_thread):

@@ -125,9 +125,6 @@ def test_replica_for_reads_from_the_replica(topo):
         sentinel.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "two real failover races were fixed (reconnect inside a command, stale re-bind) but "
-    "whether CI load can still trip it is not yet known: see the session 2 closing note"))
 def test_failover_bound_resume_no_stale_connection(topo, counting, start_thread):
     sentinel = SafeSentinel(topo.sentinel_addresses)
     r = _client(sentinel, connection_class=counting)

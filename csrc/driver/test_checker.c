@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,9 +398,16 @@ test_checker_hangup_pauses(void)
     end_watched(ep, &r, base);
 }
 
-/* The server kills every client while it keeps running: most of our
- * sockets closed at once pauses the endpoint at once, and the probe that
- * follows lets traffic back in. */
+/* The server kills every client while it keeps running: all our sockets
+ * close at once, as in a death, but the probe that follows is answered, so
+ * the endpoint never leaves ready. */
+static int
+probed_after_hangups(sp_endpoint *ep, void *arg)
+{
+    const uint64_t *base = arg;  /* {probes, peer_hangups} before */
+    return ep->peer_hangups >= base[1] + 2 && ep->probes > base[0];
+}
+
 static void
 test_checker_mass_hangup_live_server(void)
 {
@@ -407,12 +415,11 @@ test_checker_mass_hangup_live_server(void)
     sp_redis r;
     sp_endpoint *ep;
     tp_payload *busy[3];
-    ev_log log;
     char reply[64];
     long id = -1;
+    uint64_t base_counts[2];
     int i, base = sp_registry_count();
 
-    memset(&log, 0, sizeof(log));
     ep = watched_endpoint(&r, "ck-mass", "redis://ck-mass", &slow);
     if (ep == NULL) {
         return;
@@ -422,13 +429,73 @@ test_checker_mass_hangup_live_server(void)
         CHECK(busy[i] != NULL);
     }
     CHECK(ep->in_use == 3);
+    pthread_mutex_lock(&ep->lock);
+    base_counts[0] = ep->probes;
+    base_counts[1] = ep->peer_hangups;
+    uint64_t transitions = ep->transitions;
+    pthread_mutex_unlock(&ep->lock);
     CHECK(sp_redis_cmd(&r, reply, sizeof(reply), "CLIENT", "KILL", "TYPE", "normal",
                        (char *)NULL) > 0 && reply[0] == ':');
-    CHECK(await_events(&log, "redis://ck-mass", "ready>paused;paused>recovering;", 10.0));
-    CHECKF(strstr(log.reasons, "of our 3 connections at once") != NULL, "%s", log.reasons);
-    CHECK(ep->peer_hangups >= 2);
+    CHECK(tp_wait_locked(ep, probed_after_hangups, base_counts, 10.0));
+    pthread_mutex_lock(&ep->lock);
+    CHECKF(ep->transitions == transitions && ep->state == SP_STATE_READY, "%s: %s",
+           sp_state_name(ep->state), ep->state_reason);
+    CHECK(ep->refused_by_state == 0);
+    pthread_mutex_unlock(&ep->lock);
+
+    end_watched(ep, &r, base);
+}
+
+/* Every slot in use, a caller queued, and the server stops answering
+ * (SIGSTOP: it still accepts): no spare slot for an ordinary probe, but
+ * nothing comes back, so the checker probes anyway, gets no reply and
+ * pauses, failing the queue; a probe without a reply keeps it paused, and
+ * the first one answered after SIGCONT lets traffic back. */
+static int
+waiter_failed(sp_endpoint *ep, void *arg)
+{
+    (void)ep;
+    return ((sp_waiter *)arg)->result != SP_WAIT_PENDING;
+}
+
+static void
+test_checker_stopped_server_saturated(void)
+{
+    sp_checker_config cfg = {0.2, 0.02, 0.02, 0.05, 0.2, 1};
+    sp_redis r;
+    sp_endpoint *ep;
+    tp_payload *busy[4];
+    sp_waiter w;
+    sp_conn *got = NULL;
+    sp_after after = {0};
+    uint64_t probes;
+    long id = -1;
+    int i, base = sp_registry_count();
+
+    ep = watched_endpoint(&r, "ck-stopped", "redis://ck-stopped", &cfg);
+    if (ep == NULL) {
+        return;
+    }
+    for (i = 0; i < 4; i++) {
+        busy[i] = socket_conn(ep, r.port, &id);
+        CHECK(busy[i] != NULL);
+    }
+    tp_waiter_init(&w);
+    CHECK(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after) == SP_ACQ_QUEUED);
+    CHECK(kill(r.pid, SIGSTOP) == 0);
+    CHECK(tp_wait_locked(ep, waiter_failed, &w, 10.0));
+    pthread_mutex_lock(&ep->lock);
+    CHECKF(w.result == SP_WAIT_PAUSED && ep->state == SP_STATE_PAUSED, "%s: %s",
+           sp_state_name(ep->state), ep->state_reason);
+    CHECKF(strstr(ep->state_reason, "not answering") != NULL, "%s", ep->state_reason);
+    probes = ep->probes + 2;
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(tp_wait_locked(ep, probes_at_least, &probes, 10.0));
+    CHECKF(ep->state == SP_STATE_PAUSED, "%s", sp_state_name(ep->state));
+    CHECK(kill(r.pid, SIGCONT) == 0);
     CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
-    CHECK(ep->suspect_until == 0);  /* callers may queue again */
+    sp_endpoint_cancel(ep, &w, &after);
+    tp_after_done(&after);
 
     end_watched(ep, &r, base);
 }
@@ -747,5 +814,6 @@ const sp_test sp_checker_tests[] = {
     {"checker/mass_hangup_live_server", test_checker_mass_hangup_live_server},
     {"checker/black_holes_independent", test_checker_black_holes_independent},
     {"checker/knock_while_down", test_checker_knock_while_down},
+    {"checker/stopped_server_saturated", test_checker_stopped_server_saturated},
     {NULL, NULL},
 };

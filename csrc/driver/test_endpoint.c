@@ -220,11 +220,10 @@ test_take_idle_for_a_check(void)
     finish(ep);
 }
 
-/* Right after the server hung up on us, a caller that would have to queue
- * fails fast; one that can be served right away is; the window ends with
- * its deadline or any state change. */
+/* A refused caller's error names the state that refused it: the endpoint
+ * keeps it even after a probe moved on. */
 static void
-test_suspect_window(void)
+test_refusal_kept(void)
 {
     sp_endpoint *ep = new_ep(1);
     sp_waiter w;
@@ -234,31 +233,20 @@ test_suspect_window(void)
     if (!connect_one(ep, &p)) {
         return;
     }
-    sp_endpoint_suspect(ep, 3, sp_now() + 60.0);
-    CHECK(ep->suspect_sockets == 3);
     tp_waiter_init(&w);
-    CHECK(acq(ep, POOL_B, 1, -1, &w, &got) == SP_ACQ_PAUSED && ep->waiters == 0);
-    CHECK(ep->refused_by_state == 1);
+    CHECK(acq(ep, POOL_B, 1, -1, &w, &got) == SP_ACQ_QUEUED && ep->waiters == 1);
+    pthread_mutex_lock(&ep->lock);
+    sp_endpoint_set_state_locked(ep, SP_STATE_PAUSED, "server down: test", &after);
+    CHECK(ep->waiters == 0 && w.result == SP_WAIT_PAUSED);   /* the queue failed */
+    CHECK(ep->refused_state == SP_STATE_PAUSED && ep->refused_by_state == 1);
+    CHECK(strcmp(ep->refused_reason, "server down: test") == 0);
+    sp_endpoint_set_state_locked(ep, SP_STATE_RECOVERING, "probe succeeded", &after);
+    CHECK(ep->refused_state == SP_STATE_PAUSED);
+    CHECK(strcmp(ep->refused_reason, "server down: test") == 0);
+    sp_endpoint_set_state_locked(ep, SP_STATE_READY, "recovered", &after);
+    pthread_mutex_unlock(&ep->lock);
+    tp_after_done(&after);
     CHECK(rel(ep, POOL_A, p, 1, NULL) == SP_REL_OK);
-    CHECK(acq(ep, POOL_B, 1, -1, &w, &got) == SP_ACQ_CONN && got == p);  /* served at once */
-    /* Expired: callers queue again. */
-    sp_endpoint_suspect(ep, 1, sp_now() - 1.0);
-    CHECK(acq(ep, POOL_A, 1, -1, &w, &got) == SP_ACQ_QUEUED && ep->waiters == 1);
-    sp_endpoint_cancel(ep, &w, &after);
-    tp_after_done(&after);
-    /* A state change ends it; and it is never set unless ready. */
-    sp_endpoint_suspect(ep, 1, sp_now() + 60.0);
-    pthread_mutex_lock(&ep->lock);
-    sp_endpoint_set_state_locked(ep, SP_STATE_RECOVERING, "test", &after);
-    CHECK(ep->suspect_until == 0);
-    pthread_mutex_unlock(&ep->lock);
-    sp_endpoint_suspect(ep, 1, sp_now() + 60.0);
-    CHECK(ep->suspect_until == 0);
-    pthread_mutex_lock(&ep->lock);
-    sp_endpoint_set_state_locked(ep, SP_STATE_READY, "test", &after);
-    pthread_mutex_unlock(&ep->lock);
-    tp_after_done(&after);
-    CHECK(rel(ep, POOL_B, p, 1, NULL) == SP_REL_OK);
     tp_check_counts(ep, 0);
     finish(ep);
 }
@@ -1298,7 +1286,7 @@ const sp_test sp_endpoint_tests[] = {
     {"endpoint/scrub_secret", test_scrub_secret},
     {"endpoint/note_error_masks_password", test_note_error_masks_password},
     {"endpoint/take_idle_for_a_check", test_take_idle_for_a_check},
-    {"endpoint/suspect_window", test_suspect_window},
+    {"endpoint/refusal_kept", test_refusal_kept},
     {"endpoint/acquire_idle_lifo", test_acquire_idle_lifo},
     {"endpoint/budget_deadline_zero", test_budget_and_deadline_zero},
     {"endpoint/timeout_and_slices", test_timeout_and_slices},
