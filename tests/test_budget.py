@@ -299,7 +299,7 @@ def test_configure_rejects_bad_limit(server_url, make_pool):
     make_pool(server_url, max_connections=1)
     with pytest.raises(ValueError):
         sp.configure(server_url, max_connections=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="max_connections"):  # a wrong type too, as the pools
         sp.configure(server_url, max_connections="3")
 
 
