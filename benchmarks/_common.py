@@ -302,7 +302,7 @@ def fmt_ms(seconds: Optional[float]) -> str:
 
 @dataclass
 class Target:
-    """One of issue 4's targets: what was measured and whether it is met (None: not measurable)."""
+    """One of the pool's benchmark targets: what was measured and whether it is met (None: not measurable)."""
 
     name: str
     measured: str
@@ -331,7 +331,7 @@ class Section:
             out.append(markdown_table(headers, rows))
             out.append("")
         if self.targets:
-            out.append(markdown_table(["target (issue 4)", "measured", "status"],
+            out.append(markdown_table(["target", "measured", "status"],
                                       [[t.name, t.measured, f"**{t.flag}**"] for t in self.targets]))
             out.append("")
         out += [f"- {n}" for n in self.notes]

@@ -104,7 +104,7 @@ def main(argv: List[str]) -> int:
     targets = [t for s in sections for t in s.targets]
     summary = ""
     if targets:
-        summary = "### Issue 4 targets\n\n" + c.markdown_table(
+        summary = "### Pool targets\n\n" + c.markdown_table(
             ["target", "measured", "status"], [[t.name, t.measured, f"**{t.flag}**"] for t in targets]) + "\n"
         print("\n" + summary)
     if args.write:

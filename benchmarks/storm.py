@@ -1,4 +1,4 @@
-"""Incident replay (issue 3): kill and restart redis-server under many retrying workers, for all three pools."""
+"""Incident replay (the restart storm): kill and restart redis-server under many retrying workers, for all three pools."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _storm_workers as sw  # noqa: E402
 
 SHORT = {sw.CP: "CP", sw.BCP: "BCP", sw.SAFE: "Safe"}
-FAIL_FAST = 0.005       # issue 3: outage errors fail in under 5 ms
+FAIL_FAST = 0.005       # errors while the server is down fail in under 5 ms (no thread hangs)
 FIRST_OK = 0.5          # first success within 500 ms of the server accepting again
 BACK_WITHIN = 2.0       # throughput back within 2 s
 
@@ -114,7 +114,7 @@ def title(results: Sequence[sw.Result]) -> str:
 
 
 def targets(results: Sequence[sw.Result]) -> List[Tuple[str, str, Optional[bool]]]:
-    """Issue 3's targets, judged on SafeConnectionPool with one pool per worker."""
+    """The storm targets, judged on SafeConnectionPool with one pool per worker."""
     safe = [r for r in results if r.kind == sw.SAFE and r.mode == sw.PER_WORKER]
     if not safe:
         return []
@@ -244,7 +244,7 @@ def report(results: Sequence[sw.Result], out: Any) -> None:
         out.write(f"\n{title(group)}\n\n{text_table(group)}\n")
     tg = targets(results)
     if tg:
-        out.write("\nissue 3 targets (SafeConnectionPool, one pool per worker):\n")
+        out.write("\nstorm targets (SafeConnectionPool, one pool per worker):\n")
         for name, measured, met in tg:
             out.write(f"  {flag(met):<8} {name}: {measured}\n")
     out.write("\n")
@@ -264,7 +264,7 @@ def markdown(results: Sequence[sw.Result], argv: Sequence[str], elapsed: float) 
             out += ["", f"### {title(group)}", "", markdown_table(group)]
     tg = targets(results)
     if tg:
-        out += ["", "### Issue 3 targets (SafeConnectionPool, one pool per worker)", "",
+        out += ["", "### Storm targets (SafeConnectionPool, one pool per worker)", "",
                 "| target | measured | status |", "|---|---|---|"]
         out += [f"| {n} | {m} | **{flag(met)}** |" for n, m, met in tg]
     return "\n".join(out) + "\n"

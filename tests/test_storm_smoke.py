@@ -42,7 +42,7 @@ def test_storm_tiny_run(tiny_phases):
     storm.report(results, out)
     text = out.getvalue()
     assert "ConnectionPool" in text and "SafeConnectionPool" in text
-    assert "issue 3 targets" in text
+    assert "storm targets" in text
     md = storm.markdown(results, TINY, 1.0)
     assert "| conns rejected after restart |" in md and "redis-py" in md
 
