@@ -303,14 +303,12 @@ class AsyncPoolMethods(CoreBooks):
         self._drain_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
             for conn in self._in_use_list():
-                loop = _loop_of(conn)
-                if loop is running:
-                    here.append(conn)
-                elif loop is not None:
-                    # Another loop's transport, maybe mid-command: never touch it from
-                    # here. Shut the socket down: that loop's command fails with a
-                    # ConnectionError, and the connection reconnects at its next checkout.
-                    _shut_down(conn)
+                # Maybe mid-command or mid-connect in another task (or on another loop):
+                # closing it under that task leaves redis-py writing to a None writer (an
+                # AttributeError, outside redis' hierarchy). Shut the socket down instead:
+                # the command fails with a ConnectionError, and the connection reconnects
+                # at its next checkout.
+                _shut_down(conn)
         results = await asyncio.gather(*(c.disconnect() for c in here), return_exceptions=True)
         _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
