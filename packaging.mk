@@ -18,11 +18,12 @@ TOOLS_PATH      = PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 INSTALLED_TESTS := build/installed-tests
 PKG_PYTEST      = -m pytest -p no:cacheprovider -q --timeout=300 $(CORE_TESTS)
 
-# `mypy` on the package and `mypy --strict` on a user's script of the public API
-# (the package is followed silently: the script is checked as its users' code would be)
-# (`mypy` on the whole package is not yet clean since the valkey/celery/otel modules landed:
-# run `.venv/bin/python -m mypy` by hand until it is, then add it back here)
-typecheck: $(STAMP)
+# `mypy` on the package, stubtest of the C core's stubs against the built extension, and
+# `mypy --strict` on a user's script of the public API (the package is followed silently:
+# the script is checked as its users' code would be)
+typecheck: $(STAMP) build
+	$(PY) -m mypy redis_safepool
+	$(PY) -m mypy.stubtest redis_safepool._core
 	$(PY) -m mypy --strict --python-version 3.11 --follow-imports=silent tests/typing/user_script.py
 
 # dist/redis_safepool-*.tar.gz (C sources and headers, driver, tests, docs, LICENSE)

@@ -33,7 +33,7 @@ def fetch_stats(source: str, timeout: float = 5.0) -> Dict[str, Dict[str, Any]]:
 def _own_pool(url: str, max_connections: Optional[int], timeout: Optional[float]) -> Any:
     import redis
 
-    from . import SafeConnectionPool  # type: ignore[attr-defined]
+    from . import SafeConnectionPool
 
     kwargs: Dict[str, Any] = {}
     if max_connections is not None:

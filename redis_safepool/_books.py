@@ -6,12 +6,12 @@ import math
 import sys
 import warnings
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Set, Type, TypeVar, overload
 from urllib.parse import urlparse
 
 from . import _events
 from . import exceptions as _redis_errors
-from ._keys import endpoint_of, flavor_ref
+from ._keys import FlavorRef, endpoint_of, flavor_ref
 from ._redact import redact_url
 from .exceptions import BudgetConflictWarning
 
@@ -49,6 +49,10 @@ def _check_max_connections(value: Any, allow_none: bool = True) -> int:
 _FOREVER: Any = object()
 
 
+@overload
+def _check_seconds(name: str, value: Any, allow_none: Literal[False], forever: float = ...) -> float: ...
+@overload
+def _check_seconds(name: str, value: Any, allow_none: bool, forever: Any = ...) -> Optional[float]: ...
 def _check_seconds(name: str, value: Any, allow_none: bool, forever: Any = _FOREVER) -> Optional[float]:
     """A duration in seconds: a real number >= 0 (not bool, not nan).
 
@@ -166,8 +170,13 @@ def _wrong_client(pool: Any, client: Any, needs: Any) -> TypeError:
 
 _Pool = TypeVar("_Pool", bound="CoreBooks")
 
+if TYPE_CHECKING:  # every pool class has _core.PoolCore as another base (see pool.py)
+    from ._core import _PoolCoreAPI as _CoreBase
+else:
+    _CoreBase = object
 
-class CoreBooks:
+
+class CoreBooks(_CoreBase):
     """Mixin for pools built on ``_core.PoolCore`` (sync and asyncio).
 
     redis-py's own ``__init__``/``reset`` assign ``_available_connections``
@@ -244,22 +253,8 @@ class CoreBooks:
     timeout: Optional[float]
     _max_explicit: bool
 
-    if TYPE_CHECKING:  # provided by _core.PoolCore, the other base of every pool
-        def _bind(
-            self,
-            key: str,
-            label: str,
-            flavor: int,
-            host: Optional[str] = ...,
-            port: int = ...,
-            unix_path: Optional[str] = ...,
-            username: Optional[str] = ...,
-            password: Optional[str] = ...,
-            tls: bool = ...,
-        ) -> Tuple[int, bool]: ...
-        def _in_use_list(self) -> List[Any]: ...
-        def _idle_list(self) -> List[Any]: ...
-        def _owns(self, connection: Any) -> bool: ...
+    _flavor_ref: FlavorRef
+    _connection_kwargs: Dict[str, Any]
 
     @classmethod
     def from_url(cls: Type[_Pool], url: str, **kwargs: Any) -> _Pool:

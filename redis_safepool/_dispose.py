@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Tuple
+from typing import Any, Tuple, Type
 
 from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["dispose", "add_async_connection_class"]
 
-_ASYNC_CONNECTIONS: Tuple[type, ...] = (AbstractConnection,)
+_ASYNC_CONNECTIONS: Tuple[Type[Any], ...] = (AbstractConnection,)
 
 
 def add_async_connection_class(cls: type) -> None:

@@ -12,7 +12,7 @@ try:  # redis-py >= 7: redis.observability (OpenTelemetry)
     from redis.observability import recorder
     from redis.observability.attributes import AttributeBuilder, ConnectionState, get_pool_name
 except ImportError:  # pragma: no cover - an older redis-py records no pool metrics
-    recorder = None
+    recorder = None  # type: ignore[assignment]
 
 AVAILABLE = recorder is not None
 

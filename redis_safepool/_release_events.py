@@ -12,8 +12,8 @@ try:  # redis-py >= 5.3 (Entra ID / streaming credential providers)
         ReAuthConnectionListener,
     )
 except ImportError:  # pragma: no cover - an older redis-py: it dispatches no release events
-    AfterConnectionReleasedEvent = AsyncAfterConnectionReleasedEvent = None
-    ReAuthConnectionListener = AsyncReAuthConnectionListener = None
+    AfterConnectionReleasedEvent = AsyncAfterConnectionReleasedEvent = None  # type: ignore[misc,assignment]
+    ReAuthConnectionListener = AsyncReAuthConnectionListener = None  # type: ignore[misc,assignment]
 
 AVAILABLE = AfterConnectionReleasedEvent is not None
 

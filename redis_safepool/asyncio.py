@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
@@ -18,6 +18,9 @@ from ._books import CoreBooks
 from ._compat import should_reconnect
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["SafeConnectionPool", "BlockingSafeConnectionPool"]
 
@@ -35,7 +38,7 @@ class _LoopWaker:
         self.token = next(_tokens)
         self._loop = weakref.ref(loop)
         self.inbox = _core.LoopInbox()
-        self.pools: "weakref.WeakSet[SafeConnectionPool]" = weakref.WeakSet()
+        self.pools: "weakref.WeakSet[AsyncPoolMethods]" = weakref.WeakSet()
         loop.add_reader(self.inbox.fileno(), self.collect)
 
     @property
@@ -63,7 +66,7 @@ class _LoopWaker:
         loop = self._loop()
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.inbox.fileno())
-        self.inbox = None  # the pipe closes with the last reference
+        self.inbox = None  # type: ignore[assignment]  # the pipe closes with the last reference
 
 
 _tokens = itertools.count(1)
@@ -102,6 +105,12 @@ class AsyncPoolMethods(CoreBooks):
     __slots__ = ()
 
     _client = ("redis", "asyncio")
+
+    # from the client family's asyncio ConnectionPool, the last base
+    _client_pool: ClassVar[Any]
+    _event_dispatcher: Any
+    if TYPE_CHECKING:
+        async def ensure_connection(self, connection: Any) -> None: ...
 
     def __init__(
         self,
@@ -181,7 +190,7 @@ class AsyncPoolMethods(CoreBooks):
                 self._discard(obj)
                 self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
-        obj._safepool_writer = obj._writer
+        setattr(obj, "_safepool_writer", obj._writer)
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
@@ -249,7 +258,7 @@ class AsyncPoolMethods(CoreBooks):
                 self._slot_failed(exc)
             raise
         self._add(conn, _fd_of(conn), flavor)
-        conn._safepool_writer = conn._writer
+        setattr(conn, "_safepool_writer", conn._writer)
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:
@@ -319,7 +328,7 @@ class AsyncPoolMethods(CoreBooks):
         self._close_core()
         await self.disconnect()
 
-    async def __aenter__(self) -> "SafeConnectionPool":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

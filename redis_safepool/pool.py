@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from redis.connection import AbstractConnection, Connection, ConnectionPool
 
@@ -46,7 +46,7 @@ def _unwatch(connection: Any) -> None:
         _core.unwatch(fd)
 
 
-def _track_leaks(pool: "SafeConnectionPool") -> None:
+def _track_leaks(pool: SyncPoolMethods) -> None:
     """Route this pool's checkouts through the leak detector (costs a Python call each)."""
     core_get, core_release = pool.get_connection, pool.release
 
@@ -59,11 +59,32 @@ def _track_leaks(pool: "SafeConnectionPool") -> None:
         observe.note_release(pool, connection)
         core_release(connection)
 
-    pool.get_connection = get_connection
-    pool.release = release
+    # the instance's own attributes shadow the core's methods
+    setattr(pool, "get_connection", get_connection)
+    setattr(pool, "release", release)
 
 
-class SyncPoolMethods(CoreBooks):
+if TYPE_CHECKING:
+    class _ClientPoolAPI(CoreBooks):
+        """What the client family's ConnectionPool, the last base of every sync pool,
+        gives SyncPoolMethods (only for the type checker: at runtime this is CoreBooks)."""
+
+        _client_pool: ClassVar[Any]
+        cache: Any
+        _lock: Any
+        pid: int
+
+        def get_protocol(self) -> Any: ...
+        def _should_update_connection(self, conn: Any, matching_pattern: str = ...,
+                                      matching_address: Optional[str] = ...,
+                                      matching_notification_hash: Optional[int] = ...) -> bool: ...
+        def _update_maint_notifications_configs_for_connections(self, *args: Any,
+                                                                **kwargs: Any) -> None: ...
+else:
+    _ClientPoolAPI = CoreBooks
+
+
+class SyncPoolMethods(_ClientPoolAPI):
     """The sync pool over the C core, for any client family (redis-py, valkey-py).
 
     A family's pool class puts ``_core.PoolCore`` first, this next, then the
@@ -138,7 +159,7 @@ class SyncPoolMethods(CoreBooks):
 
     # -- connections ----------------------------------------------------------
 
-    def make_connection(self) -> Connection:
+    def make_connection(self) -> Any:  # a connection of the pool's client family
         """Create a new connection object (not connected yet) within the budget."""
         kwargs = dict(self.connection_kwargs)
         if getattr(self, "cache", None) is not None and CacheProxyConnection is not None:
@@ -225,3 +246,6 @@ class SafeConnectionPool(_core.PoolCore, SyncPoolMethods, ConnectionPool):
     """
 
     _client_pool = ConnectionPool
+
+    if TYPE_CHECKING:  # SyncPoolMethods makes one of the client family's connections
+        def make_connection(self) -> Connection: ...

@@ -39,7 +39,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> List[checks.CheckMes
 
 def _is_safe(pool: Any) -> bool:
     try:
-        from redis_safepool import SafeConnectionPool  # type: ignore[attr-defined]
+        from redis_safepool import SafeConnectionPool
     except ImportError:
         return False
     return isinstance(pool, type) and issubclass(pool, SafeConnectionPool)

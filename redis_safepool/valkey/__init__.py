@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import valkey.asyncio.connection as _async_conn
 import valkey.connection as _conn
@@ -59,6 +59,9 @@ class SafeConnectionPool(_core.PoolCore, SyncPoolMethods, _conn.ConnectionPool):
     _client_pool = _conn.ConnectionPool
     _client = ("valkey", "sync")
     _errors = exceptions
+
+    if TYPE_CHECKING:  # SyncPoolMethods makes one of the client family's connections
+        def make_connection(self) -> _conn.Connection: ...
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ class SafeConnectionPool(AsyncPoolMethods, _core.PoolCore, _async_conn.Connectio
     ) -> None:
         super().__init__(connection_class, max_connections, timeout, **kwargs)
 
-    async def release(self, connection: Any) -> None:
+    async def release(self, connection: Any) -> None:  # type: ignore[override]
         # valkey-py's connections have no maintenance notifications to reconnect on
         self._release_fd(connection, _fd_of(connection))
 
