@@ -173,6 +173,7 @@ class AsyncPoolMethods(CoreBooks):
                 now = time.monotonic()
                 _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
             return conn
+        setattr(obj, "_safepool_readying", True)  # disconnect() must not close it under us
         try:
             if obj._writer is None:
                 # It came back disconnected: redis-py's disconnect(nowait=True) (a
@@ -190,6 +191,8 @@ class AsyncPoolMethods(CoreBooks):
                 self._discard(obj)
                 self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
+        finally:
+            setattr(obj, "_safepool_readying", False)
         setattr(obj, "_safepool_writer", obj._writer)
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
@@ -312,12 +315,15 @@ class AsyncPoolMethods(CoreBooks):
         self._drain_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
             for conn in self._in_use_list():
-                # Maybe mid-command or mid-connect in another task (or on another loop):
-                # closing it under that task leaves redis-py writing to a None writer (an
-                # AttributeError, outside redis' hierarchy). Shut the socket down instead:
-                # the command fails with a ConnectionError, and the connection reconnects
-                # at its next checkout.
-                _shut_down(conn)
+                if _loop_of(conn) is running and not getattr(conn, "_safepool_readying", False):
+                    here.append(conn)
+                else:
+                    # Another loop's transport, or being made ready by get_connection() in
+                    # another task: closing it under that task leaves redis-py writing to a
+                    # None writer (an AttributeError, outside redis' hierarchy). Shut the
+                    # socket down instead: the command fails with a ConnectionError, and
+                    # the connection reconnects at its next checkout.
+                    _shut_down(conn)
         results = await asyncio.gather(*(c.disconnect() for c in here), return_exceptions=True)
         _otel.settle(self)
         exc = next((r for r in results if isinstance(r, BaseException)), None)
