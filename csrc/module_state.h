@@ -163,6 +163,11 @@ PyObject *sp_pool_raise_timeout(PoolCore *self, double waited);
  * exception. */
 PyObject *sp_pool_error_class(PoolCore *self, const char *name, PyObject *fallback);
 void sp_pool_report_exception(PoolCore *self, PyObject *exc);
+/* Same, for a connection of `flavor` (asyncio: the flavor of its loop). */
+void sp_pool_report_exception_for(PoolCore *self, uint32_t flavor, PyObject *exc);
+/* 1 with the credentials error raised when the server rejected `flavor`'s
+ * credentials and its backoff runs (see auth_gate.h); 0: go on. */
+int sp_pool_auth_blocked(PoolCore *self, sp_endpoint *ep, uint32_t flavor);
 /* Drops a checked-out record that cannot be used and closes its connection. */
 void sp_pool_drop_record(PoolCore *self, sp_conn *rec);
 void sp_pool_free_async_waiters(PoolCore *self);
@@ -197,7 +202,7 @@ PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *args);
 PyObject *sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox);
 PyObject *sp_pool_async_cancel(PoolCore *self, PyObject *args);
 PyObject *sp_pool_add(PoolCore *self, PyObject *args);
-PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *exc);
+PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *args);
 PyObject *sp_pool_discard(PoolCore *self, PyObject *conn);
 PyObject *sp_pool_release_fd(PoolCore *self, PyObject *args);
 PyObject *sp_pool_use_flavor(PoolCore *self, PyObject *arg);

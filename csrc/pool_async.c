@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth_gate.h"
 #include "clock.h"
 #include "inbox.h"
 #include "module_state.h"
@@ -340,6 +341,9 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
     if (sp_pool_check_fork(self) < 0) {
         return NULL;
     }
+    if (sp_pool_auth_blocked(self, self->ep, flavor)) {
+        return NULL;
+    }
     if (sp_ptrmap_get(&self->async_by_future, future) != NULL) {
         PyErr_SetString(PyExc_ValueError, "this future is already waiting for a connection");
         return NULL;
@@ -467,18 +471,24 @@ sp_pool_add(PoolCore *self, PyObject *args)
         PyMem_RawFree(rec);
         return PyErr_NoMemory();
     }
+    sp_auth_accepted(self->ep, flavor);  /* its handshake passed */
     self->in_use++;
     Py_RETURN_NONE;
 }
 
 PyObject *
-sp_pool_slot_failed(PoolCore *self, PyObject *exc)
+sp_pool_slot_failed(PoolCore *self, PyObject *args)
 {
+    PyObject *exc;
+    unsigned int flavor = 0;
+    if (!PyArg_ParseTuple(args, "O|I:_slot_failed", &exc, &flavor)) {
+        return NULL;
+    }
     if (self->ep == NULL) {
         Py_RETURN_NONE;
     }
     if (exc != Py_None) {
-        sp_pool_report_exception(self, exc);
+        sp_pool_report_exception_for(self, flavor ? flavor : self->flavor, exc);
     }
     sp_after after = {0};
     sp_endpoint_slot_failed(self->ep, &after);

@@ -283,6 +283,12 @@ sp_pool_report_exception(PoolCore *self, PyObject *exc)
     report_exception_on(self, self->ep, self->flavor, exc);
 }
 
+void
+sp_pool_report_exception_for(PoolCore *self, uint32_t flavor, PyObject *exc)
+{
+    report_exception_on(self, self->ep, flavor, exc);
+}
+
 /* Same, for the exception being raised now (kept raised), about `ep`. */
 static void
 report_pending_error(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
@@ -374,6 +380,17 @@ raise_credentials_rejected(PoolCore *self, sp_endpoint *ep, double retry_in)
                   ep->label, retry_in);
     PyErr_SetString(self->st->CredentialsRejectedError, msg);
     return tell_failure(self);
+}
+
+int
+sp_pool_auth_blocked(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
+{
+    double retry_in = 0;
+    if (sp_auth_gate(ep, flavor, sp_now(), &retry_in) != SP_AUTH_BLOCKED) {
+        return 0;
+    }
+    raise_credentials_rejected(self, ep, retry_in);
+    return 1;
 }
 
 PyObject *
@@ -559,9 +576,8 @@ static PyObject *
 checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
     double start = sp_now();
-    double retry_in = 0;
-    if (sp_auth_gate(ep, flavor, start, &retry_in) == SP_AUTH_BLOCKED) {
-        return raise_credentials_rejected(self, ep, retry_in);
+    if (sp_pool_auth_blocked(self, ep, flavor)) {
+        return NULL;
     }
     double deadline = self->timeout < 0 ? -1.0 : (self->timeout == 0 ? 0.0 : start + self->timeout);
     sp_after after = {0};
@@ -1452,8 +1468,9 @@ static PyMethodDef pool_methods[] = {
      "_async_cancel(future, timed_out) -> bool: leave the queue, giving back what was handed."},
     {"_add", (PyCFunction)sp_pool_add, METH_VARARGS,
      "_add(conn, fd, flavor=0): a slot became a connection, now in use."},
-    {"_slot_failed", (PyCFunction)sp_pool_slot_failed, METH_O,
-     "_slot_failed(exc_or_None): give a slot back (and report exc to the checker)."},
+    {"_slot_failed", (PyCFunction)sp_pool_slot_failed, METH_VARARGS,
+     "_slot_failed(exc_or_None, flavor=0): give a slot back (and report exc about `flavor`'s "
+     "connection)."},
     {"_discard", (PyCFunction)sp_pool_discard, METH_O,
      "_discard(conn): drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_pool_release_fd, METH_VARARGS,

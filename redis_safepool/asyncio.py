@@ -258,7 +258,7 @@ class AsyncPoolMethods(CoreBooks):
                 if conn is not None:
                     await _close_half_made(conn)
             finally:
-                self._slot_failed(exc)
+                self._slot_failed(exc, flavor)
             raise
         self._add(conn, _fd_of(conn), flavor)
         setattr(conn, "_safepool_writer", conn._writer)
