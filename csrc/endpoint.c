@@ -701,6 +701,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     memset(rec, 0, sizeof(*rec));
     rec->ep = ep;
     rec->payload = payload;
+    rec->weakref = NULL;
     rec->owner = pool;
     rec->fd = fd;
     rec->flavor = flavor;

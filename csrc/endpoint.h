@@ -30,6 +30,10 @@ typedef enum {
 
 typedef struct sp_conn {
     void *payload;            /* the connection object */
+    void *weakref;            /* while out through get_connection(): a weak
+                               * reference to payload, which is then borrowed
+                               * (the caller holds it); NULL otherwise. Only
+                               * the binding touches it, with the GIL held */
     void *owner;              /* pool that checked it out; NULL when idle */
     int fd;                   /* socket while idle, -1 when not connected,
                                * SP_FD_UNPOLLABLE when connected through an

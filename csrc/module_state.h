@@ -136,6 +136,10 @@ typedef struct {
      * create_s), kind 0 checkout, 1 checkout of a new connection, 2 release,
      * 3 timeout; NULL when no recorder is configured. */
     PyObject *metrics_hook;
+    /* Callback of the weak references checkout records hold: gives the slot
+     * of a connection dropped without release() back. Refers to the pool
+     * only weakly, so a checkout never keeps its pool alive. */
+    PyObject *reclaim_cb;
 } PoolCore;
 
 extern PyType_Spec sp_pool_core_spec;

@@ -20,6 +20,22 @@
 
 /* ---- disposal --------------------------------------------------------------- */
 
+/* The record's connection as a new reference, or NULL when it was out and
+ * nobody holds it any more; the record lets go of its weak reference. */
+static PyObject *
+take_payload(sp_conn *rec)
+{
+    PyObject *wr = rec->weakref;
+    if (wr == NULL) {
+        return rec->payload;  /* the record's own reference, handed over */
+    }
+    rec->weakref = NULL;
+    PyObject *conn = PyWeakref_GetObject(wr);
+    conn = conn == Py_None ? NULL : Py_NewRef(conn);
+    Py_DECREF(wr);  /* its callback never runs now */
+    return conn;
+}
+
 void
 sp_finish_after(sp_modstate *st, sp_after *after)
 {
@@ -36,8 +52,8 @@ sp_finish_after(sp_modstate *st, sp_after *after)
         }
         while (rec) {
             sp_conn *next = rec->next;
-            PyObject *conn = rec->payload;
-            if (!rec->quiet) {
+            PyObject *conn = take_payload(rec);
+            if (conn != NULL && !rec->quiet) {
                 PyObject *r = st->disposer ? PyObject_CallOneArg(st->disposer, conn)
                                            : PyObject_CallMethodNoArgs(conn, st->str_disconnect);
                 if (r == NULL) {
@@ -48,7 +64,7 @@ sp_finish_after(sp_modstate *st, sp_after *after)
             if (rec->counted) {
                 sp_endpoint_closed(rec->ep, 1, after);
             }
-            Py_DECREF(conn);
+            Py_XDECREF(conn);
             PyMem_RawFree(rec);
             rec = next;
         }
@@ -453,33 +469,135 @@ endpoint_paused(sp_endpoint *ep)
     return paused;
 }
 
-/* A dead idle socket: is the whole server gone? A bare non-blocking connect
- * that waits at most 0.1 ms: a local server refuses (or accepts) within the
- * connect() call itself, so the GIL is kept (giving it up here costs more,
- * in waiting to get it back behind busy threads, than the syscall). Anything
- * slower counts as "unsure" and is left to the pool's own reconnect, as are
- * TLS endpoints. A refusal is reported, which pauses the endpoint. */
-static int
-server_gone(sp_endpoint *ep)
-{
-    if (ep->tls || (ep->host == NULL && ep->unix_path == NULL)) {
-        return 0;
-    }
-    sp_probe_target t = {ep->host, ep->port, ep->unix_path, NULL, NULL, 0.0001};
-    sp_probe_result res;
-    if (!sp_probe_refused(&t, &res)) {
-        return 0;  /* up, or unsure (a timeout): let the real reconnect tell */
-    }
-    sp_checker_report(ep, SP_FAIL_REFUSED, res.error);
-    return endpoint_paused(ep);
-}
-
 void
 sp_pool_drop_record(PoolCore *self, sp_conn *rec)
 {
     sp_after after = {0};
     sp_endpoint_discard(rec->ep, rec, &after);
     sp_finish_after(self->st, &after);
+}
+
+/* ---- checkouts nobody releases ----------------------------------------------- */
+
+/* While a connection is out, its record refers to it only weakly: the
+ * caller's reference keeps it alive, and a caller that drops it without
+ * release() lets reclaim_checkout() give its slot back. */
+
+static PyObject *reclaim_checkout(PyObject *pool_wr, PyObject *conn_wr);
+
+static PyMethodDef reclaim_def = {
+    "_reclaim_checkout", (PyCFunction)reclaim_checkout, METH_O,
+    "Weak-reference callback: a checked-out connection went away unreleased."};
+
+/* A record that owns a reference to its connection hands it to the caller
+ * and keeps a weak reference. Connections that refuse weak references stay
+ * held by the record (their slot comes back only with the pool). */
+static void
+hold_weakly(PoolCore *self, sp_conn *rec)
+{
+    PyObject *conn = rec->payload;
+    if (self->reclaim_cb == NULL) {
+        PyObject *pool_wr = PyWeakref_NewRef((PyObject *)self, NULL);
+        self->reclaim_cb = pool_wr ? PyCFunction_New(&reclaim_def, pool_wr) : NULL;
+        Py_XDECREF(pool_wr);
+        if (self->reclaim_cb == NULL) {
+            PyErr_Clear();
+            return;
+        }
+    }
+    PyObject *wr = PyWeakref_NewRef(conn, self->reclaim_cb);
+    if (wr == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    rec->weakref = wr;
+    Py_DECREF(conn);  /* the record's reference: the caller holds its own */
+}
+
+/* Back from the caller: the record owns a reference again before the
+ * connection can be pooled or handed to a waiter. */
+static void
+hold_strongly(PoolCore *self, PyObject *conn)
+{
+    sp_conn *rec = self->ep ? sp_endpoint_find_inuse(self->ep, conn, self) : NULL;
+    for (int i = 0; rec == NULL && i < self->n_formers; i++) {
+        rec = sp_endpoint_find_inuse(self->formers[i], conn, self);
+    }
+    if (rec != NULL && rec->weakref != NULL) {
+        PyObject *wr = rec->weakref;
+        rec->weakref = NULL;
+        Py_INCREF(conn);
+        Py_DECREF(wr);  /* its callback never runs now */
+    }
+}
+
+/* The connection a checkout record of `pool` on `ep` weakly refers to
+ * through `wr`, as a key (it is being destroyed), or NULL. */
+static void *
+find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr)
+{
+    void *payload = NULL;
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap && payload == NULL; i++) {
+        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
+        if (rec != NULL && rec->state == SP_CONN_INUSE && rec->owner == pool &&
+            rec->weakref == wr) {
+            payload = rec->payload;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return payload;
+}
+
+static void prune_formers(PoolCore *self);
+
+/* A checked-out connection became unreachable without release(): its slot
+ * comes back (counted as closed; its socket closes with it, and no cached
+ * socket object keeps it open), and the pool's _checkout_dropped(id) hook
+ * hears of it. */
+static PyObject *
+reclaim_checkout(PyObject *pool_wr, PyObject *conn_wr)
+{
+    PyObject *pool = PyWeakref_GetObject(pool_wr);
+    if (pool == NULL) {
+        return NULL;
+    }
+    if (pool == Py_None) {
+        Py_RETURN_NONE;  /* the pool went first and disposed of its records */
+    }
+    PoolCore *self = (PoolCore *)Py_NewRef(pool);
+    sp_endpoint *ep = self->ep;
+    void *payload = ep ? find_weak_checkout(ep, self, conn_wr) : NULL;
+    for (int i = 0; payload == NULL && i < self->n_formers; i++) {
+        ep = self->formers[i];
+        payload = find_weak_checkout(ep, self, conn_wr);
+    }
+    if (payload == NULL) {
+        Py_DECREF(self);
+        Py_RETURN_NONE;  /* disposed of already (fork, reset, close) */
+    }
+    sp_after after = {0};
+    if (sp_endpoint_release(ep, self, payload, -1, 0, &after) == SP_REL_OK) {
+        self->in_use--;
+    }
+    clear_fd_cache(self);
+    sp_finish_after(self->st, &after);
+    if (ep != self->ep) {
+        prune_formers(self);
+    }
+    PyObject *r = PyObject_CallMethod(pool, "_checkout_dropped", "n",
+                                      (Py_ssize_t)(uintptr_t)payload);
+    if (r == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();  /* a bare PoolCore has no hook */
+        }
+        else {
+            PyErr_WriteUnraisable(pool);
+        }
+    }
+    Py_XDECREF(r);
+    Py_DECREF(self);
+    Py_RETURN_NONE;
 }
 
 /* Makes a checked-out idle connection ready to send: connected, nothing
@@ -491,13 +609,16 @@ make_ready(PoolCore *self, sp_conn *rec)
         return 0;
     }
     sp_endpoint *ep = rec->ep;
-    if (endpoint_paused(ep) || server_gone(ep)) {
-        /* Paused since it was handed over, or the idle socket died because
-         * the server did: no connection attempt, now or by anyone else. */
+    if (endpoint_paused(ep)) {
+        /* Paused since it was handed over: no connection attempt. */
         sp_pool_drop_record(self, rec);
         raise_unavailable_on(self, ep);
         return -1;
     }
+    /* Reconnected in its own slot, without first asking with a connect of
+     * our own whether the server is gone: the server would count that
+     * socket until it saw it close, next to the new one, one over the
+     * budget. A refusal here says the same and pauses the endpoint. */
     PyObject *conn = rec->payload;
     PyObject *r = PyObject_CallMethodNoArgs(conn, self->st->str_disconnect);
     if (r != NULL) {
@@ -513,6 +634,11 @@ make_ready(PoolCore *self, sp_conn *rec)
         }
         report_pending_error(self, ep, rec->flavor);
         sp_pool_drop_record(self, rec);
+        if (endpoint_paused(ep)) {
+            /* The idle socket died because the server did. */
+            PyErr_Clear();
+            raise_unavailable_on(self, ep);
+        }
         return -1;
     }
     sp_endpoint_set_fd(ep, rec, sp_conn_registered_fd(self, fd));
@@ -563,6 +689,7 @@ fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
     sp_auth_accepted(ep, flavor);  /* its handshake passed */
     /* The record owns one reference, the caller gets another. */
     Py_INCREF(conn);
+    hold_weakly(self, rec);
     return conn;
 }
 
@@ -618,6 +745,7 @@ checkout_from(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
         }
         conn = rec->payload;
         Py_INCREF(conn);
+        hold_weakly(self, rec);
         break;
     case SP_WAIT_SLOT:
         filled_at = self->metrics_hook ? sp_now() : 0;
@@ -748,6 +876,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
     PyObject *cls;
     sp_after after = {0};
     sp_endpoint *ep = self->ep;
+    hold_strongly(self, conn);
     sp_release_status rs = sp_endpoint_release(ep, self, conn, fd, !self->closed, &after);
     for (int i = 0; rs == SP_REL_UNKNOWN && i < self->n_formers; i++) {
         /* Checked out before a reset() moved the pool to another endpoint:
@@ -1066,7 +1195,9 @@ collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
         PyErr_NoMemory();
         return -1;
     }
-    /* Still alive: records keep a reference and we hold the GIL throughout. */
+    /* Still alive: records keep a reference (callers, those of checkouts
+     * held weakly; one that drops it has its record removed at once), and
+     * we hold the GIL throughout. */
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         rc = PyList_Append(list, found[i]);
@@ -1299,7 +1430,8 @@ owned_payloads(PoolCore *self, sp_endpoint *ep, int own_flavor, PyObject **found
         if (rec == NULL) {
             continue;
         }
-        if ((rec->state == SP_CONN_INUSE && rec->owner == self) ||
+        /* A checkout held weakly is the caller's, not the pool's. */
+        if ((rec->state == SP_CONN_INUSE && rec->owner == self && rec->weakref == NULL) ||
             (sole && rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
             if (n < cap) {
                 found[n] = rec->payload;
@@ -1356,6 +1488,7 @@ pool_traverse(PoolCore *self, visitproc visit, void *arg)
     if (visited != 0) {
         return visited;
     }
+    Py_VISIT(self->reclaim_cb);
     if (self->ep != NULL) {
         int rc = traverse_on(self, self->ep, self->flavor_counted, visit, arg);
         if (rc != 0) {
@@ -1384,6 +1517,7 @@ pool_dealloc(PoolCore *self)
     unbind(self);
     clear_fd_cache(self);
     sp_pool_clear_hooks(self);
+    Py_CLEAR(self->reclaim_cb);
     PyErr_Restore(et, ev, etb);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);

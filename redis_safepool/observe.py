@@ -22,6 +22,7 @@ __all__ = [
     "note_pool_created",
     "note_checkout",
     "note_release",
+    "note_dropped",
     "note_acquire_failed",
     "check_leaks",
     "leaks",
@@ -282,6 +283,23 @@ def note_release(pool: Any, conn: Any) -> None:
         leak_logger.warning(
             "leaked connection to %s released after %.1fs", rec.label, time.monotonic() - rec.since
         )
+
+
+def note_dropped(pool: Any, conn_id: int) -> None:
+    """Hook: a checked-out connection became unreachable without release; its slot came back."""
+    if not _leak_on:
+        return
+    rec = _held.pop(conn_id, None)
+    if rec is None:
+        leak_logger.warning(
+            "connection to %s was dropped without release; its slot came back", endpoint_label(pool)
+        )
+        return
+    leak_logger.warning(
+        "connection to %s was dropped without release after %.1fs; its slot came back. "
+        "Checked out by thread %s at:\n%s",
+        rec.label, time.monotonic() - rec.since, rec.thread, format_stack(rec.stack),
+    )
 
 
 def check_leaks(now: Optional[float] = None) -> List[Dict[str, Any]]:

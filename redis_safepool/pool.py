@@ -149,6 +149,10 @@ class SyncPoolMethods(_ClientPoolAPI):
         _otel.bind(self)
         self.pid = os.getpid()
 
+    def _checkout_dropped(self, conn_id: int) -> None:
+        """Called by the core when a checked-out connection went away unreleased (its slot is back)."""
+        observe.note_dropped(self, conn_id)
+
     def _checkpid(self) -> None:
         # Fork is handled in C (pthread_atfork + an epoch check on every call).
         pass

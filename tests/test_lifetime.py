@@ -1,6 +1,7 @@
 """Record lifetimes: reset() under traffic keeps checkouts valid and the budget; unreachable checkouts give their slot back."""
 
 import gc
+import logging
 import threading
 import time
 
@@ -179,3 +180,79 @@ def test_reset_back_and_forth_between_servers(redis_server_factory, make_pool):
         label = f"redis://127.0.0.1:{server.port}/0"
         st = sp.stats().get(label)
         assert st is None or (st["in_use"] == 0 and st["total"] == st["idle"]), st
+
+
+def test_checkout_dropped_unreleased_gives_its_slot_back(server_url, make_pool):
+    pool = make_pool(server_url, max_connections=1, timeout=0)
+    for _ in range(3):
+        conn = pool.get_connection()
+        conn.send_command("PING")
+        assert conn.read_response() in (b"PONG", "PONG", True)
+        del conn
+        gc.collect()
+        st = pool.stats()
+        assert st["in_use"] == 0 and st["total"] == 0, st
+    pool.release(pool.get_connection())
+    assert pool.stats()["idle"] == 1
+
+
+def test_checkout_dropped_inside_a_reference_cycle_gives_its_slot_back(server_url, make_pool):
+    pool = make_pool(server_url, max_connections=1, timeout=0)
+    for _ in range(3):
+        conn = pool.get_connection()
+        conn.self_cycle = [conn]
+        del conn
+        gc.collect()
+        st = pool.stats()
+        assert st["in_use"] == 0 and st["total"] == 0, st
+        pool.release(pool.get_connection())  # the reused idle connection, out and back
+
+
+def test_dropped_checkout_closes_its_socket(redis_server, make_pool, wait_until):
+    pool = make_pool(redis_server.url, max_connections=1, timeout=0)
+    conn = pool.get_connection()
+    conn.send_command("PING")
+    conn.read_response()
+    assert redis_server.connected_clients() == 1
+    del conn
+    gc.collect()
+    wait_until(lambda: redis_server.connected_clients() == 0, what="the server sees the socket close")
+
+
+def test_reachable_checkout_is_never_reclaimed(server_url, make_pool):
+    pool = make_pool(server_url, max_connections=1, timeout=0)
+    held = [pool.get_connection()]
+    for _ in range(5):
+        gc.collect()
+        assert pool.stats()["in_use"] == 1
+        with pytest.raises(redis.exceptions.ConnectionError):
+            pool.get_connection()
+    held[0].send_command("PING")
+    held[0].read_response()
+    pool.release(held.pop())
+    st = pool.stats()
+    assert st["in_use"] == 0 and st["idle"] == 1, st
+    again = pool.get_connection()  # the idle one, held by the record again in between
+    gc.collect()
+    assert pool.stats()["in_use"] == 1
+    pool.release(again)
+    assert pool.stats()["idle"] == 1
+
+
+def test_dropped_checkout_is_reported_by_the_leak_detector(server_url, make_pool, caplog):
+    from redis_safepool import observe
+
+    observe.configure(leak_threshold=30)
+    try:
+        pool = make_pool(server_url, max_connections=1, timeout=0)
+        conn = pool.get_connection()
+        with caplog.at_level(logging.WARNING, logger="redis_safepool.leak"):
+            del conn
+            gc.collect()
+        assert pool.stats()["in_use"] == 0
+        assert observe.held() == 0
+        msgs = [r.getMessage() for r in caplog.records if r.name == "redis_safepool.leak"]
+        assert len(msgs) == 1 and "dropped without release" in msgs[0], msgs
+        assert "test_dropped_checkout_is_reported_by_the_leak_detector" in msgs[0]
+    finally:
+        observe.reset()

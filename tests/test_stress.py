@@ -140,19 +140,16 @@ def test_mixed_operations_keep_books_and_budget(redis_server, make_pool, start_t
     stop = threading.Event()
 
     def sampler() -> None:
-        # The server's own count, with the number of closes so far (ours and the checker's
-        # probes) next to it: clients that have sent a command. (A checkout that finds its
-        # idle connection disconnected first asks with a bare connect, sending nothing,
-        # whether the server is gone; the server counts that socket until it sees it
-        # close, and nothing counts those closes here.) One socket of its own for every
-        # sample (a fresh one per sample could be counted next to its predecessor).
+        # The server's own count of every client but the sampler, with the number of
+        # closes so far (ours and the checker's probes) next to it. One socket of its own
+        # for every sample (a fresh one per sample could be counted next to its
+        # predecessor).
         probe = redis.Redis(host="127.0.0.1", port=redis_server.port, single_connection_client=True)
         own_id = str(probe.client_id())
         for _ in range(20_000):
             if stop.is_set():
                 break
-            count = sum(1 for c in probe.client_list()
-                        if c["cmd"] != "NULL" and c["id"] != own_id)
+            count = sum(1 for c in probe.client_list() if c["id"] != own_id)
             st = pools[0].stats()
             server_counts.append((count, counter.closes + st["probes"] + st["probe_failures"]))
         probe.close()
