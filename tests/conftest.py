@@ -95,6 +95,16 @@ def make_pool():
     gc.collect()
 
 
+@pytest.fixture(autouse=True)
+def checker_defaults():
+    """Every test may tune the health checker; its settings come back afterwards."""
+    import redis_safepool as sp
+
+    saved = sp.checker_config()
+    yield
+    sp.checker_config(**saved)
+
+
 @pytest.fixture
 def no_checker():
     """Switch the health checker off for one test (its probes take budget slots)."""

@@ -21,12 +21,6 @@ THREADS = 16
 LOOP_BOUND = 200_000
 
 
-@pytest.fixture(autouse=True)
-def checker_defaults():
-    saved = sp.checker_config()
-    yield
-    sp.checker_config(**saved)
-
 
 class Load:
     """Threads doing GET in a bounded loop; every error is kept with when it happened."""

@@ -15,13 +15,6 @@ import redis_safepool as sp
 LOOP_BOUND = 200_000   # every worker loop stops after this many iterations, whatever happens
 
 
-@pytest.fixture(autouse=True)
-def checker_defaults():
-    """Every test may tune the checker; the defaults come back afterwards."""
-    saved = sp.checker_config()
-    yield
-    sp.checker_config(**saved)
-
 
 class Busy:
     """Threads running GET in a bounded loop; every exception is counted by type, never raised."""

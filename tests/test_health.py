@@ -23,13 +23,6 @@ FAST = dict(interval=0.2, recover_interval=0.05, backoff_min=0.02, backoff_max=0
 LOOP_BOUND = 100_000   # every worker loop stops after this many iterations, whatever happens
 
 
-@pytest.fixture(autouse=True)
-def checker_defaults():
-    """Every test may tune the checker; the defaults come back afterwards."""
-    saved = sp.checker_config()
-    yield
-    sp.checker_config(**saved)
-
 
 @pytest.fixture
 def fast_checker():

@@ -17,12 +17,6 @@ PROBE_TIMEOUT = 30.0   # a black-holed probe's deadline: nothing here may wait f
 N_HOLES = 8
 
 
-@pytest.fixture(autouse=True)
-def checker_defaults():
-    saved = sp.checker_config()
-    yield
-    sp.checker_config(**saved)
-
 
 @pytest.fixture
 def black_holes(redis_server_factory):

@@ -15,13 +15,6 @@ from redis_safepool.report import explain
 LOOP_BOUND = 100_000   # every worker loop stops after this many iterations, whatever happens
 
 
-@pytest.fixture(autouse=True)
-def checker_defaults():
-    """Every test may tune the checker; the defaults come back afterwards."""
-    saved = sp.checker_config()
-    yield
-    sp.checker_config(**saved)
-
 
 def test_stopped_server_with_budget_saturated_fails_fast(redis_server, make_pool, wait_until,
                                                         start_thread):
