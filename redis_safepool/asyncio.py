@@ -285,10 +285,17 @@ class AsyncPoolMethods(CoreBooks):
         if should_reconnect(connection):
             await connection.disconnect()
         if getattr(connection, "_writer", None) is None:
-            # disconnect(nowait=True) (a cancelled command) leaves the socket to a close
-            # callback of its loop: shut it down now, before its slot can be reused
-            # (another loop may take it before that callback runs).
+            # disconnect(nowait=True) (a cancelled or failed command) leaves the socket
+            # to a close callback of its loop, and another loop may take the slot before
+            # that callback runs. Shut down the socket we handed out, and let this loop's
+            # pending closes run: redis-py may have reconnected inside the command, and
+            # that newer socket is known only to its callback.
             _shut_down_writer(getattr(connection, "_safepool_writer", None))
+            try:
+                await _closes_done()
+            except BaseException:
+                self._release_fd(connection, -1)  # cancelled again: give the slot back anyway
+                raise
         if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
             # listener sends AUTH on it. A failed listener leaves it in an unknown

@@ -13,6 +13,8 @@ import pytest
 import redis
 import redis.asyncio as ra
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 import redis_safepool as sp
 import redis_safepool.asyncio as spa
@@ -911,3 +913,43 @@ def test_foreign_connections(redis_server_factory, make_pool, make_apool):
             await pool.aclose()
 
     run(main())
+
+
+def test_a_connection_comes_back_only_after_its_socket_is_closed(redis_server, no_checker):
+    # The command's connection is killed under it, redis-py reconnects inside the command
+    # (its retry), and the command is cancelled while it waits on the new socket: redis-py's
+    # disconnect(nowait=True) leaves that socket to a close callback of the loop. When the
+    # pool takes the connection back, the server must no longer hold a live socket of it,
+    # or another loop could open one in its slot while this one still counts.
+    seen: List[int] = []
+
+    class Watched(SafeConnectionPool):
+        def _release_fd(self, connection, fd):
+            seen.append(redis_server.live_clients())
+            return super()._release_fd(connection, fd)
+
+    pool = Watched.from_url(redis_server.url, max_connections=1, timeout=5, socket_timeout=None,
+                            retry=Retry(NoBackoff(), 1))
+
+    async def main():
+        r = ra.Redis(connection_pool=pool)
+        first = await r.client_id()
+        seen.clear()
+        task = asyncio.ensure_future(r.blpop(["nothing"], timeout=0))
+        await until(lambda: redis_server.info("clients")["blocked_clients"] == "1",
+                    "BLPOP to block on the server")
+        redis_server.command("CLIENT", "KILL", "ID", str(first))
+        await until(lambda: redis_server.info("clients")["blocked_clients"] == "1"
+                    and redis_server.listed_clients() == 1,
+                    "the retried BLPOP to block on a new socket")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == [0], f"the server still held {seen} live socket(s) of the connection"
+        assert await r.ping() is True
+        await pool.aclose()
+
+    try:
+        run(main())
+    finally:
+        pool._close_core()
