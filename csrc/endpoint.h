@@ -34,6 +34,10 @@ typedef struct sp_conn {
                                * reference to payload, which is then borrowed
                                * (the caller holds it); NULL otherwise. Only
                                * the binding touches it, with the GIL held */
+    void *on_drop;            /* with weakref, for asyncio connections: a
+                               * callable that closes the socket, which the
+                               * connection's transport would keep open after
+                               * the connection is gone (binding only, GIL) */
     void *owner;              /* pool that checked it out; NULL when idle */
     int fd;                   /* socket while idle, -1 when not connected,
                                * SP_FD_UNPOLLABLE when connected through an

@@ -30,6 +30,7 @@ take_payload(sp_conn *rec)
         return rec->payload;  /* the record's own reference, handed over */
     }
     rec->weakref = NULL;
+    Py_CLEAR(rec->on_drop);  /* the connection is closed (or gone) with its record */
     PyObject *conn = PyWeakref_GetObject(wr);
     conn = conn == Py_None ? NULL : Py_NewRef(conn);
     Py_DECREF(wr);  /* its callback never runs now */
@@ -200,9 +201,46 @@ mask_secret(PyObject *text, PyObject *secret)
  * exception's own str arguments, so the password reaches no caller, log or
  * HTTP body either (a server may echo the AUTH or HELLO it was sent). A new
  * reference, or NULL with no exception set. */
+/* The pool's _scrub_in_flight(exc): masks the credentials its connections
+ * send, also in the exceptions `exc` was raised from, and whatever a server
+ * quoted after an AUTH (a bare PoolCore has no such method). Keeps any
+ * exception that is set. */
+static void
+scrub_exception(PoolCore *self, PyObject *exc)
+{
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_scrub_in_flight", "O", exc);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    PyErr_Restore(et, ev, etb);
+}
+
+/* A release in the `finally` of a command that failed: redis-py's own
+ * errors (a reconnect inside the command) never pass through the pool, so
+ * the exception on its way out is scrubbed here. */
+static void
+scrub_handled_exception(PoolCore *self)
+{
+    PyObject *et, *ev, *etb;
+    PyErr_GetExcInfo(&et, &ev, &etb);
+    if (ev != NULL && ev != Py_None && PyErr_GivenExceptionMatches(ev, PyExc_Exception)) {
+        scrub_exception(self, ev);
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(etb);
+}
+
 static PyObject *
 scrubbed_text(PoolCore *self, PyObject *exc)
 {
+    scrub_exception(self, exc);
     PyObject *text = PyObject_Str(exc);
     if (text == NULL) {
         PyErr_Clear();
@@ -528,13 +566,43 @@ hold_strongly(PoolCore *self, PyObject *conn)
         rec->weakref = NULL;
         Py_INCREF(conn);
         Py_DECREF(wr);  /* its callback never runs now */
+        Py_CLEAR(rec->on_drop);
     }
 }
 
+/* _hold_weakly(conn, on_drop): an asyncio checkout is the caller's from now
+ * on; if it is dropped unreleased, on_drop() closes its socket and the slot
+ * comes back (as for sync checkouts, whose socket dies with them). */
+static PyObject *
+pool_hold_weakly(PoolCore *self, PyObject *args)
+{
+    PyObject *conn, *on_drop;
+    if (!PyArg_ParseTuple(args, "OO:_hold_weakly", &conn, &on_drop)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(on_drop)) {
+        PyErr_SetString(PyExc_TypeError, "_hold_weakly(): on_drop must be callable");
+        return NULL;
+    }
+    sp_conn *rec = self->ep ? sp_endpoint_find_inuse(self->ep, conn, self) : NULL;
+    for (int i = 0; rec == NULL && i < self->n_formers; i++) {
+        rec = sp_endpoint_find_inuse(self->formers[i], conn, self);
+    }
+    if (rec == NULL || rec->weakref != NULL) {
+        Py_RETURN_NONE;  /* not ours (the pool was closed meanwhile), or held weakly already */
+    }
+    hold_weakly(self, rec);
+    if (rec->weakref != NULL) {
+        rec->on_drop = Py_NewRef(on_drop);
+    }
+    Py_RETURN_NONE;
+}
+
 /* The connection a checkout record of `pool` on `ep` weakly refers to
- * through `wr`, as a key (it is being destroyed), or NULL. */
+ * through `wr`, as a key (it is being destroyed), or NULL; its on_drop (or
+ * NULL) goes to *on_drop. */
 static void *
-find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr)
+find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr, PyObject **on_drop)
 {
     void *payload = NULL;
     pthread_mutex_lock(&ep->lock);
@@ -543,6 +611,8 @@ find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr)
         if (rec != NULL && rec->state == SP_CONN_INUSE && rec->owner == pool &&
             rec->weakref == wr) {
             payload = rec->payload;
+            *on_drop = rec->on_drop;  /* handed to the caller with its reference */
+            rec->on_drop = NULL;
         }
     }
     pthread_mutex_unlock(&ep->lock);
@@ -567,10 +637,11 @@ reclaim_checkout(PyObject *pool_wr, PyObject *conn_wr)
     }
     PoolCore *self = (PoolCore *)Py_NewRef(pool);
     sp_endpoint *ep = self->ep;
-    void *payload = ep ? find_weak_checkout(ep, self, conn_wr) : NULL;
+    PyObject *on_drop = NULL;
+    void *payload = ep ? find_weak_checkout(ep, self, conn_wr, &on_drop) : NULL;
     for (int i = 0; payload == NULL && i < self->n_formers; i++) {
         ep = self->formers[i];
-        payload = find_weak_checkout(ep, self, conn_wr);
+        payload = find_weak_checkout(ep, self, conn_wr, &on_drop);
     }
     if (payload == NULL) {
         Py_DECREF(self);
@@ -579,6 +650,17 @@ reclaim_checkout(PyObject *pool_wr, PyObject *conn_wr)
     sp_after after = {0};
     if (sp_endpoint_release(ep, self, payload, -1, 0, &after) == SP_REL_OK) {
         self->in_use--;
+    }
+    if (on_drop != NULL) {
+        /* Its socket outlives it in a transport: close it now, while the
+         * record (no longer listed) still counts as closing, before
+         * sp_finish_after() gives the slot back. */
+        PyObject *r = PyObject_CallNoArgs(on_drop);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(on_drop);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(on_drop);
     }
     clear_fd_cache(self);
     sp_finish_after(self->st, &after);
@@ -943,6 +1025,7 @@ pool_release(PoolCore *self, PyObject *conn)
         return NULL;
     }
     sp_modstate *st = self->st;
+    scrub_handled_exception(self);
     if (self->check_reconnect) {
         /* Only RESP3 maintenance notifications set it (see pool.py). */
         PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);
@@ -1600,6 +1683,9 @@ static PyMethodDef pool_methods[] = {
      "_async_forget_inbox(inbox): the inbox's loop is gone; give back what its waiters hold."},
     {"_async_cancel", (PyCFunction)sp_pool_async_cancel, METH_VARARGS,
      "_async_cancel(future, timed_out) -> bool: leave the queue, giving back what was handed."},
+    {"_hold_weakly", (PyCFunction)pool_hold_weakly, METH_VARARGS,
+     "_hold_weakly(conn, on_drop): an asyncio checkout held by its caller from now on; "
+     "on_drop() closes its socket if it is dropped unreleased."},
     {"_add", (PyCFunction)sp_pool_add, METH_VARARGS,
      "_add(conn, fd, flavor=0): a slot became a connection, now in use."},
     {"_slot_failed", (PyCFunction)sp_pool_slot_failed, METH_VARARGS,

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from . import _events
 from . import exceptions as _redis_errors
 from ._keys import FlavorRef, endpoint_of, flavor_ref
-from ._redact import redact_url
+from ._redact import redact_url, scrub_exception, secrets_of
 from .exceptions import BudgetConflictWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
@@ -203,6 +203,12 @@ class CoreBooks(_CoreBase):
 
     _errors: Any = _redis_errors
     _client = ("redis", "sync")
+
+    def _scrub_in_flight(self, exc: BaseException) -> None:
+        """Mask this pool's credentials in an exception on its way to a caller: one the
+        pool reports, or one redis-py raised through a checkout being released (a
+        reconnect inside a command never passes through the pool)."""
+        scrub_exception(exc, secrets_of(self.connection_kwargs))
 
     @property
     def connection_kwargs(self) -> Dict[str, Any]:

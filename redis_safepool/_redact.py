@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, List, Optional
 
-__all__ = ["MASK", "redact_url", "scrub", "password_of"]
+__all__ = ["MASK", "redact_url", "scrub", "password_of", "secrets_of", "scrub_exception"]
 
 MASK = "***"
 
@@ -37,9 +37,49 @@ def password_of(kwargs: Any) -> Optional[str]:
     return password if isinstance(password, str) and password else None
 
 
+# A server that does not know a command quotes its arguments back (Redis before 6:
+# "unknown command 'HELLO', with args beginning with: '3' 'AUTH' 'user' '<password>'"),
+# and a non-Redis service may echo the request itself. Whatever follows an AUTH word
+# on that line is a credential, also one the pool never saw (a credential provider's
+# password or token): it is masked.
+_AUTH_ECHO = re.compile(r"(\bAUTH\b['\"]?)[^\r\n]+", re.IGNORECASE)
+
+
 def scrub(text: str, secrets: Iterable[Optional[str]]) -> str:
-    """``text`` with every copy of each secret replaced by ``***``."""
+    """``text`` with every copy of each secret, and whatever an echoed AUTH quotes, masked."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
-    return text
+    return _AUTH_ECHO.sub(lambda m: f"{m.group(1)} {MASK}", text)
+
+
+def secrets_of(kwargs: Any) -> List[str]:
+    """The passwords connections made with these kwargs send: the ``password`` kwarg and
+    a static credential provider's (redis-py's ``UsernamePasswordCredentialProvider``)."""
+    found = [password_of(kwargs)]
+    provider = kwargs.get("credential_provider") if isinstance(kwargs, dict) else None
+    password = getattr(provider, "password", None)
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    found.append(password if isinstance(password, str) else None)
+    return [s for s in found if s]
+
+
+def scrub_exception(exc: BaseException, secrets: Iterable[Optional[str]]) -> None:
+    """Mask the secrets in ``exc``'s string arguments and in those of the exceptions it
+    was raised from, in place: it is on its way to a caller, a log or an HTTP body."""
+    secrets = list(secrets)
+    seen = set()
+    for _ in range(16):  # a bounded walk down __cause__/__context__
+        if exc is None or id(exc) in seen:
+            return
+        seen.add(id(exc))
+        args = getattr(exc, "args", None)
+        if isinstance(args, tuple) and any(isinstance(a, str) for a in args):
+            clean = tuple(scrub(a, secrets) if isinstance(a, str) else a for a in args)
+            if clean != args:
+                try:
+                    exc.args = clean
+                except (AttributeError, TypeError):
+                    pass
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import socket
+import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
@@ -193,7 +194,7 @@ class AsyncPoolMethods(CoreBooks):
             raise
         finally:
             setattr(obj, "_safepool_readying", False)
-        setattr(obj, "_safepool_writer", obj._writer)
+        self._hold_weakly(obj, _tracker_of(obj).close_now)
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
@@ -261,7 +262,7 @@ class AsyncPoolMethods(CoreBooks):
                 self._slot_failed(exc, flavor)
             raise
         self._add(conn, _fd_of(conn), flavor)
-        setattr(conn, "_safepool_writer", conn._writer)
+        self._hold_weakly(conn, _tracker_of(conn).close_now)
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:
@@ -282,6 +283,11 @@ class AsyncPoolMethods(CoreBooks):
     # -- release --------------------------------------------------------------------
 
     async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
+        in_flight = sys.exc_info()[1]
+        if isinstance(in_flight, Exception):
+            # released in the `finally` of a failed command: redis-py's own errors (a
+            # reconnect inside the command) never pass through the pool
+            self._scrub_in_flight(in_flight)
         if should_reconnect(connection):
             await connection.disconnect()
         if getattr(connection, "_writer", None) is None:
@@ -290,7 +296,7 @@ class AsyncPoolMethods(CoreBooks):
             # that callback runs. Shut down the socket we handed out, and let this loop's
             # pending closes run: redis-py may have reconnected inside the command, and
             # that newer socket is known only to its callback.
-            _shut_down_writer(getattr(connection, "_safepool_writer", None))
+            _shut_down_writer(_last_writer(connection))
             try:
                 await _closes_done()
             except BaseException:
@@ -394,8 +400,61 @@ async def _close_half_made(conn: AbstractConnection) -> None:
         _shut_down_writer(conn._writer)
         conn._close()
     else:
-        _shut_down_writer(getattr(conn, "_safepool_writer", None))
+        _shut_down_writer(_last_writer(conn))
         await _closes_done()
+
+
+class _SocketTracker:
+    """The transport a connection last connected with, kept current by redis-py's
+    connect callbacks (reconnects inside a command included).
+
+    A checkout is held weakly by the core; if the caller drops it unreleased,
+    ``close_now`` closes the socket, which the transport would otherwise keep
+    open after the connection object is gone. It never refers to the connection.
+    """
+
+    __slots__ = ("writer", "_callbacks", "__weakref__")
+
+    def __init__(self) -> None:
+        self.writer: Any = None
+        self._callbacks: Any = None  # the connection's callback list we are in
+
+    def track(self, conn: AbstractConnection) -> None:
+        self.writer = conn._writer
+        callbacks = getattr(conn, "_connect_callbacks", None)
+        if callbacks is None or callbacks is not self._callbacks:
+            # PubSub's reset clears the list: join it again
+            conn.register_connect_callback(self._connected)
+            self._callbacks = getattr(conn, "_connect_callbacks", None)
+
+    def _connected(self, conn: AbstractConnection) -> None:
+        self.writer = conn._writer
+
+    def close_now(self) -> None:
+        """The connection was dropped unreleased: close its socket, from any thread."""
+        writer = self.writer
+        self.writer = None
+        _shut_down_writer(writer)
+        loop = getattr(writer, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(writer.transport.close)
+            except RuntimeError:
+                pass  # the loop closed meanwhile; the shutdown above closed the server side
+
+
+def _tracker_of(conn: AbstractConnection) -> _SocketTracker:
+    tracker = getattr(conn, "_safepool_socket", None)
+    if tracker is None:
+        tracker = _SocketTracker()
+        setattr(conn, "_safepool_socket", tracker)
+    tracker.track(conn)
+    return tracker
+
+
+def _last_writer(conn: AbstractConnection) -> Any:
+    tracker = getattr(conn, "_safepool_socket", None)
+    return None if tracker is None else tracker.writer
 
 
 def _shut_down(conn: AbstractConnection) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Type
 import redis
 
 from ._http import error_body, retry_after_header, unavailable_types
-from ._redact import password_of
+from ._redact import secrets_of
 
 __all__ = ["SafePool", "EXTENSION_KEY"]
 
@@ -85,7 +85,7 @@ class SafePool:
         handled = unavailable_types(app.config.get("REDIS_503_ON_CONNECTION_ERRORS", True))
         headers = {"Retry-After": retry_after_header(app.config.get("REDIS_RETRY_AFTER", 1))}
 
-        secrets = [password_of(getattr(pool, "connection_kwargs", None))]
+        secrets = secrets_of(getattr(pool, "connection_kwargs", None))
 
         def handle(exc: BaseException) -> Any:
             from flask import jsonify

@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from ._redact import password_of, scrub
+from ._redact import scrub, secrets_of
 
 __all__ = [
     "PoolPerRequestWarning",
@@ -372,7 +372,7 @@ def _start_watcher() -> None:
 def note_acquire_failed(pool: Any, exc: BaseException) -> None:
     """Hook: call just before ``get_connection()`` raises; ``explain()`` shows the last one."""
     label = endpoint_label(pool)
-    message = scrub(str(exc), [password_of(getattr(pool, "connection_kwargs", None))])
+    message = scrub(str(exc), secrets_of(getattr(pool, "connection_kwargs", None)))
     with _lock:
         if label not in _failures:
             _forget_oldest(_failures)

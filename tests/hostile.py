@@ -16,11 +16,11 @@ class EchoListener:
     command it does not know (``HELLO 3 AUTH default <password>``).
     """
 
-    def __init__(self, code: Optional[str] = None) -> None:
+    def __init__(self, code: Optional[str] = None, port: int = 0) -> None:
         self.code = code
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))  # 0: a free port
         self._sock.listen(128)
         self.port = self._sock.getsockname()[1]
         self._clients: List[socket.socket] = []

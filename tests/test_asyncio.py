@@ -953,3 +953,32 @@ def test_a_connection_comes_back_only_after_its_socket_is_closed(redis_server, n
         run(main())
     finally:
         pool._close_core()
+
+
+def test_a_checkout_dropped_unreleased_gives_its_slot_back(redis_server, no_checker):
+    # A task that checks out and loses the connection without release(): the slot
+    # comes back once the connection is collected, and its socket is closed first
+    # (its transport would otherwise keep it open after the connection is gone).
+    pool = SafeConnectionPool.from_url(redis_server.url, max_connections=1, timeout=5)
+    seen: List[int] = []
+
+    async def main():
+        conn = await pool.get_connection()
+        await conn.send_command("PING")
+        assert await conn.read_response() == b"PONG"
+        assert pool.stats()["in_use"] == 1
+        del conn  # dropped: never released
+        gc.collect()
+        st = pool.stats()
+        assert st["in_use"] == 0 and st["total"] == 0, st
+        seen.append(redis_server.live_clients())
+        # the slot is usable again, within the budget of one
+        assert await ra.Redis(connection_pool=pool).ping() is True
+        assert redis_server.live_clients() == 1
+        await pool.aclose()
+
+    try:
+        run(main())
+    finally:
+        pool._close_core()
+    assert seen == [0], f"the dropped connection's socket was still open: {seen}"

@@ -299,3 +299,84 @@ def test_observe_tables_stay_bounded_with_endless_endpoints():
         assert len(observe._pool_sites) <= observe._MAX_ENDPOINTS
     finally:
         observe.reset()
+
+
+# -- a reconnect inside a command, where redis-py raises on its own --------------------------
+
+CREDENTIALS = ["url", "credential_provider"]
+
+
+def _pool_kwargs(how: str, port: int, retry):
+    if how == "url":
+        return dict(url=f"redis://default:{PASSWORD}@127.0.0.1:{port}/0", retry=retry)
+    from redis.credentials import UsernamePasswordCredentialProvider
+
+    return dict(url=f"redis://127.0.0.1:{port}/0", retry=retry,
+                credential_provider=UsernamePasswordCredentialProvider("default", PASSWORD))
+
+
+def _blocked_then_echoed(server, start_thread, wait_until, command):
+    """Run ``command`` (a BLPOP) in a thread; once it blocks, the server dies and an
+    echoing listener takes its port: redis-py's retry reconnects inside the command and
+    the listener quotes the AUTH back. Returns what the command raised."""
+    raised = []
+
+    def run() -> None:
+        try:
+            command()
+        except Exception as exc:  # noqa: BLE001 - judged by the test
+            raised.append(exc)
+
+    thread = start_thread(run)
+    wait_until(lambda: server.info("clients")["blocked_clients"] == "1", what="BLPOP to block")
+    server.kill()
+    with EchoListener("ERR", port=server.port):
+        thread.join(60)
+    assert not thread.is_alive(), "the command hung"
+    assert len(raised) == 1, raised
+    return raised[0]
+
+
+@pytest.mark.parametrize("how", CREDENTIALS)
+def test_password_echoed_to_a_reconnect_inside_a_command_stays_secret(
+        how, redis_server, start_thread, wait_until):
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
+
+    # refused until the listener is up, then its echo (not retried) is raised
+    kw = _pool_kwargs(how, redis_server.port, Retry(ConstantBackoff(0.02), 500))
+    pool = sp.SafeConnectionPool.from_url(kw.pop("url"), max_connections=2, **kw)
+    r = redis.Redis(connection_pool=pool)
+    try:
+        assert r.ping() is True
+        exc = _blocked_then_echoed(redis_server, start_thread, wait_until,
+                                   lambda: r.blpop(["nothing"], timeout=0))
+        texts = list(_texts_of(exc))
+        assert any("AUTH" in t for t in texts), texts  # the listener's echo came back
+        _assert_no_password(texts)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("how", CREDENTIALS)
+def test_password_echoed_to_a_reconnect_inside_an_asyncio_command_stays_secret(
+        how, redis_server, start_thread, wait_until):
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ConstantBackoff
+
+    kw = _pool_kwargs(how, redis_server.port, Retry(ConstantBackoff(0.02), 500))
+    pool = AsyncPool.from_url(kw.pop("url"), max_connections=2, **kw)
+
+    async def blpop():
+        r = aredis.Redis(connection_pool=pool)
+        try:
+            assert await r.ping() is True
+            await r.blpop(["nothing"], timeout=0)
+        finally:
+            await pool.aclose()
+
+    exc = _blocked_then_echoed(redis_server, start_thread, wait_until,
+                               lambda: asyncio.run(blpop()))
+    texts = list(_texts_of(exc))
+    assert any("AUTH" in t for t in texts), texts
+    _assert_no_password(texts)
