@@ -9,7 +9,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Set, Type, TypeVar, overload
 from urllib.parse import urlparse
 
-from . import _events
+from . import _events, observe
 from . import exceptions as _redis_errors
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from ._redact import redact_url, scrub_exception, secrets_of
@@ -203,6 +203,24 @@ class CoreBooks(_CoreBase):
 
     _errors: Any = _redis_errors
     _client = ("redis", "sync")
+
+    def _take_lifetimes(self, max_idle_time: Any, max_lifetime: Any, leak_threshold: Any) -> None:
+        """``max_idle_time`` / ``max_lifetime`` (seconds, default off): the checker closes
+        idle connections that sat unused or lived too long (lifetimes jittered by up to
+        10%). ``leak_threshold`` (seconds, default off): a connection held longer is
+        reported once, with the stack that checked it out."""
+        self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False, forever=0.0)
+        self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False, forever=0.0)
+        self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
+
+    def _apply_idle_limits(self) -> None:
+        """Give the endpoint this pool's idle limits (after every (re)binding)."""
+        if getattr(self, "_max_idle_time", 0) or getattr(self, "_max_lifetime", 0):
+            self._set_idle_limits(self._max_idle_time, self._max_lifetime)
+
+    def _checkout_dropped(self, conn_id: int) -> None:
+        """Called by the core when a checked-out connection went away unreleased (its slot is back)."""
+        observe.note_dropped(self, conn_id)
 
     def _scrub_in_flight(self, exc: BaseException) -> None:
         """Mask this pool's credentials in an exception on its way to a caller: one the

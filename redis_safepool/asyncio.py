@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
-from . import _core, _otel, _release_events
-from ._books import CoreBooks
+from . import _core, _otel, _release_events, observe
+from ._books import DEFAULT_TIMEOUT, CoreBooks
 from ._compat import should_reconnect
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
@@ -117,15 +117,20 @@ class AsyncPoolMethods(CoreBooks):
         self,
         connection_class: type = Connection,
         max_connections: Optional[int] = None,
-        timeout: Optional[float] = 20.0,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        max_idle_time: Optional[float] = None,
+        max_lifetime: Optional[float] = None,
+        leak_threshold: Optional[float] = None,
         **connection_kwargs: Any,
     ) -> None:
         max_connections = self._take_limits(connection_class, max_connections, timeout)
+        self._take_lifetimes(max_idle_time, max_lifetime, leak_threshold)
         self._client_pool.__init__(
             self, connection_class=connection_class, max_connections=max_connections,
             **connection_kwargs,
         )
         self.reset()
+        observe.note_pool_created(self)
 
     def reset(self) -> None:
         """Forget the idle connections; (re)attach to the budget if the server changed.
@@ -141,6 +146,7 @@ class AsyncPoolMethods(CoreBooks):
             self._bind_budget()
             self._bound_key = key
             self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
+            self._apply_idle_limits()
         else:
             # Same server: keep the binding (and so the connections out now); settings may
             # have changed, so every loop gets its flavor anew at its next checkout.
@@ -170,6 +176,7 @@ class AsyncPoolMethods(CoreBooks):
         if kind == "slot":
             made = time.monotonic() if self._otel_on else 0.0
             conn = await self._fill_slot(flavor)
+            observe.note_checkout(self, conn)
             if self._otel_on:
                 now = time.monotonic()
                 _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
@@ -195,6 +202,7 @@ class AsyncPoolMethods(CoreBooks):
         finally:
             setattr(obj, "_safepool_readying", False)
         self._hold_weakly(obj, _tracker_of(obj).close_now)
+        observe.note_checkout(self, obj)
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
@@ -283,6 +291,7 @@ class AsyncPoolMethods(CoreBooks):
     # -- release --------------------------------------------------------------------
 
     async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
+        observe.note_release(self, connection)
         in_flight = sys.exc_info()[1]
         if isinstance(in_flight, Exception):
             # released in the `finally` of a failed command: redis-py's own errors (a
@@ -368,6 +377,11 @@ class SafeConnectionPool(AsyncPoolMethods, _core.PoolCore, AsyncConnectionPool):
     and coroutines for one server together never hold more than its
     ``max_connections``. Waiting never blocks the event loop; it is FIFO
     with the threads, honours ``timeout`` and is cancellation-safe.
+
+    ``max_idle_time``, ``max_lifetime`` and ``leak_threshold`` work as for
+    the sync pool: idle connections past a limit are closed on their own
+    loop, and a connection held too long (or dropped without release) is
+    reported with the stack that checked it out.
     """
 
     _client_pool = AsyncConnectionPool

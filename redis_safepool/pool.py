@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from redis.connection import AbstractConnection, Connection, ConnectionPool
 
 from . import _core, _otel, _release_events, _tls_probe, observe
-from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks, _check_seconds
+from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
 
@@ -105,9 +105,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         **connection_kwargs: Any,
     ) -> None:
         max_connections = self._take_limits(connection_class, max_connections, timeout)
-        self._max_idle_time = _check_seconds("max_idle_time", max_idle_time or 0, False, forever=0.0)
-        self._max_lifetime = _check_seconds("max_lifetime", max_lifetime or 0, False, forever=0.0)
-        self.leak_threshold = _check_seconds("leak_threshold", leak_threshold, allow_none=True)
+        self._take_lifetimes(max_idle_time, max_lifetime, leak_threshold)
         self._client_pool.__init__(
             self,
             connection_class=connection_class,
@@ -132,8 +130,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         """
         if self._bind_budget().get("tls"):
             _tls_probe.watch(self)  # the C checker cannot speak TLS
-        if self._max_idle_time or self._max_lifetime:
-            self._set_idle_limits(self._max_idle_time, self._max_lifetime)
+        self._apply_idle_limits()
         # Only RESP3 maintenance notifications mark connections for reconnect;
         # redis-py reports "auto" (truthy) for RESP2 too, which would cost a
         # Python call on every release for nothing.
@@ -148,10 +145,6 @@ class SyncPoolMethods(_ClientPoolAPI):
         _release_events.bind(self)
         _otel.bind(self)
         self.pid = os.getpid()
-
-    def _checkout_dropped(self, conn_id: int) -> None:
-        """Called by the core when a checked-out connection went away unreleased (its slot is back)."""
-        observe.note_dropped(self, conn_id)
 
     def _checkpid(self) -> None:
         # Fork is handled in C (pthread_atfork + an epoch check on every call).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import threading
 import time
@@ -200,6 +201,7 @@ def test_sync_and_async_pools_share_the_budget(redis_server, make_pool, make_apo
     wait_until(lambda: live_clients(redis_server) <= 2, what="at most two clients")
 
 
+@pytest.mark.filterwarnings("ignore::redis_safepool.PoolPerRequestWarning")  # 100 pools on purpose
 def test_global_bound_coroutines_pools_and_threads(redis_server, make_pool, make_apool,
                                                    start_thread):
     """1,000 coroutines over 100 asyncio pools plus 20 threads over sync pools, one endpoint
@@ -982,3 +984,52 @@ def test_a_checkout_dropped_unreleased_gives_its_slot_back(redis_server, no_chec
     finally:
         pool._close_core()
     assert seen == [0], f"the dropped connection's socket was still open: {seen}"
+
+
+def test_idle_and_lifetime_limits_close_asyncio_connections(redis_server):
+    pool = SafeConnectionPool.from_url(redis_server.url, max_connections=2, max_idle_time=0.05)
+    assert pool._max_idle_time == 0.05 and pool.stats()["max_idle_time"] == 0.05
+
+    async def main():
+        r = ra.Redis(connection_pool=pool)
+        assert await r.ping() is True
+        assert redis_server.live_clients() == 1
+        # the checker retires it; the loop closes it at the pool's next call
+        await until(lambda: pool.stats()["idle"] == 0, "the idle connection to expire")
+        assert await r.ping() is True  # a fresh one, within the budget
+        st = pool.stats()
+        assert st["total"] == 1 and st["closed"] >= 1, st
+        await until(lambda: redis_server.live_clients() == 1, "the expired socket to close")
+        await pool.aclose()
+
+    run(main())
+    assert SafeConnectionPool.from_url(redis_server.url, max_lifetime=30)._max_lifetime == 30
+
+
+def test_leak_detector_sees_asyncio_checkouts(redis_server, caplog):
+    from redis_safepool import observe
+
+    pool = SafeConnectionPool.from_url(redis_server.url, max_connections=1, leak_threshold=30)
+
+    async def held_here():
+        return await pool.get_connection()
+
+    async def main():
+        conn = await held_here()
+        assert observe.held() == 1
+        leaks = observe.check_leaks(now=time.monotonic() + 31)
+        assert len(leaks) == 1 and "held_here" in leaks[0]["stack"], leaks
+        with caplog.at_level(logging.WARNING, logger="redis_safepool.leak"):
+            del conn
+            gc.collect()
+        assert pool.stats()["in_use"] == 0
+        assert observe.held() == 0
+        msgs = [r.getMessage() for r in caplog.records if r.name == "redis_safepool.leak"]
+        assert any("dropped without release" in m for m in msgs), msgs
+        await pool.aclose()
+
+    try:
+        run(main())
+    finally:
+        observe.reset()
+        pool._close_core()

@@ -212,3 +212,13 @@ def test_real_pools_feed_the_hooks(server_url, make_pool):
     assert len(leaks) == 1 and "test_real_pools_feed_the_hooks" in leaks[0]["stack"]
     pool.release(conn)
     assert observe.held() == 0
+
+
+def test_asyncio_pools_feed_the_pool_per_request_census(redis_server):
+    from redis_safepool.asyncio import SafeConnectionPool
+
+    before = observe.pools_created().get(SafeConnectionPool.from_url(redis_server.url).endpoint, 0)
+    for _ in range(3):
+        SafeConnectionPool.from_url(redis_server.url)
+    label = SafeConnectionPool.from_url(redis_server.url).endpoint
+    assert observe.pools_created()[label] == before + 5
