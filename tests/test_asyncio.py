@@ -201,7 +201,7 @@ def test_sync_and_async_pools_share_the_budget(redis_server, make_pool, make_apo
     wait_until(lambda: live_clients(redis_server) <= 2, what="at most two clients")
 
 
-@pytest.mark.filterwarnings("ignore::redis_safepool.PoolPerRequestWarning")  # 100 pools on purpose
+@pytest.mark.filterwarnings("ignore::redis_safepool.observe.PoolPerRequestWarning")  # 100 pools on purpose
 def test_global_bound_coroutines_pools_and_threads(redis_server, make_pool, make_apool,
                                                    start_thread):
     """1,000 coroutines over 100 asyncio pools plus 20 threads over sync pools, one endpoint
