@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Set, Type, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Type, TypeVar
 from urllib.parse import urlparse
 
 from . import _events, observe
 from . import exceptions as _redis_errors
+from ._checks import check_seconds as _check_seconds
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from ._redact import redact_url, scrub_exception, secrets_of
 from .exceptions import BudgetConflictWarning
@@ -44,34 +44,6 @@ def _check_max_connections(value: Any, allow_none: bool = True) -> int:
     if value > MAX_CONNECTIONS_LIMIT:
         raise ValueError(f"max_connections must be <= {MAX_CONNECTIONS_LIMIT}, got {value}")
     return value
-
-
-_FOREVER: Any = object()
-
-
-@overload
-def _check_seconds(name: str, value: Any, allow_none: Literal[False], forever: float = ...) -> float: ...
-@overload
-def _check_seconds(name: str, value: Any, allow_none: bool, forever: Any = ...) -> Optional[float]: ...
-def _check_seconds(name: str, value: Any, allow_none: bool, forever: Any = _FOREVER) -> Optional[float]:
-    """A duration in seconds: a real number >= 0 (not bool, not nan).
-
-    Infinity means "never ends": it is returned as ``forever`` (None when
-    ``allow_none`` and no ``forever`` is given), or rejected when neither is.
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__} ({value!r})")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    if math.isinf(value):
-        if forever is not _FOREVER:
-            return forever
-        if allow_none:
-            return None
-        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
-    return float(value)
 
 
 def _check_positive_seconds(name: str, value: Any) -> float:

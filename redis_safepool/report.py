@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional
 
+from ._failures import endpoint_label, last_failures
+
 __all__ = ["format_table", "explain", "all_stats"]
 
 COLUMNS = [
@@ -27,10 +29,11 @@ COLUMNS = [
 
 def all_stats() -> Dict[str, Dict[str, Any]]:
     """``redis_safepool.stats()``, or ``{}`` while the core is not built."""
-    import redis_safepool
-
-    fn = getattr(redis_safepool, "stats", None)
-    return fn() if fn is not None else {}
+    try:
+        from . import _core
+    except ImportError:
+        return {}
+    return _core.stats()
 
 
 def _cell(value: Any) -> str:
@@ -113,8 +116,6 @@ def explain(target: Any = None, stats: Optional[Dict[str, Dict[str, Any]]] = Non
 
     ``target``: a pool, an endpoint label, or None for every endpoint.
     """
-    from .observe import endpoint_label, last_failures
-
     failures = last_failures()
     pool = None
     if target is not None and not isinstance(target, str):

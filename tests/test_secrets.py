@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aredis
 
 import redis_safepool as sp
-from redis_safepool import _keys, observe, report
+from redis_safepool import _census, _keys, _tables, observe, report
 from redis_safepool.asyncio import SafeConnectionPool as AsyncPool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -290,13 +290,13 @@ def test_asyncio_runs_with_a_server_leave_table_and_budget_bounded(redis_server)
 def test_observe_tables_stay_bounded_with_endless_endpoints():
     observe.reset()
     try:
-        for port in range(20000, 20000 + observe._MAX_ENDPOINTS + 100):
+        for port in range(20000, 20000 + _tables.MAX_ENDPOINTS + 100):
             pool = sp.SafeConnectionPool(host="127.0.0.1", port=port, max_connections=1)
             observe.note_acquire_failed(pool, sp.PoolTimeoutError("timed out"))
             pool.close()
-        assert len(observe.pools_created()) <= observe._MAX_ENDPOINTS
-        assert len(observe.last_failures()) <= observe._MAX_ENDPOINTS
-        assert len(observe._pool_sites) <= observe._MAX_ENDPOINTS
+        assert len(observe.pools_created()) <= _tables.MAX_ENDPOINTS
+        assert len(observe.last_failures()) <= _tables.MAX_ENDPOINTS
+        assert len(_census._pool_sites) <= _tables.MAX_ENDPOINTS
     finally:
         observe.reset()
 
