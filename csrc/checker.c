@@ -373,6 +373,10 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
  * TLS endpoints it is a bare TCP connect: refused is down, accepted is up
  * (no run_id); LOADING, max clients and dead sockets are learnt from the
  * pool's own connections (their errors are reported, idle ones polled).
+ * A connect does not tell a stopped TLS server (its kernel still accepts):
+ * while one is suspected (stalled at full budget, or paused as not
+ * answering) its probe sends a TLS alert and waits for the server's TLS
+ * stack to answer it (SP_PROBE_MODE_TLS_ALERT).
  *
  * While paused with nothing listening, the probe is a bare connect every
  * 5-10 ms ("knock", jittered so processes do not fall in step): refused
@@ -467,13 +471,19 @@ probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
     }
     pthread_mutex_lock(&ep->lock);
     int knock = ep->probe_knock && ep->state == SP_STATE_PAUSED;
+    /* A TLS port suspected of not answering gets a TLS alert to answer;
+     * otherwise a connect is all a TLS port is asked (its log stays quiet). */
+    int mode = knock ? SP_PROBE_MODE_CONNECT
+               : !ep->tls ? SP_PROBE_MODE_RESP
+               : (ep->stall_probing || ep->silent) ? SP_PROBE_MODE_TLS_ALERT
+               : SP_PROBE_MODE_CONNECT;
     pthread_mutex_unlock(&ep->lock);
     fl->ep = ep;
     fl->counted = counted;
     fl->knock = knock;
     sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
                          cfg->probe_timeout};
-    if (!sp_probe_begin(&fl->op, &t, ep->tls || knock)) {
+    if (!sp_probe_begin(&fl->op, &t, mode)) {
         flight_land(fl);
         free(fl);
         return;
@@ -633,7 +643,7 @@ static int
 stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
 {
     int full = ep->state == SP_STATE_READY && ep->pools > 0 && ep->waiters > 0 &&
-               ep->total >= ep->max_connections && !ep->tls &&
+               ep->total >= ep->max_connections &&
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;

@@ -871,11 +871,20 @@ advance(sp_probe_op *op)
             break;
         }
         case SP_PROBE_SENDING:
-            if (op->bare) {
+            if (op->bare == SP_PROBE_MODE_CONNECT) {
                 op->res.status = SP_PROBE_OK;
                 op->res.error[0] = '\0';
                 finish(op);
                 return 0;
+            }
+            if (op->bare == SP_PROBE_MODE_TLS_ALERT) {
+                int r = send_rest(op);
+                if (r == 1) {
+                    op->want = POLLOUT;
+                    return 1;
+                }
+                enter(op, SP_PROBE_READ_ANY);  /* a failed send (reset) is an answer too */
+                break;
             }
             if (send_rest(op) == 1) {
                 op->want = POLLOUT;
@@ -957,6 +966,19 @@ advance(sp_probe_op *op)
             }
             finish(op);
             return 0;
+        case SP_PROBE_READ_ANY: {
+            struct pollfd p = {op->fd, POLLIN, 0};
+            if (poll(&p, 1, 0) <= 0) {
+                op->want = POLLIN;
+                return 1;
+            }
+            /* Its TLS stack read our alert and answered or hung up: the
+               server process runs. */
+            op->res.status = SP_PROBE_OK;
+            op->res.error[0] = '\0';
+            finish(op);
+            return 0;
+        }
         default:
             return 0;
         }
@@ -1001,7 +1023,13 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
     op->deadline = op->started + timeout;
     snprintf(op->what, sizeof(op->what), "%s",
              t->unix_path != NULL ? t->unix_path : (t->host ? t->host : ""));
-    if (!bare) {
+    if (bare == SP_PROBE_MODE_TLS_ALERT) {
+        /* TLS record: alert, version 3.1, length 2; fatal handshake_failure */
+        static const unsigned char alert[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28};
+        memcpy(op->wbuf, alert, sizeof(alert));
+        op->wlen = sizeof(alert);
+    }
+    else if (bare == SP_PROBE_MODE_RESP) {
         wbuf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
         if (t->password != NULL) {
             const char *auth[3];
@@ -1055,6 +1083,10 @@ sp_probe_expire(sp_probe_op *op, double now)
     switch (op->phase) {
     case SP_PROBE_CONNECTING:
         connect_failed(&op->res, ETIMEDOUT, 0, op->timeout, op->what);
+        break;
+    case SP_PROBE_READ_ANY:
+        set_status(&op->res, SP_PROBE_OVERLOADED,
+                   "connected, but no answer to a TLS alert within %.3fs", op->timeout);
         break;
     case SP_PROBE_SENDING:
     case SP_PROBE_READ_AUTH:

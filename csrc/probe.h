@@ -87,8 +87,20 @@ enum {
     SP_PROBE_READ_PING,
     SP_PROBE_READ_INFO,
     SP_PROBE_SEND_PERSISTENCE,
-    SP_PROBE_READ_PERSISTENCE
+    SP_PROBE_READ_PERSISTENCE,
+    SP_PROBE_READ_ANY           /* TLS alert sent: any byte, EOF or reset answers */
 };
+
+/* What a probe sends (sp_probe_begin's `bare`). */
+#define SP_PROBE_MODE_RESP 0       /* AUTH, PING, INFO: the full probe */
+#define SP_PROBE_MODE_CONNECT 1    /* connect only: refused or not */
+/* A TLS port that may be stopped: connect, send one fatal TLS alert record
+ * and wait for the server's TLS stack to answer it (an alert, or closing
+ * the socket). A stopped or black-holed server lets the connect through
+ * its kernel backlog but never answers; no certificate or TLS library is
+ * needed to tell that apart. The server logs the aborted handshake, so this
+ * is used only while the endpoint is suspected of not answering. */
+#define SP_PROBE_MODE_TLS_ALERT 2
 
 /* One probe in flight. Owned by one thread; no locks. Every field is
  * internal except fd, want and deadline (what to wait for, until when). */
@@ -96,7 +108,7 @@ typedef struct {
     int fd;                  /* -1 once done */
     int phase;               /* SP_PROBE_DONE, ... */
     short want;              /* POLLIN or POLLOUT while pending */
-    int bare;                /* connect only (no RESP) */
+    int bare;                /* SP_PROBE_MODE_RESP, _CONNECT or _TLS_ALERT */
     int have_auth;
     int info_broken;
     int rerr;
@@ -111,7 +123,7 @@ typedef struct {
     sp_probe_result res;
 } sp_probe_op;
 
-/* Starts a probe of t (bare: connect only, as sp_probe_reachable()).
+/* Starts a probe of t (bare: an SP_PROBE_MODE_*; _CONNECT is sp_probe_reachable()).
    Returns 1 while it waits for op->fd (op->want) until op->deadline, 0
    when it is already done (refused on loopback is known at once). t and
    its strings need not outlive the call. */

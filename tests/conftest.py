@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable, List
 
 import pytest
 
-from redis_safepool.testing import RedisServer
+from redis_safepool.testing import RedisServer, free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,3 +139,27 @@ def start_thread(target: Callable[..., object], *args: object, name: str = "") -
 def start_thread_fixture() -> Callable[..., threading.Thread]:
     """``start_thread(target, *args)``: a started daemon thread."""
     return start_thread
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory) -> Path:
+    """A self-signed certificate for 127.0.0.1 (key.pem, cert.pem in the returned folder)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
+    return d
+
+
+@pytest.fixture
+def tls_server(redis_server_factory, cert):
+    """(server, url): a started redis-server with a TLS port (client certificates off)."""
+    port = free_port()
+    server = redis_server_factory(tls_port=port, tls_cert_file=cert / "cert.pem",
+                                  tls_key_file=cert / "key.pem",
+                                  tls_ca_cert_file=cert / "cert.pem", tls_auth_clients="no")
+    return server, f"rediss://127.0.0.1:{port}/0"

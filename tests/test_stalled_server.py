@@ -15,8 +15,19 @@ from redis_safepool.report import explain
 LOOP_BOUND = 100_000   # every worker loop stops after this many iterations, whatever happens
 
 
+@pytest.fixture(params=["tcp", "tls"])
+def target(request):
+    """(server, url, connection kwargs): a plain server, or a TLS one (whose probe is a
+    connect, which a stopped server's kernel still accepts, until it is suspected)."""
+    if request.param == "tcp":
+        server = request.getfixturevalue("redis_server")
+        return server, server.url, {}
+    server, url = request.getfixturevalue("tls_server")
+    return server, url, {"ssl_cert_reqs": None}
 
-def test_stopped_server_with_budget_saturated_fails_fast(redis_server, make_pool, wait_until,
+
+
+def test_stopped_server_with_budget_saturated_fails_fast(target, make_pool, wait_until,
                                                         start_thread):
     """Twice as many threads as slots, long socket and pool timeouts: when the server stops
     answering, no spare slot is left for an ordinary probe. The checker sees that nothing
@@ -24,7 +35,8 @@ def test_stopped_server_with_budget_saturated_fails_fast(redis_server, make_pool
     traffic comes back when the server does."""
     sp.checker_config(interval=0.2, recover_interval=0.05, backoff_min=0.02, backoff_max=0.1,
                       probe_timeout=0.3)
-    pool = make_pool(redis_server.url, max_connections=4, timeout=60, socket_timeout=60)
+    redis_server, url, kwargs = target
+    pool = make_pool(url, max_connections=4, timeout=60, socket_timeout=60, **kwargs)
     client = redis.Redis(connection_pool=pool)
     client.set("k", "v")
     stop = threading.Event()
@@ -77,13 +89,14 @@ def test_stopped_server_with_budget_saturated_fails_fast(redis_server, make_pool
     assert not any(t.is_alive() for t in threads), "a worker hung"
 
 
-def test_long_holders_on_a_live_server_are_no_outage(redis_server, make_pool, wait_until,
+def test_long_holders_on_a_live_server_are_no_outage(target, make_pool, wait_until,
                                                      start_thread):
     """Every slot held for longer than the probe timeout by callers that do not use it, with
     others queued: the stall probe is answered, so the endpoint stays ready and the queued
     callers get their connections when the holders let go."""
     sp.checker_config(interval=0.2, probe_timeout=0.2)
-    pool = make_pool(redis_server.url, max_connections=2, timeout=60)
+    _, url, kwargs = target
+    pool = make_pool(url, max_connections=2, timeout=60, **kwargs)
     held = [pool.get_connection(), pool.get_connection()]
     got = []
     t = start_thread(lambda: got.append(pool.get_connection()))

@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 import redis
 
 import redis_safepool as sp
-from redis_safepool.testing import free_port
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
-    return d
-
-
-@pytest.fixture
-def tls_server(redis_server_factory, cert):
-    port = free_port()
-    server = redis_server_factory(tls_port=port, tls_cert_file=cert / "cert.pem",
-                                  tls_key_file=cert / "key.pem",
-                                  tls_ca_cert_file=cert / "cert.pem", tls_auth_clients="no")
-    return server, f"rediss://127.0.0.1:{port}/0"
 
 
 @pytest.fixture

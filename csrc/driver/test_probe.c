@@ -634,6 +634,76 @@ test_probe_connect_timeout(void)
     fake_stop(&f);
 }
 
+/* Runs a non-blocking probe of `mode` on 127.0.0.1:port to its end. */
+static void
+probe_mode(int port, int mode, double timeout, sp_probe_result *res)
+{
+    sp_probe_target t = tcp_target(port, timeout);
+    sp_probe_op *op = malloc(sizeof(*op));
+
+    if (op == NULL) {
+        CHECKF(0, "out of memory");
+        return;
+    }
+    int pending = sp_probe_begin(op, &t, mode);
+    while (pending) {
+        struct pollfd p = {op->fd, op->want, 0};
+        (void)poll(&p, 1, 10);
+        pending = sp_probe_continue(op) && sp_probe_expire(op, sp_now());
+    }
+    *res = op->res;
+    free(op);
+}
+
+/* A TLS stack answers the alert (here: with one of its own): the server runs. */
+static void
+test_probe_tls_alert_answered(void)
+{
+    static const char alert[] = "\x15\x03\x03\x00\x02\x02\x28";
+    fake_server f;
+    sp_probe_result res;
+
+    memset(&f, 0, sizeof(f));
+    f.mode = FAKE_SCRIPT;
+    f.expect[0] = "\x15\x03\x01";
+    f.reply[0] = alert;
+    f.reply_len[0] = sizeof(alert) - 1;
+    if (fake_start(&f) != 0) {
+        CHECKF(0, "fake server");
+        return;
+    }
+    probe_mode(f.port, SP_PROBE_MODE_TLS_ALERT, 2.0, &res);
+    fake_stop(&f);
+    CHECKF(res.status == SP_PROBE_OK, "%s %s", sp_probe_status_name(res.status), res.error);
+    CHECKF(f.request_len == 7 && memcmp(f.request, "\x15\x03\x01\x00\x02\x02\x28", 7) == 0,
+           "sent %zu bytes", f.request_len);
+    CHECK(res.elapsed < 1.5);
+}
+
+/* A server that accepts (its kernel does) and never answers: no answer
+   by the deadline, which is what a stopped TLS server looks like. */
+static void
+test_probe_tls_alert_unanswered(void)
+{
+    fake_server f;
+    sp_probe_result res;
+
+    memset(&f, 0, sizeof(f));
+    f.mode = FAKE_SCRIPT;
+    f.expect[0] = "never sent";
+    f.timeout = 1.0;
+    if (fake_start(&f) != 0) {
+        CHECKF(0, "fake server");
+        return;
+    }
+    probe_mode(f.port, SP_PROBE_MODE_TLS_ALERT, 0.2, &res);
+    fake_stop(&f);
+    CHECKF(res.status == SP_PROBE_OVERLOADED, "%s %s", sp_probe_status_name(res.status),
+           res.error);
+    CHECKF(strstr(res.error, "no answer to a TLS alert") != NULL, "%s", res.error);
+    CHECKF(res.elapsed >= 0.19 && res.elapsed < 1.5, "elapsed %.3f", res.elapsed);
+}
+
 /* ---------------------------------------------------------------- */
 /* real redis-server                                                 */
 
@@ -1134,6 +1204,8 @@ const sp_test sp_probe_tests[] = {
     {"probe/fake_too_large", test_probe_fake_too_large},
     {"probe/fake_info_denied", test_probe_fake_info_denied},
     {"probe/connect_timeout_down", test_probe_connect_timeout},
+    {"probe/tls_alert_answered", test_probe_tls_alert_answered},
+    {"probe/tls_alert_unanswered", test_probe_tls_alert_unanswered},
     {"probe/ok_run_id", test_probe_ok},
     {"probe/down_closed_port", test_probe_down_closed_port},
     {"probe/restart_new_run_id", test_probe_restart_new_run_id},
