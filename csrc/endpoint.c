@@ -392,23 +392,96 @@ evictable_locked(const sp_endpoint *ep)
            (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
 }
 
-/* Refused by state: every waiter fails in this one pass, newest first.
- * They wake, and line up for the GIL, in this order, so a call that queued
- * a moment before the pause learns it at once instead of behind everyone
- * who was waiting already when the server went away. (Async waiters whose
- * loop's pipe does not fit in `after` stay for the next call.) */
+/* The waiter is off the queue and settled: nobody signals it any more. */
+static void
+destroy_cond(sp_waiter *w)
+{
+    if (w->has_cond) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mutex);
+        w->has_cond = 0;
+    }
+}
+
+/* Refused by state: every waiter fails in this one pass, newest first, so
+ * a call that queued a moment before the pause learns it at once instead of
+ * behind everyone who was waiting already when the server went away.
+ * Sleeping thread waiters are not all woken now: they form a relay in that
+ * order (see sp_waiter), and only the first is signalled; each wakes the
+ * next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
+ * not fit in `after` stay for the next call.) */
 static void
 fail_queue_locked(sp_endpoint *ep, sp_after *after)
 {
     sp_waiter *w = ep->wait_tail;
+    sp_waiter *relay_head = NULL, *relay_tail = NULL;
     while (w) {
         sp_waiter *older = w->prev;
-        if (w->notify_fd < 0 || notify_room(after, w->notify_fd)) {
+        if (w->has_cond) {
+            note_refusal_locked(ep);
+            queue_unlink(ep, w);
+            /* In the relay before its result is set: a waiter that sees the
+             * result (under w->mutex) sees in_relay too. */
+            w->in_relay = 1;
+            w->relay_next = NULL;
+            w->relay_prev = relay_tail;
+            if (relay_tail) {
+                relay_tail->relay_next = w;
+            }
+            else {
+                relay_head = w;
+            }
+            relay_tail = w;
+            pthread_mutex_lock(&w->mutex);
+            w->result = SP_WAIT_PAUSED;
+            w->conn = NULL;
+            pthread_mutex_unlock(&w->mutex);
+        }
+        else if (w->notify_fd < 0 || notify_room(after, w->notify_fd)) {
             note_refusal_locked(ep);
             serve(ep, w, SP_WAIT_PAUSED, NULL, after);
         }
         w = older;
     }
+    if (relay_head) {
+        pthread_mutex_lock(&relay_head->mutex);
+        pthread_cond_signal(&relay_head->cond);
+        pthread_mutex_unlock(&relay_head->mutex);
+    }
+}
+
+/* Takes `w` out of its pause's relay; the relay's head wakes the next. */
+static void
+relay_leave_locked(sp_waiter *w)
+{
+    if (w->in_relay) {
+        sp_waiter *next = w->relay_next;
+        if (w->relay_prev) {
+            w->relay_prev->relay_next = next;
+        }
+        if (next) {
+            next->relay_prev = w->relay_prev;
+            if (w->relay_prev == NULL) {
+                /* It was the relay's head (the one woken): the next goes now. */
+                pthread_mutex_lock(&next->mutex);
+                pthread_cond_signal(&next->cond);
+                pthread_mutex_unlock(&next->mutex);
+            }
+        }
+        w->in_relay = 0;
+        w->relay_prev = w->relay_next = NULL;
+    }
+}
+
+void
+sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w)
+{
+    if (w->in_relay) {  /* set under ep->lock before its result: read after it */
+        pthread_mutex_lock(&ep->lock);
+        relay_leave_locked(w);
+        pthread_mutex_unlock(&ep->lock);
+    }
+    destroy_cond(w);
 }
 
 void
@@ -586,17 +659,6 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     return SP_ACQ_QUEUED;
 }
 
-/* The waiter is off the queue and settled: nobody signals it any more. */
-static void
-destroy_cond(sp_waiter *w)
-{
-    if (w->has_cond) {
-        pthread_cond_destroy(&w->cond);
-        pthread_mutex_destroy(&w->mutex);
-        w->has_cond = 0;
-    }
-}
-
 sp_wait_result
 sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
 {
@@ -631,8 +693,8 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     pthread_mutex_unlock(&w->mutex);
     if (result != SP_WAIT_PENDING) {
         /* Served: serve() signalled and let go of w->mutex before we got
-         * it, so nothing touches the waiter any more. */
-        destroy_cond(w);
+         * it; only a pause's relay may still signal it, until the caller's
+         * sp_endpoint_wait_done(). */
         return result;
     }
     if (!timed_out) {
@@ -655,7 +717,6 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     }
     pthread_mutex_unlock(&ep->lock);
     sp_after_notify(&local);
-    destroy_cond(w);
     return result;
 }
 
@@ -690,6 +751,7 @@ sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
     default:
         break;
     }
+    relay_leave_locked(w);
     pthread_mutex_unlock(&ep->lock);
     destroy_cond(w);
 }

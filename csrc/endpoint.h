@@ -92,6 +92,16 @@ typedef struct sp_waiter {
     int has_cond;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
+    /* The wake-up relay of a pause (fail_queue_locked): thread waiters it
+     * fails are woken one after the other, newest first, each by the one
+     * before once that one is running again (sp_endpoint_wait_done(): the
+     * binding calls it with the GIL back). Only a few threads at a time
+     * then contend for the GIL, and the newest, which queued a moment
+     * before the pause, learn it first instead of behind hundreds woken at
+     * once. Links and in_relay are guarded by ep->lock. */
+    int in_relay;
+    struct sp_waiter *relay_prev;
+    struct sp_waiter *relay_next;
 } sp_waiter;
 
 /* What the binding must do after an endpoint call, outside the lock. */
@@ -258,8 +268,14 @@ sp_acquire_status sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flav
                                       sp_after *after);
 /* Blocks (call without the GIL) until `w` is served, `deadline` passes or
  * `slice` seconds elapse; returns w->result (SP_WAIT_PENDING after a slice
- * with the waiter still queued). On TIMEOUT the waiter has left the queue. */
+ * with the waiter still queued). On TIMEOUT the waiter has left the queue.
+ * Any other result: call sp_endpoint_wait_done() once the caller runs again
+ * (the binding: with the GIL back), before `w` goes away. */
 sp_wait_result sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
+/* A waiter that sp_endpoint_wait() settled is done: it leaves the wake-up
+ * relay of a pause, waking the next waiter there, and frees its wait state.
+ * Safe to call for any waiter, more than once. */
+void sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w);
 /* Leaves the queue (Ctrl+C, cancellation). Whatever `w` was handed in the
  * meantime is given back, so nothing is lost. */
 void sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after);

@@ -487,6 +487,8 @@ wait_in_queue(PoolCore *self, sp_endpoint *ep, sp_waiter *w, double deadline)
         r = sp_endpoint_wait(ep, w, deadline, slice);
         Py_END_ALLOW_THREADS
         if (r != SP_WAIT_PENDING) {
+            /* With the GIL back: a pause's relay wakes the next waiter now. */
+            sp_endpoint_wait_done(ep, w);
             return (int)r;
         }
         if (PyErr_CheckSignals() < 0) {

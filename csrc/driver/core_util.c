@@ -97,6 +97,16 @@ tp_waiter_init(sp_waiter *w)
     w->notify_fd = -1;
 }
 
+sp_wait_result
+tp_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
+{
+    sp_wait_result r = sp_endpoint_wait(ep, w, deadline, slice);
+    if (r != SP_WAIT_PENDING) {
+        sp_endpoint_wait_done(ep, w);
+    }
+    return r;
+}
+
 tp_payload *
 tp_connect(sp_endpoint *ep, void *pool, uint32_t flavor, int fd)
 {

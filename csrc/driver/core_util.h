@@ -34,6 +34,10 @@ int tp_list_has(const sp_conn *list, const void *payload);
 /* A zeroed thread waiter (notify_fd = -1, no condvar yet). */
 void tp_waiter_init(sp_waiter *w);
 
+/* sp_endpoint_wait() as the binding calls it: a settled waiter is done at
+   once (sp_endpoint_wait_done(): a pause's relay wakes the next). */
+sp_wait_result tp_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
+
 /* Acquires a slot (CHECKs SP_ACQ_SLOT) and turns it into a connection of
    `pool`/`flavor` with a new malloc'd record. Returns the payload or NULL. */
 tp_payload *tp_connect(sp_endpoint *ep, void *pool, uint32_t flavor, int fd);

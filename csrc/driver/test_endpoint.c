@@ -315,7 +315,7 @@ test_timeout_and_slices(void)
     deadline = t0 + 0.1;
     CHECK(acq(ep, POOL_A, 1, deadline, &w, &got) == SP_ACQ_QUEUED);
     CHECK(ep->waiters == 1 && ep->waits == 1);
-    r = sp_endpoint_wait(ep, &w, deadline, 5.0);
+    r = tp_wait(ep, &w, deadline, 5.0);
     CHECKF(r == SP_WAIT_TIMEOUT, "result %d", (int)r);
     CHECKF(sp_now() - t0 >= 0.095, "returned after %.3fs", sp_now() - t0);
     CHECKF(sp_now() - t0 < 3.0, "returned after %.3fs", sp_now() - t0);
@@ -327,10 +327,10 @@ test_timeout_and_slices(void)
     /* A slice shorter than the deadline returns PENDING, still queued. */
     deadline = sp_now() + 10.0;
     CHECK(acq(ep, POOL_A, 1, deadline, &w, &got) == SP_ACQ_QUEUED);
-    r = sp_endpoint_wait(ep, &w, deadline, 0.02);
+    r = tp_wait(ep, &w, deadline, 0.02);
     CHECK(r == SP_WAIT_PENDING && ep->waiters == 1 && w.has_cond);
     /* Forever (deadline < 0) with slices, then cancel. */
-    r = sp_endpoint_wait(ep, &w, -1, 0.02);
+    r = tp_wait(ep, &w, -1, 0.02);
     CHECK(r == SP_WAIT_PENDING && ep->waiters == 1);
     sp_endpoint_cancel(ep, &w, &after);
     CHECK(w.result == SP_WAIT_CLOSED && ep->waiters == 0 && !w.has_cond);
@@ -343,7 +343,7 @@ test_timeout_and_slices(void)
         CHECK(rel(ep, POOL_A, p, 1, NULL) == SP_REL_OK);
     }
     CHECK(w.result == SP_WAIT_CONN);
-    r = sp_endpoint_wait(ep, &w, -1, 5.0);
+    r = tp_wait(ep, &w, -1, 5.0);
     CHECK(r == SP_WAIT_CONN && w.conn != NULL && w.conn->payload == p);
     CHECK(w.conn != NULL && w.conn->owner == POOL_B && w.conn->state == SP_CONN_INUSE);
     CHECK(ep->in_use == 1 && ep->idle == 0);
@@ -469,7 +469,7 @@ test_flavor_mismatch(void)
     CHECK(tp_list_len(after.graveyard) == 1 && tp_list_has(after.graveyard, p));
     tp_after_done(&after);
     CHECK(w.result == SP_WAIT_SLOT && ep->waiters == 0 && ep->timeouts == 0);
-    CHECK(sp_endpoint_wait(ep, &w, 0, 1.0) == SP_WAIT_SLOT);
+    CHECK(tp_wait(ep, &w, 0, 1.0) == SP_WAIT_SLOT);
     fill_slot(ep, POOL_A, 3);
     tp_check_counts(ep, 0);
     finish(ep);
@@ -616,7 +616,7 @@ test_fail_pool_waiters(void)
     tp_after_done(&after);
     CHECK(wa1.result == SP_WAIT_CLOSED && wa2.result == SP_WAIT_CLOSED);
     CHECK(wb.result == SP_WAIT_PENDING && ep->waiters == 1 && ep->wait_head == &wb);
-    CHECK(sp_endpoint_wait(ep, &wa1, -1, 1.0) == SP_WAIT_CLOSED);
+    CHECK(tp_wait(ep, &wa1, -1, 1.0) == SP_WAIT_CLOSED);
     tp_check_counts(ep, 0);
     if (p != NULL) {
         CHECK(rel(ep, POOL_C, p, 1, NULL) == SP_REL_OK);
@@ -788,8 +788,118 @@ test_state_paused(void)
     set_state(ep, SP_STATE_PAUSED, "test: down again", &after);
     tp_after_done(&after);
     CHECK(w.result == SP_WAIT_PAUSED && ep->waiters == 0);
-    CHECK(sp_endpoint_wait(ep, &w, -1, 1.0) == SP_WAIT_PAUSED);
+    CHECK(tp_wait(ep, &w, -1, 1.0) == SP_WAIT_PAUSED);
     CHECK(ep->generation == 3);
+    tp_check_counts(ep, 0);
+    finish(ep);
+}
+
+/* A pause wakes its thread waiters one at a time, newest first: the next
+ * wakes only when the one before is done (as the binding is once it has
+ * the GIL back), so a handful contend for the GIL instead of all of them. */
+#define RELAY_N 6
+
+typedef struct {
+    sp_endpoint *ep;
+    int id;
+    sp_wait_result res;
+    int *returned;        /* how many came out of sp_endpoint_wait() */
+    int *order;           /* their ids in that order */
+    int go;               /* set by the test: call sp_endpoint_wait_done() */
+    sp_waiter w;          /* here, so the test sees when it sleeps (has_cond) */
+} relay_arg;
+
+static int waiters_are(sp_endpoint *ep, void *arg);
+
+static void *
+relay_waiter(void *p)
+{
+    relay_arg *a = p;
+    sp_waiter *w = &a->w;
+    sp_after after = {0};
+    sp_conn *c = NULL;
+
+    tp_waiter_init(w);
+    if (sp_endpoint_acquire(a->ep, POOL_B, 1, -1, w, &c, &after) != SP_ACQ_QUEUED) {
+        a->res = SP_WAIT_CLOSED;
+        return NULL;
+    }
+    do {
+        a->res = sp_endpoint_wait(a->ep, w, -1, 5.0);
+    } while (a->res == SP_WAIT_PENDING);
+    int k = __atomic_fetch_add(a->returned, 1, __ATOMIC_ACQ_REL);
+    a->order[k] = a->id;
+    for (int i = 0; i < 10000 && !__atomic_load_n(&a->go, __ATOMIC_ACQUIRE); i++) {
+        tp_sleep_ms(1);
+    }
+    sp_endpoint_wait_done(a->ep, w);
+    return NULL;
+}
+
+static int
+returned_at_least(int *returned, int n, double timeout)
+{
+    double deadline = sp_now() + timeout;
+    while (__atomic_load_n(returned, __ATOMIC_ACQUIRE) < n) {
+        if (sp_now() > deadline) {
+            return 0;
+        }
+        tp_sleep_ms(1);
+    }
+    return 1;
+}
+
+static void
+test_pause_wakes_waiters_in_a_relay(void)
+{
+    sp_endpoint *ep = new_ep(1);
+    sp_after after = {0};
+    pthread_t th[RELAY_N];
+    relay_arg args[RELAY_N];
+    int returned = 0, order[RELAY_N];
+
+    tp_payload *p = tp_connect(ep, POOL_A, 1, -1);  /* the one slot: the rest queue */
+    for (int i = 0; i < RELAY_N; i++) {
+        memset(&args[i], 0, sizeof(args[i]));
+        args[i].ep = ep;
+        args[i].id = i;
+        args[i].res = SP_WAIT_PENDING;
+        args[i].returned = &returned;
+        args[i].order = order;
+        CHECK(pthread_create(&th[i], NULL, relay_waiter, &args[i]) == 0);
+        int want = i + 1;
+        CHECK(tp_wait_locked(ep, waiters_are, &want, 5.0));  /* queued in id order */
+    }
+    /* every waiter sleeps on its condition variable before the pause */
+    for (int i = 0; i < RELAY_N; i++) {
+        int asleep = 0;
+        for (int t = 0; t < 5000 && !asleep; t++) {
+            pthread_mutex_lock(&ep->lock);
+            asleep = args[i].w.has_cond;  /* set under ep->lock */
+            pthread_mutex_unlock(&ep->lock);
+            if (!asleep) {
+                tp_sleep_ms(1);
+            }
+        }
+        CHECKF(asleep, "waiter %d never went to sleep", i);
+    }
+    set_state(ep, SP_STATE_PAUSED, "test: gone", &after);
+    tp_after_done(&after);
+    CHECK(ep->waiters == 0);
+    for (int k = 0; k < RELAY_N; k++) {
+        CHECKF(returned_at_least(&returned, k + 1, 5.0), "waiter %d never woke", k);
+        /* nobody older got out before this one was done */
+        CHECKF(__atomic_load_n(&returned, __ATOMIC_ACQUIRE) == k + 1, "%d out at once",
+               returned);
+        CHECKF(order[k] == RELAY_N - 1 - k, "woken %d-th: waiter %d", k, order[k]);
+        __atomic_store_n(&args[order[k]].go, 1, __ATOMIC_RELEASE);
+    }
+    for (int i = 0; i < RELAY_N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(args[i].res == SP_WAIT_PAUSED);
+    }
+    CHECK(ep->refused_by_state >= RELAY_N);
+    (void)p;
     tp_check_counts(ep, 0);
     finish(ep);
 }
@@ -917,7 +1027,7 @@ test_head_leaves_next_served(void)
             sp_endpoint_fail_pool_waiters(ep, POOL_A, &after);
         }
         else if (mode == 1) {
-            CHECK(sp_endpoint_wait(ep, &w1, deadline, 5.0) == SP_WAIT_TIMEOUT);
+            CHECK(tp_wait(ep, &w1, deadline, 5.0) == SP_WAIT_TIMEOUT);
         }
         else {
             sp_endpoint_cancel(ep, &w1, &after);
@@ -978,7 +1088,7 @@ waiter_thread(void *p)
     if (a->st == SP_ACQ_QUEUED) {
         sp_wait_result r;
         do {
-            r = sp_endpoint_wait(a->ep, &w, deadline, 0.05);
+            r = tp_wait(a->ep, &w, deadline, 0.05);
         } while (r == SP_WAIT_PENDING);
         a->res = r;
         if (r == SP_WAIT_CONN) {
@@ -1144,7 +1254,7 @@ stress_thread(void *p)
         }
         else if (st == SP_ACQ_QUEUED) {
             do {
-                r = sp_endpoint_wait(a->ep, &w, deadline, 0.05);
+                r = tp_wait(a->ep, &w, deadline, 0.05);
             } while (r == SP_WAIT_PENDING);
             if (r == SP_WAIT_CONN) {
                 got = w.conn->payload;
@@ -1287,6 +1397,7 @@ const sp_test sp_endpoint_tests[] = {
     {"endpoint/note_error_masks_password", test_note_error_masks_password},
     {"endpoint/take_idle_for_a_check", test_take_idle_for_a_check},
     {"endpoint/refusal_kept", test_refusal_kept},
+    {"endpoint/pause_wakes_waiters_in_a_relay", test_pause_wakes_waiters_in_a_relay},
     {"endpoint/acquire_idle_lifo", test_acquire_idle_lifo},
     {"endpoint/budget_deadline_zero", test_budget_and_deadline_zero},
     {"endpoint/timeout_and_slices", test_timeout_and_slices},

@@ -35,7 +35,7 @@ fork_waiter(void *p)
     tp_waiter_init(&w);
     if (sp_endpoint_acquire(a->ep, POOL_G, 1, deadline, &w, &c, &after) == SP_ACQ_QUEUED) {
         do {
-            a->res = sp_endpoint_wait(a->ep, &w, deadline, 0.05);
+            a->res = tp_wait(a->ep, &w, deadline, 0.05);
         } while (a->res == SP_WAIT_PENDING);
         if (a->res == SP_WAIT_CONN) {
             a->got = w.conn->payload;
