@@ -345,6 +345,13 @@ core_exec(PyObject *module)
     if (st->LoopInboxType == NULL || PyModule_AddType(module, st->LoopInboxType) < 0) {
         return -1;
     }
+    /* Facts the Python layer takes from here rather than repeat. */
+    PyObject *timeout = PyFloat_FromDouble(SP_DEFAULT_TIMEOUT_S);
+    int added = timeout != NULL ? PyModule_AddObjectRef(module, "DEFAULT_TIMEOUT", timeout) : -1;
+    Py_XDECREF(timeout);
+    if (added < 0 || PyModule_AddIntConstant(module, "FD_UNPOLLABLE", SP_FD_UNPOLLABLE) < 0) {
+        return -1;
+    }
     const char *exc = "redis_safepool.exceptions";
     if (import_attr(&st->PoolTimeoutError, exc, "PoolTimeoutError") < 0 ||
         import_attr(&st->ServerUnavailableError, exc, "ServerUnavailableError") < 0 ||

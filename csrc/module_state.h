@@ -73,6 +73,9 @@ typedef struct sp_async_waiter {
 } sp_async_waiter;
 
 #define SP_FD_CACHE 64
+/* A pool's wait for a connection when none is given: redis-py's
+ * BlockingConnectionPool default (exported as _core.DEFAULT_TIMEOUT). */
+#define SP_DEFAULT_TIMEOUT_S 20.0
 
 /* The Python half of a pool: the budget it draws from and its own books. */
 typedef struct {

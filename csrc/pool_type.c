@@ -1491,7 +1491,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->st = PyModule_GetState(module);
-    self->timeout = 20.0;
+    self->timeout = SP_DEFAULT_TIMEOUT_S;
     self->fork_epoch = sp_fork_epoch();
     return (PyObject *)self;
 }

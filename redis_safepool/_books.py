@@ -8,7 +8,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Type, TypeVar
 from urllib.parse import urlparse
 
-from . import _events, observe
+from . import _core, _events, observe
 from . import exceptions as _redis_errors
 from ._checks import check_seconds as _check_seconds
 from ._keys import FlavorRef, endpoint_of, flavor_ref
@@ -16,7 +16,7 @@ from ._redact import redact_url, scrub_exception, secrets_of
 from .exceptions import BudgetConflictWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
-DEFAULT_TIMEOUT = 20.0
+DEFAULT_TIMEOUT = _core.DEFAULT_TIMEOUT  # redis-py BlockingConnectionPool's default wait
 URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")  # valkey: redis_safepool.valkey
 # connection kwargs never shown by repr(): secrets, and redis-py's internal plumbing
 REPR_REDACTED = frozenset({"password", "username", "ssl_password", "credential_provider"})

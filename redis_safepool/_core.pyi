@@ -80,6 +80,9 @@ class LoopInbox:
     # (the pool object that queued the waiter, or None once it is gone; its future; kind; what it got)
     def collect(self) -> List[Tuple[Any, Any, str, Any]]: ...
 
+DEFAULT_TIMEOUT: float
+FD_UNPOLLABLE: int
+
 def stats() -> Dict[str, Dict[str, Any]]: ...
 def configure(
     key: str,

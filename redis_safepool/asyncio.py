@@ -487,6 +487,7 @@ def _shut_down_writer(writer: Any) -> None:
 
 def _fd_of(conn: AbstractConnection) -> int:
     """asyncio sockets belong to their transport, so the core must never poll
-    or shut them down: -3 marks "connected, not pollable", -1 "not connected".
+    or shut them down: FD_UNPOLLABLE marks "connected, not pollable", -1 "not
+    connected" (foreign objects: the core rejects them).
     Readiness is checked at checkout with redis-py's own can_read()."""
-    return -3 if getattr(conn, "is_connected", False) else -1  # foreign objects: the core rejects
+    return _core.FD_UNPOLLABLE if getattr(conn, "is_connected", False) else -1

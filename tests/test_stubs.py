@@ -17,7 +17,9 @@ CLASSES = ("PoolCore", "LoopInbox")
 
 
 def test_module_functions_match():
-    names = {n.name for n in _stub_tree().body if isinstance(n, ast.FunctionDef)}
+    body = _stub_tree().body
+    names = {n.name for n in body if isinstance(n, ast.FunctionDef)}
+    names |= {n.target.id for n in body if isinstance(n, ast.AnnAssign)}  # constants
     real = {n for n in dir(core) if not n.startswith("__") and n not in CLASSES}
     assert names == real
 
