@@ -403,12 +403,21 @@ destroy_cond(sp_waiter *w)
     }
 }
 
+static void
+relay_wake(sp_waiter *w)
+{
+    w->relay_woken = 1;
+    pthread_mutex_lock(&w->mutex);
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mutex);
+}
+
 /* Refused by state: every waiter fails in this one pass, newest first, so
  * a call that queued a moment before the pause learns it at once instead of
  * behind everyone who was waiting already when the server went away.
  * Sleeping thread waiters are not all woken now: they form a relay in that
- * order (see sp_waiter), and only the first is signalled; each wakes the
- * next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
+ * order (see sp_waiter), and only the first SP_RELAY_WINDOW are signalled;
+ * each one done wakes the next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
  * not fit in `after` stay for the next call.) */
 static void
 fail_queue_locked(sp_endpoint *ep, sp_after *after)
@@ -423,6 +432,7 @@ fail_queue_locked(sp_endpoint *ep, sp_after *after)
             /* In the relay before its result is set: a waiter that sees the
              * result (under w->mutex) sees in_relay too. */
             w->in_relay = 1;
+            w->relay_woken = 0;
             w->relay_next = NULL;
             w->relay_prev = relay_tail;
             if (relay_tail) {
@@ -443,34 +453,38 @@ fail_queue_locked(sp_endpoint *ep, sp_after *after)
         }
         w = older;
     }
-    if (relay_head) {
-        pthread_mutex_lock(&relay_head->mutex);
-        pthread_cond_signal(&relay_head->cond);
-        pthread_mutex_unlock(&relay_head->mutex);
+    for (int i = 0; relay_head && i < SP_RELAY_WINDOW; i++) {
+        relay_wake(relay_head);
+        relay_head = relay_head->relay_next;
     }
 }
 
-/* Takes `w` out of its pause's relay; the relay's head wakes the next. */
+/* Takes `w` out of its pause's relay. One that was woken hands its place
+ * in the window to the newest of those still asleep. */
 static void
 relay_leave_locked(sp_waiter *w)
 {
-    if (w->in_relay) {
-        sp_waiter *next = w->relay_next;
-        if (w->relay_prev) {
-            w->relay_prev->relay_next = next;
+    if (!w->in_relay) {
+        return;
+    }
+    sp_waiter *next = w->relay_next;
+    if (w->relay_prev) {
+        w->relay_prev->relay_next = next;
+    }
+    if (next) {
+        next->relay_prev = w->relay_prev;
+    }
+    if (w->relay_woken) {
+        while (next && next->relay_woken) {
+            next = next->relay_next;
         }
         if (next) {
-            next->relay_prev = w->relay_prev;
-            if (w->relay_prev == NULL) {
-                /* It was the relay's head (the one woken): the next goes now. */
-                pthread_mutex_lock(&next->mutex);
-                pthread_cond_signal(&next->cond);
-                pthread_mutex_unlock(&next->mutex);
-            }
+            relay_wake(next);
         }
-        w->in_relay = 0;
-        w->relay_prev = w->relay_next = NULL;
     }
+    w->in_relay = 0;
+    w->relay_woken = 0;
+    w->relay_prev = w->relay_next = NULL;
 }
 
 void

@@ -66,6 +66,8 @@ typedef enum {
     SP_WAIT_CLOSED            /* failed because its pool was closed */
 } sp_wait_result;
 
+#define SP_RELAY_WINDOW 4     /* woken and not yet done, at most, in a relay */
+
 typedef struct sp_waiter {
     struct sp_waiter *prev;
     struct sp_waiter *next;
@@ -93,13 +95,15 @@ typedef struct sp_waiter {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     /* The wake-up relay of a pause (fail_queue_locked): thread waiters it
-     * fails are woken one after the other, newest first, each by the one
-     * before once that one is running again (sp_endpoint_wait_done(): the
-     * binding calls it with the GIL back). Only a few threads at a time
-     * then contend for the GIL, and the newest, which queued a moment
-     * before the pause, learn it first instead of behind hundreds woken at
-     * once. Links and in_relay are guarded by ep->lock. */
+     * fails are woken newest first, SP_RELAY_WINDOW at a time; each one
+     * done (sp_endpoint_wait_done(): the binding calls it with the GIL back)
+     * wakes the next. Only a few threads at a time then contend for the
+     * GIL, and the newest, which queued a moment before the pause, learn it
+     * first instead of behind hundreds woken at once; a thread the OS is
+     * slow to run holds up no more than its place in the window. Links,
+     * in_relay and relay_woken are guarded by ep->lock. */
     int in_relay;
+    int relay_woken;
     struct sp_waiter *relay_prev;
     struct sp_waiter *relay_next;
 } sp_waiter;

@@ -794,10 +794,11 @@ test_state_paused(void)
     finish(ep);
 }
 
-/* A pause wakes its thread waiters one at a time, newest first: the next
- * wakes only when the one before is done (as the binding is once it has
- * the GIL back), so a handful contend for the GIL instead of all of them. */
-#define RELAY_N 6
+/* A pause wakes its thread waiters newest first, SP_RELAY_WINDOW at a
+ * time: the next wakes only when one of those is done (as the binding is
+ * once it has the GIL back), so a handful contend for the GIL instead of
+ * all of them. */
+#define RELAY_N (SP_RELAY_WINDOW + 4)
 
 typedef struct {
     sp_endpoint *ep;
@@ -886,12 +887,22 @@ test_pause_wakes_waiters_in_a_relay(void)
     set_state(ep, SP_STATE_PAUSED, "test: gone", &after);
     tp_after_done(&after);
     CHECK(ep->waiters == 0);
-    for (int k = 0; k < RELAY_N; k++) {
+    /* the window: the SP_RELAY_WINDOW newest, in any order among them */
+    CHECK(returned_at_least(&returned, SP_RELAY_WINDOW, 5.0));
+    CHECKF(__atomic_load_n(&returned, __ATOMIC_ACQUIRE) == SP_RELAY_WINDOW, "%d out at once",
+           returned);
+    for (int k = 0; k < SP_RELAY_WINDOW; k++) {
+        CHECKF(order[k] >= RELAY_N - SP_RELAY_WINDOW, "woken early: waiter %d", order[k]);
+    }
+    /* then one more, the newest still asleep, each time one of them is done */
+    for (int k = SP_RELAY_WINDOW; k < RELAY_N; k++) {
+        __atomic_store_n(&args[order[k - SP_RELAY_WINDOW]].go, 1, __ATOMIC_RELEASE);
         CHECKF(returned_at_least(&returned, k + 1, 5.0), "waiter %d never woke", k);
-        /* nobody older got out before this one was done */
         CHECKF(__atomic_load_n(&returned, __ATOMIC_ACQUIRE) == k + 1, "%d out at once",
                returned);
         CHECKF(order[k] == RELAY_N - 1 - k, "woken %d-th: waiter %d", k, order[k]);
+    }
+    for (int k = RELAY_N - SP_RELAY_WINDOW; k < RELAY_N; k++) {
         __atomic_store_n(&args[order[k]].go, 1, __ATOMIC_RELEASE);
     }
     for (int i = 0; i < RELAY_N; i++) {
