@@ -17,6 +17,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 from . import _core, _otel, _release_events, observe
 from ._books import DEFAULT_TIMEOUT, CoreBooks
 from ._compat import should_reconnect
+from ._deadlines import DeadlineLine
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from .exceptions import PoolTimeoutError, SafePoolError
 
@@ -73,18 +74,29 @@ class _LoopWaker:
 _tokens = itertools.count(1)
 _wakers: Dict[int, _LoopWaker] = {}
 _waker_of: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int]" = weakref.WeakKeyDictionary()
-_waker_pid = os.getpid()
+_last_waker: Optional[_LoopWaker] = None  # of the loop of the last checkout: most ask for it again
+
+
+def _forget_wakers() -> None:
+    """In a forked child: its loops are its own, so are their pipes."""
+    global _last_waker
+    _wakers.clear()
+    _waker_of.clear()
+    _last_waker = None
+
+
+os.register_at_fork(after_in_child=_forget_wakers)
 
 
 def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
-    global _waker_pid
-    if _waker_pid != os.getpid():  # a forked child has its own loops
-        _wakers.clear()
-        _waker_of.clear()
-        _waker_pid = os.getpid()
+    global _last_waker
+    last = _last_waker
+    if last is not None and last._loop() is loop:
+        return last
     token = _waker_of.get(loop)
     if token is not None and token in _wakers:
-        return _wakers[token]
+        _last_waker = _wakers[token]
+        return _last_waker
     # A new loop: retire the wakers of loops that are closed or gone.
     for old in [w for w in _wakers.values() if not w.alive]:
         del _wakers[old.token]
@@ -92,6 +104,7 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     waker = _LoopWaker(loop)
     _wakers[waker.token] = waker
     _waker_of[loop] = waker.token
+    _last_waker = waker
     return waker
 
 
@@ -147,6 +160,9 @@ class AsyncPoolMethods(CoreBooks):
             self._bound_key = key
             self._loop_flavors: Dict[int, FlavorRef] = {}  # loop token -> flavor (rebinding dropped them)
             self._apply_idle_limits()
+            # (loop token, timeout) -> that loop's waiters' deadlines; only the loop's thread
+            # touches its own lines. Kept across resets: waiters may be queued.
+            self._deadline_lines: Dict[Tuple[int, float], DeadlineLine] = {}
         else:
             # Same server: keep the binding (and so the connections out now); settings may
             # have changed, so every loop gets its flavor anew at its next checkout.
@@ -172,7 +188,7 @@ class AsyncPoolMethods(CoreBooks):
         fut = loop.create_future()
         kind, obj = self._async_acquire(waker.inbox, flavor, fut)
         if kind == "wait":
-            kind, obj = await self._wait_turn(loop, fut)
+            kind, obj = await self._wait_turn(waker, fut)
         if kind == "slot":
             made = time.monotonic() if self._otel_on else 0.0
             conn = await self._fill_slot(flavor)
@@ -207,11 +223,11 @@ class AsyncPoolMethods(CoreBooks):
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
 
-    async def _wait_turn(self, loop: asyncio.AbstractEventLoop,
-                         fut: asyncio.Future) -> Tuple[str, Any]:
-        timer = None
+    async def _wait_turn(self, waker: _LoopWaker, fut: asyncio.Future) -> Tuple[str, Any]:
+        line = None
         if self.timeout is not None:
-            timer = loop.call_later(self.timeout, self._expire, fut, loop.time())
+            line = self._deadline_line(waker.token, self.timeout)
+            line.add(fut)
         try:
             kind, obj = await fut
         except BaseException:
@@ -222,13 +238,21 @@ class AsyncPoolMethods(CoreBooks):
                 self._give_back(*fut.result())
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if line is not None:
+                line.settled()
         if kind == "paused":
             self._raise_unavailable()
         if kind == "closed":
             self._raise_closed()
         return kind, obj
+
+    def _deadline_line(self, token: int, timeout: float) -> DeadlineLine:
+        """The line of this pool's waiters on the loop of ``token`` that wait ``timeout``."""
+        key = (token, timeout)
+        line = self._deadline_lines.get(key)
+        if line is None:
+            line = self._deadline_lines[key] = DeadlineLine(timeout, self._expire)
+        return line
 
     def _expire(self, fut: asyncio.Future, started: float) -> None:
         """The waiter's deadline passed: leave the queue and fail with a pool timeout."""
@@ -252,6 +276,8 @@ class AsyncPoolMethods(CoreBooks):
         return ref.id
 
     def _forget_loop(self, token: int) -> None:
+        for key in [k for k in self._deadline_lines if k[0] == token]:
+            self._deadline_lines.pop(key).close()
         ref = self._loop_flavors.pop(token, None)
         if ref is not None:
             self._drop_flavor(ref.id)
