@@ -123,29 +123,48 @@ def make_context(server: Any, settings: Settings, only_redis_py: bool = False) -
 # --------------------------------------------------------------------------- pools
 
 
-def make_pool(ctx: Context, kind: str, max_connections: int, **kwargs: Any):
-    """A fresh pool of ``kind`` for the bench server; every socket op is bounded."""
-    kw: Dict[str, Any] = dict(host=ctx.host, port=ctx.port, socket_timeout=5,
-                              socket_connect_timeout=5, max_connections=max_connections)
-    kw.update(kwargs)
-    if kind == CP:
-        return redis.ConnectionPool(**kw)
-    if kind == BCP:
-        return redis.BlockingConnectionPool(timeout=ctx.settings.wait_timeout, **kw)
-    if kind == SAFE:
+def _pool_classes(aio: bool) -> Dict[str, Callable[[], type]]:
+    if aio:
+        import redis.asyncio as ra
+
+        def safe_async() -> type:
+            from redis_safepool.asyncio import SafeConnectionPool
+            return SafeConnectionPool
+        return {CP: lambda: ra.ConnectionPool, BCP: lambda: ra.BlockingConnectionPool,
+                SAFE: safe_async}
+
+    def safe_sync() -> type:
         cls, why = safe_pool_class()
         if cls is None:
             raise RuntimeError(f"SafeConnectionPool unavailable: {why}")
-        import redis_safepool as sp
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pool = cls(timeout=ctx.settings.wait_timeout, **kw)
-        conflict = getattr(sp, "BudgetConflictWarning", RuntimeWarning)
-        if any(issubclass(w.category, conflict) for w in caught) and hasattr(sp, "configure"):
-            # The endpoint outlived an earlier cell's pool: set this cell's limit explicitly.
-            sp.configure(pool, max_connections=max_connections)
-        return pool
-    raise ValueError(f"unknown pool kind {kind!r}")
+        return cls
+    return {CP: lambda: redis.ConnectionPool, BCP: lambda: redis.BlockingConnectionPool,
+            SAFE: safe_sync}
+
+
+def make_pool(ctx: Context, kind: str, max_connections: int, aio: bool = False, **kwargs: Any):
+    """A fresh pool of ``kind`` for the bench server (``aio``: redis.asyncio's and the
+    asyncio SafeConnectionPool); every socket op is bounded."""
+    kw: Dict[str, Any] = dict(host=ctx.host, port=ctx.port, socket_timeout=5,
+                              socket_connect_timeout=5, max_connections=max_connections)
+    kw.update(kwargs)
+    classes = _pool_classes(aio)
+    if kind not in classes:
+        raise ValueError(f"unknown pool kind {kind!r}")
+    cls = classes[kind]()
+    if kind == CP:
+        return cls(**kw)
+    if kind == BCP:
+        return cls(timeout=ctx.settings.wait_timeout, **kw)
+    import redis_safepool as sp
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = cls(timeout=ctx.settings.wait_timeout, **kw)
+    conflict = getattr(sp, "BudgetConflictWarning", RuntimeWarning)
+    if any(issubclass(w.category, conflict) for w in caught) and hasattr(sp, "configure"):
+        # The endpoint outlived an earlier cell's pool: set this cell's limit explicitly.
+        sp.configure(pool, max_connections=max_connections)
+    return pool
 
 
 def close_pool(pool: Any) -> None:
@@ -179,6 +198,17 @@ def prewarm(pool: Any, n: int) -> None:
     finally:
         for c in conns:
             pool.release(c)
+
+
+async def prewarm_async(pool: Any, n: int) -> None:
+    """``prewarm`` for an asyncio pool."""
+    conns = []
+    try:
+        for _ in range(n):
+            conns.append(await pool.get_connection())
+    finally:
+        for c in conns:
+            await pool.release(c)
 
 
 # --------------------------------------------------------------------------- threads
@@ -228,9 +258,11 @@ def run_threads(n: int, body: Callable[[int, float], Any], seconds: float) -> Th
     return ThreadRun(results=results, elapsed=max(finished) - start)
 
 
-def alternate(ctx: Context, run_one: Callable[[str, int], None]) -> None:
-    """Call ``run_one(kind, round)`` for every pool kind, rotating the order each round."""
-    kinds = list(ctx.kinds)
+def alternate(ctx: Context, run_one: Callable[[str, int], None],
+              kinds: Optional[Sequence[str]] = None) -> None:
+    """Call ``run_one(kind, round)`` for every pool kind (``ctx.kinds`` unless given),
+    rotating the order each round."""
+    kinds = list(ctx.kinds if kinds is None else kinds)
     for r in range(ctx.settings.rounds):
         k = r % len(kinds)
         for kind in kinds[k:] + kinds[:k]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import redis.asyncio as ra
@@ -27,34 +26,6 @@ MIN_MEAN_OPS_FOR_FAIRNESS = 2.0  # below this a slice is shorter than one turn o
 RATIO_TARGET = 1.2
 P99_FROM_TASKS = 300
 TASKS_PER_SLICE_SECOND = 500  # a slice of `slice_seconds` is stretched beyond this many tasks
-
-
-def make_async_pool(ctx: c.Context, kind: str, limit: int, **kwargs: Any):
-    """A fresh asyncio pool of ``kind`` for the bench server; every socket op is bounded."""
-    kw: Dict[str, Any] = dict(host=ctx.host, port=ctx.port, socket_timeout=5,
-                              socket_connect_timeout=5, max_connections=limit)
-    kw.update(kwargs)
-    if kind == c.CP:
-        return ra.ConnectionPool(**kw)
-    if kind == c.BCP:
-        return ra.BlockingConnectionPool(timeout=ctx.settings.wait_timeout, **kw)
-    if kind == c.SAFE:
-        import redis_safepool as sp
-        from redis_safepool.asyncio import SafeConnectionPool
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pool = SafeConnectionPool(timeout=ctx.settings.wait_timeout, **kw)
-        conflict = getattr(sp, "BudgetConflictWarning", RuntimeWarning)
-        if any(issubclass(w.category, conflict) for w in caught):
-            sp.configure(pool, max_connections=limit)
-        return pool
-    raise ValueError(f"unknown pool kind {kind!r}")
-
-
-async def prewarm(pool: Any, n: int) -> None:
-    conns = [await pool.get_connection() for _ in range(n)]
-    for conn in conns:
-        await pool.release(conn)
 
 
 async def run_tasks(n: int, body: Any, seconds: float) -> Tuple[List[Any], float]:
@@ -117,16 +88,18 @@ def measure(ctx: c.Context, kind: str, tasks: int, seconds: float, pairs: bool,
             parser: Optional[str] = None) -> Dict[str, Any]:
     async def main() -> Dict[str, Any]:
         kw = {} if parser is None else {"parser_class": PARSERS[parser]}
-        pool = make_async_pool(ctx, kind, LIMIT, **kw)
+        pool = c.make_pool(ctx, kind, LIMIT, aio=True, **kw)
         client = ra.Redis(connection_pool=pool)
         try:
-            await prewarm(pool, LIMIT if kind != c.CP else min(tasks, LIMIT))
+            await c.prewarm_async(pool, LIMIT if kind != c.CP else min(tasks, LIMIT))
             if pairs:
                 body = lambda deadline: pair_loop(pool, deadline)  # noqa: E731
             else:
                 body = lambda deadline: get_loop(client, deadline)  # noqa: E731
             await run_tasks(min(tasks, LIMIT), body, ctx.settings.warmup_seconds)
+            cpu_before = c.cpu_seconds()
             results, elapsed = await run_tasks(tasks, body, seconds)
+            cpu = c.cpu_seconds() - cpu_before
         finally:
             await pool.aclose()
         lat: List[float] = []
@@ -134,7 +107,7 @@ def measure(ctx: c.Context, kind: str, tasks: int, seconds: float, pairs: bool,
             lat += r["lat"]
         per_task = [r["ops"] for r in results]
         return {"ops": sum(per_task), "elapsed": elapsed, "lat": lat, "per_task": per_task,
-                "errors": sum(r["errors"] for r in results)}
+                "errors": sum(r["errors"] for r in results), "cpu": cpu}
 
     try:
         return asyncio.run(main())
@@ -155,16 +128,17 @@ def _fairness(per_task: List[int]) -> Optional[Dict[str, float]]:
     return c.spread_summary(per_task)
 
 
+def _round_spread(safe: List[float], bcp: List[float]) -> str:
+    """min-max of Safe/BCP over the rounds (each round measures both, one after the other)."""
+    ratios = [r for r in (c.ratio(s, b) for s, b in zip(safe, bcp)) if r is not None]
+    if not ratios:
+        return "n/a"
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
 def _kinds(ctx: c.Context, pairs_one_task: bool = False) -> List[str]:
     kinds = [c.BCP] + ([c.SAFE] if c.SAFE in ctx.kinds else [])
     return ([c.CP] + kinds) if pairs_one_task else kinds
-
-
-def _alternate(ctx: c.Context, kinds: List[str], one: Any) -> None:
-    for r in range(ctx.settings.rounds):
-        k = r % len(kinds)
-        for kind in kinds[k:] + kinds[:k]:
-            one(kind)
 
 
 def run(ctx: c.Context) -> c.Section:
@@ -178,37 +152,41 @@ def run(ctx: c.Context) -> c.Section:
 
             seconds = slice_for(ctx, tasks)
 
-            def one(kind: str) -> None:
+            def one(kind: str, _round: int) -> None:
                 m = measure(ctx, kind, tasks, seconds, False, parser)
-                a = acc.setdefault((parser, tasks, kind),
-                                   {"ops": 0, "elapsed": 0.0, "lat": [], "errors": 0})
-                for k in ("ops", "elapsed", "lat", "errors"):
+                a = acc.setdefault((parser, tasks, kind), {"ops": 0, "elapsed": 0.0, "lat": [],
+                                                           "errors": 0, "cpu": 0.0, "slices": []})
+                for k in ("ops", "elapsed", "lat", "errors", "cpu"):
                     a[k] += m[k]
+                a["slices"].append(m["ops"] / m["elapsed"])
                 f = _fairness(m["per_task"])
                 key = (parser, tasks, kind)
                 if f is not None and (fair.get(key) is None or f["jain"] < fair[key]["jain"]):
                     fair[key] = f  # the least fair slice
                 fair.setdefault(key, None)
-            _alternate(ctx, kinds, one)
+            c.alternate(ctx, one, kinds)
 
     pair_acc: Dict[Tuple[int, str], Dict[str, float]] = {}
     for tasks in PAIR_TASKS:
         ctx.log(f"  {NAME}: checkout+release pairs, {tasks} tasks on {LIMIT}")
         pkinds = _kinds(ctx, pairs_one_task=tasks == 1)
 
-        def one_pair(kind: str) -> None:
+        def one_pair(kind: str, _round: int) -> None:
             m = measure(ctx, kind, tasks, ctx.settings.slice_seconds, True)
             a = pair_acc.setdefault((tasks, kind), {"ops": 0, "elapsed": 0.0})
             a["ops"] += m["ops"]
             a["elapsed"] += m["elapsed"]
-        _alternate(ctx, pkinds, one_pair)
+        c.alternate(ctx, one_pair, pkinds)
 
     rate = {k: a["ops"] / a["elapsed"] for k, a in acc.items()}
     lats = {k: c.latency_summary(a["lat"]) for k, a in acc.items()}
     prate = {k: a["ops"] / a["elapsed"] for k, a in pair_acc.items()}
 
+    cpu_us = {k: 1e6 * a["cpu"] / a["ops"] if a["ops"] else float("nan") for k, a in acc.items()}
+
     th = ["parser", "tasks"] + [f"{c.SHORT[k]} ops/s" for k in kinds] + \
-        [f"{c.SHORT[k]} timeouts" for k in kinds] + (["Safe/BCP"] if has_safe else [])
+        [f"{c.SHORT[k]} timeouts" for k in kinds] + [f"{c.SHORT[k]} CPU us/op" for k in kinds] + \
+        (["Safe/BCP", "Safe/BCP per round"] if has_safe else [])
     lh = ["parser", "tasks"] + [f"{c.SHORT[k]} p50/p99/max ms" for k in kinds]
     fh = ["parser", "tasks"] + [f"{c.SHORT[k]} starving / Jain" for k in kinds]
     trows, lrows, frows = [], [], []
@@ -217,9 +195,12 @@ def run(ctx: c.Context) -> c.Section:
             head = [parser, str(tasks)]
             row = head + [c.fmt_rate(rate[(parser, tasks, k)]) for k in kinds]
             row += [str(acc[(parser, tasks, k)]["errors"]) for k in kinds]
+            row += [f"{cpu_us[(parser, tasks, k)]:.0f}" for k in kinds]
             if has_safe:
                 row.append(c.fmt_ratio(c.ratio(rate[(parser, tasks, c.SAFE)],
                                                rate[(parser, tasks, c.BCP)])))
+                row.append(_round_spread(acc[(parser, tasks, c.SAFE)]["slices"],
+                                         acc[(parser, tasks, c.BCP)]["slices"]))
             trows.append(row)
             lrows.append(head + ["/".join(c.fmt_ms(lats[(parser, tasks, k)][q])
                                           for q in ("p50", "p99", "max")) for k in kinds])
@@ -253,7 +234,9 @@ def run(ctx: c.Context) -> c.Section:
                "latency of the last call a task started counts even when it ends after the "
                "slice (a starved task is not left out); a call that "
                f"waited out the pool's {ctx.settings.wait_timeout:g}s timeout is counted as a "
-               "timeout, not timed. Fairness: "
+               "timeout, not timed. CPU us/op: this process's CPU time (all threads) per "
+               "call, steadier than ops/s on a shared machine. Safe/BCP per round: the "
+               "lowest and highest ratio of one round's slices. Fairness: "
                "per-task completed calls of the least fair slice (a task is *starving* below "
                "10% of the mean, Jain 1.0 = perfectly even); n/a when a slice is shorter than "
                f"{MIN_MEAN_OPS_FOR_FAIRNESS:g} calls per task. Pairs: `await get_connection()` + "
@@ -263,7 +246,8 @@ def run(ctx: c.Context) -> c.Section:
         data={"rate": {"/".join(map(str, k)): v for k, v in rate.items()},
               "latency": {"/".join(map(str, k)): v for k, v in lats.items()},
               "fairness": {"/".join(map(str, k)): v for k, v in fair.items()},
-              "pairs": {"/".join(map(str, k)): v for k, v in prate.items()}},
+              "pairs": {"/".join(map(str, k)): v for k, v in prate.items()},
+              "cpu_us_per_op": {"/".join(map(str, k)): v for k, v in cpu_us.items()}},
     )
     if has_safe:
         for parser in PARSERS:

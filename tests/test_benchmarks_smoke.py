@@ -99,6 +99,7 @@ def test_async_throughput(ctx, monkeypatch):
                                          for t in (1, 64) for k in kinds}
     _numbers(section.data["rate"].values())
     _numbers(section.data["pairs"].values())
+    _numbers(section.data["cpu_us_per_op"].values())
     for lat in section.data["latency"].values():
         assert set(lat) == {"p50", "p99", "max"}
     assert "pairs/s" in section.markdown()
