@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -18,6 +20,8 @@ NAME = "async_throughput"
 LIMIT = 8
 TASKS = (1, 64, 300, 1000, 10_000)
 PAIR_TASKS = (1, 64, 1000)
+WORK_TASKS = (1, 64, 1000, 10_000)
+WORK_CALLS = 1000  # GETs counted per pool and task count (at least one per task)
 PARSERS: Dict[str, type] = {"python": _AsyncRESP2Parser}
 if HIREDIS_AVAILABLE:
     from redis._parsers import _AsyncHiredisParser
@@ -115,6 +119,50 @@ def measure(ctx: c.Context, kind: str, tasks: int, seconds: float, pairs: bool,
         gc.collect()
 
 
+def calls_per_get(ctx: c.Context, kind: str, tasks: int) -> Optional[float]:
+    """Python function calls (cProfile's count) per GET with ``tasks`` tasks on 8
+    connections: the work a call costs, which the machine's load does not change.
+    Every task makes one GET first (task start-up is not counted), then waits for
+    the others; None when the pool gave up on some call."""
+    async def main() -> Optional[float]:
+        pool = c.make_pool(ctx, kind, LIMIT, aio=True, parser_class=PARSERS["python"])
+        pool.timeout = None  # a starved call is counted late, not lost (bounded below)
+        client = ra.Redis(connection_pool=pool)
+        go = asyncio.Event()
+        per_task = max(1, WORK_CALLS // tasks)
+        arrived = [0]
+
+        async def body() -> None:
+            await client.get(c.BENCH_KEY)
+            arrived[0] += 1
+            if arrived[0] == tasks:
+                go.set()
+            await go.wait()
+            for _ in range(per_task):
+                await client.get(c.BENCH_KEY)
+
+        profile = cProfile.Profile()
+        try:
+            await c.prewarm_async(pool, LIMIT)
+            runs = [asyncio.ensure_future(body()) for _ in range(tasks)]
+            await asyncio.wait_for(go.wait(), 10 * ctx.settings.wait_timeout)
+            profile.enable()
+            try:
+                await asyncio.wait_for(asyncio.gather(*runs), 10 * ctx.settings.wait_timeout)
+            finally:
+                profile.disable()
+        except (RedisConnectionError, asyncio.TimeoutError):
+            return None
+        finally:
+            await pool.aclose()
+        return pstats.Stats(profile).total_calls / (per_task * tasks)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        gc.collect()
+
+
 def slice_for(ctx: c.Context, tasks: int) -> float:
     """Slices grow beyond TASKS_PER_SLICE_SECOND tasks, so that every task can have
     its turns in one slice even at 10,000 tasks."""
@@ -178,6 +226,12 @@ def run(ctx: c.Context) -> c.Section:
             a["elapsed"] += m["elapsed"]
         c.alternate(ctx, one_pair, pkinds)
 
+    work: Dict[Tuple[int, str], Optional[float]] = {}
+    for tasks in WORK_TASKS:
+        ctx.log(f"  {NAME}: Python calls per GET, {tasks} tasks on {LIMIT}")
+        for kind in kinds:
+            work[(tasks, kind)] = calls_per_get(ctx, kind, tasks)
+
     rate = {k: a["ops"] / a["elapsed"] for k, a in acc.items()}
     lats = {k: c.latency_summary(a["lat"]) for k, a in acc.items()}
     prate = {k: a["ops"] / a["elapsed"] for k, a in pair_acc.items()}
@@ -221,6 +275,16 @@ def run(ctx: c.Context) -> c.Section:
                     c.fmt_ratio(c.ratio(s, prate.get((tasks, c.CP))))]
         prows.append(row)
 
+    wh = ["tasks"] + [f"{c.SHORT[k]} Python calls/GET" for k in kinds] + \
+        (["Safe/BCP"] if has_safe else [])
+    wrows = []
+    for tasks in WORK_TASKS:
+        cells = [f"{work[(tasks, k)]:.0f}" if work[(tasks, k)] is not None else "n/a"
+                 for k in kinds]
+        if has_safe:
+            cells.append(c.fmt_ratio(c.ratio(work[(tasks, c.SAFE)], work[(tasks, c.BCP)])))
+        wrows.append([str(tasks)] + cells)
+
     section = c.Section(
         name=NAME, title="async_throughput: redis.asyncio.Redis.get from N tasks on 8 connections",
         about=(f"One event loop; N tasks each `await redis.asyncio.Redis(connection_pool=pool)"
@@ -241,12 +305,16 @@ def run(ctx: c.Context) -> c.Section:
                "10% of the mean, Jain 1.0 = perfectly even); n/a when a slice is shorter than "
                f"{MIN_MEAN_OPS_FOR_FAIRNESS:g} calls per task. Pairs: `await get_connection()` + "
                "`await release()` per task in a loop (CP = `redis.asyncio.ConnectionPool`, "
-               "1 task only: it has no wait queue)."),
-        tables=[(th, trows), (lh, lrows), (fh, frows), (ph, prows)],
+               "1 task only: it has no wait queue). Python calls/GET: cProfile's count of "
+               f"function calls per GET over {WORK_CALLS} GETs (at least one per task; "
+               "python parser), the work a call costs whatever the machine's load; n/a "
+               "when the pool gave up on a call."),
+        tables=[(th, trows), (lh, lrows), (fh, frows), (ph, prows), (wh, wrows)],
         data={"rate": {"/".join(map(str, k)): v for k, v in rate.items()},
               "latency": {"/".join(map(str, k)): v for k, v in lats.items()},
               "fairness": {"/".join(map(str, k)): v for k, v in fair.items()},
               "pairs": {"/".join(map(str, k)): v for k, v in prate.items()},
+              "calls_per_get": {"/".join(map(str, k)): v for k, v in work.items()},
               "cpu_us_per_op": {"/".join(map(str, k)): v for k, v in cpu_us.items()}},
     )
     if has_safe:

@@ -93,6 +93,8 @@ def test_gil(ctx):
 def test_async_throughput(ctx, monkeypatch):
     monkeypatch.setattr(async_throughput, "TASKS", (1, 64))
     monkeypatch.setattr(async_throughput, "PAIR_TASKS", (1, 64))
+    monkeypatch.setattr(async_throughput, "WORK_TASKS", (1, 64))
+    monkeypatch.setattr(async_throughput, "WORK_CALLS", 64)
     section = async_throughput.run(ctx)
     kinds = [k for k in (c.BCP, c.SAFE) if k in ctx.kinds]
     assert set(section.data["rate"]) == {f"{p}/{t}/{k}" for p in async_throughput.PARSERS
@@ -100,6 +102,7 @@ def test_async_throughput(ctx, monkeypatch):
     _numbers(section.data["rate"].values())
     _numbers(section.data["pairs"].values())
     _numbers(section.data["cpu_us_per_op"].values())
+    _numbers(section.data["calls_per_get"].values())
     for lat in section.data["latency"].values():
         assert set(lat) == {"p50", "p99", "max"}
     assert "pairs/s" in section.markdown()
