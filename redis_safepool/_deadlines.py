@@ -57,19 +57,22 @@ class DeadlineLine:
         # The loop runs a timer up to its clock resolution early: what it ran
         # this one for is due, and so is everything older.
         due = None
-        while entries:
-            deadline, fut = entries[0]
-            if not fut.done():
-                if due is None:
-                    due = max(when, fut.get_loop().time())
-                if deadline > due:
-                    break
-            entries.popleft()
-            if not fut.done():
-                self._expire(fut, deadline - self._timeout)
-        if entries:
-            deadline, fut = entries[0]
-            self._timer = fut.get_loop().call_at(deadline, self._fire, deadline)
+        try:
+            while entries:
+                deadline, fut = entries[0]
+                if not fut.done():
+                    if due is None:
+                        due = max(when, fut.get_loop().time())
+                    if deadline > due:
+                        break
+                entries.popleft()
+                if not fut.done():
+                    self._expire(fut, deadline - self._timeout)
+        finally:
+            # even if one expiry raised: the waiters behind it keep their deadlines
+            if entries:
+                deadline, fut = entries[0]
+                self._timer = fut.get_loop().call_at(deadline, self._fire, deadline)
 
     def close(self) -> None:
         """Forget the line (its loop is gone): no timer stays behind."""

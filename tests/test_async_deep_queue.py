@@ -221,3 +221,37 @@ def test_two_loops_time_out_their_own_waiters(redis_server, make_apool, no_check
     assert outcome == {"holder": "timed out", "other": "timed out"}, outcome
     st = pool.stats()
     assert (st["waiters"], st["timeouts"], st["in_use"]) == (0, 2, 0), st
+
+
+def test_a_failing_expiry_does_not_strand_the_waiters_behind_it(redis_server, make_apool,
+                                                                 no_checker):
+    pool = make_apool(redis_server.url, max_connections=1, timeout=0.2)
+    real_error = pool._timeout_error
+    calls: List[float] = []
+
+    def error_once(waited: float):
+        calls.append(waited)
+        if len(calls) == 1:
+            raise RuntimeError("building the first error failed")
+        return real_error(waited)
+
+    pool._timeout_error = error_once
+    errors: List[BaseException] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
+        held = await pool.get_connection()
+        first = asyncio.ensure_future(pool.get_connection())
+        await until(lambda: pool.stats()["waiters"] == 1, "the first waiter to queue")
+        second = asyncio.ensure_future(pool.get_connection())
+        await until(lambda: pool.stats()["waiters"] == 2, "the second waiter to queue")
+        with pytest.raises(sp.PoolTimeoutError):
+            await asyncio.wait_for(second, 30)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await pool.release(held)
+        await pool.aclose()
+
+    run(main())
+    assert len(calls) == 2 and any(isinstance(e, RuntimeError) for e in errors), (calls, errors)
