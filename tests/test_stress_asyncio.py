@@ -10,6 +10,7 @@ import time
 import traceback
 from typing import Dict, List
 
+import pytest
 import redis.asyncio as ra
 import redis.exceptions
 
@@ -128,6 +129,7 @@ def loop_thread(shared: Shared, index: int, failures: List[str], done: Dict[int,
         failures.append(f"loop {index} died: {exc!r}")
 
 
+@pytest.mark.filterwarnings("ignore::redis_safepool.observe.PoolPerRequestWarning")  # fresh pools on purpose
 def test_two_loops_share_pools_under_cancellation_and_churn(redis_server, start_thread,
                                                             wait_until):
     print(f"seed {SEED} (SAFEPOOL_STRESS_SEED={SEED} repeats this run)")
