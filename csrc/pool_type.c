@@ -957,6 +957,7 @@ static PyObject *
 release_with_fd(PoolCore *self, PyObject *conn, int fd)
 {
     sp_modstate *st = self->st;
+    scrub_handled_exception(self);
     PyObject *cls;
     sp_after after = {0};
     sp_endpoint *ep = self->ep;
@@ -1027,7 +1028,6 @@ pool_release(PoolCore *self, PyObject *conn)
         return NULL;
     }
     sp_modstate *st = self->st;
-    scrub_handled_exception(self);
     if (self->check_reconnect) {
         /* Only RESP3 maintenance notifications set it (see pool.py). */
         PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_should_reconnect);

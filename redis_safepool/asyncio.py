@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import os
 import socket
-import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
-from . import _core, _otel, _release_events, observe
+from . import _core, _leaks, _otel, _release_events, observe
 from ._books import DEFAULT_TIMEOUT, CoreBooks
 from ._compat import should_reconnect
 from ._deadlines import DeadlineLine
@@ -192,7 +191,8 @@ class AsyncPoolMethods(CoreBooks):
         if kind == "slot":
             made = time.monotonic() if self._otel_on else 0.0
             conn = await self._fill_slot(flavor)
-            observe.note_checkout(self, conn)
+            if _leaks._leak_on:
+                _leaks.note_checkout(self, conn)
             if self._otel_on:
                 now = time.monotonic()
                 _otel.on_event(self, _otel.CHECKOUT_NEW, now - started, now - made)
@@ -217,8 +217,9 @@ class AsyncPoolMethods(CoreBooks):
             raise
         finally:
             setattr(obj, "_safepool_readying", False)
-        self._hold_weakly(obj, _tracker_of(obj).close_now)
-        observe.note_checkout(self, obj)
+        self._hold_weakly(obj, _tracker_of(obj))
+        if _leaks._leak_on:
+            _leaks.note_checkout(self, obj)
         if self._otel_on:
             _otel.on_event(self, _otel.CHECKOUT, time.monotonic() - started, 0.0)
         return obj
@@ -296,7 +297,7 @@ class AsyncPoolMethods(CoreBooks):
                 self._slot_failed(exc, flavor)
             raise
         self._add(conn, _fd_of(conn), flavor)
-        self._hold_weakly(conn, _tracker_of(conn).close_now)
+        self._hold_weakly(conn, _tracker_of(conn))
         return conn
 
     def _give_back(self, kind: str, conn: Any) -> None:
@@ -317,12 +318,10 @@ class AsyncPoolMethods(CoreBooks):
     # -- release --------------------------------------------------------------------
 
     async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
-        observe.note_release(self, connection)
-        in_flight = sys.exc_info()[1]
-        if isinstance(in_flight, Exception):
-            # released in the `finally` of a failed command: redis-py's own errors (a
-            # reconnect inside the command) never pass through the pool
-            self._scrub_in_flight(in_flight)
+        if _leaks._leak_on:
+            _leaks.note_release(self, connection)
+        # (the core's _release_fd scrubs the credentials in an exception in flight: a
+        # release in the `finally` of a failed command)
         if should_reconnect(connection):
             await connection.disconnect()
         if getattr(connection, "_writer", None) is None:
@@ -449,7 +448,7 @@ class _SocketTracker:
     connect callbacks (reconnects inside a command included).
 
     A checkout is held weakly by the core; if the caller drops it unreleased,
-    ``close_now`` closes the socket, which the transport would otherwise keep
+    calling it closes the socket, which the transport would otherwise keep
     open after the connection object is gone. It never refers to the connection.
     """
 
@@ -470,7 +469,7 @@ class _SocketTracker:
     def _connected(self, conn: AbstractConnection) -> None:
         self.writer = conn._writer
 
-    def close_now(self) -> None:
+    def __call__(self) -> None:
         """The connection was dropped unreleased: close its socket, from any thread."""
         writer = self.writer
         self.writer = None
@@ -484,11 +483,16 @@ class _SocketTracker:
 
 
 def _tracker_of(conn: AbstractConnection) -> _SocketTracker:
+    """The connection's tracker, following it again if PubSub's reset dropped our callback."""
     tracker = getattr(conn, "_safepool_socket", None)
     if tracker is None:
         tracker = _SocketTracker()
         setattr(conn, "_safepool_socket", tracker)
-    tracker.track(conn)
+        tracker.track(conn)
+    elif getattr(conn, "_connect_callbacks", None) is not tracker._callbacks:
+        tracker.track(conn)
+    else:
+        tracker.writer = conn._writer
     return tracker
 
 
