@@ -60,22 +60,42 @@ def _resp_end(data: bytes, pos: int = 0) -> int:
     return end  # simple string, error, integer, null, double, boolean, big number
 
 
-def _closed_client_ports(port: int) -> set:
-    """Client ports of the server's TCP sockets on ``port`` that have seen their client's
-    close (any state past ESTABLISHED, listeners aside), from /proc/net/tcp{,6}."""
+def _client_socket_states(port: int) -> Dict[int, str]:
+    """The server's TCP sockets on ``port`` (listeners aside) by client port, with their
+    state from /proc/net/tcp{,6} ("01": ESTABLISHED)."""
     local = f":{port:04X}"
-    closed = set()
+    states: Dict[int, str] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[1].endswith(local) and fields[3] not in ("01", "0A"):
-                        closed.add(int(fields[2].rsplit(":", 1)[1], 16))
+                    if fields[1].endswith(local) and fields[3] != "0A":
+                        states[int(fields[2].rsplit(":", 1)[1], 16)] = fields[3]
         except (FileNotFoundError, StopIteration):
             continue
-    return closed
+    return states
+
+
+def _gone_client_ports(before: Dict[int, str], after: Dict[int, str], listed: set) -> set:
+    """Listed clients whose client end is closed: their server socket is past ESTABLISHED
+    (it has our FIN) in either sample, or it is in neither sample at all (a reset: the
+    kernel drops a reset socket from its tables at once, while redis-server still lists
+    it until it reads the error)."""
+    closed = {p for states in (before, after) for p, s in states.items() if s != "01"}
+    return closed | (listed - before.keys() - after.keys())
+
+
+def _listed_ports(raw: str) -> set:
+    ports = set()
+    for line in raw.split("\r\n", 1)[-1].splitlines():
+        for f in line.split(" "):
+            if f.startswith("addr="):
+                tail = f.rsplit(":", 1)[-1]
+                if tail.isdigit() and tail != "0":  # port 0: a unix socket client
+                    ports.add(int(tail))
+    return ports
 
 
 def _count_clients(raw: str, gone: set) -> int:
@@ -223,16 +243,17 @@ class RedisServer:
 
         ``CLIENT LIST`` (one consistent view) minus this query, minus clients the
         server is already freeing (flag ``A``) and minus sockets whose client end
-        is closed: the server's socket is past ESTABLISHED (it has our FIN) but
-        redis-server may read that EOF only after it accepted a newer connection,
-        so a socket closed and another opened in its place can both be listed for
-        one event-loop turn. Those are sampled just before and after the query; a
-        socket the client never closed is always counted.
+        is closed: the server's socket is past ESTABLISHED (it has our FIN), or
+        gone from the kernel's tables (reset), but redis-server may notice only
+        after it accepted a newer connection, so a socket closed and another
+        opened in its place can both be listed for one event-loop turn. Those are
+        sampled just before and after the query; a socket the client never
+        closed is always counted.
         """
-        before = _closed_client_ports(self.port)
+        before = _client_socket_states(self.port)
         raw = self.command("CLIENT", "LIST").decode(errors="replace")
-        gone = before | _closed_client_ports(self.port)
-        return _count_clients(raw, gone)
+        after = _client_socket_states(self.port)
+        return _count_clients(raw, _gone_client_ports(before, after, _listed_ports(raw)))
 
     def listed_clients(self) -> int:
         """``CLIENT LIST`` less this query and the clients being freed (flag ``A``): cheaper
