@@ -88,6 +88,7 @@ void
 sp_endpoint_free(sp_endpoint *ep)
 {
     /* Only called when no pool is bound: records are gone already. */
+    sp_host_detach(ep->host_budget);
     pthread_mutex_destroy(&ep->lock);
     sp_ptrmap_free(&ep->conns);
     free(ep->flavors);
@@ -184,6 +185,60 @@ idle_find(sp_endpoint *ep, uint32_t flavor)
     return NULL;
 }
 
+/* ---- slots ---------------------------------------------------------------- */
+
+/* One slot more in `total` (the caller checked the local budget): in host
+ * scope only with a host slot claimed for it. `queue`: a waiter is queued
+ * for it, so take a place in the host's line when none is free. */
+static int
+take_slot_locked(sp_endpoint *ep, int queue)
+{
+    if (ep->host_budget && !sp_host_claim(ep->host_budget, queue)) {
+        return 0;
+    }
+    ep->total++;
+    ep->connecting++;
+    return 1;
+}
+
+/* `n` slots leave `total`; in host scope their host slots go back. */
+static void
+give_slots_locked(sp_endpoint *ep, int n)
+{
+    ep->total -= n;
+    if (ep->host_budget) {
+        sp_host_release(ep->host_budget, n);
+    }
+}
+
+/* Host scope: another process is in line, so a connection coming back is
+ * closed (its slot goes to the host) instead of kept: no process holds on
+ * to slots while another starves. */
+static int
+host_yield_locked(const sp_endpoint *ep)
+{
+    return ep->host_budget && sp_host_others_waiting(ep->host_budget);
+}
+
+/* Host scope: the counts the host view shows, and our place in line given
+ * up once nobody here waits. */
+static void
+host_settle_locked(sp_endpoint *ep)
+{
+    if (ep->host_budget) {
+        if (ep->wait_head == NULL) {
+            sp_host_unqueue(ep->host_budget);
+        }
+        sp_host_publish(ep->host_budget, ep->in_use, ep->total);
+    }
+}
+
+int
+sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
+{
+    return ep->total < ep->max_connections && take_slot_locked(ep, 0);
+}
+
 /* Removes a record from the books; the binding disposes of it later. Its
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
@@ -206,7 +261,7 @@ sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
     }
     pthread_mutex_lock(&ep->lock);
     ep->closing -= n;
-    ep->total -= n;
+    give_slots_locked(ep, n);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -294,6 +349,14 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
         w->conn = conn;
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->mutex);
+        return;
+    }
+    if (ep->host_budget && w->notify_fd < 0) {
+        /* A host-scope thread waiter sleeps on the host's futex word
+         * (host_wait()): publish the result, then wake the sleepers. */
+        w->conn = conn;
+        __atomic_store_n(&w->result, result, __ATOMIC_SEQ_CST);
+        sp_host_wake(ep->host_budget);
         return;
     }
     w->result = result;
@@ -520,17 +583,17 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             idle_unlink(ep, victim);
             forget_locked(ep, victim, after);
         }
-        if (may_create_locked(ep)) {
-            ep->total++;
-            ep->connecting++;
+        if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
             continue;
         }
         if (refused_by_state_locked(ep)) {
             fail_queue_locked(ep, after);
         }
+        host_settle_locked(ep);
         return;
     }
+    host_settle_locked(ep);
 }
 
 /* Dispatch from a call that has no sp_after of its own: buried victims go
@@ -612,6 +675,9 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
+    if (ep->host_budget) {
+        sp_host_set_max(ep->host_budget, max_connections);
+    }
     /* Lowered: idle connections over the limit go now, busy ones on release. */
     while (ep->total - ep->closing > ep->max_connections && ep->idle > 0) {
         sp_conn *victim = ep->idle_top;
@@ -638,12 +704,12 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         sp_conn *rec = idle_find(ep, flavor);
         if (rec) {
             *out = checkout_locked(ep, rec, pool);
+            host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_CONN;
         }
-        if (may_create_locked(ep)) {
-            ep->total++;
-            ep->connecting++;
+        if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
+            host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_SLOT;
         }
@@ -673,9 +739,15 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     return SP_ACQ_QUEUED;
 }
 
+static sp_wait_result leave_timed_out(sp_endpoint *ep, sp_waiter *w);
+static sp_wait_result host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
+
 sp_wait_result
 sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
 {
+    if (ep->host_budget && w->notify_fd < 0) {
+        return host_wait(ep, w, deadline, slice);
+    }
     double now = sp_now();
     double until = now + slice;
     int timed_out = 0;
@@ -714,6 +786,55 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     if (!timed_out) {
         return result;  /* a slice ended: the caller checks signals */
     }
+    return leave_timed_out(ep, w);
+}
+
+/* Host scope, a thread waiter: it sleeps on the host's futex word, which
+ * moves whenever a slot is given back anywhere on the host or a waiter
+ * here is served, and on each wake-up serves the queue itself (a slot
+ * another process gave back has nobody else here to notice it). Sleeps
+ * are at most 100 ms, each followed by a look for dead holders. */
+static sp_wait_result
+host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
+{
+    struct sp_host *h = ep->host_budget;
+    double until = sp_now() + slice;
+    if (deadline >= 0 && deadline < until) {
+        until = deadline;
+    }
+    for (;;) {
+        uint32_t seq = sp_host_seq(h);
+        sp_wait_result r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
+        if (r != SP_WAIT_PENDING) {
+            return r;
+        }
+        sp_after local = {0};
+        pthread_mutex_lock(&ep->lock);
+        dispatch_deferred_locked(ep, &local);
+        pthread_mutex_unlock(&ep->lock);
+        sp_after_notify(&local);
+        r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
+        if (r != SP_WAIT_PENDING) {
+            return r;
+        }
+        double now = sp_now();
+        if (now >= until) {
+            break;
+        }
+        sp_host_sleep(h, seq, until - now < 0.1 ? until - now : 0.1);
+        sp_host_reclaim(h, 0);
+    }
+    if (deadline < 0 || sp_now() < deadline) {
+        return SP_WAIT_PENDING;  /* a slice ended: the caller checks signals */
+    }
+    return leave_timed_out(ep, w);
+}
+
+/* The deadline passed: leaves the queue unless served meanwhile. */
+static sp_wait_result
+leave_timed_out(sp_endpoint *ep, sp_waiter *w)
+{
+    sp_wait_result result;
     sp_after local = {0};
     pthread_mutex_lock(&ep->lock);
     result = w->result;  /* served between the timeout and here? */
@@ -758,7 +879,7 @@ sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
         w->conn = NULL;
         break;
     case SP_WAIT_SLOT:
-        ep->total--;
+        give_slots_locked(ep, 1);
         ep->connecting--;
         sp_endpoint_dispatch_locked(ep, after);
         break;
@@ -813,7 +934,7 @@ void
 sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
-    ep->total--;
+    give_slots_locked(ep, 1);
     ep->connecting--;
     ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
@@ -824,7 +945,7 @@ void
 sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
-    ep->total--;
+    give_slots_locked(ep, 1);
     ep->connecting--;
     ep->connect_failures++;
     ep->progress++;
@@ -921,7 +1042,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* Closed instead of pooled: ... or its flavor has no pool any more
      * (checked out before a reset() changed the pool's settings). */
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
-        ep->total - ep->closing > ep->max_connections ||
+        ep->total - ep->closing > ep->max_connections || host_yield_locked(ep) ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
@@ -1100,7 +1221,16 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->wait_time_max = ep->wait_time_max;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
+    struct sp_host *h = ep->host_budget;
     pthread_mutex_unlock(&ep->lock);
+    /* The host's numbers are atomics in the segment: read without the lock. */
+    out->host_scope = h != NULL;
+    if (h) {
+        sp_host_stats_of(h, &out->host);
+    }
+    else {
+        memset(&out->host, 0, sizeof(out->host));
+    }
 }
 
 /* ---- fork ------------------------------------------------------------------- */
@@ -1140,4 +1270,46 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->generation++;
     ep->probe_requested = 0;
+    sp_host_after_fork_child(ep->host_budget);  /* the parent's host slots stay the parent's */
+}
+
+/* ---- host scope ------------------------------------------------------------ */
+
+int
+sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
+{
+    pthread_mutex_lock(&ep->lock);
+    if (ep->total != 0 || ep->wait_head != NULL || ep->graveyard != NULL) {
+        pthread_mutex_unlock(&ep->lock);
+        return -1;
+    }
+    if (ep->host_budget != NULL || h == NULL) {
+        /* Once on a host budget, an endpoint stays there until it is freed:
+         * the checker and stats() read the handle without the lock. */
+        pthread_mutex_unlock(&ep->lock);
+        return -1;
+    }
+    ep->max_connections = sp_host_max(h);
+    __atomic_store_n(&ep->host_budget, h, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ep->lock);
+    return 0;
+}
+
+void
+sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
+{
+    struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
+    if (h == NULL) {
+        return;
+    }
+    sp_host_reclaim(h, 0);
+    pthread_mutex_lock(&ep->lock);
+    if (ep->host_budget == h) {
+        /* asyncio waiters have no thread on the futex: serve them here. */
+        sp_endpoint_dispatch_locked(ep, after);
+        if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
+            sp_endpoint_drain_idle_locked(ep, after);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
 }
