@@ -443,3 +443,99 @@ def test_command_line_shows_the_host_view(host_url, make_pool):
     out = subprocess.run([sys.executable, "-m", "redis_safepool", "stats", "--host",
                           "--url", missing], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "no host budget" in out.stderr
+
+
+# ---- Celery ------------------------------------------------------------------------------
+
+CELERY_TASKS = 40
+CELERY_BACKEND_BUDGET = 2  # less than the 4 children would hold with a budget each
+
+
+def _worker_connections(server, worker_pid: int) -> Dict[int, int]:
+    """db -> connections the whole worker (master and children) holds to ``server``."""
+    from test_celery import _clients_by_port, _local_ports_to, _process_tree, _socket_inodes
+
+    clients = _clients_by_port(server)
+    ports = _local_ports_to(server.port)
+    counts: Dict[int, int] = {}
+    for pid in _process_tree(worker_pid):
+        for inode in _socket_inodes(pid):
+            db = clients.get(ports.get(inode, -1))
+            if db is not None:
+                counts[db] = counts.get(db, 0) + 1
+    return counts
+
+
+def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, monkeypatch):
+    import subprocess
+    import sys
+
+    from test_celery import APP_DIR, BROKER_BUDGET, _process_tree
+
+    BACKEND_BUDGET = CELERY_BACKEND_BUDGET
+
+    broker_url = redis_server.url
+    backend_url = broker_url.rsplit("/", 1)[0] + "/1"
+    env = dict(os.environ, SAFEPOOL_TEST_BROKER=broker_url, SAFEPOOL_TEST_BACKEND=backend_url,
+               SAFEPOOL_TEST_BROKER_BUDGET=str(BROKER_BUDGET),
+               SAFEPOOL_TEST_BACKEND_BUDGET=str(BACKEND_BUDGET))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(APP_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    for key in [k for k in env if k.startswith("SAFEPOOL_TEST_")]:
+        monkeypatch.setenv(key, env[key])
+    worker_env = dict(env, REDIS_SAFEPOOL_SCOPE="host")  # the producer here keeps its own
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        import safepool_tasks
+    finally:
+        sys.path.remove(str(APP_DIR))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "safepool_tasks", "worker", "--pool=prefork",
+         "-c", "4", "--loglevel=WARNING", "--without-gossip", "--without-mingle",
+         "--without-heartbeat"],
+        cwd=str(APP_DIR), env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    peak: Dict[int, int] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                for db, n in _worker_connections(redis_server, worker.pid).items():
+                    peak[db] = max(peak.get(db, 0), n)
+            except (OSError, RuntimeError, ValueError):
+                pass  # a process just exited
+            stop.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        wait_until(lambda: len(_process_tree(worker.pid)) >= 5, timeout=60,
+                   what="the worker and its 4 children")
+        sampler.start()
+        results = [safepool_tasks.double.delay(i) for i in range(CELERY_TASKS)]
+        values = [r.get(timeout=120) for r in results]
+        assert sorted(v["value"] for v in values) == [2 * i for i in range(CELERY_TASKS)]
+        assert len({v["pid"] for v in values}) >= 2  # the children shared the work
+        stop.set()
+        sampler.join(10)
+        print("peak connections of the worker by db:", peak)
+        assert peak, "no connection of the worker was ever sampled"
+        # the whole worker, all five processes together, within each budget
+        assert peak.get(0, 0) <= BROKER_BUDGET, peak
+        assert peak.get(1, 0) <= BACKEND_BUDGET, peak
+        assert worker.poll() is None, "the worker died"
+    finally:
+        stop.set()
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+        safepool_tasks.app.close()
+        safepool_tasks.app.backend.client.connection_pool.close()
+        for url in (broker_url, backend_url):
+            try:
+                os.unlink(segment_path(url))
+            except FileNotFoundError:
+                pass
