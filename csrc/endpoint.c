@@ -314,9 +314,24 @@ queue_push(sp_endpoint *ep, sp_waiter *w)
     ep->waiters++;
 }
 
+/* Host scope: only the head of the queue watches the host's futex word; a
+ * thread waiter that becomes the head is woken to take over. */
+static void
+nudge_new_head_locked(sp_endpoint *ep)
+{
+    sp_waiter *head = ep->wait_head;
+    if (head != NULL && head->has_cond && head->notify_fd < 0) {
+        pthread_mutex_lock(&head->mutex);
+        head->nudged = 1;
+        pthread_cond_signal(&head->cond);
+        pthread_mutex_unlock(&head->mutex);
+    }
+}
+
 static void
 queue_unlink(sp_endpoint *ep, sp_waiter *w)
 {
+    int was_head = ep->wait_head == w;
     if (w->prev) {
         w->prev->next = w->next;
     }
@@ -331,12 +346,16 @@ queue_unlink(sp_endpoint *ep, sp_waiter *w)
     }
     w->prev = w->next = NULL;
     ep->waiters--;
+    if (was_head && ep->host_budget) {
+        nudge_new_head_locked(ep);
+    }
 }
 
 /* Settles a queued waiter and wakes it. */
 static void
 serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
 {
+    int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
     double waited = sp_now() - w->enqueued_at;
     ep->wait_time_total += waited;
@@ -345,18 +364,20 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
     }
     if (w->has_cond) {
         pthread_mutex_lock(&w->mutex);
-        w->result = result;
         w->conn = conn;
+        __atomic_store_n(&w->result, result, __ATOMIC_SEQ_CST);
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->mutex);
+        if (was_head && ep->host_budget) {
+            /* Host scope: the head sleeps on the host's futex word. */
+            sp_host_wake(ep->host_budget);
+        }
         return;
     }
     if (ep->host_budget && w->notify_fd < 0) {
-        /* A host-scope thread waiter sleeps on the host's futex word
-         * (host_wait()): publish the result, then wake the sleepers. */
+        /* Not waiting yet: host_wait() reads it first. */
         w->conn = conn;
         __atomic_store_n(&w->result, result, __ATOMIC_SEQ_CST);
-        sp_host_wake(ep->host_budget);
         return;
     }
     w->result = result;
@@ -739,6 +760,20 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     return SP_ACQ_QUEUED;
 }
 
+/* Makes a waiter's condition variable (under ep->lock: serve() reads
+ * has_cond there). */
+static void
+make_cond_locked(sp_waiter *w)
+{
+    pthread_mutex_init(&w->mutex, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->has_cond = 1;
+}
+
 static sp_wait_result leave_timed_out(sp_endpoint *ep, sp_waiter *w);
 static sp_wait_result host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
 
@@ -757,13 +792,7 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     if (!w->has_cond) {
         /* Made under ep->lock: serve() reads has_cond there. */
         pthread_mutex_lock(&ep->lock);
-        pthread_mutex_init(&w->mutex, NULL);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&w->cond, &attr);
-        pthread_condattr_destroy(&attr);
-        w->has_cond = 1;
+        make_cond_locked(w);
         pthread_mutex_unlock(&ep->lock);
     }
     struct timespec ts = sp_timespec(until);
@@ -789,11 +818,26 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     return leave_timed_out(ep, w);
 }
 
-/* Host scope, a thread waiter: it sleeps on the host's futex word, which
- * moves whenever a slot is given back anywhere on the host or a waiter
- * here is served, and on each wake-up serves the queue itself (a slot
- * another process gave back has nobody else here to notice it). Sleeps
- * are at most 100 ms, each followed by a look for dead holders. */
+/* A settled host-scope waiter (its result read without its mutex): wait
+ * until whoever settled it let go of the mutex, so that the caller's
+ * sp_endpoint_wait_done() may destroy it. */
+static sp_wait_result
+host_served(sp_waiter *w, sp_wait_result r)
+{
+    if (w->has_cond) {
+        pthread_mutex_lock(&w->mutex);
+        pthread_mutex_unlock(&w->mutex);
+    }
+    return r;
+}
+
+/* Host scope, a thread waiter. The head of the queue sleeps on the host's
+ * futex word, which moves whenever a slot is given back anywhere on the
+ * host or a waiter here is served, and on each wake-up serves the queue
+ * (a slot another process gave back has nobody else here to notice it);
+ * each of its sleeps (at most 100 ms) ends with a look for dead holders.
+ * The others sleep on their own condition variable, as in process scope,
+ * until they are served or become the head (nudged). */
 static sp_wait_result
 host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
 {
@@ -806,28 +850,46 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         uint32_t seq = sp_host_seq(h);
         sp_wait_result r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
         if (r != SP_WAIT_PENDING) {
-            return r;
+            return host_served(w, r);
         }
         sp_after local = {0};
         pthread_mutex_lock(&ep->lock);
-        dispatch_deferred_locked(ep, &local);
+        if (!w->has_cond) {
+            make_cond_locked(w);
+        }
+        int head = ep->wait_head == w;
+        if (head) {
+            dispatch_deferred_locked(ep, &local);
+        }
         pthread_mutex_unlock(&ep->lock);
         sp_after_notify(&local);
         r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
         if (r != SP_WAIT_PENDING) {
-            return r;
+            return host_served(w, r);
         }
         double now = sp_now();
         if (now >= until) {
             break;
         }
-        sp_host_sleep(h, seq, until - now < 0.1 ? until - now : 0.1);
-        sp_host_reclaim(h, 0);
+        if (head) {
+            sp_host_sleep(h, seq, until - now < 0.1 ? until - now : 0.1);
+            sp_host_reclaim(h, 0);
+            continue;
+        }
+        struct timespec ts = sp_timespec(until);
+        pthread_mutex_lock(&w->mutex);
+        while (w->result == SP_WAIT_PENDING && !w->nudged) {
+            if (pthread_cond_timedwait(&w->cond, &w->mutex, &ts) == ETIMEDOUT) {
+                break;
+            }
+        }
+        w->nudged = 0;
+        pthread_mutex_unlock(&w->mutex);
     }
     if (deadline < 0 || sp_now() < deadline) {
         return SP_WAIT_PENDING;  /* a slice ended: the caller checks signals */
     }
-    return leave_timed_out(ep, w);
+    return host_served(w, leave_timed_out(ep, w));
 }
 
 /* The deadline passed: leaves the queue unless served meanwhile. */

@@ -93,6 +93,8 @@ typedef struct sp_waiter {
      * both ep->lock and `mutex` held once has_cond is set (lock order:
      * ep->lock, then mutex; `mutex` is a leaf). */
     int has_cond;
+    int nudged;               /* host scope: it became the head of the queue
+                               * (set under `mutex`): watch the host now */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     /* The wake-up relay of a pause (fail_queue_locked): thread waiters it

@@ -1,6 +1,7 @@
 /* Tests of csrc/host_budget.c with forked processes: the bound, fairness, dead holders, fork, bad segments. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,84 @@ test_bound_and_fairness(void)
             FAIR_SLOTS, sum, jain);
     CHECKF(jain >= 0.9, "Jain's index %.3f", jain);
     CHECK(host_total(mine) == 0);
+    host_ep_free(mine);
+    shm_unlink(name);
+}
+
+/* Several threads per process: only the head of each queue watches the
+ * host; the others are served or handed the watch, none is forgotten. */
+#define THREADED_PROCS 3
+#define THREADS_EACH 4
+
+typedef struct {
+    sp_endpoint *ep;
+    long ops;
+    int over, lost;
+} thread_arg;
+
+static void *
+threaded_worker(void *p)
+{
+    thread_arg *a = p;
+    double until = sp_now() + 0.5;
+    while (sp_now() < until) {
+        tp_payload *got = checkout(a->ep, 5.0);
+        if (got == NULL) {
+            a->lost++;
+            continue;
+        }
+        if (host_total(a->ep) > 2) {
+            a->over++;
+        }
+        checkin(a->ep, got);
+        a->ops++;
+    }
+    return NULL;
+}
+
+static int
+threaded_child(const char *name, int fd)
+{
+    sp_endpoint *ep = host_ep(name, 2);
+    pthread_t threads[THREADS_EACH];
+    thread_arg args[THREADS_EACH];
+    long ops = 0;
+    for (int i = 0; i < THREADS_EACH; i++) {
+        args[i] = (thread_arg){ep, 0, 0, 0};
+        pthread_create(&threads[i], NULL, threaded_worker, &args[i]);
+    }
+    for (int i = 0; i < THREADS_EACH; i++) {
+        pthread_join(threads[i], NULL);
+        CHECKF(args[i].over == 0, "thread %d saw the host over its budget", i);
+        CHECKF(args[i].lost == 0, "thread %d timed out %d times", i, args[i].lost);
+        CHECKF(args[i].ops > 0, "thread %d completed nothing", i);
+        ops += args[i].ops;
+    }
+    CHECK(ep->waiters == 0);
+    host_ep_free(ep);
+    return write(fd, &ops, sizeof(ops)) != sizeof(ops);
+}
+
+static void
+test_threads_in_line(void)
+{
+    const char *name = fresh_name();
+    sp_endpoint *mine = host_ep(name, 2);
+    pid_t pids[THREADED_PROCS];
+    int fds[THREADED_PROCS];
+    for (int i = 0; i < THREADED_PROCS; i++) {
+        pids[i] = spawn(threaded_child, name, &fds[i]);
+    }
+    long total = 0;
+    for (int i = 0; i < THREADED_PROCS; i++) {
+        long ops = 0;
+        CHECK(read(fds[i], &ops, sizeof(ops)) == sizeof(ops));
+        close(fds[i]);
+        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        total += ops;
+    }
+    sp_note("%d processes x %d threads on 2 host slots: %ld checkouts", THREADED_PROCS,
+            THREADS_EACH, total);
     host_ep_free(mine);
     shm_unlink(name);
 }
@@ -472,6 +551,7 @@ test_wait_slices_and_deadline(void)
 
 const sp_test sp_host_budget_tests[] = {
     {"host_budget_bound_and_fairness", test_bound_and_fairness},
+    {"host_budget_threads_in_line", test_threads_in_line},
     {"host_budget_killed_holder", test_killed_holder},
     {"host_budget_killed_in_line", test_killed_in_line},
     {"host_budget_half_made", test_half_made},
