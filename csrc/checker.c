@@ -744,8 +744,18 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     if (sockets > 0 && check_hangup(ep, sockets) && !in_flight) {
         pthread_mutex_lock(&ep->lock);
         ep->probe_requested = 0;
+        /* Host scope: the probe holds a host slot like any connection (other
+         * processes may use every other one); with none free, it waits for
+         * the next probe that finds one. */
+        int counted = 0, go = 1;
+        if (ep->host_budget != NULL) {
+            counted = go = sp_endpoint_take_probe_slot_locked(ep);
+            ep->probe_requested = !go;
+        }
         pthread_mutex_unlock(&ep->lock);
-        probe_start(ep, 0, &cfg);
+        if (go) {
+            probe_start(ep, counted, &cfg);
+        }
         in_flight = flight_of(ep) != NULL;
     }
 
