@@ -301,6 +301,8 @@ class CoreBooks(_CoreBase):
     connection_class: Any
     timeout: Optional[float]
     _max_explicit: bool
+    scope: str
+    _scope_explicit: bool
 
     _flavor_ref: FlavorRef
     _connection_kwargs: Dict[str, Any]
