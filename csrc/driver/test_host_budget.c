@@ -149,14 +149,37 @@ exited_ok(pid_t pid)
 #define FAIR_PROCS 8
 #define FAIR_SLOTS 4
 
+/* Every child of the fairness test starts on one signal (a byte each on
+ * this pipe), so that all of them compete over the same second. */
+static int go_pipe[2] = {-1, -1};
+/* Checkouts of all the children together (a shared page): they run for
+ * FAIR_MIN_S and on until FAIR_TOTAL_OPS (at most FAIR_MAX_S), so a slow
+ * run (valgrind, whose first second goes on translating code) still
+ * compares enough checkouts. */
+static long *fair_total;
+#define FAIR_TOTAL_OPS 2000
+#define FAIR_MIN_S 1.0
+#define FAIR_MAX_S 20.0
+
 static int
 fair_child(const char *name, int fd)
 {
     sp_endpoint *ep = host_ep(name, FAIR_SLOTS);
     long ops = 0;
     int over = 0, lost = 0;
-    double until = sp_now() + 1.0;
-    while (sp_now() < until) {
+    char ready = 'r', go = 0;
+    close(go_pipe[1]);
+    if (write(fd, &ready, 1) != 1 || read(go_pipe[0], &go, 1) != 1) {
+        return 1;
+    }
+    double t0 = sp_now();
+    for (;;) {
+        double now = sp_now();
+        if (now >= t0 + FAIR_MAX_S ||
+            (now >= t0 + FAIR_MIN_S &&
+             __atomic_load_n(fair_total, __ATOMIC_RELAXED) >= FAIR_TOTAL_OPS)) {
+            break;
+        }
         tp_payload *p = checkout(ep, 5.0);
         if (p == NULL) {
             lost++;
@@ -167,6 +190,7 @@ fair_child(const char *name, int fd)
         }
         checkin(ep, p);
         ops++;
+        __atomic_add_fetch(fair_total, 1, __ATOMIC_RELAXED);
     }
     CHECKF(over == 0, "%d checkouts saw more than %d host slots taken", over, FAIR_SLOTS);
     CHECKF(lost == 0, "%d checkouts timed out", lost);
@@ -181,10 +205,24 @@ test_bound_and_fairness(void)
     sp_endpoint *mine = host_ep(name, FAIR_SLOTS);  /* makes the segment */
     pid_t pids[FAIR_PROCS];
     int fds[FAIR_PROCS];
+    CHECK(pipe(go_pipe) == 0);
+    fair_total = mmap(NULL, sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                      -1, 0);
+    CHECK(fair_total != MAP_FAILED);
+    *fair_total = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
         pids[i] = spawn(fair_child, name, &fds[i]);
         CHECK(pids[i] > 0);
     }
+    close(go_pipe[0]);
+    for (int i = 0; i < FAIR_PROCS; i++) {
+        char ready = 0;
+        CHECK(read(fds[i], &ready, 1) == 1 && ready == 'r');
+    }
+    char go[FAIR_PROCS];
+    memset(go, 'g', sizeof(go));
+    CHECK(write(go_pipe[1], go, sizeof(go)) == (ssize_t)sizeof(go));
+    close(go_pipe[1]);
     double sum = 0, sum_sq = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
         long ops = 0;
@@ -200,6 +238,7 @@ test_bound_and_fairness(void)
             FAIR_SLOTS, sum, jain);
     CHECKF(jain >= 0.9, "Jain's index %.3f", jain);
     CHECK(host_total(mine) == 0);
+    munmap(fair_total, sizeof(long));
     host_ep_free(mine);
     shm_unlink(name);
 }
