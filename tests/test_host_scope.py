@@ -490,16 +490,18 @@ def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, 
     for key in [k for k in env if k.startswith("SAFEPOOL_TEST_")]:
         monkeypatch.setenv(key, env[key])
     worker_env = dict(env, REDIS_SAFEPOOL_SCOPE="host")  # the producer here keeps its own
+    sys.modules.pop("safepool_tasks", None)  # another test's copy names its own server
     sys.path.insert(0, str(APP_DIR))
     try:
         import safepool_tasks
     finally:
         sys.path.remove(str(APP_DIR))
+    log = open(os.path.join(redis_server.dir, "worker.log"), "w+")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "safepool_tasks", "worker", "--pool=prefork",
          "-c", "4", "--loglevel=WARNING", "--without-gossip", "--without-mingle",
          "--without-heartbeat"],
-        cwd=str(APP_DIR), env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=str(APP_DIR), env=worker_env, stdout=log, stderr=subprocess.STDOUT,
     )
     peak: Dict[int, int] = {}
     stop = threading.Event()
@@ -538,8 +540,12 @@ def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, 
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=10)
+        log.seek(0)
+        print(log.read()[-4000:])
+        log.close()
         safepool_tasks.app.close()
         safepool_tasks.app.backend.client.connection_pool.close()
+        sys.modules.pop("safepool_tasks", None)
         for url in (broker_url, backend_url):
             try:
                 os.unlink(segment_path(url))
