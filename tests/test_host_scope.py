@@ -490,6 +490,7 @@ def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, 
     for key in [k for k in env if k.startswith("SAFEPOOL_TEST_")]:
         monkeypatch.setenv(key, env[key])
     worker_env = dict(env, REDIS_SAFEPOOL_SCOPE="host")  # the producer here keeps its own
+    worker_env.pop("DJANGO_SETTINGS_MODULE", None)  # left by the Django tests: Celery would set it up
     sys.modules.pop("safepool_tasks", None)  # another test's copy names its own server
     sys.path.insert(0, str(APP_DIR))
     try:
