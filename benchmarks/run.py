@@ -20,7 +20,7 @@ import _common as c  # noqa: E402
 # Every benchmark module exposes NAME and run(ctx: _common.Context) -> _common.Section.
 # Modules listed in OPTIONAL (owned by others) join the run only when they opt in by
 # defining run_section(ctx: _common.Context) -> _common.Section.
-BENCHMARKS = ["pool_overhead", "get_throughput", "fairness", "gil", "async_throughput"]
+BENCHMARKS = ["pool_overhead", "get_throughput", "fairness", "gil", "async_throughput", "host_scope"]
 OPTIONAL = ["storm"]
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 

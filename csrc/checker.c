@@ -422,11 +422,7 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     pthread_mutex_lock(&ep->lock);
     ep->probe_knock = 0;
     ep->probe_requested = 0;
-    int counted = ep->total < ep->max_connections;
-    if (counted) {
-        ep->total++;          /* the probe's own connection counts */
-        ep->connecting++;
-    }
+    int counted = sp_endpoint_take_probe_slot_locked(ep);  /* the probe's own connection counts */
     pthread_mutex_unlock(&ep->lock);
     probe_start(ep, counted, cfg);
 }
@@ -740,13 +736,26 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     double now = sp_now();
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
+    sp_after host = {0};
+    sp_endpoint_host_tick(ep, &host);
+    close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
     int in_flight = flight_of(ep) != NULL;
     if (sockets > 0 && check_hangup(ep, sockets) && !in_flight) {
         pthread_mutex_lock(&ep->lock);
         ep->probe_requested = 0;
+        /* Host scope: the probe holds a host slot like any connection (other
+         * processes may use every other one); with none free, it waits for
+         * the next probe that finds one. */
+        int counted = 0, go = 1;
+        if (ep->host_budget != NULL) {
+            counted = go = sp_endpoint_take_probe_slot_locked(ep);
+            ep->probe_requested = !go;
+        }
         pthread_mutex_unlock(&ep->lock);
-        probe_start(ep, 0, &cfg);
+        if (go) {
+            probe_start(ep, counted, &cfg);
+        }
         in_flight = flight_of(ep) != NULL;
     }
 
@@ -777,9 +786,12 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     if (due) {
         ep->probe_requested = 0;
-        if (ep->total < ep->max_connections) {
-            ep->total++;      /* the probe's own connection counts */
-            ep->connecting++;
+        if (sp_endpoint_take_probe_slot_locked(ep)) {
+            /* the probe's own connection counts */
+        }
+        else if (ep->total < ep->max_connections && ep->state == SP_STATE_READY) {
+            due = 0;          /* host scope: no host slot to spare; traffic proves health */
+            ep->next_probe = now + cfg.interval;
         }
         else {
             due = 2;          /* paused with old connections still out: probe anyway */

@@ -88,6 +88,7 @@ void
 sp_endpoint_free(sp_endpoint *ep)
 {
     /* Only called when no pool is bound: records are gone already. */
+    sp_host_detach(ep->host_budget);
     pthread_mutex_destroy(&ep->lock);
     sp_ptrmap_free(&ep->conns);
     free(ep->flavors);
@@ -184,6 +185,60 @@ idle_find(sp_endpoint *ep, uint32_t flavor)
     return NULL;
 }
 
+/* ---- slots ---------------------------------------------------------------- */
+
+/* One slot more in `total` (the caller checked the local budget): in host
+ * scope only with a host slot claimed for it. `queue`: a waiter is queued
+ * for it, so take a place in the host's line when none is free. */
+static int
+take_slot_locked(sp_endpoint *ep, int queue)
+{
+    if (ep->host_budget && !sp_host_claim(ep->host_budget, queue)) {
+        return 0;
+    }
+    ep->total++;
+    ep->connecting++;
+    return 1;
+}
+
+/* `n` slots leave `total`; in host scope their host slots go back. */
+static void
+give_slots_locked(sp_endpoint *ep, int n)
+{
+    ep->total -= n;
+    if (ep->host_budget) {
+        sp_host_release(ep->host_budget, n);
+    }
+}
+
+/* Host scope: another process is in line, so a connection coming back is
+ * closed (its slot goes to the host) instead of kept: no process holds on
+ * to slots while another starves. */
+static int
+host_yield_locked(const sp_endpoint *ep)
+{
+    return ep->host_budget && sp_host_others_waiting(ep->host_budget);
+}
+
+/* Host scope: the counts the host view shows, and our place in line given
+ * up once nobody here waits. */
+static void
+host_settle_locked(sp_endpoint *ep)
+{
+    if (ep->host_budget) {
+        if (ep->wait_head == NULL) {
+            sp_host_unqueue(ep->host_budget);
+        }
+        sp_host_publish(ep->host_budget, ep->in_use, ep->total);
+    }
+}
+
+int
+sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
+{
+    return ep->total < ep->max_connections && take_slot_locked(ep, 0);
+}
+
 /* Removes a record from the books; the binding disposes of it later. Its
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
@@ -206,7 +261,7 @@ sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
     }
     pthread_mutex_lock(&ep->lock);
     ep->closing -= n;
-    ep->total -= n;
+    give_slots_locked(ep, n);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -259,9 +314,24 @@ queue_push(sp_endpoint *ep, sp_waiter *w)
     ep->waiters++;
 }
 
+/* Host scope: only the head of the queue watches the host's futex word; a
+ * thread waiter that becomes the head is woken to take over. */
+static void
+nudge_new_head_locked(sp_endpoint *ep)
+{
+    sp_waiter *head = ep->wait_head;
+    if (head != NULL && head->has_cond && head->notify_fd < 0) {
+        pthread_mutex_lock(&head->mutex);
+        head->nudged = 1;
+        pthread_cond_signal(&head->cond);
+        pthread_mutex_unlock(&head->mutex);
+    }
+}
+
 static void
 queue_unlink(sp_endpoint *ep, sp_waiter *w)
 {
+    int was_head = ep->wait_head == w;
     if (w->prev) {
         w->prev->next = w->next;
     }
@@ -276,12 +346,16 @@ queue_unlink(sp_endpoint *ep, sp_waiter *w)
     }
     w->prev = w->next = NULL;
     ep->waiters--;
+    if (was_head && ep->host_budget) {
+        nudge_new_head_locked(ep);
+    }
 }
 
 /* Settles a queued waiter and wakes it. */
 static void
 serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
 {
+    int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
     double waited = sp_now() - w->enqueued_at;
     ep->wait_time_total += waited;
@@ -290,10 +364,20 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
     }
     if (w->has_cond) {
         pthread_mutex_lock(&w->mutex);
-        w->result = result;
         w->conn = conn;
+        __atomic_store_n(&w->result, result, __ATOMIC_SEQ_CST);
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->mutex);
+        if (was_head && ep->host_budget) {
+            /* Host scope: the head sleeps on the host's futex word. */
+            sp_host_wake(ep->host_budget);
+        }
+        return;
+    }
+    if (ep->host_budget && w->notify_fd < 0) {
+        /* Not waiting yet: host_wait() reads it first. */
+        w->conn = conn;
+        __atomic_store_n(&w->result, result, __ATOMIC_SEQ_CST);
         return;
     }
     w->result = result;
@@ -520,17 +604,17 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             idle_unlink(ep, victim);
             forget_locked(ep, victim, after);
         }
-        if (may_create_locked(ep)) {
-            ep->total++;
-            ep->connecting++;
+        if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
             continue;
         }
         if (refused_by_state_locked(ep)) {
             fail_queue_locked(ep, after);
         }
+        host_settle_locked(ep);
         return;
     }
+    host_settle_locked(ep);
 }
 
 /* Dispatch from a call that has no sp_after of its own: buried victims go
@@ -612,6 +696,9 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
+    if (ep->host_budget) {
+        sp_host_set_max(ep->host_budget, max_connections);
+    }
     /* Lowered: idle connections over the limit go now, busy ones on release. */
     while (ep->total - ep->closing > ep->max_connections && ep->idle > 0) {
         sp_conn *victim = ep->idle_top;
@@ -638,12 +725,12 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         sp_conn *rec = idle_find(ep, flavor);
         if (rec) {
             *out = checkout_locked(ep, rec, pool);
+            host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_CONN;
         }
-        if (may_create_locked(ep)) {
-            ep->total++;
-            ep->connecting++;
+        if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
+            host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_SLOT;
         }
@@ -673,9 +760,29 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     return SP_ACQ_QUEUED;
 }
 
+/* Makes a waiter's condition variable (under ep->lock: serve() reads
+ * has_cond there). */
+static void
+make_cond_locked(sp_waiter *w)
+{
+    pthread_mutex_init(&w->mutex, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->has_cond = 1;
+}
+
+static sp_wait_result leave_timed_out(sp_endpoint *ep, sp_waiter *w);
+static sp_wait_result host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice);
+
 sp_wait_result
 sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
 {
+    if (ep->host_budget && w->notify_fd < 0) {
+        return host_wait(ep, w, deadline, slice);
+    }
     double now = sp_now();
     double until = now + slice;
     int timed_out = 0;
@@ -685,13 +792,7 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     if (!w->has_cond) {
         /* Made under ep->lock: serve() reads has_cond there. */
         pthread_mutex_lock(&ep->lock);
-        pthread_mutex_init(&w->mutex, NULL);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&w->cond, &attr);
-        pthread_condattr_destroy(&attr);
-        w->has_cond = 1;
+        make_cond_locked(w);
         pthread_mutex_unlock(&ep->lock);
     }
     struct timespec ts = sp_timespec(until);
@@ -714,6 +815,88 @@ sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
     if (!timed_out) {
         return result;  /* a slice ended: the caller checks signals */
     }
+    return leave_timed_out(ep, w);
+}
+
+/* A settled host-scope waiter (its result read without its mutex): wait
+ * until whoever settled it let go of the mutex, so that the caller's
+ * sp_endpoint_wait_done() may destroy it. */
+static sp_wait_result
+host_served(sp_waiter *w, sp_wait_result r)
+{
+    if (w->has_cond) {
+        pthread_mutex_lock(&w->mutex);
+        pthread_mutex_unlock(&w->mutex);
+    }
+    return r;
+}
+
+/* Host scope, a thread waiter. The head of the queue sleeps on the host's
+ * futex word, which moves whenever a slot is given back anywhere on the
+ * host or a waiter here is served, and on each wake-up serves the queue
+ * (a slot another process gave back has nobody else here to notice it);
+ * each of its sleeps (at most 100 ms) ends with a look for dead holders.
+ * The others sleep on their own condition variable, as in process scope,
+ * until they are served or become the head (nudged). */
+static sp_wait_result
+host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
+{
+    struct sp_host *h = ep->host_budget;
+    double until = sp_now() + slice;
+    if (deadline >= 0 && deadline < until) {
+        until = deadline;
+    }
+    for (;;) {
+        uint32_t seq = sp_host_seq(h);
+        sp_wait_result r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
+        if (r != SP_WAIT_PENDING) {
+            return host_served(w, r);
+        }
+        sp_after local = {0};
+        pthread_mutex_lock(&ep->lock);
+        if (!w->has_cond) {
+            make_cond_locked(w);
+        }
+        int head = ep->wait_head == w;
+        if (head) {
+            dispatch_deferred_locked(ep, &local);
+        }
+        pthread_mutex_unlock(&ep->lock);
+        sp_after_notify(&local);
+        r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
+        if (r != SP_WAIT_PENDING) {
+            return host_served(w, r);
+        }
+        double now = sp_now();
+        if (now >= until) {
+            break;
+        }
+        if (head) {
+            sp_host_sleep(h, seq, until - now < 0.1 ? until - now : 0.1);
+            sp_host_reclaim(h, 0);
+            continue;
+        }
+        struct timespec ts = sp_timespec(until);
+        pthread_mutex_lock(&w->mutex);
+        while (w->result == SP_WAIT_PENDING && !w->nudged) {
+            if (pthread_cond_timedwait(&w->cond, &w->mutex, &ts) == ETIMEDOUT) {
+                break;
+            }
+        }
+        w->nudged = 0;
+        pthread_mutex_unlock(&w->mutex);
+    }
+    if (deadline < 0 || sp_now() < deadline) {
+        return SP_WAIT_PENDING;  /* a slice ended: the caller checks signals */
+    }
+    return host_served(w, leave_timed_out(ep, w));
+}
+
+/* The deadline passed: leaves the queue unless served meanwhile. */
+static sp_wait_result
+leave_timed_out(sp_endpoint *ep, sp_waiter *w)
+{
+    sp_wait_result result;
     sp_after local = {0};
     pthread_mutex_lock(&ep->lock);
     result = w->result;  /* served between the timeout and here? */
@@ -758,7 +941,7 @@ sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
         w->conn = NULL;
         break;
     case SP_WAIT_SLOT:
-        ep->total--;
+        give_slots_locked(ep, 1);
         ep->connecting--;
         sp_endpoint_dispatch_locked(ep, after);
         break;
@@ -813,7 +996,7 @@ void
 sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
-    ep->total--;
+    give_slots_locked(ep, 1);
     ep->connecting--;
     ep->progress++;
     sp_endpoint_dispatch_locked(ep, after);
@@ -824,7 +1007,7 @@ void
 sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 {
     pthread_mutex_lock(&ep->lock);
-    ep->total--;
+    give_slots_locked(ep, 1);
     ep->connecting--;
     ep->connect_failures++;
     ep->progress++;
@@ -921,7 +1104,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* Closed instead of pooled: ... or its flavor has no pool any more
      * (checked out before a reset() changed the pool's settings). */
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
-        ep->total - ep->closing > ep->max_connections ||
+        ep->total - ep->closing > ep->max_connections || host_yield_locked(ep) ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
@@ -1100,7 +1283,16 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->wait_time_max = ep->wait_time_max;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
+    struct sp_host *h = ep->host_budget;
     pthread_mutex_unlock(&ep->lock);
+    /* The host's numbers are atomics in the segment: read without the lock. */
+    out->host_scope = h != NULL;
+    if (h) {
+        sp_host_stats_of(h, &out->host);
+    }
+    else {
+        memset(&out->host, 0, sizeof(out->host));
+    }
 }
 
 /* ---- fork ------------------------------------------------------------------- */
@@ -1140,4 +1332,46 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->generation++;
     ep->probe_requested = 0;
+    sp_host_after_fork_child(ep->host_budget);  /* the parent's host slots stay the parent's */
+}
+
+/* ---- host scope ------------------------------------------------------------ */
+
+int
+sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
+{
+    pthread_mutex_lock(&ep->lock);
+    if (ep->total != 0 || ep->wait_head != NULL || ep->graveyard != NULL) {
+        pthread_mutex_unlock(&ep->lock);
+        return -1;
+    }
+    if (ep->host_budget != NULL || h == NULL) {
+        /* Once on a host budget, an endpoint stays there until it is freed:
+         * the checker and stats() read the handle without the lock. */
+        pthread_mutex_unlock(&ep->lock);
+        return -1;
+    }
+    ep->max_connections = sp_host_max(h);
+    __atomic_store_n(&ep->host_budget, h, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ep->lock);
+    return 0;
+}
+
+void
+sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
+{
+    struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
+    if (h == NULL) {
+        return;
+    }
+    sp_host_reclaim(h, 0);
+    pthread_mutex_lock(&ep->lock);
+    if (ep->host_budget == h) {
+        /* asyncio waiters have no thread on the futex: serve them here. */
+        sp_endpoint_dispatch_locked(ep, after);
+        if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
+            sp_endpoint_drain_idle_locked(ep, after);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
 }

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "host_budget.h"
 #include "ptrmap.h"
 
 /* Pure C: nothing here knows Python. A connection is an opaque payload
@@ -92,6 +93,8 @@ typedef struct sp_waiter {
      * both ep->lock and `mutex` held once has_cond is set (lock order:
      * ep->lock, then mutex; `mutex` is a leaf). */
     int has_cond;
+    int nudged;               /* host scope: it became the head of the queue
+                               * (set under `mutex`): watch the host now */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     /* The wake-up relay of a pause (fail_queue_locked): thread waiters it
@@ -201,6 +204,14 @@ typedef struct sp_endpoint {
     double backoff;           /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
 
+    /* Host scope (host_budget.h): every slot counted in `total` is also a
+     * slot of the shared host budget held by this process, claimed where
+     * `total` grows and given back where it shrinks. NULL: process scope.
+     * Set once, under `lock`, while the endpoint holds nothing
+     * (sp_endpoint_set_host()), and kept until it is freed, so the checker
+     * and stats() may read it with an atomic load and no lock. */
+    struct sp_host *host_budget;
+
     /* Limits for idle connections (0 = off). */
     double max_idle_time;
     double max_lifetime;
@@ -250,6 +261,8 @@ typedef struct {
     sp_state refused_state;
     double refused_since;
     char refused_reason[160];
+    int host_scope;           /* 1: the numbers below are the host's */
+    sp_host_stats host;
 } sp_stats;
 
 void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
@@ -258,6 +271,21 @@ void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
 sp_endpoint *sp_endpoint_new(const char *key, const char *label, int max_connections);
 void sp_endpoint_free(sp_endpoint *ep);
 void sp_endpoint_after_fork_child(sp_endpoint *ep);
+
+/* Host scope: puts the endpoint on the shared budget `h` (the endpoint owns
+ * it from then on and detaches it when freed). Only while in process scope,
+ * holding no slot, with nobody waiting: returns 0, or -1 (nothing changed;
+ * the caller still owns `h`). */
+int sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h);
+/* The checker's look at a host-scope endpoint (call with no lock held):
+ * takes back dead holders' slots, serves waiters from slots other
+ * processes gave back, and closes idle connections while another process
+ * is in line for a slot. */
+void sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after);
+/* A slot for the checker's probe (caller holds the lock): the local budget
+ * has room and, in host scope, a host slot is free with nobody in line.
+ * Returns 1 when taken (total and connecting count it). */
+int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
 
 /* Binding of pools and flavors. */
 void sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor);

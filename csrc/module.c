@@ -39,6 +39,34 @@ text_or_none(const char *s)
     return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
 }
 
+static PyObject *
+host_number(const sp_stats *s, long long v)
+{
+    if (!s->host_scope) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(v);
+}
+
+/* `scope` and the host's numbers (None in process scope). */
+static int
+set_host_items(PyObject *d, const sp_stats *s)
+{
+    if (set_item(d, "scope", PyUnicode_FromString(s->host_scope ? "host" : "process")) < 0 ||
+        set_item(d, "host_total", host_number(s, s->host.total)) < 0 ||
+        set_item(d, "host_in_use", host_number(s, s->host.in_use)) < 0 ||
+        set_item(d, "host_processes", host_number(s, s->host.processes)) < 0 ||
+        set_item(d, "host_waiting", host_number(s, s->host.waiting)) < 0 ||
+        set_item(d, "host_reclaimed", host_number(s, (long long)s->host.reclaimed)) < 0) {
+        return -1;
+    }
+    if (s->host_scope) {
+        /* The budget in force is the host's (another process may have changed it). */
+        return set_item(d, "max_connections", PyLong_FromLong(s->host.max_connections));
+    }
+    return 0;
+}
+
 PyObject *
 sp_stats_dict(sp_endpoint *ep)
 {
@@ -77,7 +105,8 @@ sp_stats_dict(sp_endpoint *ep)
         set_item(d, "transitions", PyLong_FromUnsignedLongLong(s.transitions)) < 0 ||
         set_item(d, "connect_failures", PyLong_FromUnsignedLongLong(s.connect_failures)) < 0 ||
         set_item(d, "max_idle_time", PyFloat_FromDouble(s.max_idle_time)) < 0 ||
-        set_item(d, "max_lifetime", PyFloat_FromDouble(s.max_lifetime)) < 0) {
+        set_item(d, "max_lifetime", PyFloat_FromDouble(s.max_lifetime)) < 0 ||
+        set_host_items(d, &s) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -122,12 +151,13 @@ static PyObject *
 core_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"key", "label", "max_connections", "host", "port", "unix_path",
-                             "username", "password", "tls", NULL};
+                             "username", "password", "tls", "shm_name", NULL};
     const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzp:configure", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzpz:configure", kwlist, &key, &label,
                                      &max_connections, &host, &port, &unix_path, &username,
-                                     &password, &tls)) {
+                                     &password, &tls, &shm_name)) {
         return NULL;
     }
     if (max_connections < 1) {
@@ -141,8 +171,69 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     sp_finish_after(get_state(module), &after);
+    PyObject *note = Py_None;
+    Py_INCREF(note);
+    if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
+        Py_DECREF(note);
+        note = sp_use_host_budget(ep, shm_name, max_connections);
+        if (note == NULL) {
+            sp_registry_unbind(ep);
+            return NULL;
+        }
+        if (note == Py_None) {
+            sp_endpoint_set_max(ep, max_connections, &after);  /* the host's, explicitly */
+            sp_finish_after(get_state(module), &after);
+        }
+    }
     sp_registry_unbind(ep);  /* configure() took a reference for the call */
+    return note;
+}
+
+/* ---- host scope ----------------------------------------------------------------- */
+
+PyObject *
+sp_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections)
+{
+    char err[200] = "";
+    int created = 0;
+    sp_host *h;
+    Py_BEGIN_ALLOW_THREADS
+    h = sp_host_attach(shm_name, max_connections, &created, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    if (h == NULL) {
+        return PyUnicode_FromString(err);
+    }
+    if (sp_endpoint_set_host(ep, h) < 0) {
+        sp_host_detach(h);
+        return PyUnicode_FromString("the endpoint already has connections in process scope");
+    }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+core_host_view(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "host_view() takes a segment name");
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) {
+        return NULL;
+    }
+    sp_host_stats hs;
+    char err[200] = "";
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sp_host_view(name, &hs, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_SetString(PyExc_OSError, err);
+        return NULL;
+    }
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K}", "max_connections", hs.max_connections,
+                         "total", hs.total, "in_use", hs.in_use, "processes", hs.processes,
+                         "waiting", hs.waiting, "reclaimed", (unsigned long long)hs.reclaimed);
 }
 
 /* ---- checker -------------------------------------------------------------------- */
@@ -285,6 +376,8 @@ static PyMethodDef core_methods[] = {
     {"unwatch", core_unwatch, METH_O,
      "unwatch(fd): stop watching a socket we are about to close (our close is no hangup)."},
     {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
+    {"host_view", (PyCFunction)core_host_view, METH_O,
+     PyDoc_STR("host_view(segment_name) -> the host budget's numbers, read-only")},
     {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
      "Set an endpoint's max_connections, creating it if needed."},
     {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,

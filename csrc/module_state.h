@@ -157,6 +157,9 @@ void sp_finish_after(sp_modstate *st, sp_after *after);
 extern unsigned long sp_main_thread_ident;
 
 PyObject *sp_stats_dict(sp_endpoint *ep);
+/* Puts `ep` on the host budget `shm_name`: None, or a str saying why it
+ * stays in process scope (the caller warns), or NULL with an exception. */
+PyObject *sp_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections);
 
 /* Shared by pool_type.c and pool_async.c. */
 int sp_pool_check_fork(PoolCore *self);

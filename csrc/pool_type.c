@@ -1143,17 +1143,29 @@ rebind_flavor(PoolCore *self, uint32_t flavor)
     sp_finish_after(self->st, &after);
 }
 
+/* (budget in force, created, scope, note): `note` says why a pool that
+ * asked for host scope stays in process scope (None otherwise). */
+static PyObject *
+bind_result(sp_endpoint *ep, int created, PyObject *note)
+{
+    sp_stats s;
+    sp_endpoint_stats(ep, &s);
+    return Py_BuildValue("(iOsO)", s.host_scope ? s.host.max_connections : s.max_connections,
+                         created ? Py_True : Py_False, s.host_scope ? "host" : "process", note);
+}
+
 static PyObject *
 pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"key", "label", "max_connections", "flavor", "host", "port",
-                             "unix_path", "username", "password", "tls", NULL};
+                             "unix_path", "username", "password", "tls", "shm_name", NULL};
     const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
     unsigned int flavor;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiI|zizzzp:_bind", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiI|zizzzpz:_bind", kwlist, &key, &label,
                                      &max_connections, &flavor, &host, &port, &unix_path,
-                                     &username, &password, &tls)) {
+                                     &username, &password, &tls, &shm_name)) {
         return NULL;
     }
     if (max_connections < 1) {
@@ -1170,9 +1182,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
          * the general path below: the endpoint may be made anew with them,
          * e.g. the probe's credentials, when nothing holds the old one.) */
         rebind_flavor(self, flavor);
-        sp_stats s;
-        sp_endpoint_stats(self->ep, &s);
-        return Py_BuildValue("(iO)", s.max_connections, Py_False);
+        return bind_result(self->ep, 0, Py_None);
     }
     if (self->ep != NULL && retire_binding(self) < 0) {
         return PyErr_NoMemory();
@@ -1186,23 +1196,35 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     }
     self->ep = ep;
     self->flavor = flavor;
+    PyObject *note = Py_None;
+    Py_INCREF(note);
     if (created) {
         /* The probe speaks with this pool's credentials. */
         pthread_mutex_lock(&ep->lock);
         ep->probe_flavor = flavor;
         pthread_mutex_unlock(&ep->lock);
+        if (shm_name != NULL) {
+            Py_DECREF(note);
+            note = sp_use_host_budget(ep, shm_name, max_connections);
+            if (note == NULL) {
+                sp_registry_unbind(ep);
+                self->ep = NULL;
+                return NULL;
+            }
+        }
     }
     sp_endpoint_pool_added(ep, flavor);
     self->flavor_counted = 1;
     self->closed = 0;
     self->fork_epoch = sp_fork_epoch();
     if (sp_checker_ensure_running() != 0) {
+        Py_DECREF(note);
         PyErr_SetString(self->st->SafePoolError, "cannot start the health-checker thread");
         return NULL;
     }
-    sp_stats s;
-    sp_endpoint_stats(ep, &s);
-    return Py_BuildValue("(iO)", s.max_connections, created ? Py_True : Py_False);
+    PyObject *result = bind_result(ep, created, note);
+    Py_DECREF(note);
+    return result;
 }
 
 static PyObject *

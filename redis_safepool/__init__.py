@@ -5,12 +5,22 @@ from typing import Any, Dict, Optional, Union, cast
 from redis.connection import ConnectionPool, parse_url
 
 from . import _core, observe
-from ._books import _check_max_connections, _check_positive_seconds, check_url
+from ._books import (
+    _check_max_connections,
+    _check_positive_seconds,
+    check_host_budget,
+    check_scope,
+    check_url,
+    host_segment_name,
+    warn_host_scope,
+    warn_scope_conflict,
+)
 from ._dispose import dispose
 from ._keys import endpoint_of
 from .exceptions import (
     BudgetConflictWarning,
     CredentialsRejectedError,
+    HostScopeWarning,
     DoubleReleaseError,
     ForeignConnectionError,
     PoolClosedError,
@@ -41,6 +51,8 @@ __all__ = [
     "DoubleReleaseError",
     "ForeignConnectionError",
     "BudgetConflictWarning",
+    "HostScopeWarning",
+    "host_stats",
 ]
 
 # redis-py has two pool classes; ours waits like BlockingConnectionPool and
@@ -53,14 +65,20 @@ def stats() -> Dict[str, Dict[str, Any]]:
     return _core.stats()
 
 
-def configure(target: Union[str, ConnectionPool], max_connections: int) -> None:
+def configure(target: Union[str, ConnectionPool], max_connections: int,
+              scope: Optional[str] = None) -> None:
     """Set the budget of an endpoint explicitly (the override for "first pool wins").
 
     ``target`` is a URL (``redis://host:port/db``) or a pool. Lowering the
     budget takes effect as connections come back; pools made later for the
-    endpoint use it even if they ask for another value.
+    endpoint use it even if they ask for another value. ``scope="host"``
+    makes it one budget for every process of this user on this host (the
+    default: ``$REDIS_SAFEPOOL_SCOPE``, else ``"process"``); an endpoint
+    keeps the scope it was made with.
     """
     max_connections = _check_max_connections(max_connections, allow_none=False)
+    scope = check_scope(scope)
+    check_host_budget(scope, max_connections)
     if isinstance(target, ConnectionPool):
         cls, kwargs = target.connection_class, target.connection_kwargs
     elif isinstance(target, str):
@@ -70,7 +88,29 @@ def configure(target: Union[str, ConnectionPool], max_connections: int) -> None:
     else:
         raise TypeError(f"configure() takes a URL or a pool, not {type(target).__name__}")
     key, label, addr = endpoint_of(cls, kwargs)
-    _core.configure(key, label, max_connections, **addr)
+    shm_name = host_segment_name(key) if scope == "host" else None
+    note = _core.configure(key, label, max_connections, shm_name=shm_name, **addr)
+    if note is not None:
+        warn_host_scope(label, note)
+    elif _core.stats().get(label, {}).get("scope", scope) != scope:
+        warn_scope_conflict(label, _core.stats()[label]["scope"], scope)
+
+
+def host_stats(target: Union[str, ConnectionPool]) -> Dict[str, int]:
+    """The host budget of an endpoint as every process on this host shares it, read
+    from its shared segment without attaching to it (works from outside the
+    application): ``max_connections``, ``total``, ``in_use``, ``processes``,
+    ``waiting``, ``reclaimed``. ``OSError`` when there is none."""
+    if isinstance(target, ConnectionPool):
+        cls, kwargs = target.connection_class, target.connection_kwargs
+    elif isinstance(target, str):
+        check_url(target)
+        kwargs = parse_url(target)
+        cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
+    else:
+        raise TypeError(f"host_stats() takes a URL or a pool, not {type(target).__name__}")
+    key = endpoint_of(cls, kwargs)[0]
+    return _core.host_view(host_segment_name(key))
 
 
 def checker_config(**changes: Optional[float]) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ examples:
   python -m redis_safepool stats --url redis://127.0.0.1:6379/0 --max-connections 20
   python -m redis_safepool explain --url redis://127.0.0.1:6379/0
   python -m redis_safepool stats --from http://127.0.0.1:5000/safepool/stats
+  python -m redis_safepool stats --host --url redis://127.0.0.1:6379/0   host budget, read-only
 """
 
 
@@ -79,6 +80,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_view(url: str, as_json: bool) -> int:
+    """The host budget every process on this host shares for ``url``: no pool, no connection."""
+    from . import host_stats
+    from ._redact import redact_url
+
+    try:
+        view = host_stats(url)
+    except OSError as exc:
+        print(f"{redact_url(url)}: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        print(f"host budget of {redact_url(url)}")
+        for key in ("max_connections", "total", "in_use", "processes", "waiting", "reclaimed"):
+            print(f"  {key:<16} {view[key]}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m redis_safepool", description=__doc__,
@@ -90,6 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-connections", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=None, help="pool timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print the stats as JSON")
+    parser.add_argument("--host", action="store_true",
+                        help="show the endpoint's host budget (scope='host'), read from its "
+                             "shared segment without connecting")
     args = parser.parse_args(argv)
 
     from .report import all_stats, explain, format_table
@@ -97,6 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     url = args.url or os.environ.get("REDIS_URL")
     if args.command == "demo" or (args.command is None and not url and not args.source):
         return _demo(args)
+    if args.host:
+        return _host_view(url or "redis://127.0.0.1:6379/0", args.json)
     if args.source:
         stats = fetch_stats(args.source)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import warnings
 from types import FrameType
@@ -13,7 +15,7 @@ from . import exceptions as _redis_errors
 from ._checks import check_seconds as _check_seconds
 from ._keys import FlavorRef, endpoint_of, flavor_ref
 from ._redact import redact_url, scrub_exception, secrets_of
-from .exceptions import BudgetConflictWarning
+from .exceptions import BudgetConflictWarning, HostScopeWarning
 
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_TIMEOUT = _core.DEFAULT_TIMEOUT  # redis-py BlockingConnectionPool's default wait
@@ -27,6 +29,57 @@ REPR_OMITTED = frozenset({"himport_registry"})
 # place, so every entry point rejects the same values with the same words.
 
 MAX_CONNECTIONS_LIMIT = 2**31 - 1  # the C core counts connections in an int
+HOST_MAX_CONNECTIONS = 4096        # slots in a host budget's shared segment (csrc/host_budget.h)
+SCOPES = ("process", "host")
+SCOPE_ENV = "REDIS_SAFEPOOL_SCOPE"  # the default scope of pools and configure() calls without one
+
+
+def check_scope(scope: Any) -> str:
+    """The budget's scope: ``"process"`` or ``"host"``; ``None`` is the default,
+    ``$REDIS_SAFEPOOL_SCOPE`` when set (and not empty), else ``"process"``."""
+    where = "scope"
+    if scope is None:
+        scope = os.environ.get(SCOPE_ENV) or "process"
+        where = SCOPE_ENV
+    if not isinstance(scope, str):
+        raise TypeError(f"scope must be 'process' or 'host', not {type(scope).__name__}")
+    if scope not in SCOPES:
+        raise ValueError(f"{where} must be 'process' or 'host', got {scope!r}")
+    return scope
+
+
+def check_host_budget(scope: str, max_connections: int) -> None:
+    if scope == "host" and max_connections > HOST_MAX_CONNECTIONS:
+        raise ValueError(
+            f"max_connections must be <= {HOST_MAX_CONNECTIONS} with scope='host', "
+            f"got {max_connections}"
+        )
+
+
+def host_segment_name(key: str) -> str:
+    """The shared segment of an endpoint's host budget: a digest of the user and the
+    endpoint key (never a host name or a user name in clear)."""
+    uid = os.geteuid() if hasattr(os, "geteuid") else 0
+    digest = hashlib.sha256(f"redis-safepool\0{uid}\0{key}".encode()).hexdigest()
+    return f"/redis-safepool-{digest[:40]}"
+
+
+def warn_host_scope(label: str, why: str) -> None:
+    warnings.warn(
+        f"{label}: scope='host' is not available ({why}); this process keeps a budget "
+        f"of its own for it",
+        HostScopeWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+def warn_scope_conflict(label: str, scope: str, asked: str) -> None:
+    warnings.warn(
+        f"{label} already has a budget of scope={scope!r} set by the first pool for it; "
+        f"this pool asked for scope={asked!r} and shares the existing budget.",
+        BudgetConflictWarning,
+        stacklevel=_caller_stacklevel(),
+    )
 
 
 def _check_max_connections(value: Any, allow_none: bool = True) -> int:
@@ -248,6 +301,8 @@ class CoreBooks(_CoreBase):
     connection_class: Any
     timeout: Optional[float]
     _max_explicit: bool
+    scope: str
+    _scope_explicit: bool
 
     _flavor_ref: FlavorRef
     _connection_kwargs: Dict[str, Any]
@@ -259,13 +314,18 @@ class CoreBooks(_CoreBase):
         pool: _Pool = super().from_url(url, **kwargs)  # type: ignore[misc]
         return pool
 
-    def _take_limits(self, connection_class: Any, max_connections: Any, timeout: Any) -> int:
-        """Check the pool's own arguments; set ``timeout``; return the budget asked for."""
+    def _take_limits(self, connection_class: Any, max_connections: Any, timeout: Any,
+                     scope: Any = None) -> int:
+        """Check the pool's own arguments; set ``timeout`` and ``scope``; return the budget asked for."""
         if not isinstance(connection_class, type):
             raise TypeError(f"connection_class must be a class, not {connection_class!r}")
         self._max_explicit = max_connections not in (None, 0)
         self.timeout = _check_seconds("timeout", timeout, allow_none=True)  # inf: None, forever
-        return _check_max_connections(max_connections)
+        self.scope = check_scope(scope)
+        self._scope_explicit = scope is not None or bool(os.environ.get(SCOPE_ENV))
+        budget = _check_max_connections(max_connections)
+        check_host_budget(self.scope, budget)
+        return budget
 
     def _bind_budget(self) -> Dict[str, Any]:
         """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
@@ -279,9 +339,17 @@ class CoreBooks(_CoreBase):
             flavor_kwargs = dict(flavor_kwargs, __cache__=cache)
         flavor = flavor_ref(self.connection_class, flavor_kwargs)
         asked = self.requested_max_connections
-        budget, created = self._bind(key, label, asked, flavor.id, **addr)
+        asked_scope = getattr(self, "scope", "process")
+        shm_name = host_segment_name(key) if asked_scope == "host" else None
+        budget, created, scope, note = self._bind(key, label, asked, flavor.id,
+                                                  shm_name=shm_name, **addr)
         self._flavor_ref = flavor  # keeps the flavor's table entry while this pool uses it
-        if not created and budget != asked and self._max_explicit:
+        if note is not None:
+            warn_host_scope(label, note)
+        elif scope != asked_scope and getattr(self, "_scope_explicit", False):
+            warn_scope_conflict(label, scope, asked_scope)
+        # a host budget may have been set by another process's first pool
+        if budget != asked and self._max_explicit and (not created or scope == "host"):
             _warn_budget_conflict(label, budget, asked)
         _events.ensure_started()
         return addr

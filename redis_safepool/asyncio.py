@@ -133,9 +133,10 @@ class AsyncPoolMethods(CoreBooks):
         max_idle_time: Optional[float] = None,
         max_lifetime: Optional[float] = None,
         leak_threshold: Optional[float] = None,
+        scope: Optional[str] = None,
         **connection_kwargs: Any,
     ) -> None:
-        max_connections = self._take_limits(connection_class, max_connections, timeout)
+        max_connections = self._take_limits(connection_class, max_connections, timeout, scope)
         self._take_lifetimes(max_idle_time, max_lifetime, leak_threshold)
         self._client_pool.__init__(
             self, connection_class=connection_class, max_connections=max_connections,

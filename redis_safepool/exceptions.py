@@ -17,6 +17,7 @@ __all__ = [
     "DoubleReleaseError",
     "ForeignConnectionError",
     "BudgetConflictWarning",
+    "HostScopeWarning",
 ]
 
 
@@ -55,4 +56,9 @@ class ForeignConnectionError(PoolMisuseError):
 
 
 class BudgetConflictWarning(RuntimeWarning):
-    """A pool asked for another ``max_connections`` than its endpoint's budget."""
+    """A pool asked for another ``max_connections`` (or ``scope``) than its endpoint's budget."""
+
+
+class HostScopeWarning(RuntimeWarning):
+    """``scope="host"`` could not be used (not Linux, or a shared segment that is not
+    ours or not sound): the endpoint keeps a budget for this process only."""

@@ -16,6 +16,7 @@ import async_throughput  # noqa: E402
 import fairness  # noqa: E402
 import get_throughput  # noqa: E402
 import gil  # noqa: E402
+import host_scope  # noqa: E402
 import pool_overhead  # noqa: E402
 import run as bench_run  # noqa: E402
 
@@ -62,6 +63,15 @@ def test_pool_overhead(ctx, monkeypatch):
     _numbers(rates.values())
     _int_counts(section.data["errors"].values())
     assert "pairs/s" in section.markdown()
+
+
+def test_host_scope(ctx):
+    section = host_scope.run(ctx)
+    rates = section.data["rate"]
+    assert set(rates) == {f"{s}/{t}" for s in ("process", "host") for t in host_scope.THREADS}
+    _numbers(rates.values())
+    assert section.data["scope_ok"]  # each pool ran on the budget it asked for
+    assert "host/process" in section.markdown()
 
 
 def test_get_throughput(ctx, monkeypatch):
