@@ -30,7 +30,7 @@ static struct {
     sp_checker_config cfg;
 } ck = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .cfg = {1.0, 0.1, 0.05, 0.3, 1.0, 1},
+    .cfg = {1.0, 0.1, 0.05, 0.3, 1.0, 1, 0.1, 4},
 };
 
 static int cond_ready;
@@ -40,14 +40,20 @@ static int cond_ready;
 /* xorshift64*: jitter only, seeded per thread start. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
+/* Uniform in [0, 1). */
 static double
-jitter(double base)
+random_unit(void)
 {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
-    double r = (double)((rng_state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
-    return base * (0.5 + 0.5 * r);  /* "equal jitter": between base/2 and base */
+    return (double)((rng_state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static double
+jitter(double base)
+{
+    return base * (0.5 + 0.5 * random_unit());  /* "equal jitter": between base/2 and base */
 }
 
 void
@@ -156,7 +162,9 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
         }
         break;
     case SP_FAIL_MAXCLIENTS:
-        if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING) {
+        sp_endpoint_rejected_locked(ep, &after);  /* multiplicative decrease */
+        if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING ||
+            ep->state == SP_STATE_SATURATED) {
             ep->backoff = 0;
             change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
                                 &after);
@@ -264,6 +272,63 @@ no_reply(const sp_probe_result *res, const sp_checker_config *cfg)
            res->elapsed >= 0.9 * cfg->probe_timeout;
 }
 
+/* Callers wanted more connections than the allowance let them have. */
+static int
+growing_locked(const sp_endpoint *ep)
+{
+    return ep->allowance_blocked || (ep->waiters > 0 && ep->total < ep->max_connections);
+}
+
+/* Fleet-aware admission: takes the server's view from an answered probe
+ * (allowance.h). Headroom below the reserve makes the endpoint saturated
+ * (no new connections; callers queue for the ones the process has);
+ * headroom back makes it ready, and the allowance grows from there. An
+ * endpoint coming back from paused or overloaded goes through saturated
+ * when the server is that full. Returns 1 when it decided the state and
+ * the next probe. Caller holds ep->lock. */
+static int
+apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+                  double now, sp_after *after)
+{
+    if (ep->tls) {
+        return 0;  /* bare probes: no view (TLS endpoints) */
+    }
+    if (!sp_server_view_usable(&res->view)) {
+        sp_endpoint_server_view_unavailable_locked(ep, res->view_error[0] ? res->view_error
+                                                                          : "no view");
+        if (ep->state == SP_STATE_SATURATED) {
+            change_state_locked(ep, SP_STATE_READY, "server's view unavailable", after);
+            ep->next_probe = now + cfg->interval;
+            return 1;
+        }
+        return 0;
+    }
+    long long reserve = sp_server_reserve(res->view.maxclients, cfg->server_reserve,
+                                          cfg->server_reserve_min);
+    int saturated = sp_endpoint_server_view_locked(ep, &res->view, reserve, random_unit(),
+                                                   after);
+    char reason[160];
+    long long headroom = res->view.maxclients - res->view.connected_clients;
+    if (saturated) {
+        snprintf(reason, sizeof(reason),
+                 "server saturated: %lld/%lld clients connected, headroom %lld below the "
+                 "reserve of %lld",
+                 res->view.connected_clients, res->view.maxclients, headroom, reserve);
+        change_state_locked(ep, SP_STATE_SATURATED, reason, after);
+        ep->next_probe = now + jitter(cfg->recover_interval);
+        return 1;
+    }
+    if (ep->state == SP_STATE_SATURATED) {
+        snprintf(reason, sizeof(reason),
+                 "headroom back: %lld/%lld clients connected, reserve %lld",
+                 res->view.connected_clients, res->view.maxclients, reserve);
+        change_state_locked(ep, SP_STATE_READY, reason, after);
+        ep->next_probe = now + jitter(cfg->recover_interval);
+        return 1;
+    }
+    return 0;
+}
+
 static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
@@ -298,6 +363,11 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
         ep->backoff = 0;
+        if (apply_view_locked(ep, res, cfg, now, &after)) {
+            pthread_mutex_unlock(&ep->lock);
+            close_buried(ep, &after);
+            return;
+        }
         switch (ep->state) {
         case SP_STATE_PAUSED:
         case SP_STATE_OVERLOADED:
@@ -320,6 +390,16 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_STATE_READY:
             ep->next_probe = now + cfg->interval;
             break;
+        case SP_STATE_SATURATED:
+            break;  /* apply_view_locked() decided */
+        }
+        if (ep->state == SP_STATE_READY && growing_locked(ep)) {
+            /* Held back by the allowance: look again soon to let it grow
+             * (jittered: processes that read one headroom grow apart). */
+            double soon = now + jitter(cfg->recover_interval);
+            if (soon < ep->next_probe) {
+                ep->next_probe = soon;
+            }
         }
     }
     else {
@@ -426,6 +506,7 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     if (counted) {
         ep->total++;          /* the probe's own connection counts */
         ep->connecting++;
+        ep->probe_slots++;
     }
     pthread_mutex_unlock(&ep->lock);
     probe_start(ep, counted, cfg);
@@ -434,6 +515,18 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
 static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
                        const sp_checker_config *cfg, double now);
 
+/* A probe that held a slot of the budget is done with it. */
+static void
+give_probe_slot(sp_endpoint *ep)
+{
+    sp_after after = {0};
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_slots--;
+    pthread_mutex_unlock(&ep->lock);
+    sp_endpoint_cancel_slot(ep, &after);
+    close_buried(ep, &after);
+}
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -441,9 +534,7 @@ flight_land(flight *fl)
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
     if (fl->counted) {
-        sp_after after = {0};
-        sp_endpoint_cancel_slot(fl->ep, &after);
-        close_buried(fl->ep, &after);
+        give_probe_slot(fl->ep);
     }
     if (fl->knock) {
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
@@ -463,9 +554,7 @@ probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
     flight *fl = malloc(sizeof(*fl));
     if (fl == NULL) {
         if (counted) {
-            sp_after after = {0};
-            sp_endpoint_cancel_slot(ep, &after);
-            close_buried(ep, &after);
+            give_probe_slot(ep);
         }
         return;
     }
@@ -643,7 +732,7 @@ static int
 stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
 {
     int full = ep->state == SP_STATE_READY && ep->pools > 0 && ep->waiters > 0 &&
-               ep->total >= ep->max_connections &&
+               ep->total >= sp_endpoint_cap_locked(ep) &&
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;
@@ -764,8 +853,18 @@ tick_endpoint(sp_endpoint *ep, void *arg)
      * counted may all be dead. Recovering with the budget full of new,
      * working connections means recovered. */
     if (ep->state != SP_STATE_READY && ep->state != SP_STATE_PAUSED &&
-        ep->total >= ep->max_connections) {
+        ep->state != SP_STATE_SATURATED && ep->total >= ep->max_connections) {
         has_slot = 0;
+    }
+    /* Saturated: the probe's connection is one of the reserve's, brief,
+     * and the only way to learn that headroom came back. */
+    if (ep->state == SP_STATE_SATURATED) {
+        has_slot = 1;
+    }
+    /* Held back by the allowance: probe soon, to let it grow. */
+    if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
+        ep->next_probe > now + cfg.recover_interval) {
+        ep->next_probe = now + jitter(cfg.recover_interval);
     }
     sp_after full = {0};
     if (due && !has_slot) {
@@ -780,6 +879,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         if (ep->total < ep->max_connections) {
             ep->total++;      /* the probe's own connection counts */
             ep->connecting++;
+            ep->probe_slots++;
         }
         else {
             due = 2;          /* paused with old connections still out: probe anyway */

@@ -31,6 +31,8 @@ sp_state_name(sp_state s)
         return "recovering";
     case SP_STATE_OVERLOADED:
         return "overloaded";
+    case SP_STATE_SATURATED:
+        return "saturated";
     }
     return "unknown";
 }
@@ -79,6 +81,9 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->state_since = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
+    sp_server_view_init(&ep->server_view);
+    sp_allowance_init(&ep->allow);
+    snprintf(ep->server_view_error, sizeof(ep->server_view_error), "not read yet");
     static uint64_t serials;  /* atomic; 0 is never an endpoint's */
     ep->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     return ep;
@@ -303,26 +308,37 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
     }
 }
 
+int
+sp_endpoint_cap_locked(const sp_endpoint *ep)
+{
+    return sp_allowance_cap(&ep->allow, ep->max_connections);
+}
+
 static int
-may_create_locked(const sp_endpoint *ep)
+may_create_locked(sp_endpoint *ep)
 {
     if (ep->total >= ep->max_connections) {
         return 0;
     }
     switch (ep->state) {
     case SP_STATE_READY:
-        return 1;
     case SP_STATE_RECOVERING:
-        return ep->connecting < ep->max_connecting;
+        if (ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep)) {
+            ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
+            return 0;
+        }
+        return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
+    case SP_STATE_SATURATED:
         return 0;
     }
     return 0;
 }
 
 /* Refuse at once instead of queueing: paused, or overloaded with nothing
- * that could ever come back to the queue. */
+ * that could ever come back to the queue. Saturated never refuses: the
+ * caller waits its timeout for a connection or for headroom. */
 static int
 refused_by_state_locked(const sp_endpoint *ep)
 {
@@ -388,7 +404,8 @@ sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor)
 static int
 evictable_locked(const sp_endpoint *ep)
 {
-    return ep->idle > 0 && ep->closing == 0 && ep->total >= ep->max_connections &&
+    return ep->idle > 0 && ep->closing == 0 &&
+           ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep) &&
            (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
 }
 
@@ -607,13 +624,13 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
     pthread_mutex_unlock(&ep->lock);
 }
 
-void
-sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+/* Lowered budget or allowance: idle connections over the cap go now
+ * (oldest first), busy ones on release. */
+static void
+trim_idle_locked(sp_endpoint *ep, sp_after *after)
 {
-    pthread_mutex_lock(&ep->lock);
-    ep->max_connections = max_connections;
-    /* Lowered: idle connections over the limit go now, busy ones on release. */
-    while (ep->total - ep->closing > ep->max_connections && ep->idle > 0) {
+    while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
+           ep->idle > 0) {
         sp_conn *victim = ep->idle_top;
         while (victim->next) {
             victim = victim->next;
@@ -621,6 +638,14 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
         idle_unlink(ep, victim);
         forget_locked(ep, victim, after);
     }
+}
+
+void
+sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->max_connections = max_connections;
+    trim_idle_locked(ep, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -921,7 +946,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* Closed instead of pooled: ... or its flavor has no pool any more
      * (checked out before a reset() changed the pool's settings). */
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
-        ep->total - ep->closing > ep->max_connections ||
+        ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
@@ -1039,6 +1064,43 @@ sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const char *t
 
 /* ---- health ---------------------------------------------------------------- */
 
+/* Connections of this process the server counts (the probe's own too). */
+static int
+held_locked(const sp_endpoint *ep)
+{
+    return ep->total - ep->probe_slots;
+}
+
+int
+sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
+                               double u, sp_after *after)
+{
+    ep->server_view = *v;
+    ep->server_view_error[0] = '\0';
+    ep->allowance_blocked = 0;
+    int saturated = sp_allowance_on_view(&ep->allow, v, reserve, held_locked(ep),
+                                         ep->max_connections, u);
+    trim_idle_locked(ep, after);
+    sp_endpoint_dispatch_locked(ep, after);
+    return saturated;
+}
+
+void
+sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why)
+{
+    snprintf(ep->server_view_error, sizeof(ep->server_view_error), "%s", why);
+    sp_server_view_init(&ep->server_view);
+    sp_allowance_init(&ep->allow);  /* no view: today's rules only */
+    ep->allowance_blocked = 0;
+}
+
+void
+sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after)
+{
+    sp_allowance_on_rejection(&ep->allow, held_locked(ep));
+    trim_idle_locked(ep, after);
+}
+
 void
 sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
 {
@@ -1100,6 +1162,11 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->wait_time_max = ep->wait_time_max;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
+    out->server_view = ep->server_view;
+    memcpy(out->server_view_error, ep->server_view_error, sizeof(out->server_view_error));
+    out->server_reserve = ep->allow.reserve;
+    out->allowance = sp_endpoint_cap_locked(ep);
+    out->allowance_decreases = ep->allow.decreases;
     pthread_mutex_unlock(&ep->lock);
 }
 
@@ -1138,6 +1205,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
         rec->counted = 0;  /* the child's books start empty */
     }
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
+    ep->probe_slots = 0;
     ep->generation++;
     ep->probe_requested = 0;
 }

@@ -23,6 +23,7 @@ static const sp_test *const suites[] = {
     sp_fork_tests,
     sp_probe_tests,
     sp_inbox_tests,
+    sp_allowance_tests,
     /* add new suites here (and the file to DRIVER in the Makefile) */
 };
 
