@@ -73,14 +73,13 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         return a->saturated;
     }
     if (a->saturated) {
+        /* Everyone over the line gives back their share of the excess: the
+         * fleet settles with the reserve free, whoever caused it. */
         long long excess = reserve - headroom;
-        if (headroom < reserve / 2 && v->connected_clients > 0) {
-            long long share = (excess * total + v->connected_clients - 1) / v->connected_clients;
-            a->allowance = at_least_one((long long)total - share);
-        }
-        else {
-            a->allowance = at_least_one(total);
-        }
+        long long share = v->connected_clients > 0
+                              ? (excess * total + v->connected_clients - 1) / v->connected_clients
+                              : 0;
+        a->allowance = at_least_one((long long)total - share);
         return 1;
     }
     long long spare = headroom - reserve;

@@ -31,9 +31,8 @@ void sp_allowance_init(sp_allowance *a);
  *   - an unusable view, or a reserve of 0: no limit (SP_ALLOWANCE_NONE);
  *   - rejected_connections rose since the last view: multiplicative
  *     decrease, half of what the process holds;
- *   - headroom below the reserve: saturated; below half the reserve the
- *     process gives back its share of the excess (total / connected);
- *     otherwise it keeps what it has;
+ *   - headroom below the reserve: saturated; the process gives back its
+ *     share of the excess, ceil((reserve - headroom) * total / connected);
  *   - headroom above the reserve: additive increase over what it holds,
  *     1 + u * spare / 16 (spare = headroom - reserve), so that processes
  *     reading one headroom do not all take it, and a lone process on a

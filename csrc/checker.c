@@ -303,25 +303,35 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
         }
         return 0;
     }
-    long long reserve = sp_server_reserve(res->view.maxclients, cfg->server_reserve,
+    /* The probe's own connection is gone once it has landed. */
+    sp_server_view v = res->view;
+    if (v.connected_clients > 0) {
+        v.connected_clients--;
+    }
+    long long reserve = sp_server_reserve(v.maxclients, cfg->server_reserve,
                                           cfg->server_reserve_min);
-    int saturated = sp_endpoint_server_view_locked(ep, &res->view, reserve, random_unit(),
-                                                   after);
+    int saturated = sp_endpoint_server_view_locked(ep, &v, reserve, random_unit(), after);
     char reason[160];
-    long long headroom = res->view.maxclients - res->view.connected_clients;
+    long long headroom = v.maxclients - v.connected_clients;
     if (saturated) {
         snprintf(reason, sizeof(reason),
                  "server saturated: %lld/%lld clients connected, headroom %lld below the "
                  "reserve of %lld",
-                 res->view.connected_clients, res->view.maxclients, headroom, reserve);
+                 v.connected_clients, v.maxclients, headroom, reserve);
         change_state_locked(ep, SP_STATE_SATURATED, reason, after);
+        ep->next_probe = now + jitter(cfg->recover_interval);
+        return 1;
+    }
+    if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
+        /* At the line: stays saturated (no flapping between states while
+         * the fleet sits on the reserve). */
         ep->next_probe = now + jitter(cfg->recover_interval);
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED) {
         snprintf(reason, sizeof(reason),
                  "headroom back: %lld/%lld clients connected, reserve %lld",
-                 res->view.connected_clients, res->view.maxclients, reserve);
+                 v.connected_clients, v.maxclients, reserve);
         change_state_locked(ep, SP_STATE_READY, reason, after);
         ep->next_probe = now + jitter(cfg->recover_interval);
         return 1;
@@ -427,6 +437,12 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_PROBE_OVERLOADED:
             if (ep->silent && ep->state == SP_STATE_PAUSED && no_reply(res, cfg)) {
                 break;  /* still answering nobody: callers keep failing fast */
+            }
+            if (strstr(res->error, "max number of clients") != NULL) {
+                /* Our probe was rejected: the server is over its maxclients
+                 * (lowered under us, or filled by others) and no view can
+                 * come in: multiplicative decrease until one does. */
+                sp_endpoint_rejected_locked(ep, &after);
             }
             snprintf(reason, sizeof(reason), "server overloaded: %s", res->error);
             change_state_locked(ep, SP_STATE_OVERLOADED, reason, &after);
@@ -866,8 +882,13 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         ep->next_probe > now + cfg.recover_interval) {
         ep->next_probe = now + jitter(cfg.recover_interval);
     }
+    /* Fleet-aware admission needs a fresh view even with the budget full:
+     * once per interval the probe goes over the budget by its one brief
+     * connection (the server's reserve is there for it). */
+    int view_over_budget = due && !has_slot && ep->state == SP_STATE_READY &&
+                           ep->allow.reserve > 0 && !ep->tls;
     sp_after full = {0};
-    if (due && !has_slot) {
+    if (due && !has_slot && !view_over_budget) {
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
@@ -876,13 +897,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     if (due) {
         ep->probe_requested = 0;
-        if (ep->total < ep->max_connections) {
+        if (ep->total < ep->max_connections && !view_over_budget) {
             ep->total++;      /* the probe's own connection counts */
             ep->connecting++;
             ep->probe_slots++;
         }
         else {
-            due = 2;          /* paused with old connections still out: probe anyway */
+            due = 2;          /* paused with old connections still out, or the view's
+                               * probe at a full budget: probe anyway */
         }
     }
     double ep_next = ep->next_probe;

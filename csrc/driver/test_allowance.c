@@ -98,10 +98,13 @@ test_allowance_rules(void)
     CHECK(sp_allowance_on_view(&a, &v, 7, 5, 16, 0.9) == 0);
     CHECK(a.allowance == 5);
 
-    /* headroom below the reserve: saturated, keeps what it has */
+    /* headroom below the reserve: saturated, its share of the excess goes */
     v = view(60, 64, 0);
     CHECK(sp_allowance_on_view(&a, &v, 7, 5, 16, 0.9) == 1);
-    CHECK(a.saturated && a.allowance == 5 && a.headroom == 4);
+    CHECK(a.saturated && a.allowance == 4 && a.headroom == 4);  /* 5 - ceil(3 * 5 / 60) */
+    v = view(57, 64, 0);
+    CHECK(sp_allowance_on_view(&a, &v, 7, 4, 16, 0.9) == 0);   /* at the line: holds */
+    CHECK(!a.saturated && a.allowance == 4);
 
     /* deep below (maxclients lowered under the fleet): its share of the excess goes */
     v = view(70, 64, 0);
