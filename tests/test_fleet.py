@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 import redis_safepool as sp
+from redis_safepool.testing import free_port
 
 WORKER = os.path.join(os.path.dirname(__file__), "fleet_worker.py")
 
@@ -247,3 +249,50 @@ def test_checker_config_reserve_arguments():
         sp.checker_config(server_reserve_min=-1)
     with pytest.raises(TypeError, match="server_reserve_min"):
         sp.checker_config(server_reserve_min=2.5)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
+    return d
+
+
+def test_tls_server_at_maxclients_is_overload_not_death(redis_server_factory, make_pool, cert,
+                                                       wait_until, caplog, quick_views):
+    # at maxclients a TLS server accepts TCP and closes before the handshake: an EOF, no error line
+    port = free_port()
+    redis_server_factory(maxclients=3, tls_port=port, tls_cert_file=cert / "cert.pem",
+                         tls_key_file=cert / "key.pem", tls_ca_cert_file=cert / "cert.pem",
+                         tls_auth_clients="no")
+    url = f"rediss://127.0.0.1:{port}/0"
+    others = [redis.Redis.from_url(url, ssl_cert_reqs=None) for _ in range(3)]
+    try:
+        for other in others:
+            other.ping()
+        pool = make_pool(url, max_connections=4, timeout=2, ssl_cert_reqs=None)
+        caplog.set_level("INFO", logger="redis_safepool")
+        with pytest.raises(redis.ConnectionError) as info:
+            redis.Redis(connection_pool=pool).ping()
+        assert "EOF" in str(info.value)
+        wait_until(lambda: any("-> overloaded" in r.getMessage() for r in caplog.records),
+                   what="the handshake EOF taken for overload")
+        assert not any("-> paused" in r.getMessage() for r in caplog.records)
+        others.pop().close()
+        wait_until(lambda: pool.stats()["state"] == "ready", what="ready again")
+        client = redis.Redis(connection_pool=pool)
+        wait_until(lambda: _pings_ok(client), what="a PING through the pool")
+    finally:
+        for other in others:
+            other.close()
+
+
+def _pings_ok(client: redis.Redis) -> bool:
+    try:
+        return client.ping() is True
+    except redis.ConnectionError:  # still overloaded for a moment: failing fast
+        return False
