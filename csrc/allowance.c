@@ -82,8 +82,14 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         a->allowance = at_least_one((long long)total - share);
         return 1;
     }
+    /* Near the line (spare within 4 reserves) one at a time: processes
+     * that read one headroom at once overshoot by one each at most, and
+     * the reserve absorbs that. Far from it, a jittered share of the
+     * spare, so that a lone process on a large server is not held back. */
     long long spare = headroom - reserve;
-    long long step = spare > 0 ? 1 + (long long)(u * (double)spare / 16.0) : 0;
+    long long step = spare <= 0 ? 0
+                     : spare <= 4 * reserve ? 1
+                     : 1 + (long long)(u * (double)(spare - 4 * reserve) / 16.0);
     if (step > spare) {
         step = spare;
     }

@@ -33,10 +33,11 @@ void sp_allowance_init(sp_allowance *a);
  *     decrease, half of what the process holds;
  *   - headroom below the reserve: saturated; the process gives back its
  *     share of the excess, ceil((reserve - headroom) * total / connected);
- *   - headroom above the reserve: additive increase over what it holds,
- *     1 + u * spare / 16 (spare = headroom - reserve), so that processes
- *     reading one headroom do not all take it, and a lone process on a
- *     large server reaches its budget at once.
+ *   - headroom above the reserve: additive increase over what it holds
+ *     (spare = headroom - reserve): 1 while spare is within 4 reserves,
+ *     1 + u * (spare - 4 * reserve) / 16 beyond, so that processes reading
+ *     one headroom do not all take it, and a lone process on a large
+ *     server reaches its budget at once.
  * The allowance never goes below 1: a process may always keep one
  * connection it has. Returns a->saturated. */
 int sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve,

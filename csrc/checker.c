@@ -483,6 +483,8 @@ typedef struct {
     sp_endpoint *ep;          /* a reference is held while in flight */
     int counted;              /* the probe holds a slot of the budget */
     int knock;                /* bare connect while paused */
+    int view_only;            /* for the server's view at a full budget: a probe
+                               * without a reply says nothing (check_stall() decides) */
     sp_probe_op op;
 } flight;
 
@@ -493,7 +495,8 @@ static int n_flights, cap_flights;
 
 static void apply_probe(sp_endpoint *ep, const sp_probe_result *res,
                         const sp_checker_config *cfg, double now);
-static void probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg);
+static void probe_start(sp_endpoint *ep, int counted, int view_only,
+                        const sp_checker_config *cfg);
 
 static flight *
 flight_of(const sp_endpoint *ep)
@@ -525,7 +528,7 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         ep->probe_slots++;
     }
     pthread_mutex_unlock(&ep->lock);
-    probe_start(ep, counted, cfg);
+    probe_start(ep, counted, 0, cfg);
 }
 
 static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
@@ -555,6 +558,13 @@ flight_land(flight *fl)
     if (fl->knock) {
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
     }
+    else if (fl->view_only && no_reply(&fl->op.res, &cfg)) {
+        /* Silence says nothing here: callers hold every slot, and the stall
+         * watch is what tells a stopped server from long holders. */
+        pthread_mutex_lock(&fl->ep->lock);
+        fl->ep->next_probe = sp_now() + cfg.interval;
+        pthread_mutex_unlock(&fl->ep->lock);
+    }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
@@ -565,7 +575,7 @@ flight_land(flight *fl)
 /* Starts a probe of `ep` (counted: it holds a slot the caller took). One
  * that ends at once (refused on loopback) lands before this returns. */
 static void
-probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
+probe_start(sp_endpoint *ep, int counted, int view_only, const sp_checker_config *cfg)
 {
     flight *fl = malloc(sizeof(*fl));
     if (fl == NULL) {
@@ -586,6 +596,7 @@ probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
     fl->ep = ep;
     fl->counted = counted;
     fl->knock = knock;
+    fl->view_only = view_only;
     sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
                          cfg->probe_timeout};
     if (!sp_probe_begin(&fl->op, &t, mode)) {
@@ -771,7 +782,7 @@ check_stall(sp_endpoint *ep, const sp_checker_config *cfg, double now)
     ep->stall_probing = stall;
     pthread_mutex_unlock(&ep->lock);
     if (stall) {
-        probe_start(ep, 0, cfg);
+        probe_start(ep, 0, 0, cfg);
     }
 }
 
@@ -851,7 +862,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         pthread_mutex_lock(&ep->lock);
         ep->probe_requested = 0;
         pthread_mutex_unlock(&ep->lock);
-        probe_start(ep, 0, &cfg);
+        probe_start(ep, 0, 0, &cfg);
         in_flight = flight_of(ep) != NULL;
     }
 
@@ -912,7 +923,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     close_buried(ep, &full);
 
     if (due) {
-        probe_start(ep, due == 1, &cfg);  /* the slot goes back when it lands */
+        probe_start(ep, due == 1, view_over_budget, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
         ep_next = ep->next_probe;

@@ -18,7 +18,7 @@ from ._books import DEFAULT_TIMEOUT, CoreBooks
 from ._compat import should_reconnect
 from ._deadlines import DeadlineLine
 from ._keys import FlavorRef, endpoint_of, flavor_ref
-from .exceptions import PoolTimeoutError, SafePoolError
+from .exceptions import SafePoolError
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -296,3 +296,31 @@ def _pings_ok(client: redis.Redis) -> bool:
         return client.ping() is True
     except redis.ConnectionError:  # still overloaded for a moment: failing fast
         return False
+
+
+def test_asyncio_process_without_connections_fails_naming_the_saturation(
+        redis_server_factory, wait_until, quick_views):
+    import asyncio
+
+    from redis_safepool.asyncio import SafeConnectionPool as AsyncPool
+
+    server = redis_server_factory(maxclients=20)  # reserve 4
+    others = [redis.Redis.from_url(server.url) for _ in range(17)]  # headroom 3
+    try:
+        for other in others:
+            other.ping()
+
+        async def main() -> None:
+            pool = AsyncPool.from_url(server.url, max_connections=4, timeout=0.3)
+            try:
+                wait_until(lambda: pool.stats()["state"] == "saturated", what="saturated")
+                with pytest.raises(sp.ServerUnavailableError, match="saturated: .*/20 clients"):
+                    await pool.get_connection()
+                assert pool.stats()["total"] == 0
+            finally:
+                await pool.aclose()
+        asyncio.run(main())
+        assert int(server.info("stats")["rejected_connections"]) == 0
+    finally:
+        for other in others:
+            other.close()

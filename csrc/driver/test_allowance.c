@@ -80,13 +80,19 @@ test_allowance_rules(void)
     sp_allowance_init(&a);
     CHECK(sp_allowance_cap(&a, 16) == 16);             /* no view: the budget only */
 
-    /* additive increase over what it holds, with jitter in [1, 1 + spare/16] */
-    v = view(20, 64, 0);
+    /* additive increase over what it holds: near the line one at a time */
+    v = view(20, 64, 0);                               /* spare 37 <= 4 * 7 */
     CHECK(sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0) == 0);
     CHECK(a.allowance == 11);
     sp_allowance_on_view(&a, &v, 7, 10, 16, 0.999);
-    CHECK(a.allowance == 13);                          /* 1 + 37/16 */
-    CHECK(sp_allowance_cap(&a, 16) == 13);
+    CHECK(a.allowance == 11);
+    /* further from it, with jitter in [1, 1 + (spare - 4 * reserve) / 16] */
+    v = view(4, 100, 0);                               /* spare 89, 4 * 7 = 28 */
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
+    CHECK(a.allowance == 11);
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.999);
+    CHECK(a.allowance == 14);                          /* 1 + 61/16 */
+    CHECK(sp_allowance_cap(&a, 16) == 14);
 
     /* a lone process on a large server reaches its budget at once */
     v = view(10, 10000, 0);
@@ -193,11 +199,11 @@ test_endpoint_saturated(void)
     CHECK(acq(ep, 0, &w, &c) == SP_ACQ_TIMEOUT);
     CHECK(ep->allowance_blocked == 1);
 
-    /* grow to 3, make two more */
+    /* grow (far from the line), make two more */
     pthread_mutex_lock(&ep->lock);
-    v = view(20, 64, 0);
-    sp_endpoint_server_view_locked(ep, &v, 7, 0.99, &after);  /* 1 + 1 + 37/16 */
-    CHECK(sp_endpoint_cap_locked(ep) == 4);
+    v = view(4, 100, 0);
+    sp_endpoint_server_view_locked(ep, &v, 7, 0.99, &after);  /* 1 + 1 + 61/16 */
+    CHECK(sp_endpoint_cap_locked(ep) == 5);
     pthread_mutex_unlock(&ep->lock);
     tp_after_done(&after);
     tp_payload *p2 = tp_connect(ep, POOL_A, 1, -1);
