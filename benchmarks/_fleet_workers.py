@@ -61,7 +61,7 @@ def main() -> None:
                 client.incr(key)
                 ops.setdefault(p, [0] * threads)[i] += 1
             except Exception as exc:  # counted per phase and kind: the replay reports them
-                kinds = errors.setdefault(p, {})
+                kinds = errors.setdefault(phase[0], {})  # the phase it failed in
                 name = f"{type(exc).__name__}: {str(exc)[:60]}"
                 kinds[name] = kinds.get(name, 0) + 1
                 time.sleep(0.01)  # as an application would before trying again

@@ -51,6 +51,14 @@ class KindResult:
     phases: Dict[str, PhaseResult] = field(default_factory=dict)
 
 
+def no_retry() -> Any:
+    """One attempt per connect: each refused connect is counted once, as the server counts it."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 class Watch:
     """The monitor (one connection of its own, sampling INFO clients every 20 ms) and the
     operator (a fresh connection and a PING every 100 ms), both told the phase."""
@@ -85,7 +93,7 @@ class Watch:
         try:
             mon = redis.Redis(host=self.server.host, port=self.server.port,
                               single_connection_client=True, socket_timeout=2,
-                              socket_connect_timeout=2)
+                              socket_connect_timeout=2, retry=no_retry())
             mon.ping()
             self._mon = mon
             return True
@@ -98,7 +106,7 @@ class Watch:
     def _monitor(self) -> None:
         import redis
 
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(0.02 if self._mon is not None else 0.002):
             if self._mon is None and not self._connect_monitor():
                 continue
             try:
@@ -122,7 +130,7 @@ class Watch:
                 continue
             r = self.current()
             op = redis.Redis(host=self.server.host, port=self.server.port, socket_timeout=2,
-                             socket_connect_timeout=2)
+                             socket_connect_timeout=2, retry=no_retry())
             try:
                 op.ping()
                 r.operator_ok += 1
@@ -232,13 +240,18 @@ def spread(ops: Sequence[int], seconds: float) -> str:
     return f"{rates[0]:,.0f} / {statistics.median(rates):,.0f} / {rates[-1]:,.0f}"
 
 
+def na(value: Optional[int]) -> str:
+    """A count, or why there is none: the fleet kept the monitor out of a full server."""
+    return "n/a (full)" if value is None else str(value)
+
+
 def rows(results: Sequence[KindResult]) -> List[List[str]]:
     out = []
     for res in results:
         for phase, r in res.phases.items():
             errs = sum(r.errors.values())
             out.append([res.kind, "steady" if phase == "steady" else "after restart",
-                        str(r.peak_connected), str(r.peak_fleet), str(r.rejected),
+                        na(r.peak_connected), na(r.peak_fleet), na(r.rejected),
                         str(r.operator_refused),
                         f"{r.rate:,.0f}", spread(r.host_ops, r.seconds), str(errs)])
     return out

@@ -82,14 +82,17 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         a->allowance = at_least_one((long long)total - share);
         return 1;
     }
-    /* Near the line (spare within 4 reserves) one at a time: processes
-     * that read one headroom at once overshoot by one each at most, and
-     * the reserve absorbs that. Far from it, a jittered share of the
-     * spare, so that a lone process on a large server is not held back. */
+    /* Near the line (spare within 4 reserves) one at a time, and the
+     * closer to it the rarer (with odds spare / (2 * reserve)): processes
+     * that read one headroom at once (all of them, right after a restart)
+     * overshoot by one each at most, and seldom together; the reserve
+     * absorbs that. Far from it, a jittered share of the spare, so that a
+     * lone process on a large server is not held back. */
     long long spare = headroom - reserve;
     long long step = spare <= 0 ? 0
-                     : spare <= 4 * reserve ? 1
-                     : 1 + (long long)(u * (double)(spare - 4 * reserve) / 16.0);
+                     : spare <= 4 * reserve
+                         ? (u * 2.0 * (double)reserve < (double)spare ? 1 : 0)
+                         : 1 + (long long)(u * (double)(spare - 4 * reserve) / 16.0);
     if (step > spare) {
         step = spare;
     }

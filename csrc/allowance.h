@@ -34,7 +34,8 @@ void sp_allowance_init(sp_allowance *a);
  *   - headroom below the reserve: saturated; the process gives back its
  *     share of the excess, ceil((reserve - headroom) * total / connected);
  *   - headroom above the reserve: additive increase over what it holds
- *     (spare = headroom - reserve): 1 while spare is within 4 reserves,
+ *     (spare = headroom - reserve): while spare is within 4 reserves, 1
+ *     when u * 2 * reserve < spare (else 0: the closer, the rarer),
  *     1 + u * (spare - 4 * reserve) / 16 beyond, so that processes reading
  *     one headroom do not all take it, and a lone process on a large
  *     server reaches its budget at once.

@@ -1064,11 +1064,13 @@ sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const char *t
 
 /* ---- health ---------------------------------------------------------------- */
 
-/* Connections of this process the server counts (the probe's own too). */
+/* Connections of this process the allowance grows from: not the probe's,
+ * nor those being closed (after a restart the server has never seen
+ * them; they still keep a new one from being made until they are gone). */
 static int
 held_locked(const sp_endpoint *ep)
 {
-    return ep->total - ep->probe_slots;
+    return ep->total - ep->probe_slots - ep->closing;
 }
 
 int

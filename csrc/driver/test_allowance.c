@@ -81,11 +81,14 @@ test_allowance_rules(void)
     CHECK(sp_allowance_cap(&a, 16) == 16);             /* no view: the budget only */
 
     /* additive increase over what it holds: near the line one at a time */
-    v = view(20, 64, 0);                               /* spare 37 <= 4 * 7 */
+    v = view(20, 64, 0);                               /* spare 37 > 4 * 7 */
     CHECK(sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0) == 0);
     CHECK(a.allowance == 11);
-    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.999);
+    v = view(50, 64, 0);                               /* spare 7, odds 7 / 14 */
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.4);
     CHECK(a.allowance == 11);
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.6);
+    CHECK(a.allowance == 10);                          /* the closer, the rarer */
     /* further from it, with jitter in [1, 1 + (spare - 4 * reserve) / 16] */
     v = view(4, 100, 0);                               /* spare 89, 4 * 7 = 28 */
     sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
