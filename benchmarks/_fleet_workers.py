@@ -28,6 +28,10 @@ def make_pool(kind: str, url: str, max_connections: int) -> Any:
 
 
 def main() -> None:
+    import logging
+
+    # the replay's tables say what happened; the hosts' transition logs would drown them
+    logging.getLogger("redis_safepool").addHandler(logging.NullHandler())
     kind, url = sys.argv[1], sys.argv[2]
     threads, max_connections, limit = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
     import redis

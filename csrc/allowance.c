@@ -119,3 +119,9 @@ sp_allowance_cap(const sp_allowance *a, int budget)
 {
     return a->allowance < budget ? a->allowance : budget;
 }
+
+int
+sp_allowance_near_line(const sp_allowance *a)
+{
+    return a->reserve > 0 && a->headroom - a->reserve <= 4 * a->reserve;
+}

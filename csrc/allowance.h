@@ -48,6 +48,10 @@ int sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long res
  * reached): multiplicative decrease at once. */
 void sp_allowance_on_rejection(sp_allowance *a, int total);
 
+/* 1 when the last view had the server near the line: a spare of at most
+ * 4 reserves above the reserve (or less). The checker probes less often there. */
+int sp_allowance_near_line(const sp_allowance *a);
+
 /* The cap on connections in force: the smaller of budget and allowance. */
 int sp_allowance_cap(const sp_allowance *a, int budget);
 

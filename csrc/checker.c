@@ -313,19 +313,23 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
     int saturated = sp_endpoint_server_view_locked(ep, &v, reserve, random_unit(), after);
     char reason[160];
     long long headroom = v.maxclients - v.connected_clients;
+    /* Near the line every process of the fleet probes, and each probe is
+     * a connection in the reserve: there they come once per interval
+     * (jittered), so N processes still look N times per interval. */
+    double near_line = jitter(cfg->interval);
     if (saturated) {
         snprintf(reason, sizeof(reason),
                  "server saturated: %lld/%lld clients connected, headroom %lld below the "
                  "reserve of %lld",
                  v.connected_clients, v.maxclients, headroom, reserve);
         change_state_locked(ep, SP_STATE_SATURATED, reason, after);
-        ep->next_probe = now + jitter(cfg->recover_interval);
+        ep->next_probe = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
         /* At the line: stays saturated (no flapping between states while
          * the fleet sits on the reserve). */
-        ep->next_probe = now + jitter(cfg->recover_interval);
+        ep->next_probe = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED) {
@@ -333,7 +337,19 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                  "headroom back: %lld/%lld clients connected, reserve %lld",
                  v.connected_clients, v.maxclients, reserve);
         change_state_locked(ep, SP_STATE_READY, reason, after);
-        ep->next_probe = now + jitter(cfg->recover_interval);
+        ep->next_probe = now + (sp_allowance_near_line(&ep->allow) ? near_line
+                                                                     : jitter(cfg->recover_interval));
+        return 1;
+    }
+    if (sp_allowance_near_line(&ep->allow) &&
+        (ep->state == SP_STATE_RECOVERING || ep->state == SP_STATE_OVERLOADED ||
+         ep->state == SP_STATE_PAUSED)) {
+        /* Back near the line (a restart, with the fleet coming back at
+         * once): the allowance governs growth from here, not recovering's
+         * doubling, and the probes slow down with everyone's. */
+        change_state_locked(ep, SP_STATE_READY, "recovered: the server's headroom governs growth",
+                            after);
+        ep->next_probe = now + near_line;
         return 1;
     }
     return 0;
@@ -403,7 +419,8 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_STATE_SATURATED:
             break;  /* apply_view_locked() decided */
         }
-        if (ep->state == SP_STATE_READY && growing_locked(ep)) {
+        if (ep->state == SP_STATE_READY && growing_locked(ep) &&
+            !sp_allowance_near_line(&ep->allow)) {
             /* Held back by the allowance: look again soon to let it grow
              * (jittered: processes that read one headroom grow apart). */
             double soon = now + jitter(cfg->recover_interval);
@@ -890,7 +907,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     /* Held back by the allowance: probe soon, to let it grow. */
     if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
-        ep->next_probe > now + cfg.recover_interval) {
+        !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
         ep->next_probe = now + jitter(cfg.recover_interval);
     }
     /* Fleet-aware admission needs a fresh view even with the budget full:

@@ -139,6 +139,14 @@ test_allowance_rules(void)
     sp_allowance_on_view(&a, &v, 7, 1, 16, 0.0);
     CHECK(a.allowance == 1);                           /* a process may keep one */
 
+    /* near the line: within 4 reserves above the reserve */
+    v = view(20, 64, 0);
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
+    CHECK(!sp_allowance_near_line(&a));              /* spare 37 > 28 */
+    v = view(30, 64, 0);
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
+    CHECK(sp_allowance_near_line(&a));               /* spare 27 */
+
     /* a view without maxclients (INFO denied) or a reserve of 0: no limit */
     v = view(20, -1, -1);
     CHECK(sp_allowance_on_view(&a, &v, 7, 5, 16, 0.0) == 0);
@@ -146,6 +154,7 @@ test_allowance_rules(void)
     v = view(63, 64, 0);
     CHECK(sp_allowance_on_view(&a, &v, 0, 5, 16, 0.0) == 0);
     CHECK(sp_allowance_cap(&a, 16) == 16);
+    CHECK(!sp_allowance_near_line(&a));
 
     /* no view ever: a rejection leaves the overloaded state to handle it */
     sp_allowance_init(&a);
