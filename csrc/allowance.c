@@ -29,6 +29,7 @@ sp_allowance_init(sp_allowance *a)
     a->reserve = -1;
     a->headroom = 0;
     a->saturated = 0;
+    a->held_at_view = 0;
     a->decreases = 0;
 }
 
@@ -68,6 +69,7 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
     if (total < 0) {
         total = 0;
     }
+    a->held_at_view = total;
     if (rose) {
         decrease(a, total);
         return a->saturated;
@@ -97,8 +99,8 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         step = spare;
     }
     long long next = (long long)total + step;
-    if (next > budget) {
-        next = budget;
+    if (next > budget || spare - 4 * reserve >= budget) {
+        next = budget;  /* room for the whole budget and more: no limit short of it */
     }
     a->allowance = at_least_one(next);
     return 0;
@@ -124,4 +126,11 @@ int
 sp_allowance_near_line(const sp_allowance *a)
 {
     return a->reserve > 0 && a->headroom - a->reserve <= 4 * a->reserve;
+}
+
+int
+sp_allowance_within_reach(const sp_allowance *a, int budget, int held)
+{
+    long long headroom_now = a->headroom - (held - a->held_at_view);
+    return a->reserve > 0 && headroom_now - a->reserve <= 4 * a->reserve + budget;
 }

@@ -20,6 +20,7 @@ typedef struct {
     long long reserve;        /* of the last usable view; -1 unknown */
     long long headroom;       /* maxclients - connected_clients of the last view */
     int saturated;            /* the last view had headroom below the reserve */
+    int held_at_view;         /* what the process held when it was read */
     unsigned long long decreases;  /* multiplicative decreases so far */
 } sp_allowance;
 
@@ -37,8 +38,9 @@ void sp_allowance_init(sp_allowance *a);
  *     (spare = headroom - reserve): while spare is within 4 reserves, 1
  *     when u * 2 * reserve < spare (else 0: the closer, the rarer),
  *     1 + u * (spare - 4 * reserve) / 16 beyond, so that processes reading
- *     one headroom do not all take it, and a lone process on a large
- *     server reaches its budget at once.
+ *     one headroom do not all take it; with room beyond that for the
+ *     whole budget, the budget (a lone process on a large server is not
+ *     held back).
  * The allowance never goes below 1: a process may always keep one
  * connection it has. Returns a->saturated. */
 int sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve,
@@ -51,6 +53,11 @@ void sp_allowance_on_rejection(sp_allowance *a, int total);
 /* 1 when the last view had the server near the line: a spare of at most
  * 4 reserves above the reserve (or less). The checker probes less often there. */
 int sp_allowance_near_line(const sp_allowance *a);
+
+/* 1 when the line is within reach of a process with this budget that
+ * holds `held` now: the last view's spare, less what the process made
+ * since, is at most 4 reserves plus the budget. */
+int sp_allowance_within_reach(const sp_allowance *a, int budget, int held);
 
 /* The cap on connections in force: the smaller of budget and allowance. */
 int sp_allowance_cap(const sp_allowance *a, int budget);

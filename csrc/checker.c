@@ -910,11 +910,15 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
         ep->next_probe = now + jitter(cfg.recover_interval);
     }
-    /* Fleet-aware admission needs a fresh view even with the budget full:
-     * once per interval the probe goes over the budget by its one brief
-     * connection (the server's reserve is there for it). */
+    /* With the line within reach of this process's budget, fleet-aware
+     * admission needs a fresh view even with the budget full: once per
+     * interval the probe goes over the budget by its one brief connection
+     * (the server's reserve is there for it). Out of reach the budget holds
+     * as it always did. */
     int view_over_budget = due && !has_slot && ep->state == SP_STATE_READY &&
-                           ep->allow.reserve > 0 && !ep->tls;
+                           sp_allowance_within_reach(&ep->allow, ep->max_connections,
+                                                     ep->total - ep->probe_slots - ep->closing) &&
+                           !ep->tls;
     sp_after full = {0};
     if (due && !has_slot && !view_over_budget) {
         if (ep->state == SP_STATE_RECOVERING) {

@@ -91,11 +91,14 @@ test_allowance_rules(void)
     CHECK(a.allowance == 10);                          /* the closer, the rarer */
     /* further from it, with jitter in [1, 1 + (spare - 4 * reserve) / 16] */
     v = view(4, 100, 0);                               /* spare 89, 4 * 7 = 28 */
-    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
+    sp_allowance_on_view(&a, &v, 7, 10, 64, 0.0);
     CHECK(a.allowance == 11);
-    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.999);
+    sp_allowance_on_view(&a, &v, 7, 10, 64, 0.999);
     CHECK(a.allowance == 14);                          /* 1 + 61/16 */
     CHECK(sp_allowance_cap(&a, 16) == 14);
+    /* room beyond that for the whole budget: the budget */
+    sp_allowance_on_view(&a, &v, 7, 10, 61, 0.0);
+    CHECK(a.allowance == 61);
 
     /* a lone process on a large server reaches its budget at once */
     v = view(10, 10000, 0);
@@ -146,6 +149,11 @@ test_allowance_rules(void)
     v = view(30, 64, 0);
     sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
     CHECK(sp_allowance_near_line(&a));               /* spare 27 */
+    v = view(10, 64, 0);
+    sp_allowance_on_view(&a, &v, 7, 10, 16, 0.0);
+    CHECK(!sp_allowance_near_line(&a));              /* spare 47 */
+    CHECK(sp_allowance_within_reach(&a, 20, 10) && !sp_allowance_within_reach(&a, 18, 10));
+    CHECK(sp_allowance_within_reach(&a, 18, 12));    /* 2 made since: 2 less spare */
 
     /* a view without maxclients (INFO denied) or a reserve of 0: no limit */
     v = view(20, -1, -1);
@@ -178,7 +186,7 @@ acq(sp_endpoint *ep, double deadline, sp_waiter *w, sp_conn **c)
 static void
 test_endpoint_saturated(void)
 {
-    sp_endpoint *ep = sp_endpoint_new("tcp://127.0.0.1:1/0", "redis://127.0.0.1:1/0", 8);
+    sp_endpoint *ep = sp_endpoint_new("tcp://127.0.0.1:1/0", "redis://127.0.0.1:1/0", 64);
     sp_after after = {0};
     sp_waiter w;
     sp_conn *c = NULL;
@@ -207,7 +215,7 @@ test_endpoint_saturated(void)
     tp_after_done(&after);
 
     tp_payload *p1 = tp_connect(ep, POOL_A, 1, -1);
-    /* the allowance (1) is in use: the next caller waits although the budget is 8 */
+    /* the allowance (1) is in use: the next caller waits although the budget is 64 */
     CHECK(acq(ep, 0, &w, &c) == SP_ACQ_TIMEOUT);
     CHECK(ep->allowance_blocked == 1);
 
@@ -241,7 +249,7 @@ test_endpoint_saturated(void)
     /* an unavailable view (INFO denied) lifts the allowance: the budget only */
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_server_view_unavailable_locked(ep, "INFO clients: -NOPERM");
-    CHECK(sp_endpoint_cap_locked(ep) == 8);
+    CHECK(sp_endpoint_cap_locked(ep) == 64);
     pthread_mutex_unlock(&ep->lock);
 
     sp_endpoint_drain_idle(ep, 0, &after);
