@@ -16,6 +16,8 @@ CORE_SOURCES = [
     "csrc/auth_gate.c",
     "csrc/inbox.c",
     "csrc/host_budget.c",
+    "csrc/server_view.c",
+    "csrc/allowance.c",
 ]
 BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c", "csrc/conn_ready.c"]
 

@@ -21,7 +21,7 @@ import _common as c  # noqa: E402
 # Modules listed in OPTIONAL (owned by others) join the run only when they opt in by
 # defining run_section(ctx: _common.Context) -> _common.Section.
 BENCHMARKS = ["pool_overhead", "get_throughput", "fairness", "gil", "async_throughput", "host_scope"]
-OPTIONAL = ["storm"]
+OPTIONAL = ["storm", "fleet"]
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 
 

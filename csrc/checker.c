@@ -30,7 +30,7 @@ static struct {
     sp_checker_config cfg;
 } ck = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .cfg = {1.0, 0.1, 0.05, 0.3, 1.0, 1},
+    .cfg = {1.0, 0.1, 0.05, 0.3, 1.0, 1, 0.1, 4},
 };
 
 static int cond_ready;
@@ -40,14 +40,20 @@ static int cond_ready;
 /* xorshift64*: jitter only, seeded per thread start. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
+/* Uniform in [0, 1). */
 static double
-jitter(double base)
+random_unit(void)
 {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
-    double r = (double)((rng_state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
-    return base * (0.5 + 0.5 * r);  /* "equal jitter": between base/2 and base */
+    return (double)((rng_state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static double
+jitter(double base)
+{
+    return base * (0.5 + 0.5 * random_unit());  /* "equal jitter": between base/2 and base */
 }
 
 void
@@ -156,7 +162,9 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
         }
         break;
     case SP_FAIL_MAXCLIENTS:
-        if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING) {
+        sp_endpoint_rejected_locked(ep, &after);  /* multiplicative decrease */
+        if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING ||
+            ep->state == SP_STATE_SATURATED) {
             ep->backoff = 0;
             change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
                                 &after);
@@ -264,6 +272,89 @@ no_reply(const sp_probe_result *res, const sp_checker_config *cfg)
            res->elapsed >= 0.9 * cfg->probe_timeout;
 }
 
+/* Callers wanted more connections than the allowance let them have. */
+static int
+growing_locked(const sp_endpoint *ep)
+{
+    return ep->allowance_blocked || (ep->waiters > 0 && ep->total < ep->max_connections);
+}
+
+/* Fleet-aware admission: takes the server's view from an answered probe
+ * (allowance.h). Headroom below the reserve makes the endpoint saturated
+ * (no new connections; callers queue for the ones the process has);
+ * headroom back makes it ready, and the allowance grows from there. An
+ * endpoint coming back from paused or overloaded goes through saturated
+ * when the server is that full. Returns 1 when it decided the state and
+ * the next probe. Caller holds ep->lock. */
+static int
+apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
+                  double now, sp_after *after)
+{
+    if (ep->tls) {
+        return 0;  /* bare probes: no view (TLS endpoints) */
+    }
+    if (!sp_server_view_usable(&res->view)) {
+        sp_endpoint_server_view_unavailable_locked(ep, res->view_error[0] ? res->view_error
+                                                                          : "no view");
+        if (ep->state == SP_STATE_SATURATED) {
+            change_state_locked(ep, SP_STATE_READY, "server's view unavailable", after);
+            ep->next_probe = now + cfg->interval;
+            return 1;
+        }
+        return 0;
+    }
+    /* The probe's own connection is gone once it has landed. */
+    sp_server_view v = res->view;
+    if (v.connected_clients > 0) {
+        v.connected_clients--;
+    }
+    long long reserve = sp_server_reserve(v.maxclients, cfg->server_reserve,
+                                          cfg->server_reserve_min);
+    int saturated = sp_endpoint_server_view_locked(ep, &v, reserve, random_unit(), after);
+    char reason[160];
+    long long headroom = v.maxclients - v.connected_clients;
+    /* Near the line every process of the fleet probes, and each probe is
+     * a connection in the reserve: there they come once per interval
+     * (jittered), so N processes still look N times per interval. */
+    double near_line = jitter(cfg->interval);
+    if (saturated) {
+        snprintf(reason, sizeof(reason),
+                 "server saturated: %lld/%lld clients connected, headroom %lld below the "
+                 "reserve of %lld",
+                 v.connected_clients, v.maxclients, headroom, reserve);
+        change_state_locked(ep, SP_STATE_SATURATED, reason, after);
+        ep->next_probe = now + near_line;
+        return 1;
+    }
+    if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
+        /* At the line: stays saturated (no flapping between states while
+         * the fleet sits on the reserve). */
+        ep->next_probe = now + near_line;
+        return 1;
+    }
+    if (ep->state == SP_STATE_SATURATED) {
+        snprintf(reason, sizeof(reason),
+                 "headroom back: %lld/%lld clients connected, reserve %lld",
+                 v.connected_clients, v.maxclients, reserve);
+        change_state_locked(ep, SP_STATE_READY, reason, after);
+        ep->next_probe = now + (sp_allowance_near_line(&ep->allow) ? near_line
+                                                                     : jitter(cfg->recover_interval));
+        return 1;
+    }
+    if (sp_allowance_near_line(&ep->allow) &&
+        (ep->state == SP_STATE_RECOVERING || ep->state == SP_STATE_OVERLOADED ||
+         ep->state == SP_STATE_PAUSED)) {
+        /* Back near the line (a restart, with the fleet coming back at
+         * once): the allowance governs growth from here, not recovering's
+         * doubling, and the probes slow down with everyone's. */
+        change_state_locked(ep, SP_STATE_READY, "recovered: the server's headroom governs growth",
+                            after);
+        ep->next_probe = now + near_line;
+        return 1;
+    }
+    return 0;
+}
+
 static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
@@ -298,6 +389,11 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
         ep->backoff = 0;
+        if (apply_view_locked(ep, res, cfg, now, &after)) {
+            pthread_mutex_unlock(&ep->lock);
+            close_buried(ep, &after);
+            return;
+        }
         switch (ep->state) {
         case SP_STATE_PAUSED:
         case SP_STATE_OVERLOADED:
@@ -320,6 +416,17 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_STATE_READY:
             ep->next_probe = now + cfg->interval;
             break;
+        case SP_STATE_SATURATED:
+            break;  /* apply_view_locked() decided */
+        }
+        if (ep->state == SP_STATE_READY && growing_locked(ep) &&
+            !sp_allowance_near_line(&ep->allow)) {
+            /* Held back by the allowance: look again soon to let it grow
+             * (jittered: processes that read one headroom grow apart). */
+            double soon = now + jitter(cfg->recover_interval);
+            if (soon < ep->next_probe) {
+                ep->next_probe = soon;
+            }
         }
     }
     else {
@@ -347,6 +454,12 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_PROBE_OVERLOADED:
             if (ep->silent && ep->state == SP_STATE_PAUSED && no_reply(res, cfg)) {
                 break;  /* still answering nobody: callers keep failing fast */
+            }
+            if (strstr(res->error, "max number of clients") != NULL) {
+                /* Our probe was rejected: the server is over its maxclients
+                 * (lowered under us, or filled by others) and no view can
+                 * come in: multiplicative decrease until one does. */
+                sp_endpoint_rejected_locked(ep, &after);
             }
             snprintf(reason, sizeof(reason), "server overloaded: %s", res->error);
             change_state_locked(ep, SP_STATE_OVERLOADED, reason, &after);
@@ -387,6 +500,8 @@ typedef struct {
     sp_endpoint *ep;          /* a reference is held while in flight */
     int counted;              /* the probe holds a slot of the budget */
     int knock;                /* bare connect while paused */
+    int view_only;            /* for the server's view at a full budget: a probe
+                               * without a reply says nothing (check_stall() decides) */
     sp_probe_op op;
 } flight;
 
@@ -397,7 +512,8 @@ static int n_flights, cap_flights;
 
 static void apply_probe(sp_endpoint *ep, const sp_probe_result *res,
                         const sp_checker_config *cfg, double now);
-static void probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg);
+static void probe_start(sp_endpoint *ep, int counted, int view_only,
+                        const sp_checker_config *cfg);
 
 static flight *
 flight_of(const sp_endpoint *ep)
@@ -424,11 +540,23 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     ep->probe_requested = 0;
     int counted = sp_endpoint_take_probe_slot_locked(ep);  /* the probe's own connection counts */
     pthread_mutex_unlock(&ep->lock);
-    probe_start(ep, counted, cfg);
+    probe_start(ep, counted, 0, cfg);
 }
 
 static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
                        const sp_checker_config *cfg, double now);
+
+/* A probe that held a slot of the budget is done with it. */
+static void
+give_probe_slot(sp_endpoint *ep)
+{
+    sp_after after = {0};
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_slots--;
+    pthread_mutex_unlock(&ep->lock);
+    sp_endpoint_cancel_slot(ep, &after);
+    close_buried(ep, &after);
+}
 
 /* A probe ended: give its slot back and act on its answer. */
 static void
@@ -437,12 +565,17 @@ flight_land(flight *fl)
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
     if (fl->counted) {
-        sp_after after = {0};
-        sp_endpoint_cancel_slot(fl->ep, &after);
-        close_buried(fl->ep, &after);
+        give_probe_slot(fl->ep);
     }
     if (fl->knock) {
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
+    }
+    else if (fl->view_only && no_reply(&fl->op.res, &cfg)) {
+        /* Silence says nothing here: callers hold every slot, and the stall
+         * watch is what tells a stopped server from long holders. */
+        pthread_mutex_lock(&fl->ep->lock);
+        fl->ep->next_probe = sp_now() + cfg.interval;
+        pthread_mutex_unlock(&fl->ep->lock);
     }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
@@ -454,14 +587,12 @@ flight_land(flight *fl)
 /* Starts a probe of `ep` (counted: it holds a slot the caller took). One
  * that ends at once (refused on loopback) lands before this returns. */
 static void
-probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
+probe_start(sp_endpoint *ep, int counted, int view_only, const sp_checker_config *cfg)
 {
     flight *fl = malloc(sizeof(*fl));
     if (fl == NULL) {
         if (counted) {
-            sp_after after = {0};
-            sp_endpoint_cancel_slot(ep, &after);
-            close_buried(ep, &after);
+            give_probe_slot(ep);
         }
         return;
     }
@@ -477,6 +608,7 @@ probe_start(sp_endpoint *ep, int counted, const sp_checker_config *cfg)
     fl->ep = ep;
     fl->counted = counted;
     fl->knock = knock;
+    fl->view_only = view_only;
     sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
                          cfg->probe_timeout};
     if (!sp_probe_begin(&fl->op, &t, mode)) {
@@ -639,7 +771,7 @@ static int
 stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
 {
     int full = ep->state == SP_STATE_READY && ep->pools > 0 && ep->waiters > 0 &&
-               ep->total >= ep->max_connections &&
+               ep->total >= sp_endpoint_cap_locked(ep) &&
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;
@@ -662,7 +794,7 @@ check_stall(sp_endpoint *ep, const sp_checker_config *cfg, double now)
     ep->stall_probing = stall;
     pthread_mutex_unlock(&ep->lock);
     if (stall) {
-        probe_start(ep, 0, cfg);
+        probe_start(ep, 0, 0, cfg);
     }
 }
 
@@ -754,7 +886,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         }
         pthread_mutex_unlock(&ep->lock);
         if (go) {
-            probe_start(ep, counted, &cfg);
+            probe_start(ep, counted, 0, &cfg);
         }
         in_flight = flight_of(ep) != NULL;
     }
@@ -773,11 +905,30 @@ tick_endpoint(sp_endpoint *ep, void *arg)
      * counted may all be dead. Recovering with the budget full of new,
      * working connections means recovered. */
     if (ep->state != SP_STATE_READY && ep->state != SP_STATE_PAUSED &&
-        ep->total >= ep->max_connections) {
+        ep->state != SP_STATE_SATURATED && ep->total >= ep->max_connections) {
         has_slot = 0;
     }
+    /* Saturated: the probe's connection is one of the reserve's, brief,
+     * and the only way to learn that headroom came back. */
+    if (ep->state == SP_STATE_SATURATED) {
+        has_slot = 1;
+    }
+    /* Held back by the allowance: probe soon, to let it grow. */
+    if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
+        !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
+        ep->next_probe = now + jitter(cfg.recover_interval);
+    }
+    /* With the line within reach of this process's budget, fleet-aware
+     * admission needs a fresh view even with the budget full: once per
+     * interval the probe goes over the budget by its one brief connection
+     * (the server's reserve is there for it). Out of reach the budget holds
+     * as it always did. */
+    int view_over_budget = due && !has_slot && ep->state == SP_STATE_READY &&
+                           sp_allowance_within_reach(&ep->allow, ep->max_connections,
+                                                     ep->total - ep->probe_slots - ep->closing) &&
+                           !ep->tls;
     sp_after full = {0};
-    if (due && !has_slot) {
+    if (due && !has_slot && !view_over_budget) {
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
@@ -786,15 +937,17 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     if (due) {
         ep->probe_requested = 0;
-        if (sp_endpoint_take_probe_slot_locked(ep)) {
+        if (!view_over_budget && sp_endpoint_take_probe_slot_locked(ep)) {
             /* the probe's own connection counts */
         }
-        else if (ep->total < ep->max_connections && ep->state == SP_STATE_READY) {
+        else if (!view_over_budget && ep->total < ep->max_connections &&
+                 ep->state == SP_STATE_READY) {
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
             ep->next_probe = now + cfg.interval;
         }
         else {
-            due = 2;          /* paused with old connections still out: probe anyway */
+            due = 2;          /* paused with old connections still out, or the view's
+                               * probe at a full budget: probe anyway */
         }
     }
     double ep_next = ep->next_probe;
@@ -802,7 +955,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     close_buried(ep, &full);
 
     if (due) {
-        probe_start(ep, due == 1, &cfg);  /* the slot goes back when it lands */
+        probe_start(ep, due == 1, view_over_budget, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
         ep_next = ep->next_probe;

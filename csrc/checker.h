@@ -11,6 +11,8 @@ typedef struct {
     double backoff_max;       /* cap of the jittered backoff while down (default 0.3) */
     double probe_timeout;     /* connect/reply timeout of a probe (default 1) */
     int enabled;              /* 0 stops probing (tests of the bare budget) */
+    double server_reserve;    /* fraction of maxclients kept free for others (default 0.1) */
+    int server_reserve_min;   /* at least this many (default 4); both 0: no reserve */
 } sp_checker_config;
 
 void sp_checker_get_config(sp_checker_config *out);

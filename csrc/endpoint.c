@@ -31,6 +31,8 @@ sp_state_name(sp_state s)
         return "recovering";
     case SP_STATE_OVERLOADED:
         return "overloaded";
+    case SP_STATE_SATURATED:
+        return "saturated";
     }
     return "unknown";
 }
@@ -79,6 +81,9 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->state_since = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
+    sp_server_view_init(&ep->server_view);
+    sp_allowance_init(&ep->allow);
+    snprintf(ep->server_view_error, sizeof(ep->server_view_error), "not read yet");
     static uint64_t serials;  /* atomic; 0 is never an endpoint's */
     ep->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     return ep;
@@ -236,7 +241,11 @@ host_settle_locked(sp_endpoint *ep)
 int
 sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
 {
-    return ep->total < ep->max_connections && take_slot_locked(ep, 0);
+    if (ep->total < ep->max_connections && take_slot_locked(ep, 0)) {
+        ep->probe_slots++;  /* the checker's, not the callers': outside the allowance */
+        return 1;
+    }
+    return 0;
 }
 
 /* Removes a record from the books; the binding disposes of it later. Its
@@ -387,26 +396,37 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_af
     }
 }
 
+int
+sp_endpoint_cap_locked(const sp_endpoint *ep)
+{
+    return sp_allowance_cap(&ep->allow, ep->max_connections);
+}
+
 static int
-may_create_locked(const sp_endpoint *ep)
+may_create_locked(sp_endpoint *ep)
 {
     if (ep->total >= ep->max_connections) {
         return 0;
     }
     switch (ep->state) {
     case SP_STATE_READY:
-        return 1;
     case SP_STATE_RECOVERING:
-        return ep->connecting < ep->max_connecting;
+        if (ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep)) {
+            ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
+            return 0;
+        }
+        return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
+    case SP_STATE_SATURATED:
         return 0;
     }
     return 0;
 }
 
 /* Refuse at once instead of queueing: paused, or overloaded with nothing
- * that could ever come back to the queue. */
+ * that could ever come back to the queue. Saturated never refuses: the
+ * caller waits its timeout for a connection or for headroom. */
 static int
 refused_by_state_locked(const sp_endpoint *ep)
 {
@@ -472,7 +492,8 @@ sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor)
 static int
 evictable_locked(const sp_endpoint *ep)
 {
-    return ep->idle > 0 && ep->closing == 0 && ep->total >= ep->max_connections &&
+    return ep->idle > 0 && ep->closing == 0 &&
+           ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep) &&
            (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
 }
 
@@ -691,6 +712,22 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
     pthread_mutex_unlock(&ep->lock);
 }
 
+/* Lowered budget or allowance: idle connections over the cap go now
+ * (oldest first), busy ones on release. */
+static void
+trim_idle_locked(sp_endpoint *ep, sp_after *after)
+{
+    while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
+           ep->idle > 0) {
+        sp_conn *victim = ep->idle_top;
+        while (victim->next) {
+            victim = victim->next;
+        }
+        idle_unlink(ep, victim);
+        forget_locked(ep, victim, after);
+    }
+}
+
 void
 sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 {
@@ -699,15 +736,7 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
     if (ep->host_budget) {
         sp_host_set_max(ep->host_budget, max_connections);
     }
-    /* Lowered: idle connections over the limit go now, busy ones on release. */
-    while (ep->total - ep->closing > ep->max_connections && ep->idle > 0) {
-        sp_conn *victim = ep->idle_top;
-        while (victim->next) {
-            victim = victim->next;
-        }
-        idle_unlink(ep, victim);
-        forget_locked(ep, victim, after);
-    }
+    trim_idle_locked(ep, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1104,7 +1133,8 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* Closed instead of pooled: ... or its flavor has no pool any more
      * (checked out before a reset() changed the pool's settings). */
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
-        ep->total - ep->closing > ep->max_connections || host_yield_locked(ep) ||
+        ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
+        host_yield_locked(ep) ||
         (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
@@ -1222,6 +1252,45 @@ sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const char *t
 
 /* ---- health ---------------------------------------------------------------- */
 
+/* Connections of this process the allowance grows from: not the probe's,
+ * nor those being closed (after a restart the server has never seen
+ * them; they still keep a new one from being made until they are gone). */
+static int
+held_locked(const sp_endpoint *ep)
+{
+    return ep->total - ep->probe_slots - ep->closing;
+}
+
+int
+sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
+                               double u, sp_after *after)
+{
+    ep->server_view = *v;
+    ep->server_view_error[0] = '\0';
+    ep->allowance_blocked = 0;
+    int saturated = sp_allowance_on_view(&ep->allow, v, reserve, held_locked(ep),
+                                         ep->max_connections, u);
+    trim_idle_locked(ep, after);
+    sp_endpoint_dispatch_locked(ep, after);
+    return saturated;
+}
+
+void
+sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why)
+{
+    snprintf(ep->server_view_error, sizeof(ep->server_view_error), "%s", why);
+    sp_server_view_init(&ep->server_view);
+    sp_allowance_init(&ep->allow);  /* no view: today's rules only */
+    ep->allowance_blocked = 0;
+}
+
+void
+sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after)
+{
+    sp_allowance_on_rejection(&ep->allow, held_locked(ep));
+    trim_idle_locked(ep, after);
+}
+
 void
 sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
 {
@@ -1284,6 +1353,11 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
     struct sp_host *h = ep->host_budget;
+    out->server_view = ep->server_view;
+    memcpy(out->server_view_error, ep->server_view_error, sizeof(out->server_view_error));
+    out->server_reserve = ep->allow.reserve;
+    out->allowance = sp_endpoint_cap_locked(ep);
+    out->allowance_decreases = ep->allow.decreases;
     pthread_mutex_unlock(&ep->lock);
     /* The host's numbers are atomics in the segment: read without the lock. */
     out->host_scope = h != NULL;
@@ -1330,6 +1404,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
         rec->counted = 0;  /* the child's books start empty */
     }
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
+    ep->probe_slots = 0;
     ep->generation++;
     ep->probe_requested = 0;
     sp_host_after_fork_child(ep->host_budget);  /* the parent's host slots stay the parent's */

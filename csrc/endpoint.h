@@ -6,7 +6,9 @@
 #include <stdint.h>
 
 #include "host_budget.h"
+#include "allowance.h"
 #include "ptrmap.h"
+#include "server_view.h"
 
 /* Pure C: nothing here knows Python. A connection is an opaque payload
  * pointer; the binding owns one reference to it for as long as a record
@@ -16,7 +18,9 @@ typedef enum {
     SP_STATE_READY = 0,   /* normal */
     SP_STATE_PAUSED,      /* down or loading: fail fast, create nothing */
     SP_STATE_RECOVERING,  /* probe succeeded: let connections in gradually */
-    SP_STATE_OVERLOADED   /* maxclients reached: use what we have, create nothing */
+    SP_STATE_OVERLOADED,  /* maxclients reached: use what we have, create nothing */
+    SP_STATE_SATURATED    /* headroom below the reserve kept for others: use what
+                           * we have, create nothing, queue (allowance.h) */
 } sp_state;
 
 const char *sp_state_name(sp_state s);
@@ -203,6 +207,18 @@ typedef struct sp_endpoint {
                                * short cadence (checker.c, probe scheduling) */
     double backoff;           /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
+    /* Fleet-aware admission (allowance.h): the server's own view of its
+     * clients from the checker's last probe, and the share of it this
+     * process may hold. New connections are made only while total is
+     * under sp_allowance_cap(&allow, max_connections). */
+    sp_server_view server_view;
+    char server_view_error[96]; /* why the view is unavailable ("" when read):
+                                 * error codes only, never reply text */
+    sp_allowance allow;
+    int probe_slots;          /* slots of `total` the checker's probes hold: not
+                               * the callers', so not measured against the allowance */
+    int allowance_blocked;    /* a caller queued for want of allowance since the
+                               * last probe: probe soon to let it grow */
 
     /* Host scope (host_budget.h): every slot counted in `total` is also a
      * slot of the shared host budget held by this process, claimed where
@@ -263,6 +279,11 @@ typedef struct {
     char refused_reason[160];
     int host_scope;           /* 1: the numbers below are the host's */
     sp_host_stats host;
+    sp_server_view server_view;
+    char server_view_error[96];
+    long long server_reserve;  /* -1 unknown */
+    int allowance;             /* cap in force: min(max_connections, allowance) */
+    uint64_t allowance_decreases;
 } sp_stats;
 
 void sp_endpoint_stats(sp_endpoint *ep, sp_stats *out);
@@ -284,7 +305,7 @@ int sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h);
 void sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after);
 /* A slot for the checker's probe (caller holds the lock): the local budget
  * has room and, in host scope, a host slot is free with nobody in line.
- * Returns 1 when taken (total and connecting count it). */
+ * Returns 1 when taken (total, connecting and probe_slots count it). */
 int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
 
 /* Binding of pools and flavors. */
@@ -357,6 +378,19 @@ void sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const ch
 void sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason,
                                   sp_after *after);
 void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after);
+
+/* Takes a fresh view of the server (the checker's probe) and updates the
+ * allowance; idle connections over the new cap are closed now, busy ones
+ * when they come back. Returns 1 when the headroom is below the reserve.
+ * Caller holds the lock. */
+int sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
+                                   double u, sp_after *after);
+/* The view could not be read (`why`: "" when it was): no allowance. */
+void sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why);
+/* A connection of ours was rejected (max clients): halve the allowance. */
+void sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after);
+/* The cap on total connections in force (budget and allowance). */
+int sp_endpoint_cap_locked(const sp_endpoint *ep);
 
 /* Moves an idle record to `after` (caller holds the lock). */
 void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after);

@@ -30,6 +30,16 @@ set_item(PyObject *d, const char *key, PyObject *v)
     return rc;
 }
 
+/* A number from the server's view, None while unknown (-1). */
+static PyObject *
+count_or_none(long long v)
+{
+    if (v < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(v);
+}
+
 static PyObject *
 text_or_none(const char *s)
 {
@@ -65,6 +75,28 @@ set_host_items(PyObject *d, const sp_stats *s)
         return set_item(d, "max_connections", PyLong_FromLong(s->host.max_connections));
     }
     return 0;
+}
+
+/* The server's view of its clients and this process's allowance. */
+static int
+set_server_view(PyObject *d, const sp_stats *s)
+{
+    const sp_server_view *v = &s->server_view;
+    int known = sp_server_view_usable(v);
+    PyObject *headroom = known ? PyLong_FromLongLong(v->maxclients - v->connected_clients)
+                               : (Py_INCREF(Py_None), Py_None);
+    return set_item(d, "server_connected_clients", count_or_none(v->connected_clients)) < 0 ||
+                   set_item(d, "server_maxclients", count_or_none(v->maxclients)) < 0 ||
+                   set_item(d, "server_headroom", headroom) < 0 ||
+                   set_item(d, "server_rejected_connections",
+                            count_or_none(v->rejected_connections)) < 0 ||
+                   set_item(d, "server_reserve", count_or_none(known ? s->server_reserve : -1)) < 0 ||
+                   set_item(d, "server_view_error", text_or_none(s->server_view_error)) < 0 ||
+                   set_item(d, "allowance", PyLong_FromLong(s->allowance)) < 0 ||
+                   set_item(d, "allowance_decreases",
+                            PyLong_FromUnsignedLongLong(s->allowance_decreases)) < 0
+               ? -1
+               : 0;
 }
 
 PyObject *
@@ -106,7 +138,8 @@ sp_stats_dict(sp_endpoint *ep)
         set_item(d, "connect_failures", PyLong_FromUnsignedLongLong(s.connect_failures)) < 0 ||
         set_item(d, "max_idle_time", PyFloat_FromDouble(s.max_idle_time)) < 0 ||
         set_item(d, "max_lifetime", PyFloat_FromDouble(s.max_lifetime)) < 0 ||
-        set_host_items(d, &s) < 0) {
+        set_host_items(d, &s) < 0 ||
+        set_server_view(d, &s) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -242,12 +275,19 @@ static PyObject *
 core_checker_config(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"interval", "recover_interval", "backoff_min", "backoff_max",
-                             "probe_timeout", "enabled", NULL};
+                             "probe_timeout", "enabled", "server_reserve",
+                             "server_reserve_min", NULL};
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dddddp:checker_config", kwlist, &cfg.interval,
-                                     &cfg.recover_interval, &cfg.backoff_min, &cfg.backoff_max,
-                                     &cfg.probe_timeout, &cfg.enabled)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dddddpdi:checker_config", kwlist,
+                                     &cfg.interval, &cfg.recover_interval, &cfg.backoff_min,
+                                     &cfg.backoff_max, &cfg.probe_timeout, &cfg.enabled,
+                                     &cfg.server_reserve, &cfg.server_reserve_min)) {
+        return NULL;
+    }
+    if (!(cfg.server_reserve >= 0 && cfg.server_reserve < 1) || cfg.server_reserve_min < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "server_reserve must be a fraction in [0, 1) and server_reserve_min >= 0");
         return NULL;
     }
     if (!(cfg.interval > 0) || !(cfg.recover_interval > 0) || !(cfg.backoff_min > 0) ||
@@ -261,10 +301,11 @@ core_checker_config(PyObject *module, PyObject *args, PyObject *kwds)
          * put back values another thread changed in the meantime. */
         sp_checker_set_config(&cfg);
     }
-    return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:O}", "interval", cfg.interval,
+    return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:O,s:d,s:i}", "interval", cfg.interval,
                          "recover_interval", cfg.recover_interval, "backoff_min", cfg.backoff_min,
                          "backoff_max", cfg.backoff_max, "probe_timeout", cfg.probe_timeout,
-                         "enabled", cfg.enabled ? Py_True : Py_False);
+                         "enabled", cfg.enabled ? Py_True : Py_False, "server_reserve",
+                         cfg.server_reserve, "server_reserve_min", cfg.server_reserve_min);
 }
 
 static PyObject *

@@ -280,6 +280,19 @@ scrubbed_text(PoolCore *self, PyObject *exc)
     return text;
 }
 
+/* A TLS server at maxclients accepts the TCP connection and closes it
+ * before the handshake: the client sees an EOF where a plain server would
+ * have sent "max number of clients reached". A server that accepted TCP is
+ * not dead: that is overload (as MongoDB's CMAP reads it). */
+static int
+tls_handshake_eof(const sp_endpoint *ep, const char *msg)
+{
+    return ep->tls && strstr(msg, "connecting to") != NULL &&
+           (strstr(msg, "UNEXPECTED_EOF") != NULL ||
+            strstr(msg, "EOF occurred in violation of protocol") != NULL ||
+            strstr(msg, "connection has been closed (EOF)") != NULL);
+}
+
 /* Tells the endpoint what an exception says about the server. */
 static void
 report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
@@ -314,7 +327,7 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     if (PyErr_GivenExceptionMatches(exc, loading) || strstr(msg, "LOADING")) {
         kind = SP_FAIL_LOADING;
     }
-    else if (strstr(msg, "max number of clients")) {
+    else if (strstr(msg, "max number of clients") || tls_handshake_eof(ep, msg)) {
         kind = SP_FAIL_MAXCLIENTS;
     }
     else if (strstr(msg, "Connection refused") || strstr(msg, "Error 111 ") ||
@@ -459,6 +472,20 @@ raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
     sp_stats s;
     char msg[400];
     sp_endpoint_stats(ep, &s);
+    if (s.state == SP_STATE_SATURATED && s.in_use + s.idle == 0) {
+        /* Nothing of ours to share, and no headroom to make one: the
+         * server's fullness, not our budget, is why. */
+        const sp_server_view *v = &s.server_view;
+        PyOS_snprintf(msg, sizeof(msg),
+                      "%s is saturated: %lld/%lld clients connected (headroom %lld, reserve "
+                      "%lld kept for others); this process holds no connection to share and "
+                      "waited %.3fs for headroom",
+                      ep->label, v->connected_clients, v->maxclients,
+                      v->maxclients - v->connected_clients, s.server_reserve, waited);
+        set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
+        sp_pool_tell_metrics(self, 3, waited, 0.0);
+        return tell_failure(self);
+    }
     PyOS_snprintf(msg, sizeof(msg),
                   "Timed out after %.3fs waiting for a connection to %s "
                   "(max_connections=%d, in use=%d, waiters=%d)",

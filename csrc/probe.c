@@ -632,6 +632,10 @@ phase_cmd(const sp_probe_op *op)
         return "AUTH";
     case SP_PROBE_READ_INFO:
         return "INFO server";
+    case SP_PROBE_READ_CLIENTS:
+        return "INFO clients";
+    case SP_PROBE_READ_STATS:
+        return "INFO stats";
     case SP_PROBE_SEND_PERSISTENCE:
     case SP_PROBE_READ_PERSISTENCE:
         return "INFO persistence";
@@ -738,14 +742,58 @@ handshake_failed(sp_probe_op *op, rd_status st)
     }
 }
 
-/* Reads one INFO reply into op->res.  Returns 0 when it is done (read or
-   unusable), 1 when more bytes are needed. */
+/* Why the server's view is incomplete: the first reason is kept. */
+static void
+view_failed(sp_probe_result *out, const char *section, const char *reply, size_t rlen)
+{
+    size_t n = 0;
+
+    if (out->view_error[0] != '\0') {
+        return;
+    }
+    if (reply == NULL) {
+        snprintf(out->view_error, sizeof(out->view_error), "INFO %s: no usable reply", section);
+        return;
+    }
+    if (reply[0] != '-') {
+        snprintf(out->view_error, sizeof(out->view_error), "INFO %s: unexpected reply", section);
+        return;
+    }
+    /* The error code only (NOPERM, ERR...): a listener that is not Redis
+     * may echo what it was sent. */
+    while (n + 1 < rlen && n < 32 && reply[n + 1] >= 'A' && reply[n + 1] <= 'Z') {
+        n++;
+    }
+    snprintf(out->view_error, sizeof(out->view_error), "INFO %s: -%.*s%s", section, (int)n,
+             reply + 1, n >= 6 && memcmp(reply + 1, "NOPERM", 6) == 0
+                            ? " (the user may not run INFO)" : "");
+}
+
+/* The INFO section a phase reads. */
+static const char *
+info_section(int phase)
+{
+    switch (phase) {
+    case SP_PROBE_READ_CLIENTS:
+        return "clients";
+    case SP_PROBE_READ_STATS:
+        return "stats";
+    case SP_PROBE_READ_PERSISTENCE:
+        return "persistence";
+    default:
+        return "server";
+    }
+}
+
+/* Reads the INFO reply of op->phase into op->res.  Returns 0 when it is
+   done (read or unusable), 1 when more bytes are needed. */
 static int
-step_info(sp_probe_op *op, int is_persistence)
+step_info(sp_probe_op *op)
 {
     const char *reply = NULL, *payload;
     size_t rlen = 0, plen = 0;
-    const char *section = is_persistence ? "persistence" : "server";
+    const char *section = info_section(op->phase);
+    int of_view = op->phase == SP_PROBE_READ_CLIENTS || op->phase == SP_PROBE_READ_STATS;
     sp_probe_result *out = &op->res;
     rd_status st = next_reply(op, &reply, &rlen);
     char val[48];
@@ -754,7 +802,10 @@ step_info(sp_probe_op *op, int is_persistence)
         return 1;
     }
     if (st != RD_OK) {
-        if (out->status == SP_PROBE_OK) {
+        if (of_view) {
+            view_failed(out, section, NULL, 0);
+        }
+        else if (out->status == SP_PROBE_OK) {
             snprintf(out->error, sizeof(out->error),
                      "INFO %s: no usable reply", section);
         }
@@ -763,7 +814,10 @@ step_info(sp_probe_op *op, int is_persistence)
     }
     payload = bulk_payload(reply, rlen, &plen);
     if (payload == NULL) {
-        if (out->status == SP_PROBE_OK) {
+        if (of_view) {
+            view_failed(out, section, reply, rlen);
+        }
+        else if (out->status == SP_PROBE_OK) {
             int w = snprintf(out->error, sizeof(out->error), "INFO %s: ", section);
             if (w > 0 && (size_t)w < sizeof(out->error)) {
                 size_t l = (size_t)(
@@ -774,13 +828,31 @@ step_info(sp_probe_op *op, int is_persistence)
         }
         return 0;
     }
-    if (is_persistence) {
+    if (op->phase == SP_PROBE_READ_PERSISTENCE) {
         if (sp_info_field(payload, plen, "loading_eta_seconds", val, sizeof(val))) {
             char *end = NULL;
             double eta = strtod(val, &end);
             if (end != val && eta >= 0) {
                 out->loading_eta = eta;
             }
+        }
+    }
+    else if (of_view) {
+        /* Each section says only its own fields: the clients section has
+         * no rejected_connections, the stats section no maxclients. */
+        sp_server_view got;
+        sp_server_view_init(&got);
+        sp_server_view_parse(&got, payload, plen);
+        if (op->phase == SP_PROBE_READ_CLIENTS) {
+            out->view.connected_clients = got.connected_clients;
+            out->view.maxclients = got.maxclients;
+            if (!sp_server_view_usable(&got)) {
+                snprintf(out->view_error, sizeof(out->view_error),
+                         "INFO clients: no connected_clients/maxclients");
+            }
+        }
+        else {
+            out->view.rejected_connections = got.rejected_connections;
         }
     }
     else {
@@ -930,7 +1002,22 @@ advance(sp_probe_op *op)
             enter(op, SP_PROBE_READ_INFO);
             break;
         case SP_PROBE_READ_INFO:
-            if (step_info(op, 0)) {
+        case SP_PROBE_READ_CLIENTS:
+            if (step_info(op)) {
+                op->want = POLLIN;
+                return 1;
+            }
+            if (op->info_broken) {
+                finish(op);
+                return 0;
+            }
+            if (op->phase == SP_PROBE_READ_INFO) {
+                op->res.view_error[0] = '\0';  /* the view's replies come next */
+            }
+            enter(op, op->phase + 1);
+            break;
+        case SP_PROBE_READ_STATS:
+            if (step_info(op)) {
                 op->want = POLLIN;
                 return 1;
             }
@@ -960,7 +1047,7 @@ advance(sp_probe_op *op)
             break;
         }
         case SP_PROBE_READ_PERSISTENCE:
-            if (step_info(op, 1)) {
+            if (step_info(op)) {
                 op->want = POLLIN;
                 return 1;
             }
@@ -990,6 +1077,8 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
 {
     static const char *const ping[] = {"PING"};
     static const char *const info_server[] = {"INFO", "server"};
+    static const char *const info_clients[] = {"INFO", "clients"};
+    static const char *const info_stats[] = {"INFO", "stats"};
     double timeout;
 
     op->fd = -1;
@@ -1008,6 +1097,8 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
     op->res.loading_eta = -1.0;
     op->res.error[0] = '\0';
     op->res.elapsed = 0.0;
+    sp_server_view_init(&op->res.view);
+    snprintf(op->res.view_error, sizeof(op->res.view_error), "no INFO reply");
     if (t == NULL) {
         set_status(&op->res, SP_PROBE_ERROR, "no target");
         return 0;
@@ -1047,6 +1138,8 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
         }
         w_cmd(&w, 1, ping);
         w_cmd(&w, 2, info_server);
+        w_cmd(&w, 2, info_clients);
+        w_cmd(&w, 2, info_stats);
         if (w.overflow) {
             memset(op->wbuf, 0, sizeof(op->wbuf));
             set_status(&op->res, SP_PROBE_ERROR, "credentials too long");
@@ -1094,6 +1187,10 @@ sp_probe_expire(sp_probe_op *op, double now)
         set_status(&op->res, SP_PROBE_OVERLOADED,
                    "connected, but no reply to %s within %.3fs", phase_cmd(op),
                    op->timeout);
+        break;
+    case SP_PROBE_READ_CLIENTS:
+    case SP_PROBE_READ_STATS:
+        view_failed(&op->res, info_section(op->phase), NULL, 0);
         break;
     default:
         /* INFO after a PING reply: the status stands. */

@@ -4,12 +4,15 @@
 
 #include <stddef.h>
 
+#include "server_view.h"
+
 /*
  * A probe opens its own short-lived socket (TCP or unix, non-blocking,
  * CLOEXEC, MSG_NOSIGNAL), sends RESP arrays in one write:
  *
- *     [AUTH [username] password]  PING  INFO server
+ *     [AUTH [username] password]  PING  INFO server  INFO clients  INFO stats
  *
+ * (the last two give the server's view of its clients: server_view.h)
  * and, only when PING answered -LOADING, one more round trip for
  * "INFO persistence" (loading_eta_seconds).
  *
@@ -68,6 +71,9 @@ typedef struct {
     double loading_eta;      /* loading_eta_seconds, -1 unknown */
     char error[160];         /* short human-readable reason, "" when OK */
     double elapsed;          /* seconds the probe took */
+    sp_server_view view;     /* from INFO clients and INFO stats (-1: unknown) */
+    char view_error[96];     /* why the view is incomplete, "" when it is not;
+                                error codes only, never the text of a reply */
 } sp_probe_result;
 
 /* Probe the server described by t; always fills *out completely. Blocks
@@ -86,6 +92,8 @@ enum {
     SP_PROBE_READ_AUTH,
     SP_PROBE_READ_PING,
     SP_PROBE_READ_INFO,
+    SP_PROBE_READ_CLIENTS,
+    SP_PROBE_READ_STATS,
     SP_PROBE_SEND_PERSISTENCE,
     SP_PROBE_READ_PERSISTENCE,
     SP_PROBE_READ_ANY           /* TLS alert sent: any byte, EOF or reset answers */

@@ -8,6 +8,7 @@ from . import _core, observe
 from ._books import (
     _check_max_connections,
     _check_positive_seconds,
+    _check_server_reserve,
     check_host_budget,
     check_scope,
     check_url,
@@ -118,12 +119,17 @@ def checker_config(**changes: Optional[float]) -> Dict[str, Any]:
 
     Keys: ``interval`` (s between probes while ready, default 1),
     ``recover_interval`` (0.1), ``backoff_min`` (0.05), ``backoff_max``
-    (0.3), ``probe_timeout`` (1), ``enabled`` (True).
+    (0.3), ``probe_timeout`` (1), ``enabled`` (True), ``server_reserve``
+    (0.1: the fraction of the server's ``maxclients`` left free for
+    everyone else) and ``server_reserve_min`` (4: at least that many);
+    both 0 turn fleet-aware admission off.
     """
     for name, value in changes.items():
         if name == "enabled":
             if not isinstance(value, bool):
                 raise TypeError(f"enabled must be True or False, not {value!r}")
+        elif name in ("server_reserve", "server_reserve_min"):
+            _check_server_reserve(name, value)
         elif name in _CHECKER_SECONDS:
             _check_positive_seconds(name, value)
         else:

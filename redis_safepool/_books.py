@@ -107,6 +107,22 @@ def _check_positive_seconds(name: str, value: Any) -> float:
     return seconds
 
 
+def _check_server_reserve(name: str, value: Any) -> None:
+    """The reserve kept free on a server: a fraction in [0, 1), or a count >= 0."""
+    if name == "server_reserve":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"server_reserve must be a number, not {type(value).__name__}")
+        if not 0 <= value < 1:  # also rejects nan
+            raise ValueError(
+                f"server_reserve must be a fraction of maxclients in [0, 1), got {value!r}"
+            )
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"server_reserve_min must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 2**31 - 1:
+        raise ValueError(f"server_reserve_min must be >= 0, got {value!r}")
+
+
 def _check_connection_kwargs(kwargs: Any) -> None:
     """The numeric connection settings redis-py would only trip over at connect time."""
     if not kwargs:

@@ -18,7 +18,7 @@ from ._books import DEFAULT_TIMEOUT, CoreBooks
 from ._compat import should_reconnect
 from ._deadlines import DeadlineLine
 from ._keys import FlavorRef, endpoint_of, flavor_ref
-from .exceptions import PoolTimeoutError, SafePoolError
+from .exceptions import SafePoolError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -307,8 +307,16 @@ class AsyncPoolMethods(CoreBooks):
         elif kind == "slot":
             self._slot_failed(None)
 
-    def _timeout_error(self, waited: float) -> PoolTimeoutError:
+    def _timeout_error(self, waited: float) -> SafePoolError:
         st = self.stats()  # {} once the pool is unbound: the timer may fire after that
+        if st.get("state") == "saturated" and not st.get("in_use") and not st.get("idle"):
+            # nothing of ours to share and no headroom to make one: the server is full
+            return self._errors.ServerUnavailableError(
+                f"{st['endpoint']} is saturated: {st['server_connected_clients']}/"
+                f"{st['server_maxclients']} clients connected (headroom {st['server_headroom']}, "
+                f"reserve {st['server_reserve']} kept for others); this process holds no "
+                f"connection to share and waited {waited:.3f}s for headroom"
+            )
         return self._errors.PoolTimeoutError(
             f"Timed out after {waited:.3f}s waiting for a connection to "
             f"{st.get('endpoint', 'a pool that was closed meanwhile')} "

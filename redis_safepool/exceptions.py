@@ -30,7 +30,8 @@ class PoolTimeoutError(SafePoolError, MaxConnectionsError):
 
 
 class ServerUnavailableError(SafePoolError):
-    """The endpoint is paused (down, loading or overloaded): failing fast."""
+    """The endpoint is paused (down, loading or overloaded): failing fast; or saturated, with
+    no connection of this process to share, when the caller's timeout ended."""
 
 
 class CredentialsRejectedError(ServerUnavailableError, AuthenticationError):

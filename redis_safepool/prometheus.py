@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 __all__ = ["collector", "register", "exposition", "SafePoolCollector", "STATES"]
 
 PREFIX = "redis_safepool"
-STATES = ("ready", "paused", "recovering", "overloaded")
+STATES = ("ready", "paused", "recovering", "overloaded", "saturated")
 
 # stats() key -> (metric name, help)
 GAUGES = {
@@ -20,6 +20,14 @@ GAUGES = {
     "wait_time_max": ("wait_seconds_max", "Longest wait for a connection"),
     "state_since": ("state_since_seconds", "Epoch time of the last state change"),
     "generation": ("generation", "Server generation (bumped on each observed restart)"),
+    "server_connected_clients": ("server_connected_clients", "connected_clients the server reported"),
+    "server_maxclients": ("server_maxclients", "maxclients the server reported"),
+    "server_headroom": ("server_headroom", "maxclients - connected_clients at the last probe"),
+    "server_reserve": ("server_reserve", "Connections kept free on the server for everyone else"),
+    "server_rejected_connections": (
+        "server_rejected_connections", "rejected_connections the server reported (all clients)"
+    ),
+    "allowance": ("allowance", "Connections this process may hold now (fleet-aware admission)"),
 }
 COUNTERS = {
     "created": ("connections_created", "Connections created"),
@@ -33,6 +41,7 @@ COUNTERS = {
     "dead_idle_closed": ("dead_idle_closed", "Dead idle connections closed on checkout"),
     "peer_hangups": ("peer_hangups", "Sockets the server closed on the pool, seen by the checker"),
     "transitions": ("state_transitions", "Endpoint state changes"),
+    "allowance_decreases": ("allowance_decreases", "Times the allowance was halved (rejections seen)"),
 }
 
 

@@ -22,7 +22,7 @@ static int pool_x;
 static void
 fast_config(void)
 {
-    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 0.5, 1};
+    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 0.5, 1, 0.0, 0};
 
     sp_checker_set_config(&cfg);
 }
@@ -375,7 +375,7 @@ end_watched(sp_endpoint *ep, sp_redis *r, int registry_base)
 static void
 test_checker_hangup_pauses(void)
 {
-    sp_checker_config slow = {30.0, 30.0, 30.0, 30.0, 0.5, 1};
+    sp_checker_config slow = {30.0, 30.0, 30.0, 30.0, 0.5, 1, 0.0, 0};
     sp_redis r;
     sp_endpoint *ep;
     tp_payload *busy;
@@ -411,7 +411,7 @@ probed_after_hangups(sp_endpoint *ep, void *arg)
 static void
 test_checker_mass_hangup_live_server(void)
 {
-    sp_checker_config slow = {30.0, 0.02, 30.0, 30.0, 0.5, 1};
+    sp_checker_config slow = {30.0, 0.02, 30.0, 30.0, 0.5, 1, 0.0, 0};
     sp_redis r;
     sp_endpoint *ep;
     tp_payload *busy[3];
@@ -461,7 +461,7 @@ waiter_failed(sp_endpoint *ep, void *arg)
 static void
 test_checker_stopped_server_saturated(void)
 {
-    sp_checker_config cfg = {0.2, 0.02, 0.02, 0.05, 0.2, 1};
+    sp_checker_config cfg = {0.2, 0.02, 0.02, 0.05, 0.2, 1, 0.0, 0};
     sp_redis r;
     sp_endpoint *ep;
     tp_payload *busy[4];
@@ -701,7 +701,7 @@ unbind_port(sp_endpoint *ep)
 static void
 test_checker_black_holes_independent(void)
 {
-    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 30.0, 1};
+    sp_checker_config cfg = {0.05, 0.02, 0.01, 0.05, 30.0, 1, 0.0, 0};
     sp_endpoint *holes[N_HOLES];
     int hole_fds[N_HOLES];
     sp_redis r;
@@ -772,7 +772,7 @@ out:
 static void
 test_checker_knock_while_down(void)
 {
-    sp_checker_config cfg = {30.0, 0.02, 1.0, 30.0, 0.5, 1};
+    sp_checker_config cfg = {30.0, 0.02, 1.0, 30.0, 0.5, 1, 0.0, 0};
     sp_redis r;
     sp_endpoint *ep;
     tp_payload *busy;

@@ -120,7 +120,7 @@ test_fork_child_clean(void)
     sp_after after = {0};
     sp_endpoint *ep, *full;
     tp_payload *p[3], *held;
-    sp_checker_config cfg = {0.02, 0.02, 0.01, 0.05, 0.5, 1};
+    sp_checker_config cfg = {0.02, 0.02, 0.01, 0.05, 0.5, 1, 0.0, 0};
     fw_arg warg;
     pthread_t th;
     uint64_t epoch0;

@@ -80,6 +80,11 @@ bulk(char *buf, size_t cap, const char *text)
     return buf;
 }
 
+/* Replies to INFO clients and INFO stats, as a server gives them. */
+#define VIEW_CLIENTS "# Clients\r\nconnected_clients:3\r\nmaxclients:64\r\n"
+#define VIEW_STATS "# Stats\r\nrejected_connections:2\r\n"
+#define VIEW_REPLIES "$47\r\n" VIEW_CLIENTS "\r\n$33\r\n" VIEW_STATS "\r\n"
+
 /* ---------------------------------------------------------------- */
 /* canned bytes                                                      */
 
@@ -353,14 +358,16 @@ test_probe_request_format(void)
     static const char expect[] =
         "*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\ns3cr3t\r\n"
         "*1\r\n$4\r\nPING\r\n"
-        "*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+        "*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"
+        "*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n"
+        "*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n";
     fake_server f;
     sp_probe_target t;
     sp_probe_result res;
     char info[128];
-    char replies[256];
+    char replies[384];
 
-    snprintf(replies, sizeof(replies), "+OK\r\n+PONG\r\n%s",
+    snprintf(replies, sizeof(replies), "+OK\r\n+PONG\r\n%s" VIEW_REPLIES,
              bulk(info, sizeof(info), "# Server\r\nrun_id:" RUN_ID_A));
     memset(&f, 0, sizeof(f));
     f.mode = FAKE_SCRIPT;
@@ -380,6 +387,11 @@ test_probe_request_format(void)
     CHECK(strcmp(res.run_id, RUN_ID_A) == 0);
     CHECK(res.error[0] == '\0');
     CHECK(res.loading_eta == -1.0);
+    /* the server's view of its clients, from the same round trip */
+    CHECKF(res.view.connected_clients == 3 && res.view.maxclients == 64 &&
+           res.view.rejected_connections == 2 && res.view_error[0] == '\0',
+           "%lld/%lld %lld %s", res.view.connected_clients, res.view.maxclients,
+           res.view.rejected_connections, res.view_error);
     CHECKF(f.request_len == sizeof(expect) - 1
            && memcmp(f.request, expect, f.request_len) == 0,
            "request was %.*s", (int)f.request_len, f.request);
@@ -408,10 +420,10 @@ test_probe_fake_loading(void)
 {
     fake_server f;
     sp_probe_result res;
-    char info1[128], info2[160], stage0[256];
+    char info1[128], info2[160], stage0[384];
 
     snprintf(stage0, sizeof(stage0), "-LOADING Redis is loading the dataset "
-             "in memory\r\n%s",
+             "in memory\r\n%s" VIEW_REPLIES,
              bulk(info1, sizeof(info1), "# Server\r\nrun_id:" RUN_ID_A));
     memset(&f, 0, sizeof(f));
     f.mode = FAKE_SCRIPT;
@@ -885,6 +897,10 @@ test_probe_auth_acl_user(void)
            sp_probe_status_name(res.status), res.error);
     CHECK(res.run_id[0] == '\0');
     CHECK(strstr(res.error, "NOPERM") != NULL);
+    /* no view of the server either, and the reason says so (code only) */
+    CHECK(!sp_server_view_usable(&res.view));
+    CHECKF(strcmp(res.view_error, "INFO clients: -NOPERM (the user may not run INFO)") == 0,
+           "%s", res.view_error);
 
     /* a password given to a server that has none: redis-py fails too */
     t.username = NULL;
