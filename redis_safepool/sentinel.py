@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type
 
 from redis.backoff import NoBackoff
 from redis.client import Redis
@@ -22,13 +22,8 @@ from redis.sentinel import (
     SlaveNotFoundError,
 )
 
+from . import exceptions as _exceptions
 from ._topology import Backoff, SingleFlight
-from .exceptions import (
-    ForeignConnectionError,
-    PoolClosedError,
-    PoolTimeoutError,
-    ServerUnavailableError,
-)
 
 __all__ = [
     "SafeSentinel",
@@ -41,12 +36,13 @@ __all__ = [
 ]
 
 Address = Tuple[str, int]
+Exc = Type[Exception]
 _OWNER = "_safepool_sentinel_owner"  # attribute set on every connection we hand out
 
 logger = logging.getLogger("redis_safepool")
 
 
-def _owner_of(connection: Connection) -> Any:
+def _owner_of(connection: Any) -> Any:
     """The inner pool that handed ``connection`` out, or None."""
     ref = getattr(connection, _OWNER, None)
     return ref() if ref is not None else None
@@ -59,10 +55,53 @@ class MasterChangedError(ConnectionError):
     the new master (from the new master's budget)."""
 
 
-def _safe_pool_class():
+def _safe_pool_class() -> type:
     from .pool import SafeConnectionPool  # imported late: the C core may be absent at import
 
     return SafeConnectionPool
+
+
+class SentinelFamily:
+    """What one client library (redis-py, valkey-py) gives the Sentinel classes below.
+
+    The logic is the same for every library; the errors it raises and
+    catches, the client class of the sentinels and the inner pools are the
+    library's own (a valkey-py socket error is no redis-py ConnectionError)."""
+
+    def __init__(self, *, connection_error: Exc, timeout_error: Exc, read_only_error: Exc,
+                 response_error: Exc, master_not_found: Exc, slave_not_found: Exc,
+                 master_changed: Exc, errors: Any, client: Any, retry: Any, no_backoff: Any,
+                 safe_pool: Callable[[], type], plain_managed_connection: type) -> None:
+        self.ConnectionError = connection_error
+        self.TimeoutError = timeout_error
+        self.ReadOnlyError = read_only_error
+        self.ResponseError = response_error
+        self.MasterNotFoundError = master_not_found
+        self.SlaveNotFoundError = slave_not_found
+        self.MasterChangedError = master_changed
+        self.errors = errors            # PoolTimeoutError, PoolClosedError, ... of the family
+        self.client = client            # the client class of the sentinels (Redis, Valkey)
+        self.retry = retry
+        self.no_backoff = no_backoff
+        self.safe_pool = safe_pool      # the family's SafeConnectionPool (imported late)
+        self.plain_managed_connection = plain_managed_connection  # follows the master: refused
+
+
+REDIS_FAMILY = SentinelFamily(
+    connection_error=ConnectionError, timeout_error=TimeoutError, read_only_error=ReadOnlyError,
+    response_error=ResponseError, master_not_found=MasterNotFoundError,
+    slave_not_found=SlaveNotFoundError, master_changed=MasterChangedError, errors=_exceptions,
+    client=Redis, retry=Retry, no_backoff=NoBackoff, safe_pool=_safe_pool_class,
+    plain_managed_connection=SentinelManagedConnection)
+
+# The logic classes below are mixins, completed by each library's bases; type
+# checkers see redis-py's.
+if TYPE_CHECKING:
+    _ConnectionBase = Connection
+    _PoolBase = SentinelConnectionPool
+    _SentinelBase = Sentinel
+else:
+    _ConnectionBase = _PoolBase = _SentinelBase = object
 
 
 class _OwnerRef:
@@ -70,17 +109,17 @@ class _OwnerRef:
 
     __slots__ = ("_ref", "__weakref__")
 
-    def __init__(self, pool: "SafeSentinelConnectionPool") -> None:
+    def __init__(self, pool: "SentinelConnectionPoolLogic") -> None:
         self._ref = weakref.ref(pool)
 
-    def __call__(self) -> Optional["SafeSentinelConnectionPool"]:
+    def __call__(self) -> Optional["SentinelConnectionPoolLogic"]:
         return self._ref()
 
     def __repr__(self) -> str:  # keep connection reprs and flavor labels short
         return "<sentinel-pool>"
 
 
-class SafeSentinelManagedConnection(Connection):
+class SentinelManagedConnectionLogic(_ConnectionBase):
     """A connection pinned to the address it was created for.
 
     Before opening a socket it asks Sentinel (coalesced, with backoff) whether
@@ -89,12 +128,14 @@ class SafeSentinelManagedConnection(Connection):
     to another server's budget). A ``READONLY`` reply (the old master came
     back as a replica) disconnects it and makes the pool re-resolve."""
 
+    _family: SentinelFamily = REDIS_FAMILY
+
     def __init__(self, **kwargs: Any) -> None:
         self._sentinel_owner: Optional[_OwnerRef] = kwargs.pop("sentinel_owner", None)
         self._master_checked = False  # connect() has just asked Sentinel
         super().__init__(**kwargs)
 
-    def _owner_pool(self) -> Optional["SafeSentinelConnectionPool"]:
+    def _owner_pool(self) -> Optional["SentinelConnectionPoolLogic"]:
         return self._sentinel_owner() if self._sentinel_owner is not None else None
 
     def connect(self) -> None:
@@ -128,14 +169,15 @@ class SafeSentinelManagedConnection(Connection):
             pool._check_master_before_connect(self)
         self._master_checked = False  # a retry inside connect() checks again
         address = (self.host, int(self.port))
+        fam = self._family
         if not pool.connect_backoff.claim(address):
-            raise ServerUnavailableError(
+            raise fam.errors.ServerUnavailableError(
                 f"{self.host}:{self.port} failed recently; next attempt in "
                 f"{pool.connect_backoff.remaining(address):.3f}s")
         try:
             super().connect_check_health(check_health=check_health,
                                          retry_socket_connect=retry_socket_connect)
-        except (ConnectionError, TimeoutError):
+        except (fam.ConnectionError, fam.TimeoutError):
             pool.connect_backoff.failed(address)
             raise
         pool.connect_backoff.succeeded(address)
@@ -153,20 +195,24 @@ class SafeSentinelManagedConnection(Connection):
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
-        except ReadOnlyError:
+        except self._family.ReadOnlyError:
             pool = self._owner_pool()
             if pool is not None and pool.is_master:
                 self.disconnect()
                 pool._master_suspect()
-                raise ConnectionError("The previous master is now a replica")
+                raise self._family.ConnectionError("The previous master is now a replica")
             raise
+
+
+class SafeSentinelManagedConnection(SentinelManagedConnectionLogic, Connection):
+    """A redis-py connection pinned to the address it was created for (see the logic class)."""
 
 
 class SafeSentinelManagedSSLConnection(SafeSentinelManagedConnection, SSLConnection):
     """TLS variant of ``SafeSentinelManagedConnection``."""
 
 
-class SafeSentinelConnectionPool(SentinelConnectionPool):
+class SentinelConnectionPoolLogic(_PoolBase):
     """``SentinelConnectionPool`` behaviour on per-address ``SafeConnectionPool`` budgets.
 
     Master pools keep one inner ``SafeConnectionPool`` bound to the address
@@ -177,21 +223,24 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
     connection again. Replica pools keep one inner pool per replica address.
     """
 
-    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+    _family: SentinelFamily = REDIS_FAMILY
+    _managed: type = SentinelManagedConnectionLogic  # the family's SafeSentinelManagedConnection
+    _managed_ssl: type = SentinelManagedConnectionLogic
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         self._safe_max = kwargs.pop("max_connections", None)
         self._safe_timeout = kwargs.pop("timeout", 20)
         cls = kwargs.get("connection_class")
-        if isinstance(cls, type) and issubclass(cls, SentinelManagedConnection) \
-                and not issubclass(cls, SafeSentinelManagedConnection):
+        plain = self._family.plain_managed_connection
+        if isinstance(cls, type) and issubclass(cls, plain) \
+                and not issubclass(cls, SentinelManagedConnectionLogic):
             raise TypeError(
-                "redis.sentinel.SentinelManagedConnection follows the master by itself, "
+                f"{plain.__module__}.{plain.__name__} follows the master by itself, "
                 "which would move a connection to another server's budget; use "
-                "redis_safepool.sentinel.SafeSentinelManagedConnection (or a subclass)")
+                f"{self._managed.__module__}.{self._managed.__name__} (or a subclass)")
         if "connection_class" not in kwargs:
-            kwargs["connection_class"] = (
-                SafeSentinelManagedSSLConnection if kwargs.pop("ssl", False)
-                else SafeSentinelManagedConnection
-            )
+            kwargs["connection_class"] = self._managed_ssl if kwargs.pop("ssl", False) \
+                else self._managed
         self._state_lock = threading.RLock()
         self._inner: Dict[Address, Any] = {}          # address -> live SafeConnectionPool
         self._retired: Dict[int, Any] = {}           # id -> retired pool with connections out
@@ -205,7 +254,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         self.connect_backoff = backoff if backoff is not None else Backoff(0.05, 1.0)
         super().__init__(service_name, sentinel_manager, **kwargs)
         self.connection_kwargs.pop("connection_pool", None)  # redis-py's proxy: not ours
-        if issubclass(self.connection_class, SafeSentinelManagedConnection):
+        if issubclass(self.connection_class, SentinelManagedConnectionLogic):
             self.connection_kwargs["sentinel_owner"] = _OwnerRef(self)
         self.max_connections = self._safe_max
         self.timeout = self._safe_timeout
@@ -219,7 +268,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         a restarted old master that still believes it is master)."""
         manager = self.sentinel_manager
         since = None
-        if isinstance(manager, SafeSentinel):
+        if isinstance(manager, SentinelLogic):
             manager.discover_master(self.service_name, fresh=fresh)
             # Lookups are merged and may finish out of order: bind the answer
             # of the most recently *started* one, never a slow older one that
@@ -238,10 +287,10 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
     def master_address(self) -> Optional[Address]:
         return self._master
 
-    def _check_master_before_connect(self, conn: Connection) -> None:
+    def _check_master_before_connect(self, conn: Any) -> None:
         address = self.get_master_address(fresh=True)
         if address != (conn.host, int(conn.port)):
-            raise MasterChangedError(
+            raise self._family.MasterChangedError(
                 f"{self.service_name!r} moved from {conn.host}:{conn.port} to "
                 f"{address[0]}:{address[1]}"
             )
@@ -249,7 +298,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
     def _master_suspect(self) -> None:
         try:
             self.get_master_address()
-        except ConnectionError:
+        except self._family.ConnectionError:
             pass
 
     def _bind_master(self, address: Address, since: Optional[float] = None) -> None:
@@ -285,26 +334,26 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
     def _pool_for(self, address: Address) -> Any:
         with self._state_lock:
             if self._closed:
-                raise PoolClosedError(f"{self!r} is closed")
+                raise self._family.errors.PoolClosedError(f"{self!r} is closed")
             inner = self._inner.get(address)
             if inner is None:
                 kwargs = dict(self.connection_kwargs)
                 kwargs.update(host=address[0], port=address[1])
                 if self._safe_max is not None:
                     kwargs["max_connections"] = self._safe_max
-                inner = _safe_pool_class()(connection_class=self.connection_class,
-                                           timeout=self._safe_timeout, **kwargs)
+                inner = self._family.safe_pool()(connection_class=self.connection_class,
+                                                 timeout=self._safe_timeout, **kwargs)
                 inner._sentinel_retired = False
                 self._inner[address] = inner
             return inner
 
     # -- checkout / checkin --------------------------------------------------
-    def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_master:
             return self._get_master_connection(args, kwargs)
         return self._get_replica_connection(args, kwargs)
 
-    def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Optional[Connection]:
+    def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Any:
         conn = inner.get_connection(*args, **kwargs)
         with self._state_lock:
             if not getattr(inner, "_sentinel_retired", False):
@@ -316,7 +365,8 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         inner.release(conn)
         return None
 
-    def _get_master_connection(self, args: tuple, kwargs: dict) -> Connection:
+    def _get_master_connection(self, args: tuple, kwargs: dict) -> Any:
+        fam = self._family
         last: Optional[BaseException] = None
         for _ in range(3):  # bounded: one re-resolution per failover step
             master = self._master
@@ -325,21 +375,21 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             inner = self._pool_for(master)
             try:
                 conn = self._hand_out(inner, args, kwargs)
-            except PoolTimeoutError:
+            except fam.errors.PoolTimeoutError:
                 raise  # the budget is full: not a topology problem
-            except (ConnectionError, TimeoutError) as exc:
+            except (fam.ConnectionError, fam.TimeoutError) as exc:
                 # paused endpoint, failed connect, closed-by-rebind pool: did it move?
                 last = exc
                 try:
                     moved = self.get_master_address() != master
-                except MasterNotFoundError:
+                except fam.MasterNotFoundError:
                     moved = False
                 if not moved:
                     raise
                 continue
             if conn is not None:
                 return conn
-        raise last if last is not None else MasterNotFoundError(
+        raise last if last is not None else fam.MasterNotFoundError(
             f"No stable master found for {self.service_name!r}")
 
     def _replica_addresses(self, refresh: bool = False) -> List[Address]:
@@ -350,14 +400,15 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             return cached
         try:
             replicas = self.sentinel_manager.discover_slaves(self.service_name)
-        except ConnectionError:
+        except self._family.ConnectionError:
             replicas = []
         replicas = [(str(h), int(p)) for h, p in replicas]
         with self._state_lock:
             self._replicas = list(replicas)
         return replicas
 
-    def _get_replica_connection(self, args: tuple, kwargs: dict) -> Connection:
+    def _get_replica_connection(self, args: tuple, kwargs: dict) -> Any:
+        fam = self._family
         replicas = self._replica_addresses()
         with self._state_lock:
             self._replica_rr += 1
@@ -367,9 +418,9 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
         for address in order:
             try:
                 conn = self._hand_out(self._pool_for(address), args, kwargs)
-            except PoolTimeoutError:
+            except fam.errors.PoolTimeoutError:
                 raise
-            except (ConnectionError, TimeoutError) as exc:
+            except (fam.ConnectionError, fam.TimeoutError) as exc:
                 last = exc
                 self._replica_addresses(refresh=True)
                 continue
@@ -380,14 +431,14 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             conn = self._hand_out(self._pool_for(master), args, kwargs)
             if conn is not None:
                 return conn
-        except MasterNotFoundError:
+        except fam.MasterNotFoundError:
             pass
-        raise SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
+        raise fam.SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
-    def release(self, connection: Connection) -> None:  # type: ignore[override]
+    def release(self, connection: Any) -> None:  # type: ignore[override]
         inner = _owner_of(connection)
         if inner is None:
-            raise ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
+            raise self._family.errors.ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
         with self._state_lock:
             retired = getattr(inner, "_sentinel_retired", False)
             left = self._out.get(id(inner), 0) - 1
@@ -406,12 +457,12 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             if close_inner:
                 inner.close()
 
-    def owns_connection(self, connection: Connection) -> bool:
+    def owns_connection(self, connection: Any) -> bool:
         inner = _owner_of(connection)
         return inner is not None and not getattr(inner, "_sentinel_retired", False) \
             and inner.owns_connection(connection)
 
-    def make_connection(self) -> Connection:
+    def make_connection(self) -> Any:
         address = self._master if self.is_master and self._master else self.get_master_address()
         return self._pool_for(address).make_connection()
 
@@ -440,7 +491,7 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
             inner._sentinel_retired = True
             inner.close()
 
-    def set_retry(self, retry: Retry) -> None:
+    def set_retry(self, retry: Any) -> None:
         self.connection_kwargs.update({"retry": retry})
         for inner in self._all_inner():
             inner.set_retry(retry)
@@ -474,8 +525,17 @@ class SafeSentinelConnectionPool(SentinelConnectionPool):
                 f"(service={self.service_name}({role}), address={self._master})>")
 
 
-class SafeSentinel(Sentinel):
-    """``redis.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools.
+class SafeSentinelConnectionPool(SentinelConnectionPoolLogic, SentinelConnectionPool):
+    """``SentinelConnectionPool`` behaviour on per-address ``SafeConnectionPool`` budgets.
+
+    See ``SentinelConnectionPoolLogic``: the redis-py flavor of it."""
+
+    _managed = SafeSentinelManagedConnection
+    _managed_ssl = SafeSentinelManagedSSLConnection
+
+
+class SentinelLogic(_SentinelBase):
+    """``Sentinel`` whose ``master_for``/``slave_for`` build safe pools.
 
     Talking to the sentinels themselves is bounded: every sentinel gets a small
     ``SafeConnectionPool`` (``sentinel_max_connections``) without client-side
@@ -486,13 +546,17 @@ class SafeSentinel(Sentinel):
     a jittered delay too. Nothing here loops or sleeps.
     """
 
+    _family: SentinelFamily = REDIS_FAMILY
+    _pool_class: type = SentinelConnectionPoolLogic  # the family's SafeSentinelConnectionPool
+
     def __init__(self, sentinels, min_other_sentinels: int = 0,
                  sentinel_kwargs: Optional[dict] = None, force_master_ip: Optional[str] = None,
                  *, backoff_base: float = 0.05, backoff_cap: float = 1.0,
                  sentinel_max_connections: int = 2, sentinel_timeout: float = 1.0,
                  master_cache_ttl: float = 0.1, **connection_kwargs: Any) -> None:
-        super().__init__([], min_other_sentinels, sentinel_kwargs, force_master_ip,
-                         **connection_kwargs)
+        # force_master_ip is kept here: not every library's Sentinel takes it
+        super().__init__([], min_other_sentinels, sentinel_kwargs, **connection_kwargs)
+        self._force_master_ip = force_master_ip
         self.sentinel_kwargs = dict(self.sentinel_kwargs)
         self.sentinel_kwargs.setdefault("socket_timeout", sentinel_timeout)
         self.sentinel_kwargs.setdefault("socket_connect_timeout", sentinel_timeout)
@@ -507,31 +571,32 @@ class SafeSentinel(Sentinel):
         self.sentinel_queries = 0  # queries sent to sentinels (observability, tests)
         self.sentinels = [self._sentinel_client(host, port) for host, port in sentinels]
 
-    def _sentinel_client(self, host: str, port: int) -> Redis:
+    def _sentinel_client(self, host: str, port: int) -> Any:
+        fam = self._family
         kwargs = dict(self.sentinel_kwargs)
-        kwargs["retry"] = Retry(NoBackoff(), 0)
+        kwargs["retry"] = fam.retry(fam.no_backoff(), 0)
         kwargs.setdefault("max_connections", self._sentinel_max)
         kwargs.setdefault("timeout", self.sentinel_kwargs.get("socket_timeout") or 1.0)
-        pool = _safe_pool_class()(host=host, port=int(port), **kwargs)
-        return Redis.from_pool(pool)
+        pool = fam.safe_pool()(host=host, port=int(port), **kwargs)
+        return fam.client.from_pool(pool)
 
     @staticmethod
-    def _name(sentinel: Redis) -> str:
+    def _name(sentinel: Any) -> str:
         kw = sentinel.connection_pool.connection_kwargs
         return f"{kw.get('host')}:{kw.get('port')}"
 
-    def _ask(self, sentinel: Redis, fn):
+    def _ask(self, sentinel: Any, fn: Callable[[Any], Any]) -> Any:
         key = self._name(sentinel)
         self.sentinel_queries += 1
         try:
             result = fn(sentinel)
-        except (ConnectionError, TimeoutError):
+        except (self._family.ConnectionError, self._family.TimeoutError):
             self.sentinel_backoff.failed(key)
             raise
         self.sentinel_backoff.succeeded(key)
         return result
 
-    def _ready_sentinels(self) -> List[Tuple[int, Redis]]:
+    def _ready_sentinels(self) -> List[Tuple[int, Any]]:
         return [(i, s) for i, s in enumerate(self.sentinels)
                 if self.sentinel_backoff.ready(self._name(s))]
 
@@ -545,7 +610,7 @@ class SafeSentinel(Sentinel):
         # A fresh lookup never joins one that may have started before it.
         return self._flights.do(("master", service_name, fresh),
                                 lambda: self._discover_master(service_name),
-                                lambda e: MasterNotFoundError(str(e)))
+                                lambda e: self._family.MasterNotFoundError(str(e)))
 
     def latest_master(self, service_name: str) -> Address:
         """The answer of the most recently started successful lookup."""
@@ -558,14 +623,15 @@ class SafeSentinel(Sentinel):
             self.discover_master(service_name, fresh=True)
             known = self._known_masters.get(service_name)
         if known is None or known[1] is None:
-            raise MasterNotFoundError(f"No master found for {service_name!r}")
+            raise self._family.MasterNotFoundError(f"No master found for {service_name!r}")
         return known[0], known[1]
 
     def _discover_master(self, service_name: str) -> Address:
+        fam = self._family
         started = time.monotonic()
         wait = self.master_backoff.remaining(service_name)
         if wait > 0:
-            raise MasterNotFoundError(
+            raise fam.MasterNotFoundError(
                 f"No master found for {service_name!r} (backing off {wait:.3f}s)")
         errors: List[str] = []
         ready = self._ready_sentinels()
@@ -574,7 +640,7 @@ class SafeSentinel(Sentinel):
         for index, sentinel in ready:
             try:
                 masters = self._ask(sentinel, lambda s: s.sentinel_masters())
-            except (ConnectionError, TimeoutError) as exc:
+            except (fam.ConnectionError, fam.TimeoutError) as exc:
                 errors.append(f"{self._name(sentinel)} - {exc!r}")
                 continue
             state = masters.get(service_name)
@@ -594,30 +660,35 @@ class SafeSentinel(Sentinel):
             self._known_masters[service_name] = (started, None)
         self.master_backoff.failed(service_name)
         detail = f" : {', '.join(errors)}" if errors else ""
-        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        raise fam.MasterNotFoundError(f"No master found for {service_name!r}{detail}")
 
     def discover_slaves(self, service_name: str) -> List[Address]:
         for _, sentinel in self._ready_sentinels():
             try:
                 replicas = self._ask(sentinel, lambda s: s.sentinel_slaves(service_name))
-            except (ConnectionError, ResponseError, TimeoutError):
+            except (self._family.ConnectionError, self._family.ResponseError,
+                    self._family.TimeoutError):
                 continue
             replicas = self.filter_slaves(replicas)
             if replicas:
                 return [(str(h), int(p)) for h, p in replicas]
         return []
 
-    def master_for(self, service_name: str, redis_class=Redis,
-                   connection_pool_class=SafeSentinelConnectionPool, **kwargs: Any):
-        return super().master_for(service_name, redis_class=redis_class,
-                                  connection_pool_class=connection_pool_class, **kwargs)
+    def master_for(self, service_name: str, redis_class: Any = None,
+                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        return super().master_for(service_name, redis_class=redis_class or self._family.client,
+                                  connection_pool_class=connection_pool_class or self._pool_class,
+                                  **kwargs)
 
-    def slave_for(self, service_name: str, redis_class=Redis,
-                  connection_pool_class=SafeSentinelConnectionPool, **kwargs: Any):
-        return super().slave_for(service_name, redis_class=redis_class,
-                                 connection_pool_class=connection_pool_class, **kwargs)
+    def slave_for(self, service_name: str, redis_class: Any = None,
+                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        return super().slave_for(service_name, redis_class=redis_class or self._family.client,
+                                 connection_pool_class=connection_pool_class or self._pool_class,
+                                 **kwargs)
 
-    replica_for = slave_for
+    def replica_for(self, service_name: str, redis_class: Any = None,
+                    connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        return self.slave_for(service_name, redis_class, connection_pool_class, **kwargs)
 
     def close(self) -> None:
         for sentinel in self.sentinels:
@@ -625,3 +696,11 @@ class SafeSentinel(Sentinel):
                 sentinel.close()
             finally:
                 sentinel.connection_pool.close()
+
+
+class SafeSentinel(SentinelLogic, Sentinel):
+    """``redis.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools.
+
+    See ``SentinelLogic``: the redis-py flavor of it."""
+
+    _pool_class = SafeSentinelConnectionPool

@@ -1,0 +1,94 @@
+"""Sentinel-managed valkey-py pools: redis_safepool.sentinel's logic on valkey's classes and errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from valkey.backoff import NoBackoff
+from valkey.client import Valkey
+from valkey.connection import Connection, SSLConnection
+from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
+from valkey.retry import Retry
+from valkey.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SlaveNotFoundError,
+)
+
+from .. import sentinel as _base
+from . import exceptions
+
+__all__ = [
+    "SafeSentinel",
+    "SafeSentinelConnectionPool",
+    "SafeSentinelManagedConnection",
+    "SafeSentinelManagedSSLConnection",
+    "MasterChangedError",
+    "MasterNotFoundError",
+    "SlaveNotFoundError",
+]
+
+
+class MasterChangedError(ConnectionError, _base.MasterChangedError):
+    """Sentinel names another master than the one this connection is bound to."""
+
+
+def _safe_pool_class() -> type:
+    from . import SafeConnectionPool
+
+    return SafeConnectionPool
+
+
+VALKEY_FAMILY = _base.SentinelFamily(
+    connection_error=ConnectionError, timeout_error=TimeoutError, read_only_error=ReadOnlyError,
+    response_error=ResponseError, master_not_found=MasterNotFoundError,
+    slave_not_found=SlaveNotFoundError, master_changed=MasterChangedError, errors=exceptions,
+    client=Valkey, retry=Retry, no_backoff=NoBackoff, safe_pool=_safe_pool_class,
+    plain_managed_connection=SentinelManagedConnection)
+
+
+class SafeSentinelManagedConnection(  # type: ignore[misc]
+        _base.SentinelManagedConnectionLogic, Connection):
+    """A valkey-py connection pinned to the address it was created for."""
+
+    _family = VALKEY_FAMILY
+
+
+class SafeSentinelManagedSSLConnection(  # type: ignore[misc]
+        SafeSentinelManagedConnection, SSLConnection):
+    """TLS variant of ``SafeSentinelManagedConnection``."""
+
+
+class SafeSentinelConnectionPool(  # type: ignore[misc]
+        _base.SentinelConnectionPoolLogic, SentinelConnectionPool):
+    """``valkey.sentinel.SentinelConnectionPool`` on per-address valkey ``SafeConnectionPool``
+    budgets (shared with every other pool of the process for the same server)."""
+
+    _family = VALKEY_FAMILY
+    _managed = SafeSentinelManagedConnection
+    _managed_ssl = SafeSentinelManagedSSLConnection
+
+
+class SafeSentinel(_base.SentinelLogic, Sentinel):  # type: ignore[misc]
+    """``valkey.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools,
+    with bounded, backed-off and coalesced sentinel queries."""
+
+    _family = VALKEY_FAMILY
+    _pool_class = SafeSentinelConnectionPool
+
+    def master_for(self, service_name: str, redis_class: Any = None,
+                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        # valkey-py names the client argument valkey_class
+        kwargs.setdefault("valkey_class", redis_class or Valkey)
+        return Sentinel.master_for(self, service_name,
+                                   connection_pool_class=connection_pool_class or self._pool_class,
+                                   **kwargs)
+
+    def slave_for(self, service_name: str, redis_class: Any = None,
+                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("valkey_class", redis_class or Valkey)
+        return Sentinel.slave_for(self, service_name,
+                                  connection_pool_class=connection_pool_class or self._pool_class,
+                                  **kwargs)
