@@ -1,9 +1,18 @@
-"""Job libraries on the safe pool, each with its own worker against a real redis-server."""
+"""Job queues, caches and rate limiters on the safe pool, each with its own worker, against a real
+redis-server: the pool bounds their connections and they carry on after a server restart."""
 
+import asyncio
 import operator
+import signal
+import threading
 
+import pytest
 import redis
 import rq
+
+BUDGET = 4
+NAME = "safepool-integration"
+JOBS = 20
 
 
 def test_rq_forking_worker(server_url, make_pool):
@@ -16,3 +25,193 @@ def test_rq_forking_worker(server_url, make_pool):
     assert [job.return_value() for job in jobs] == [2 * i for i in range(20)]
     assert worker.connection.connection_pool is pool
     assert pool.stats()["in_use"] == 0 and pool.stats()["total"] <= 4
+
+
+class PeakClients:
+    """Samples, from the server's CLIENT LIST, how many connections are named ``NAME``."""
+
+    def __init__(self, server) -> None:
+        self.server, self.peak, self.samples = server, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for _ in range(100_000):  # bounded; stopped by close()
+            if self.stop.is_set():
+                return
+            try:
+                listing = self.server.command("CLIENT", "LIST").decode(errors="replace")
+            except (OSError, RuntimeError):
+                pass  # restarting
+            else:
+                n = sum(1 for line in listing.splitlines() if f" name={NAME} " in f" {line} ")
+                self.peak, self.samples = max(self.peak, n), self.samples + 1
+            self.stop.wait(0.01)
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join(10)
+        assert self.samples > 0
+        return self.peak
+
+
+@pytest.fixture
+def peak(redis_server):
+    watch = PeakClients(redis_server)
+    yield watch
+    watch.close()
+
+
+def _pool(make_pool, redis_server, **kw):
+    return make_pool(redis_server.url, max_connections=BUDGET, timeout=10, client_name=NAME,
+                     socket_timeout=5, socket_connect_timeout=2, **kw)
+
+
+def _retry(fn, wait_until, what):
+    """``fn()`` until it stops raising a connection error (the first call after a restart
+    may hit a connection the server dropped)."""
+    def attempt():
+        try:
+            return (fn(),)
+        except redis.exceptions.ConnectionError:
+            return None
+    return wait_until(attempt, timeout=20, what=what)[0]
+
+
+def test_dramatiq_worker_bounded_and_survives_restart(redis_server, make_pool, peak, wait_until):
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    pool = _pool(make_pool, redis_server)
+    client = redis.Redis(connection_pool=pool)
+    broker = RedisBroker(client=client)
+    assert broker.client.connection_pool is pool
+
+    @dramatiq.actor(broker=broker, max_retries=3, min_backoff=10, max_backoff=100)
+    def store(i):
+        client.set(f"dramatiq:{i}", i * 2)
+
+    worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=100)
+    worker.start()
+    try:
+        for batch in (range(JOBS), range(JOBS, 2 * JOBS)):
+            for i in batch:
+                _retry(lambda: store.send(i), wait_until, "the message to be sent")
+            wait_until(lambda: all(client.exists(f"dramatiq:{i}") for i in batch),
+                       timeout=30, what="the batch's results")
+            if batch.start == 0:
+                redis_server.restart()
+    finally:
+        worker.stop(timeout=5000)
+    assert peak.close() <= BUDGET
+    assert pool.stats()["total"] <= BUDGET
+
+
+def test_huey_consumer_bounded_and_survives_restart(redis_server, make_pool, peak, wait_until):
+    from huey import RedisHuey
+
+    pool = _pool(make_pool, redis_server)
+    huey = RedisHuey("safepool", connection_pool=pool, read_timeout=0.2)
+    assert huey.storage.pool is pool
+
+    @huey.task()
+    def double(i):
+        return 2 * i
+
+    consumer = huey.create_consumer(workers=8, worker_type="thread", periodic=False,
+                                    initial_delay=0.01, max_delay=0.1)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    consumer.start()  # its worker threads; it sets signal handlers, put back below
+    try:
+        for batch in (range(JOBS), range(JOBS, 2 * JOBS)):
+            results = [_retry(lambda: double(i), wait_until, "the task to be enqueued")
+                       for i in batch]
+            assert [_retry(lambda: r.get(blocking=True, timeout=20), wait_until, "a result")
+                    for r in results] == [2 * i for i in batch]
+            if batch.start == 0:
+                redis_server.restart()
+    finally:
+        consumer.stop(graceful=True)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert peak.close() <= BUDGET
+    assert pool.stats()["total"] <= BUDGET
+
+
+def test_limits_bounded_and_survives_restart(redis_server, make_pool, peak):
+    from limits import RateLimitItemPerMinute
+    from limits.storage import RedisStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    pool = _pool(make_pool, redis_server)
+    storage = RedisStorage(redis_server.url, connection_pool=pool)
+    limiter = MovingWindowRateLimiter(storage)
+    item = RateLimitItemPerMinute(1000)
+    errors, allowed, failures = [], [], []
+
+    def hit(n):
+        for _ in range(BUDGET + 1):  # a connection the restarted server dropped fails once
+            try:
+                return limiter.hit(item, "user", str(n % 3))
+            except redis.exceptions.ConnectionError as exc:
+                failures.append(exc)
+        raise AssertionError(f"hit failed {BUDGET + 1} times")
+
+    def worker(n):
+        try:
+            allowed.append(sum(hit(n) for _ in range(25)))
+        except Exception as exc:
+            errors.append(exc)
+
+    for round_ in range(2):
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and len(allowed) == 16 * (round_ + 1)
+        if round_ == 0:
+            redis_server.restart()  # the counters go; the script is loaded again
+    assert len(failures) <= BUDGET, failures
+    assert sum(allowed) == 2 * 16 * 25
+    assert peak.close() <= BUDGET
+    assert pool.stats()["total"] <= BUDGET
+
+
+def test_aiocache_bounded_and_survives_restart(redis_server, peak, wait_until):
+    from aiocache import RedisCache
+
+    from redis_safepool.asyncio import SafeConnectionPool
+
+    failures = []
+
+    async def attempt(op, *args):
+        for _ in range(BUDGET + 1):  # a connection the restarted server dropped fails once
+            try:
+                return await op(*args)
+            except redis.exceptions.ConnectionError as exc:
+                failures.append(exc)
+        raise AssertionError(f"{op.__name__}{args} failed {BUDGET + 1} times")
+
+    async def main():
+        cache = RedisCache(endpoint="127.0.0.1", port=redis_server.port, pool_max_size=BUDGET,
+                           connection_pool_class=SafeConnectionPool,
+                           connection_pool_kwargs={"client_name": NAME, "timeout": 10})
+        pool = cache.client.connection_pool
+        assert isinstance(pool, SafeConnectionPool)
+        try:
+            for round_ in range(2):
+                if round_ == 1:
+                    redis_server.restart()
+                await asyncio.gather(*(attempt(cache.set, f"k{i}", i) for i in range(200)))
+                got = await asyncio.gather(*(attempt(cache.get, f"k{i}") for i in range(200)))
+                assert got == list(range(200))
+            assert pool.stats()["total"] <= BUDGET
+        finally:
+            await cache.close()
+            await pool.disconnect()
+
+    asyncio.run(main())
+    assert len(failures) <= BUDGET, failures
+    assert peak.close() <= BUDGET
