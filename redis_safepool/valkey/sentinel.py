@@ -78,7 +78,7 @@ class SafeSentinel(_base.SentinelLogic, Sentinel):  # type: ignore[misc]
     _family = VALKEY_FAMILY
     _pool_class = SafeSentinelConnectionPool
 
-    def master_for(self, service_name: str, redis_class: Any = None,
+    def master_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
                    connection_pool_class: Any = None, **kwargs: Any) -> Any:
         # valkey-py names the client argument valkey_class
         kwargs.setdefault("valkey_class", redis_class or Valkey)
@@ -86,7 +86,7 @@ class SafeSentinel(_base.SentinelLogic, Sentinel):  # type: ignore[misc]
                                    connection_pool_class=connection_pool_class or self._pool_class,
                                    **kwargs)
 
-    def slave_for(self, service_name: str, redis_class: Any = None,
+    def slave_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("valkey_class", redis_class or Valkey)
         return Sentinel.slave_for(self, service_name,
