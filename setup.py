@@ -29,13 +29,23 @@ if os.environ.get("SAFEPOOL_SANITIZE"):
     extra_compile_args += flags
     extra_link_args += flags
 
+define_macros = [("_GNU_SOURCE", "1")]
+options = {}
+ABI3 = bool(os.environ.get("SAFEPOOL_ABI3"))
+if ABI3:
+    # One cp310-abi3 extension for every CPython >= 3.10 (csrc/abi_compat.h)
+    define_macros.append(("Py_LIMITED_API", "0x030A0000"))
+    options["bdist_wheel"] = {"py_limited_api": "cp310"}
+
 setup(
+    options=options,
     ext_modules=[
         Extension(
             "redis_safepool._core",
             sources=BINDING_SOURCES + CORE_SOURCES,
             include_dirs=["csrc"],
-            define_macros=[("_GNU_SOURCE", "1")],
+            define_macros=define_macros,
+            py_limited_api=ABI3,
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

@@ -126,9 +126,7 @@ socket_buffer_empty(sp_modstate *st, PyObject *sockbuf)
         Py_DECREF(bio);
         return 1;
     }
-    PyObject *args[3] = {bio, st->int_zero, st->int_two};
-    PyObject *end = PyObject_VectorcallMethod(st->str_seek, args,
-                                              3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *end = sp_call_method_2(bio, st->str_seek, st->int_zero, st->int_two);
     Py_DECREF(bio);
     if (end == NULL) {
         return -1;

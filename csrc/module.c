@@ -449,6 +449,15 @@ static int
 core_exec(PyObject *module)
 {
     sp_modstate *st = get_state(module);
+    /* The endpoint registry is process-wide and holds the main interpreter's
+     * objects. The Py_mod_multiple_interpreters slot (below) says so to 3.12+
+     * in the version-specific build only; this check holds for every build
+     * and version (the stable ABI of 3.10 has no such slot, nor has 3.11). */
+    if (PyInterpreterState_GetID(PyInterpreterState_Get()) != 0) {
+        PyErr_SetString(PyExc_ImportError,
+                        "redis_safepool._core does not support subinterpreters");
+        return -1;
+    }
     if (sp_forksafe_install() != 0) {
         PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
         return -1;
@@ -586,13 +595,16 @@ core_clear(PyObject *module)
 static void
 core_free(void *module)
 {
-    sp_checker_stop();
+    /* a module refused by a subinterpreter (core_exec) owns no checker */
+    if (PyInterpreterState_GetID(PyInterpreterState_Get()) == 0) {
+        sp_checker_stop();
+    }
     core_clear((PyObject *)module);
 }
 
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX >= 0x030C0000 && !defined(Py_LIMITED_API)
     /* The endpoint registry is process-wide and holds this interpreter's
      * objects: one interpreter only. */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},

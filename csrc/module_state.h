@@ -5,6 +5,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "abi_compat.h"
+
 #include "endpoint.h"
 #include "inbox.h"
 

@@ -111,7 +111,7 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         close(fds[1]);
         return NULL;
     }
-    sp_loop_inbox *self = (sp_loop_inbox *)type->tp_alloc(type, 0);
+    sp_loop_inbox *self = (sp_loop_inbox *)SP_TYPE_ALLOC(type)(type, 0);
     if (self == NULL || sp_inbox_init(&self->inbox, fds[1]) < 0) {
         close(fds[0]);
         close(fds[1]);
@@ -142,7 +142,7 @@ inbox_dealloc(sp_loop_inbox *self)
     if (self->write_fd >= 0) {
         close(self->write_fd);
     }
-    tp->tp_free((PyObject *)self);
+    SP_TYPE_FREE(tp)((PyObject *)self);
     Py_DECREF(tp);
 }
 

@@ -1462,8 +1462,12 @@ set_timeout(PoolCore *self, PyObject *value, void *closure)
         return 0;
     }
     if (PyBool_Check(value) || !(PyLong_Check(value) || PyFloat_Check(value))) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
-                     Py_TYPE(value)->tp_name);
+        PyObject *name = sp_type_name(Py_TYPE(value));
+        if (name != NULL) {
+            PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100U",
+                         name);
+            Py_DECREF(name);
+        }
         return -1;
     }
     double t = PyFloat_AsDouble(value);
@@ -1520,12 +1524,12 @@ get_in_use_count(PoolCore *self, void *closure)
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PoolCore *self = (PoolCore *)type->tp_alloc(type, 0);
+    PoolCore *self = (PoolCore *)SP_TYPE_ALLOC(type)(type, 0);
     if (self == NULL) {
         return NULL;
     }
     PyObject *module = NULL;
-    for (PyTypeObject *t = type; t != NULL; t = t->tp_base) {
+    for (PyTypeObject *t = type; t != NULL; t = SP_TYPE_BASE(t)) {
         if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
             module = PyType_GetModule(t);
             if (module != NULL) {
@@ -1653,7 +1657,7 @@ pool_dealloc(PoolCore *self)
     sp_pool_clear_hooks(self);
     Py_CLEAR(self->reclaim_cb);
     PyErr_Restore(et, ev, etb);
-    tp->tp_free((PyObject *)self);
+    SP_TYPE_FREE(tp)((PyObject *)self);
     Py_DECREF(tp);
 }
 
