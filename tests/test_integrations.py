@@ -10,6 +10,8 @@ import pytest
 import redis
 import rq
 
+import redis_safepool as sp
+
 BUDGET = 4
 NAME = "safepool-integration"
 JOBS = 20
@@ -66,6 +68,17 @@ def peak(redis_server):
 def _pool(make_pool, redis_server, **kw):
     return make_pool(redis_server.url, max_connections=BUDGET, timeout=10, client_name=NAME,
                      socket_timeout=5, socket_connect_timeout=2, **kw)
+
+
+def _wait_ready(pool, wait_until):
+    wait_until(lambda: pool.stats()["state"] == "ready", timeout=20, what="the endpoint ready")
+
+
+def _restart(redis_server, pool, wait_until):
+    """Restart the server and wait until the pool's health checker has seen it back (until
+    then the pool fails fast with ServerUnavailableError, by design)."""
+    redis_server.restart()
+    _wait_ready(pool, wait_until)
 
 
 def _retry(fn, wait_until, what):
@@ -139,7 +152,7 @@ def test_huey_consumer_bounded_and_survives_restart(redis_server, make_pool, pea
     assert pool.stats()["total"] <= BUDGET
 
 
-def test_limits_bounded_and_survives_restart(redis_server, make_pool, peak):
+def test_limits_bounded_and_survives_restart(redis_server, make_pool, peak, wait_until):
     from limits import RateLimitItemPerMinute
     from limits.storage import RedisStorage
     from limits.strategies import MovingWindowRateLimiter
@@ -151,12 +164,14 @@ def test_limits_bounded_and_survives_restart(redis_server, make_pool, peak):
     errors, allowed, failures = [], [], []
 
     def hit(n):
-        for _ in range(BUDGET + 1):  # a connection the restarted server dropped fails once
+        for _ in range(BUDGET + 10):
             try:
                 return limiter.hit(item, "user", str(n % 3))
+            except sp.ServerUnavailableError:  # paused until the checker sees the server back
+                _wait_ready(pool, wait_until)
             except redis.exceptions.ConnectionError as exc:
-                failures.append(exc)
-        raise AssertionError(f"hit failed {BUDGET + 1} times")
+                failures.append(exc)  # a connection the restarted server dropped fails once
+        raise AssertionError(f"hit failed {BUDGET + 10} times")
 
     def worker(n):
         try:
@@ -172,7 +187,7 @@ def test_limits_bounded_and_survives_restart(redis_server, make_pool, peak):
             t.join(60)
         assert not errors and len(allowed) == 16 * (round_ + 1)
         if round_ == 0:
-            redis_server.restart()  # the counters go; the script is loaded again
+            _restart(redis_server, pool, wait_until)  # the counters go; the script is loaded again
     assert len(failures) <= BUDGET, failures
     assert sum(allowed) == 2 * 16 * 25
     assert peak.close() <= BUDGET
@@ -187,14 +202,19 @@ def test_aiocache_bounded_and_survives_restart(redis_server, peak, wait_until):
     failures = []
 
     async def attempt(op, *args):
-        for _ in range(BUDGET + 1):  # a connection the restarted server dropped fails once
+        for _ in range(BUDGET + 10):
             try:
                 return await op(*args)
+            except sp.ServerUnavailableError:  # paused until the checker sees the server back
+                _wait_ready(cache.client.connection_pool, wait_until)
             except redis.exceptions.ConnectionError as exc:
-                failures.append(exc)
-        raise AssertionError(f"{op.__name__}{args} failed {BUDGET + 1} times")
+                failures.append(exc)  # a connection the restarted server dropped fails once
+        raise AssertionError(f"{op.__name__}{args} failed {BUDGET + 10} times")
+
+    cache = None
 
     async def main():
+        nonlocal cache
         cache = RedisCache(endpoint="127.0.0.1", port=redis_server.port, pool_max_size=BUDGET,
                            connection_pool_class=SafeConnectionPool,
                            connection_pool_kwargs={"client_name": NAME, "timeout": 10})
@@ -203,7 +223,7 @@ def test_aiocache_bounded_and_survives_restart(redis_server, peak, wait_until):
         try:
             for round_ in range(2):
                 if round_ == 1:
-                    redis_server.restart()
+                    _restart(redis_server, pool, wait_until)
                 await asyncio.gather(*(attempt(cache.set, f"k{i}", i) for i in range(200)))
                 got = await asyncio.gather(*(attempt(cache.get, f"k{i}") for i in range(200)))
                 assert got == list(range(200))
