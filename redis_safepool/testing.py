@@ -29,11 +29,22 @@ def redis_server_path() -> str:
     return path
 
 
+_handed_out: set = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process
+    has not been given before: the pool's endpoints outlive a test (``configure()`` pins
+    one for the process), so a server on a port used before would meet the budget and
+    health state another server left."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this process has not used")
 
 
 def _resp_end(data: bytes, pos: int = 0) -> int:
