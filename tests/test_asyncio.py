@@ -931,8 +931,10 @@ def test_a_connection_comes_back_only_after_its_socket_is_closed(redis_server, n
             seen.append(redis_server.live_clients())
             return super()._release_fd(connection, fd)
 
+    # retry_on_error: redis-py before 6 retries nothing unless told what
     pool = Watched.from_url(redis_server.url, max_connections=1, timeout=5, socket_timeout=None,
-                            retry=Retry(NoBackoff(), 1))
+                            retry=Retry(NoBackoff(), 1),
+                            retry_on_error=[redis.exceptions.ConnectionError])
 
     async def main():
         r = ra.Redis(connection_pool=pool)

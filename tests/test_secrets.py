@@ -307,11 +307,13 @@ CREDENTIALS = ["url", "credential_provider"]
 
 
 def _pool_kwargs(how: str, port: int, retry):
+    # retry_on_error: redis-py before 6 retries nothing unless told what
+    retrying = dict(retry=retry, retry_on_error=[redis.exceptions.ConnectionError])
     if how == "url":
-        return dict(url=f"redis://default:{PASSWORD}@127.0.0.1:{port}/0", retry=retry)
+        return dict(url=f"redis://default:{PASSWORD}@127.0.0.1:{port}/0", **retrying)
     from redis.credentials import UsernamePasswordCredentialProvider
 
-    return dict(url=f"redis://127.0.0.1:{port}/0", retry=retry,
+    return dict(url=f"redis://127.0.0.1:{port}/0", **retrying,
                 credential_provider=UsernamePasswordCredentialProvider("default", PASSWORD))
 
 
