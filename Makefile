@@ -24,9 +24,9 @@ ASAN_ENV    = PYTHONSAFEPATH=1 PYTHONPATH=$(CURDIR)/$(ASAN_BUILD) LD_PRELOAD=$(A
 
 VALGRIND    := valgrind --error-exitcode=1 --leak-check=full \
                --errors-for-leak-kinds=definite,indirect
-DRIVER      := csrc/driver/sp_driver
+DRIVER      := csrc/tests/sp_driver
 
-CORE_SOURCES := $(wildcard csrc/*.c csrc/*.h)
+CORE_SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h)
 
 .PHONY: test test-fast test-asan test-valgrind build system-deps demo bench clean \
         typecheck sdist wheels test-packages
@@ -83,16 +83,16 @@ test-asan: $(STAMP)
 	  --build-temp build/asan-tmp --build-lib $(ASAN_BUILD)
 	$(ASAN_ENV) $(PY) -c 'import redis_safepool._core as c, sys; \
 	  sys.exit(0 if "/$(ASAN_BUILD)/" in c.__file__ else "wrong _core imported: " + c.__file__)'
-	$(MAKE) -C csrc/driver asan
+	$(MAKE) -C csrc/tests asan
 	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow" $(ASAN_NOT_YET)
 
 # the pure-C driver of the core under valgrind: no leaks, no invalid accesses
-# (delegated to csrc/driver/Makefile's own `valgrind` target when it has one)
+# (delegated to csrc/tests/Makefile's own `valgrind` target when it has one)
 test-valgrind: | system-deps
-	@if grep -q '^valgrind:' csrc/driver/Makefile; then \
-	  $(MAKE) -C csrc/driver valgrind; \
+	@if grep -q '^valgrind:' csrc/tests/Makefile; then \
+	  $(MAKE) -C csrc/tests valgrind; \
 	else \
-	  $(MAKE) -C csrc/driver sp_driver && $(VALGRIND) ./$(DRIVER); \
+	  $(MAKE) -C csrc/tests sp_driver && $(VALGRIND) ./$(DRIVER); \
 	fi
 
 demo: $(STAMP) build
@@ -104,4 +104,4 @@ bench: $(STAMP) build
 
 clean:
 	rm -rf build dist wheelhouse $(STAMP) redis_safepool/*.so *.egg-info
-	-$(MAKE) -C csrc/driver clean
+	-$(MAKE) -C csrc/tests clean

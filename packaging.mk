@@ -3,7 +3,7 @@
 # CPython versions the wheel is tested on (requires-python in pyproject.toml); the interpreters
 # come from pyenv (newest patch release) or else the PATH
 WHEEL_PYTHONS  := 3.10 3.11 3.12 3.13
-# one stable-ABI wheel (cp310-abi3) serves them all, built with the oldest (csrc/abi_compat.h;
+# one stable-ABI wheel (cp310-abi3) serves them all, built with the oldest (csrc/binding/abi_compat.h;
 # its cost, measured by benchmarks/abi3_overhead.py, is in BENCHMARKS.md)
 ABI3_PYTHON    := 3.10
 ABI3_TAG       := cp310-abi3

@@ -1,25 +1,13 @@
 # Declares the C extension; everything else lives in pyproject.toml.
+import glob
 import os
 
 from setuptools import Extension, setup
 
-CORE_SOURCES = [
-    "csrc/ptrmap.c",
-    "csrc/events.c",
-    "csrc/clock.c",
-    "csrc/endpoint.c",
-    "csrc/registry.c",
-    "csrc/forksafe.c",
-    "csrc/probe.c",
-    "csrc/checker.c",
-    "csrc/watch.c",
-    "csrc/auth_gate.c",
-    "csrc/inbox.c",
-    "csrc/host_budget.c",
-    "csrc/server_view.c",
-    "csrc/allowance.c",
-]
-BINDING_SOURCES = ["csrc/module.c", "csrc/pool_type.c", "csrc/pool_async.c", "csrc/conn_ready.c"]
+# The layout is the list: every .c of csrc/core/ (pure C, also built into the C driver) and of
+# csrc/binding/ (the CPython module over it).
+CORE_SOURCES = sorted(glob.glob("csrc/core/*.c"))
+BINDING_SOURCES = sorted(glob.glob("csrc/binding/*.c"))
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 extra_link_args = ["-pthread"]
@@ -33,7 +21,7 @@ define_macros = [("_GNU_SOURCE", "1")]
 options = {}
 ABI3 = bool(os.environ.get("SAFEPOOL_ABI3"))
 if ABI3:
-    # One cp310-abi3 extension for every CPython >= 3.10 (csrc/abi_compat.h)
+    # One cp310-abi3 extension for every CPython >= 3.10 (csrc/binding/abi_compat.h)
     define_macros.append(("Py_LIMITED_API", "0x030A0000"))
     options["bdist_wheel"] = {"py_limited_api": "cp310"}
 
@@ -43,7 +31,7 @@ setup(
         Extension(
             "redis_safepool._core",
             sources=BINDING_SOURCES + CORE_SOURCES,
-            include_dirs=["csrc"],
+            include_dirs=["csrc/core", "csrc/binding"],
             define_macros=define_macros,
             py_limited_api=ABI3,
             extra_compile_args=extra_compile_args,

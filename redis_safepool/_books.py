@@ -29,7 +29,7 @@ REPR_OMITTED = frozenset({"himport_registry"})
 # place, so every entry point rejects the same values with the same words.
 
 MAX_CONNECTIONS_LIMIT = 2**31 - 1  # the C core counts connections in an int
-HOST_MAX_CONNECTIONS = 4096        # slots in a host budget's shared segment (csrc/host_budget.h)
+HOST_MAX_CONNECTIONS = 4096        # slots in a host budget's shared segment (csrc/core/host_budget.h)
 SCOPES = ("process", "host")
 SCOPE_ENV = "REDIS_SAFEPOOL_SCOPE"  # the default scope of pools and configure() calls without one
 

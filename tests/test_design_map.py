@@ -23,11 +23,11 @@ def _mapped() -> set:
 def _files() -> list:
     """What must be on the map: C sources (a .c covers its .h), Python modules, packages."""
     wanted = []
-    for path in sorted((ROOT / "csrc").iterdir()):
-        if path.is_dir():
-            wanted.append(f"csrc/{path.name}/")
-        elif path.suffix == ".c" or (path.suffix == ".h" and not path.with_suffix(".c").exists()):
-            wanted.append(f"csrc/{path.name}")
+    wanted.append("csrc/tests/")
+    for layer in ("core", "binding"):
+        for path in sorted((ROOT / "csrc" / layer).iterdir()):
+            if path.suffix == ".c" or (path.suffix == ".h" and not path.with_suffix(".c").exists()):
+                wanted.append(f"csrc/{layer}/{path.name}")
     for path in sorted((ROOT / "redis_safepool").iterdir()):
         if path.is_dir() and (path / "__init__.py").exists():
             wanted.append(f"redis_safepool/{path.name}/")
@@ -46,13 +46,13 @@ def test_the_map_names_no_file_that_is_gone():
     assert gone == [], f"docs/DESIGN.md's map names files that do not exist: {gone}"
 
 
-def test_only_the_binding_includes_python():
-    # the map's "CPython binding" group, and the headers of its .c files
-    group = _layers_block().split("CPython binding", 1)[1].split("Python package", 1)[0]
-    binding = {line.split()[0].split("/")[-1] for line in group.splitlines()[1:] if line.strip()}
-    binding |= {name[:-2] + ".h" for name in binding if name.endswith(".c")}
-    for path in sorted((ROOT / "csrc").glob("*.[ch]")):
-        if path.name in binding:
-            continue
-        text = path.read_text()
-        assert "Python.h" not in text and "module_state.h" not in text, path.name
+def test_csrc_holds_only_its_layers():
+    assert sorted(p.name for p in (ROOT / "csrc").iterdir()) == ["binding", "core", "tests"]
+
+
+def test_the_core_includes_nothing_of_python_or_of_the_binding():
+    binding_headers = {p.name for p in (ROOT / "csrc" / "binding").glob("*.h")}
+    for path in sorted((ROOT / "csrc" / "core").glob("*.[ch]")):
+        included = set(re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', path.read_text()))
+        assert "Python.h" not in included, path.name
+        assert not included & binding_headers, (path.name, included & binding_headers)

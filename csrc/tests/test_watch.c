@@ -1,4 +1,4 @@
-/* Tests of csrc/watch.c: which hangups wake the checker, on real loopback and unix sockets. */
+/* Tests of csrc/core/watch.c: which hangups wake the checker, on real loopback and unix sockets. */
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>

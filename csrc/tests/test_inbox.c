@@ -1,4 +1,4 @@
-/* Tests of csrc/inbox.c: served async waiters in order, one wake-up per burst, removal. */
+/* Tests of csrc/core/inbox.c: served async waiters in order, one wake-up per burst, removal. */
 #include <string.h>
 
 #include "core_util.h"

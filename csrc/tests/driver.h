@@ -46,7 +46,7 @@ void sp_check_failed(const char *file, int line, const char *expr,
         }                                                               \
     } while (0)
 
-/* Seconds on CLOCK_MONOTONIC (csrc/clock.c). */
+/* Seconds on CLOCK_MONOTONIC (csrc/core/clock.c). */
 double sp_now(void);
 
 /* Print a note under the current test. */

@@ -1,4 +1,4 @@
-/* Tests of csrc/auth_gate.c: rejected credentials fail fast per flavor, one trial per period. */
+/* Tests of csrc/core/auth_gate.c: rejected credentials fail fast per flavor, one trial per period. */
 #include <string.h>
 
 #include "auth_gate.h"

@@ -1,4 +1,4 @@
-/* Tests of csrc/ptrmap.c: random operations against a reference array, wrap-around deletion. */
+/* Tests of csrc/core/ptrmap.c: random operations against a reference array, wrap-around deletion. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Tests of csrc/forksafe.c: fork() with the checker running, records out and a waiter queued. */
+/* Tests of csrc/core/forksafe.c: fork() with the checker running, records out and a waiter queued. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Tests of csrc/registry.c: bind/unbind reference counts, configure, foreach. */
+/* Tests of csrc/core/registry.c: bind/unbind reference counts, configure, foreach. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* Tests of csrc/allowance.c and csrc/server_view.c, and of a saturated endpoint's books. */
+/* Tests of csrc/core/allowance.c and csrc/core/server_view.c, and of a saturated endpoint's books. */
 #include <string.h>
 
 #include "allowance.h"

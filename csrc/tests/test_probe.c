@@ -1,4 +1,4 @@
-/* Tests of csrc/probe.c: canned replies, fake servers, real redis-server. */
+/* Tests of csrc/core/probe.c: canned replies, fake servers, real redis-server. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-/* Tests of csrc/host_budget.c with forked processes: the bound, fairness, dead holders, fork, bad segments. */
+/* Tests of csrc/core/host_budget.c with forked processes: the bound, fairness, dead holders, fork, bad segments. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-/* Tests of csrc/endpoint.c: budget, LIFO idle stack, FIFO waiters (real threads), states. */
+/* Tests of csrc/core/endpoint.c: budget, LIFO idle stack, FIFO waiters (real threads), states. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>

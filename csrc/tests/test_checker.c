@@ -1,4 +1,4 @@
-/* Tests of csrc/checker.c and events.c: the health-checker thread against a real redis-server. */
+/* Tests of csrc/core/checker.c and events.c: the health-checker thread against a real redis-server. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
