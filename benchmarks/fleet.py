@@ -298,9 +298,11 @@ def targets(results: Sequence[KindResult], baseline: Optional[KindResult],
     for phase, label in (("steady", "steady state"), ("after", "after the restart")):
         r = safe.phases.get(phase)
         if r is not None:
-            ts.append(c.Target(f"Safe: peak fleet connections <= maxclients - reserve ({limit}), "
-                               f"{label}", str(r.peak_fleet),
-                               r.peak_fleet is not None and r.peak_fleet <= limit))
+            # what the server counts (probes and the operator included), as its
+            # connected_clients says, less the monitor's own connection
+            ts.append(c.Target(f"Safe: peak connected clients <= maxclients - reserve ({limit}), "
+                               f"{label}", str(r.peak_connected),
+                               r.peak_connected is not None and r.peak_connected <= limit))
     if steady is not None:
         errs = sum(steady.errors.values())
         ts.append(c.Target("Safe: no worker errors in steady state", str(errs), errs == 0))

@@ -31,6 +31,7 @@ sp_allowance_init(sp_allowance *a)
     a->saturated = 0;
     a->held_at_view = 0;
     a->decreases = 0;
+    a->regrowing = 0;
 }
 
 static int
@@ -99,11 +100,20 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         step = spare;
     }
     long long next = (long long)total + step;
-    if (next > budget || spare - 4 * reserve >= budget) {
+    if (next > budget || (!a->regrowing && spare - 4 * reserve >= budget)) {
         next = budget;  /* room for the whole budget and more: no limit short of it */
+    }
+    if (next >= budget || spare <= 4 * reserve) {
+        a->regrowing = 0;  /* back at the line, or at the budget: regrown */
     }
     a->allowance = at_least_one(next);
     return 0;
+}
+
+void
+sp_allowance_regrow(sp_allowance *a)
+{
+    a->regrowing = 1;
 }
 
 void

@@ -22,6 +22,9 @@ typedef struct {
     int saturated;            /* the last view had headroom below the reserve */
     int held_at_view;         /* what the process held when it was read */
     unsigned long long decreases;  /* multiplicative decreases so far */
+    int regrowing;            /* coming back from a pause (a restart): growth is
+                               * additive only, no jump to the budget, until the
+                               * process is back at the line or at its budget */
 } sp_allowance;
 
 void sp_allowance_init(sp_allowance *a);
@@ -40,11 +43,18 @@ void sp_allowance_init(sp_allowance *a);
  *     1 + u * (spare - 4 * reserve) / 16 beyond, so that processes reading
  *     one headroom do not all take it; with room beyond that for the
  *     whole budget, the budget (a lone process on a large server is not
- *     held back).
+ *     held back), except while regrowing (sp_allowance_regrow()).
  * The allowance never goes below 1: a process may always keep one
  * connection it has. Returns a->saturated. */
 int sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve,
                          int total, int budget, double u);
+
+/* The endpoint is coming back from a pause (the server restarted, or was
+ * unreachable): every process of a fleet reads an empty server at about
+ * the same moment, so until the process is back at the line or at its
+ * budget its growth is the additive, jittered step only, never the jump to
+ * the budget that a lone process on a roomy server gets. */
+void sp_allowance_regrow(sp_allowance *a);
 
 /* The server rejected one of our connections (max number of clients
  * reached): multiplicative decrease at once. */

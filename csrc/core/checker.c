@@ -12,6 +12,7 @@
 #include "events.h"
 #include "probe.h"
 #include "registry.h"
+#include "view_loan.h"
 #include "watch.h"
 
 /* The thread never touches Python objects and never takes the GIL. It takes
@@ -287,8 +288,8 @@ growing_locked(const sp_endpoint *ep)
  * when the server is that full. Returns 1 when it decided the state and
  * the next probe. Caller holds ep->lock. */
 static int
-apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
-                  double now, sp_after *after)
+apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
+                  const sp_checker_config *cfg, double now, sp_after *after)
 {
     if (ep->tls) {
         return 0;  /* bare probes: no view (TLS endpoints) */
@@ -303,14 +304,18 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
         }
         return 0;
     }
-    /* The probe's own connection is gone once it has landed. */
+    /* A probe in a slot of ours (counted, not given back yet) is one of
+     * the connections this process holds: the view counts it, and so does
+     * the allowance. Any other probe's connection is gone once it has
+     * landed. */
     sp_server_view v = res->view;
-    if (v.connected_clients > 0) {
+    if (!counted && v.connected_clients > 0) {
         v.connected_clients--;
     }
     long long reserve = sp_server_reserve(v.maxclients, cfg->server_reserve,
                                           cfg->server_reserve_min);
-    int saturated = sp_endpoint_server_view_locked(ep, &v, reserve, random_unit(), after);
+    int saturated = sp_endpoint_server_view_locked(ep, &v, reserve, counted, random_unit(),
+                                                   after);
     char reason[160];
     long long headroom = v.maxclients - v.connected_clients;
     /* Near the line every process of the fleet probes, and each probe is
@@ -356,8 +361,8 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
 }
 
 static void
-apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
-            double now)
+apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
+            const sp_checker_config *cfg, double now)
 {
     sp_after after = {0};
     char reason[200];
@@ -389,7 +394,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
         ep->backoff = 0;
-        if (apply_view_locked(ep, res, cfg, now, &after)) {
+        if (apply_view_locked(ep, res, counted, cfg, now, &after)) {
             pthread_mutex_unlock(&ep->lock);
             close_buried(ep, &after);
             return;
@@ -502,6 +507,8 @@ typedef struct {
     int knock;                /* bare connect while paused */
     int view_only;            /* for the server's view at a full budget: a probe
                                * without a reply says nothing (check_stall() decides) */
+    int loan;                 /* not a probe: a lent connection settling (view_loan.h),
+                               * op.fd its socket (not ours to close); 2: abandoned */
     sp_probe_op op;
 } flight;
 
@@ -510,10 +517,24 @@ typedef struct {
 static flight **flights;
 static int n_flights, cap_flights;
 
-static void apply_probe(sp_endpoint *ep, const sp_probe_result *res,
+static void apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
                         const sp_checker_config *cfg, double now);
 static void probe_start(sp_endpoint *ep, int counted, int view_only,
                         const sp_checker_config *cfg);
+static void flight_add(flight *fl);
+
+/* Ends a flight before its time: a probe's socket is closed; a loan's
+ * socket is the connection's, left alone (and no probe follows). */
+static void
+flight_abandon(flight *fl)
+{
+    if (fl->loan) {
+        fl->loan = 2;
+    }
+    else {
+        sp_probe_abort(&fl->op);
+    }
+}
 
 static flight *
 flight_of(const sp_endpoint *ep)
@@ -532,7 +553,7 @@ apply_knock(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             double now)
 {
     if (res->status != SP_PROBE_OK) {
-        apply_probe(ep, res, cfg, now);
+        apply_probe(ep, res, 0, cfg, now);
         return;
     }
     pthread_mutex_lock(&ep->lock);
@@ -558,16 +579,23 @@ give_probe_slot(sp_endpoint *ep)
     close_buried(ep, &after);
 }
 
-/* A probe ended: give its slot back and act on its answer. */
+static void loan_land(flight *fl, const sp_checker_config *cfg);
+
+/* A probe ended: act on its answer and give its slot back (after: a view
+ * read in a slot of ours counts that slot as held). */
 static void
 flight_land(flight *fl)
 {
     sp_checker_config cfg;
     sp_checker_get_config(&cfg);
-    if (fl->counted) {
-        give_probe_slot(fl->ep);
+    if (fl->loan) {
+        loan_land(fl, &cfg);
+        return;
     }
     if (fl->knock) {
+        if (fl->counted) {
+            give_probe_slot(fl->ep);
+        }
         apply_knock(fl->ep, &fl->op.res, &cfg, sp_now());
     }
     else if (fl->view_only && no_reply(&fl->op.res, &cfg)) {
@@ -578,7 +606,10 @@ flight_land(flight *fl)
         pthread_mutex_unlock(&fl->ep->lock);
     }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
-        apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
+        apply_probe(fl->ep, &fl->op.res, fl->counted, &cfg, sp_now());
+    }
+    if (fl->counted && !fl->knock) {
+        give_probe_slot(fl->ep);
     }
     /* The request held the password: leave nothing behind. */
     memset(fl->op.wbuf, 0, sizeof(fl->op.wbuf));
@@ -609,6 +640,7 @@ probe_start(sp_endpoint *ep, int counted, int view_only, const sp_checker_config
     fl->counted = counted;
     fl->knock = knock;
     fl->view_only = view_only;
+    fl->loan = 0;
     sp_probe_target t = {ep->host, ep->port, ep->unix_path, ep->username, ep->password,
                          cfg->probe_timeout};
     if (!sp_probe_begin(&fl->op, &t, mode)) {
@@ -616,13 +648,21 @@ probe_start(sp_endpoint *ep, int counted, int view_only, const sp_checker_config
         free(fl);
         return;
     }
+    flight_add(fl);
+}
+
+/* Puts a started flight in the array (the thread's event loop runs it);
+ * out of memory, it ends at once. */
+static void
+flight_add(flight *fl)
+{
     pthread_mutex_lock(&ck.lock);
     if (n_flights == cap_flights) {
         int cap = cap_flights ? 2 * cap_flights : 16;
         flight **grown = realloc(flights, sizeof(*flights) * (size_t)cap);
         if (grown == NULL) {
             pthread_mutex_unlock(&ck.lock);
-            sp_probe_abort(&fl->op);
+            flight_abandon(fl);
             flight_land(fl);
             free(fl);
             return;
@@ -630,7 +670,7 @@ probe_start(sp_endpoint *ep, int counted, int view_only, const sp_checker_config
         flights = grown;
         cap_flights = cap;
     }
-    sp_registry_ref(ep);
+    sp_registry_ref(fl->ep);
     flights[n_flights++] = fl;
     pthread_mutex_unlock(&ck.lock);
 }
@@ -647,6 +687,103 @@ flight_remove(int i)
     free(fl);
 }
 
+/* ---- the view probe near the line (fleet-aware admission) -------------------
+ *
+ * Near the line every process of a fleet probes, and each probe is one
+ * more connection on the server: there the view probe is one of the
+ * allowance's connections. With room under the cap it takes a slot of it
+ * (no caller can take that slot meanwhile). With the cap full, a pooled
+ * connection is lent to it (the oldest idle one, else the next one
+ * released): our side of it is shut down, and the probe connects in its
+ * slot only once the server has closed it (view_loan.h). What the server
+ * counts of this process, probes included, never exceeds its allowance. */
+
+enum { VIEW_TODAY = 0, VIEW_SLOT, VIEW_LOAN, VIEW_WAIT };
+
+/* Where a due probe of `ep` goes: VIEW_TODAY (not near the line, or no
+ * view: the usual rules), VIEW_SLOT (it took a free slot of the cap),
+ * VIEW_LOAN (a connection is lent: ep->view_loan) or VIEW_WAIT (the next
+ * connection released is lent). Caller holds ep->lock. */
+static int
+view_probe_locked(sp_endpoint *ep)
+{
+    if (ep->view_loan != NULL) {
+        return VIEW_LOAN;  /* lent already: the probe follows it */
+    }
+    int held = ep->total - ep->probe_slots - ep->closing;
+    int fleet = !ep->tls && ep->allow.reserve > 0 && ep->allow.allowance != SP_ALLOWANCE_NONE &&
+                (ep->state == SP_STATE_SATURATED ||
+                 (ep->state == SP_STATE_READY &&
+                  (sp_allowance_near_line(&ep->allow) ||
+                   sp_allowance_within_reach(&ep->allow, ep->max_connections, held))));
+    if (!fleet) {
+        ep->view_loan_wanted = 0;
+        return VIEW_TODAY;
+    }
+    if (ep->total < sp_endpoint_cap_locked(ep) && sp_endpoint_take_probe_slot_locked(ep)) {
+        ep->view_loan_wanted = 0;
+        return VIEW_SLOT;
+    }
+    return sp_endpoint_lend_for_view_locked(ep) ? VIEW_LOAN : VIEW_WAIT;
+}
+
+/* Starts settling the loan of `ep` (view_loan.h), unless it is started
+ * already. Call with no lock held. */
+static void
+loan_start(sp_endpoint *ep, const sp_checker_config *cfg)
+{
+    pthread_mutex_lock(&ep->lock);
+    int fd = ep->loan_ready && ep->view_loan != NULL ? ep->view_loan->fd : -1;
+    ep->loan_ready = 0;
+    pthread_mutex_unlock(&ep->lock);
+    if (fd < 0) {
+        return;
+    }
+    flight *fl = calloc(1, sizeof(*fl));
+    if (fl == NULL) {
+        pthread_mutex_lock(&ep->lock);
+        ep->loan_ready = 1;  /* the next tick tries again */
+        pthread_mutex_unlock(&ep->lock);
+        return;
+    }
+    fl->ep = ep;
+    fl->loan = 1;
+    fl->op.fd = fd;
+    fl->op.want = POLLIN;
+    fl->op.deadline = sp_now() + cfg->probe_timeout;
+    if (sp_loan_begin(fd) != 0) {
+        fl->op.deadline = 0;  /* dead already: settled at the first look */
+    }
+    flight_add(fl);
+}
+
+/* A loan settling: 0 once the server has closed the lent connection (or
+ * probe_timeout passed: a server that does not read it answers no probe
+ * either, and the probe says so), 1 while it has not. */
+static int
+loan_pending(flight *fl, int readable, double now)
+{
+    if (readable && sp_loan_settled(fl->op.fd)) {
+        return 0;
+    }
+    return now < fl->op.deadline;
+}
+
+/* The lent connection is settled: its record goes to be disposed of, and
+ * the view probe connects in its slot (abandoned: the slot goes back). */
+static void
+loan_land(flight *fl, const sp_checker_config *cfg)
+{
+    pthread_mutex_lock(&fl->ep->lock);
+    sp_endpoint_end_loan_locked(fl->ep);
+    pthread_mutex_unlock(&fl->ep->lock);
+    if (fl->loan == 2) {
+        give_probe_slot(fl->ep);
+        return;
+    }
+    probe_start(fl->ep, 1, 1, cfg);
+}
+
 /* Moves every probe on: revents[i] tells what poll() saw on flight i's
  * socket (0: nothing; it is only checked against its deadline). */
 static void
@@ -656,11 +793,16 @@ flights_run(const struct pollfd *pfd)
     for (int i = n_flights - 1; i >= 0; i--) {
         flight *fl = flights[i];
         int pending = 1;
-        if (pfd == NULL || pfd[i].revents) {
-            pending = sp_probe_continue(&fl->op);
+        if (fl->loan) {
+            pending = loan_pending(fl, pfd == NULL || pfd[i].revents, now);
         }
-        if (pending) {
-            pending = sp_probe_expire(&fl->op, now);
+        else {
+            if (pfd == NULL || pfd[i].revents) {
+                pending = sp_probe_continue(&fl->op);
+            }
+            if (pending) {
+                pending = sp_probe_expire(&fl->op, now);
+            }
         }
         if (!pending) {
             flight_remove(i);  /* the last one moves to i: already run */
@@ -673,7 +815,7 @@ static void
 flights_abort_all(void)
 {
     while (n_flights > 0) {
-        sp_probe_abort(&flights[n_flights - 1]->op);
+        flight_abandon(flights[n_flights - 1]);
         flight_remove(n_flights - 1);
     }
     pthread_mutex_lock(&ck.lock);
@@ -894,6 +1036,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     pthread_mutex_lock(&ep->lock);
     /* One probe at a time per endpoint: the one in flight answers. */
     int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    int view = due || (ep->loan_ready && !in_flight) ? view_probe_locked(ep) : VIEW_TODAY;
     /* While ready, a probe takes a spare slot only, never the last free one
      * unless an idle connection can serve a caller meanwhile: nobody is
      * refused or kept waiting because of a probe. With nothing to spare,
@@ -918,44 +1061,48 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
         ep->next_probe = now + jitter(cfg.recover_interval);
     }
-    /* With the line within reach of this process's budget, fleet-aware
-     * admission needs a fresh view even with the budget full: once per
-     * interval the probe goes over the budget by its one brief connection
-     * (the server's reserve is there for it). Out of reach the budget holds
-     * as it always did. */
-    int view_over_budget = due && !has_slot && ep->state == SP_STATE_READY &&
-                           sp_allowance_within_reach(&ep->allow, ep->max_connections,
-                                                     ep->total - ep->probe_slots - ep->closing) &&
-                           !ep->tls;
     sp_after full = {0};
-    if (due && !has_slot && !view_over_budget) {
+    if (view != VIEW_TODAY) {
+        /* Near the line: the probe is one of the allowance's connections. */
+        if (view == VIEW_WAIT) {
+            ep->next_probe = now + cfg.interval;  /* or as soon as one is lent */
+        }
+        else {
+            ep->probe_requested = 0;
+        }
+        due = view == VIEW_SLOT;
+        has_slot = 1;
+    }
+    if (due && !has_slot) {
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
         ep->next_probe = now + cfg.interval;
         due = 0;
     }
-    if (due) {
+    if (due && view == VIEW_TODAY) {
         ep->probe_requested = 0;
-        if (!view_over_budget && sp_endpoint_take_probe_slot_locked(ep)) {
+        if (sp_endpoint_take_probe_slot_locked(ep)) {
             /* the probe's own connection counts */
         }
-        else if (!view_over_budget && ep->total < ep->max_connections &&
-                 ep->state == SP_STATE_READY) {
+        else if (ep->total < ep->max_connections && ep->state == SP_STATE_READY) {
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
             ep->next_probe = now + cfg.interval;
         }
         else {
-            due = 2;          /* paused with old connections still out, or the view's
-                               * probe at a full budget: probe anyway */
+            due = 2;          /* paused with old connections still out: probe anyway */
         }
     }
     double ep_next = ep->next_probe;
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &full);
 
+    if (view == VIEW_LOAN) {
+        loan_start(ep, &cfg);  /* the probe follows once it is settled */
+        in_flight = flight_of(ep) != NULL;
+    }
     if (due) {
-        probe_start(ep, due == 1, view_over_budget, &cfg);  /* the slot goes back when it lands */
+        probe_start(ep, due == 1, 0, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
         ep_next = ep->next_probe;
@@ -1102,8 +1249,8 @@ sp_checker_after_fork_child(void)
     /* The parent's probes in flight: their sockets are copies here, their
      * slots were zeroed with the counts; drop them with their references. */
     for (int i = 0; i < n_flights; i++) {
-        if (flights[i]->op.fd >= 0) {
-            close(flights[i]->op.fd);
+        if (flights[i]->op.fd >= 0 && !flights[i]->loan) {
+            close(flights[i]->op.fd);  /* a loan's socket is the connection's */
         }
         sp_registry_unbind(flights[i]->ep);
         free(flights[i]);

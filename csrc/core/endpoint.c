@@ -206,6 +206,19 @@ take_slot_locked(sp_endpoint *ep, int queue)
     return 1;
 }
 
+/* A slot for a caller's new connection (after may_create_locked()). */
+static int
+take_caller_slot_locked(sp_endpoint *ep, int queue)
+{
+    if (!take_slot_locked(ep, queue)) {
+        return 0;
+    }
+    if (ep->state == SP_STATE_SATURATED) {
+        ep->loan_owed = 0;  /* that was the lent connection's replacement */
+    }
+    return 1;
+}
+
 /* `n` slots leave `total`; in host scope their host slots go back. */
 static void
 give_slots_locked(sp_endpoint *ep, int n)
@@ -304,6 +317,66 @@ collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
     tail->next = after->graveyard;
     after->graveyard = ep->graveyard;
     ep->graveyard = NULL;
+}
+
+/* ---- the view probe's loan (checker.c: probes near the line) --------------- */
+
+/* `rec` (off the idle stack, not in use) becomes the loan: it leaves the
+ * books, and its slot stays taken as the checker's probe slot (total does
+ * not change). Only sockets the checker may shut down: not asyncio's. */
+static int
+lend_locked(sp_endpoint *ep, sp_conn *rec)
+{
+    if (rec->fd < 0 || ep->view_loan != NULL) {
+        return 0;
+    }
+    sp_ptrmap_del(&ep->conns, rec->payload);
+    rec->state = SP_CONN_DEAD;
+    rec->owner = NULL;
+    rec->counted = 0;  /* its slot is the probe's now */
+    rec->prev = rec->next = NULL;
+    ep->connecting++;
+    ep->probe_slots++;
+    ep->view_loan = rec;
+    ep->view_loan_wanted = 0;
+    ep->view_loans++;
+    ep->loan_ready = 1;
+    return 1;
+}
+
+int
+sp_endpoint_lend_for_view_locked(sp_endpoint *ep)
+{
+    if (ep->view_loan != NULL) {
+        return 1;
+    }
+    sp_conn *oldest = ep->idle_top;
+    while (oldest && oldest->next) {
+        oldest = oldest->next;
+    }
+    for (sp_conn *rec = oldest; rec; rec = rec->prev) {
+        if (rec->fd >= 0) {
+            idle_unlink(ep, rec);
+            return lend_locked(ep, rec);
+        }
+    }
+    ep->view_loan_wanted = 1;  /* the next connection that comes back */
+    return 0;
+}
+
+sp_conn *
+sp_endpoint_end_loan_locked(sp_endpoint *ep)
+{
+    sp_conn *rec = ep->view_loan;
+    ep->view_loan = NULL;
+    ep->loan_ready = 0;
+    if (rec != NULL) {
+        ep->loan_owed = 1;
+        rec->ep = ep;
+        rec->next = ep->graveyard;  /* a Python thread closes and frees it */
+        ep->graveyard = rec;
+    }
+    return rec;
 }
 
 /* ---- waiters ------------------------------------------------------------- */
@@ -411,14 +484,19 @@ may_create_locked(sp_endpoint *ep)
     switch (ep->state) {
     case SP_STATE_READY:
     case SP_STATE_RECOVERING:
-        if (ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep)) {
+        /* The checker's probe holds one of the allowance's slots too: what
+         * the server counts of ours never goes over the allowance. */
+        if (ep->total >= sp_endpoint_cap_locked(ep)) {
             ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
             return 0;
         }
         return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
+    case SP_STATE_SATURATED:
+        /* No new connection; only the one lent to a view probe comes
+         * back, within what the last view let the process keep. */
+        return ep->loan_owed && ep->total < sp_endpoint_cap_locked(ep);
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
-    case SP_STATE_SATURATED:
         return 0;
     }
     return 0;
@@ -492,8 +570,7 @@ sp_endpoint_take_idle(sp_endpoint *ep, void *pool, uint32_t flavor)
 static int
 evictable_locked(const sp_endpoint *ep)
 {
-    return ep->idle > 0 && ep->closing == 0 &&
-           ep->total - ep->probe_slots >= sp_endpoint_cap_locked(ep) &&
+    return ep->idle > 0 && ep->closing == 0 && ep->total >= sp_endpoint_cap_locked(ep) &&
            (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING);
 }
 
@@ -625,7 +702,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             idle_unlink(ep, victim);
             forget_locked(ep, victim, after);
         }
-        if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
+        if (may_create_locked(ep) && take_caller_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
             continue;
         }
@@ -758,7 +835,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_CONN;
         }
-        if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
+        if (may_create_locked(ep) && take_caller_slot_locked(ep, 0)) {
             host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_SLOT;
@@ -951,6 +1028,9 @@ static void
 give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 {
     ep->in_use--;
+    if (ep->view_loan_wanted && lend_locked(ep, rec)) {
+        return;
+    }
     idle_push(ep, rec);
     sp_endpoint_dispatch_locked(ep, after);
 }
@@ -1127,6 +1207,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         return SP_REL_FOREIGN;
     }
     ep->progress++;
+    uint64_t loans = ep->view_loans;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
     int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;
@@ -1143,8 +1224,12 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     else {
         give_back_locked(ep, rec, after);
     }
+    int lent = ep->view_loans != loans;
     pthread_mutex_unlock(&ep->lock);
-    if (rewatch) {
+    if (lent) {
+        sp_watch_wake();  /* the checker's view probe waits for it */
+    }
+    else if (rewatch) {
         sp_watch_add(fd, ep->serial);
     }
     return SP_REL_OK;
@@ -1263,12 +1348,12 @@ held_locked(const sp_endpoint *ep)
 
 int
 sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                               double u, sp_after *after)
+                               int own_probe, double u, sp_after *after)
 {
     ep->server_view = *v;
     ep->server_view_error[0] = '\0';
     ep->allowance_blocked = 0;
-    int saturated = sp_allowance_on_view(&ep->allow, v, reserve, held_locked(ep),
+    int saturated = sp_allowance_on_view(&ep->allow, v, reserve, held_locked(ep) + own_probe,
                                          ep->max_connections, u);
     trim_idle_locked(ep, after);
     sp_endpoint_dispatch_locked(ep, after);
@@ -1309,6 +1394,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
          * connections go now, busy ones when they come back. */
         ep->generation++;
         sp_endpoint_drain_idle_locked(ep, after);
+        sp_allowance_regrow(&ep->allow);  /* the whole fleet comes back at once */
     }
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
@@ -1403,6 +1489,11 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
     for (sp_conn *rec = ep->graveyard; rec; rec = rec->next) {
         rec->counted = 0;  /* the child's books start empty */
     }
+    if (ep->view_loan != NULL) {
+        ep->view_loan->quiet = 1;  /* the parent's socket */
+        sp_endpoint_end_loan_locked(ep);
+    }
+    ep->view_loan_wanted = 0;
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->probe_slots = 0;
     ep->generation++;

@@ -219,6 +219,18 @@ typedef struct sp_endpoint {
                                * the callers', so not measured against the allowance */
     int allowance_blocked;    /* a caller queued for want of allowance since the
                                * last probe: probe soon to let it grow */
+    /* The view probe near the line is one of the allowance's connections
+     * (checker.c): with every slot of the cap taken, a pooled connection
+     * is lent to it. The loan is off the books (not in `conns`, so no
+     * thread can reach its socket), its slot counted in probe_slots and
+     * connecting; the checker closes our side, waits until the server has
+     * closed it, and only then connects the probe in its slot. */
+    sp_conn *view_loan;       /* the lent connection, or NULL */
+    int view_loan_wanted;     /* the next connection that comes back is lent */
+    int loan_ready;           /* a loan the checker has not started on yet */
+    int loan_owed;            /* saturated: the lent connection may be made again
+                               * (within the cap), once */
+    uint64_t view_loans;      /* connections lent so far */
 
     /* Host scope (host_budget.h): every slot counted in `total` is also a
      * slot of the shared host budget held by this process, claimed where
@@ -308,6 +320,16 @@ void sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after);
  * Returns 1 when taken (total, connecting and probe_slots count it). */
 int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
 
+/* A slot for the view probe with the cap full (caller holds the lock):
+ * lends the oldest idle connection with a socket, or, with none, asks for
+ * the next one released (it goes to the loan instead of a waiter).
+ * Returns 1 when ep->view_loan is set. */
+int sp_endpoint_lend_for_view_locked(sp_endpoint *ep);
+/* The loan's socket is done with (the server closed it, or it timed out):
+ * its record goes to ep->graveyard for a Python thread to close and free;
+ * its slot stays the probe's. Returns the record (NULL: no loan). */
+sp_conn *sp_endpoint_end_loan_locked(sp_endpoint *ep);
+
 /* Binding of pools and flavors. */
 void sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor);
 /* Moves idle connections of a flavor no pool uses any more to the graveyard. */
@@ -381,10 +403,12 @@ void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after);
 
 /* Takes a fresh view of the server (the checker's probe) and updates the
  * allowance; idle connections over the new cap are closed now, busy ones
- * when they come back. Returns 1 when the headroom is below the reserve.
- * Caller holds the lock. */
+ * when they come back. `own_probe`: 1 when the probe's connection, which
+ * the view counts, holds one of the slots of this process (still in
+ * probe_slots): it counts as held. Returns 1 when the headroom is below
+ * the reserve. Caller holds the lock. */
 int sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                                   double u, sp_after *after);
+                                   int own_probe, double u, sp_after *after);
 /* The view could not be read (`why`: "" when it was): no allowance. */
 void sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why);
 /* A connection of ours was rejected (max clients): halve the allowance. */

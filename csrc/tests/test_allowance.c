@@ -195,7 +195,7 @@ test_endpoint_saturated(void)
     /* saturated with nothing held: the caller queues, it is not refused */
     pthread_mutex_lock(&ep->lock);
     v = view(60, 64, 0);
-    CHECK(sp_endpoint_server_view_locked(ep, &v, 7, 0.0, &after) == 1);
+    CHECK(sp_endpoint_server_view_locked(ep, &v, 7, 0, 0.0, &after) == 1);
     sp_endpoint_set_state_locked(ep, SP_STATE_SATURATED, "test", &after);
     pthread_mutex_unlock(&ep->lock);
     tp_after_done(&after);
@@ -205,7 +205,7 @@ test_endpoint_saturated(void)
     /* headroom back: the waiter gets a slot, the allowance one more than held */
     pthread_mutex_lock(&ep->lock);
     v = view(40, 64, 0);
-    CHECK(sp_endpoint_server_view_locked(ep, &v, 7, 0.0, &after) == 0);
+    CHECK(sp_endpoint_server_view_locked(ep, &v, 7, 0, 0.0, &after) == 0);
     CHECK(sp_endpoint_cap_locked(ep) == 1);
     sp_endpoint_set_state_locked(ep, SP_STATE_READY, "test", &after);
     pthread_mutex_unlock(&ep->lock);
@@ -222,7 +222,7 @@ test_endpoint_saturated(void)
     /* grow (far from the line), make two more */
     pthread_mutex_lock(&ep->lock);
     v = view(4, 100, 0);
-    sp_endpoint_server_view_locked(ep, &v, 7, 0.99, &after);  /* 1 + 1 + 61/16 */
+    sp_endpoint_server_view_locked(ep, &v, 7, 0, 0.99, &after);  /* 1 + 1 + 61/16 */
     CHECK(sp_endpoint_cap_locked(ep) == 5);
     pthread_mutex_unlock(&ep->lock);
     tp_after_done(&after);
