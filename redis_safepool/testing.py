@@ -191,7 +191,9 @@ class RedisServer:
             argv += [f"--{key}", str(value)]
         return argv
 
-    def start(self, wait: float = 10.0) -> "RedisServer":
+    def start(self, wait: float = 10.0, any_answer: bool = False) -> "RedisServer":
+        """Start the server and wait until it answers PING with PONG (`any_answer`: any
+        reply, such as a full server's "-ERR max number of clients reached", will do)."""
         if self.running:
             return self
         self.proc = subprocess.Popen(
@@ -204,7 +206,8 @@ class RedisServer:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {err}")
             try:
-                if _command(self.port, "PING", timeout=0.5).startswith(b"+PONG"):
+                reply = _command(self.port, "PING", timeout=0.5)
+                if reply.startswith(b"+PONG") or (any_answer and reply[:1] in (b"+", b"-")):
                     return self
             except OSError:
                 pass

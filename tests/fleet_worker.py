@@ -15,7 +15,10 @@ def main() -> None:
 
     import redis_safepool as sp
 
-    sp.checker_config(recover_interval=0.05)
+    if len(sys.argv) > 5:  # the checker's interval: how often the server's view is read
+        sp.checker_config(recover_interval=0.05, interval=float(sys.argv[5]))
+    else:
+        sp.checker_config(recover_interval=0.05)
     pool = sp.SafeConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
     client = redis.Redis(connection_pool=pool)
     client.ping()
@@ -28,6 +31,7 @@ def main() -> None:
     ops = [0] * threads
     errors: list = []
     peak = [0]
+    last_ok = [0.0]  # time.monotonic() of the last command that worked (one clock machine-wide)
     stop_at = time.monotonic() + seconds
 
     def work(i: int) -> None:
@@ -36,6 +40,7 @@ def main() -> None:
                 # holds its connection 10 ms on the server, no CPU: every thread wants one
                 client.blpop(["fleet:nothing"], timeout=0.01)
                 ops[i] += 1
+                last_ok[0] = time.monotonic()
             except Exception as exc:  # counted and reported, never fatal to the host
                 errors.append(f"{type(exc).__name__}: {exc}")
             peak[0] = max(peak[0], pool.stats()["total"])
@@ -47,7 +52,7 @@ def main() -> None:
         w.join(seconds + 30)
     st = pool.stats()
     print(json.dumps({"ops": sum(ops), "errors": len(errors), "first_errors": errors[:3],
-                      "peak_total": peak[0], "allowance": st["allowance"],
+                      "peak_total": peak[0], "last_ok": last_ok[0], "allowance": st["allowance"],
                       "decreases": st["allowance_decreases"]}), flush=True)
     pool.close()
 

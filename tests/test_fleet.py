@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import pytest
 import redis
@@ -20,14 +20,23 @@ from redis_safepool.testing import free_port
 WORKER = os.path.join(os.path.dirname(__file__), "fleet_worker.py")
 
 
+OPERATOR = "fleet-operator"
+
+
 class Watch:
-    """Samples the server's connected_clients over one connection of its own, and plays the
-    operator: a fresh connection and a PING every 100 ms, counting the ones refused."""
+    """Samples the clients the server holds over one connection of its own (CLIENT LIST: the
+    peak counts all of them, this one included, but the operator's), and plays the operator: a
+    fresh connection and a PING every 100 ms, counting the ones refused for want of room (max
+    number of clients reached). Both go on through a restart of the server.
+
+    The operator's connection comes and goes, and may use the reserve (that is what it is
+    kept for); everything else counts against maxclients - reserve."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.peak = 0
         self.operator_refused = 0
+        self.operator_failed = 0
         self.operator_ok = 0
         self._stop = threading.Event()
         self._monitor = redis.Redis.from_url(url)
@@ -46,18 +55,24 @@ class Watch:
         self._monitor.close()
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            clients = self._monitor.info("clients")["connected_clients"]
-            self.peak = max(self.peak, int(clients))
+        while not self._stop.wait(0.005):
+            try:
+                listed = self._monitor.client_list()
+            except redis.ConnectionError:
+                continue  # the server is down (restarted by the test)
+            self.peak = max(self.peak, sum(1 for c in listed if c.get("name") != OPERATOR))
 
     def _operator(self) -> None:
         while not self._stop.wait(0.1):
-            op = redis.Redis.from_url(self.url, socket_connect_timeout=2)
+            op = redis.Redis.from_url(self.url, socket_connect_timeout=2, client_name=OPERATOR)
             try:
                 op.ping()
                 self.operator_ok += 1
-            except redis.ConnectionError:
-                self.operator_refused += 1
+            except redis.ConnectionError as exc:
+                if "max number of clients" in str(exc):
+                    self.operator_refused += 1
+                else:
+                    self.operator_failed += 1  # nothing listening: down
             finally:
                 op.close()
 
@@ -65,16 +80,23 @@ class Watch:
         return int(self._monitor.info("stats")["rejected_connections"])
 
 
-def run_fleet(url: str, hosts: int, threads: int, max_connections: int, seconds: float) -> List[Dict]:
-    procs = [subprocess.Popen([sys.executable, WORKER, url, str(threads), str(max_connections),
-                               str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True) for _ in range(hosts)]
+def run_fleet(url: str, hosts: int, threads: int, max_connections: int, seconds: float,
+              meanwhile: Callable[[], None] = lambda: None,
+              probe_interval: Optional[float] = None) -> List[Dict]:
+    """Runs the hosts for `seconds`, and `meanwhile()` in this process once they have started.
+    `probe_interval`: the hosts' checker interval (None: the default)."""
+    argv = [sys.executable, WORKER, url, str(threads), str(max_connections), str(seconds)]
+    if probe_interval is not None:
+        argv.append(str(probe_interval))
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(hosts)]
     try:
         for p in procs:  # each host has read the server's view before the load starts
             assert p.stdout.readline().strip() == "ready"
         for p in procs:
             p.stdin.write("go\n")
             p.stdin.flush()
+        meanwhile()
         results = []
         for p in procs:
             out, _ = p.communicate(timeout=seconds + 60)
@@ -87,17 +109,51 @@ def run_fleet(url: str, hosts: int, threads: int, max_connections: int, seconds:
                 p.wait(10)
 
 
-def test_reserve_holds_with_several_processes(redis_server_factory):
-    # 4 hosts x 8 threads want 32 connections of a server that takes 24 (reserve 4)
+@pytest.mark.parametrize("hosts,max_connections,probe_interval", [
+    (4, 8, None),  # 32 connections wanted of a server that takes 24 (reserve 4)
+    # Each host at its budget, the fleet (and the monitor) one below the line, and views read
+    # every 20 ms: the hosts' view probes overlap all the time. Each is one of its host's
+    # connections, so together they never reach into the reserve.
+    (9, 2, 0.02),
+])
+def test_reserve_holds_with_several_processes(redis_server_factory, hosts, max_connections,
+                                              probe_interval):
     server = redis_server_factory(maxclients=24)
     with Watch(server.url) as watch:
-        results = run_fleet(server.url, hosts=4, threads=8, max_connections=8, seconds=3)
+        results = run_fleet(server.url, hosts=hosts, threads=8, max_connections=max_connections,
+                            seconds=3, probe_interval=probe_interval)
         rejected = watch.rejected()
     assert rejected == 0, results
     assert watch.operator_refused == 0 and watch.operator_ok > 0
-    assert watch.peak <= 24, (watch.peak, results)
+    # the reserve stays free as the server counts it, the hosts' view probes included
+    assert watch.peak <= 24 - 4, (watch.peak, results)
     assert all(r["ops"] > 0 for r in results), results  # every host completes commands
     assert sum(r["errors"] for r in results) == 0, results
+
+
+def test_fleet_comes_back_after_a_restart_without_a_rejected_connection(redis_server_factory):
+    # 6 hosts x 8 threads want 48 connections of a server that takes 32 (reserve 4). After a
+    # restart every host reads an empty server at about the same moment: growing back must
+    # stay gradual, or the hosts together take more than the server has.
+    server = redis_server_factory(maxclients=32)
+    restarted = []
+
+    def kill_and_restart() -> None:
+        time.sleep(1.0)  # the fleet under load, at the line
+        server.kill()
+        time.sleep(0.3)  # down: every host pauses
+        server.start(any_answer=True)
+        restarted.append(time.monotonic())
+
+    with Watch(server.url) as watch:
+        results = run_fleet(server.url, hosts=6, threads=8, max_connections=8, seconds=4,
+                            meanwhile=kill_and_restart)
+        rejected = watch.rejected()  # since the restart: a new server counts from 0
+    assert rejected == 0, results
+    assert watch.operator_refused == 0 and watch.operator_ok > 0
+    assert watch.peak <= 32 - 4, (watch.peak, results)
+    # every host works again after the restart
+    assert all(r["last_ok"] > restarted[0] for r in results), (restarted, results)
 
 
 def _busy(client: redis.Redis, stop: threading.Event, errors: List[str], threads: int) -> List[threading.Thread]:

@@ -31,7 +31,7 @@ sp_allowance_init(sp_allowance *a)
     a->saturated = 0;
     a->held_at_view = 0;
     a->decreases = 0;
-    a->regrowing = 0;
+    a->regrowing = 1;  /* a fleet that starts together reads an empty server at once */
 }
 
 static int

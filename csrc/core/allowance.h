@@ -22,9 +22,10 @@ typedef struct {
     int saturated;            /* the last view had headroom below the reserve */
     int held_at_view;         /* what the process held when it was read */
     unsigned long long decreases;  /* multiplicative decreases so far */
-    int regrowing;            /* coming back from a pause (a restart): growth is
-                               * additive only, no jump to the budget, until the
-                               * process is back at the line or at its budget */
+    int regrowing;            /* growing from nothing (a new endpoint, or one back
+                               * from a pause: a restart): growth is additive only,
+                               * no jump to the budget, until the process is back
+                               * at the line or at its budget */
 } sp_allowance;
 
 void sp_allowance_init(sp_allowance *a);
@@ -51,9 +52,10 @@ int sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long res
 
 /* The endpoint is coming back from a pause (the server restarted, or was
  * unreachable): every process of a fleet reads an empty server at about
- * the same moment, so until the process is back at the line or at its
- * budget its growth is the additive, jittered step only, never the jump to
- * the budget that a lone process on a roomy server gets. */
+ * the same moment, as a fleet that starts together does (a new allowance
+ * starts regrowing too), so until the process is back at the line or at
+ * its budget its growth is the additive, jittered step only, never the
+ * jump to the budget that a lone process on a roomy server gets. */
 void sp_allowance_regrow(sp_allowance *a);
 
 /* The server rejected one of our connections (max number of clients

@@ -507,7 +507,7 @@ typedef struct {
     int knock;                /* bare connect while paused */
     int view_only;            /* for the server's view at a full budget: a probe
                                * without a reply says nothing (check_stall() decides) */
-    int loan;                 /* not a probe: a lent connection settling (view_loan.h),
+    int loan;                 /* not a probe: INFO through a lent connection (view_loan.h),
                                * op.fd its socket (not ours to close); 2: abandoned */
     sp_probe_op op;
 } flight;
@@ -524,7 +524,7 @@ static void probe_start(sp_endpoint *ep, int counted, int view_only,
 static void flight_add(flight *fl);
 
 /* Ends a flight before its time: a probe's socket is closed; a loan's
- * socket is the connection's, left alone (and no probe follows). */
+ * socket is the connection's, closed by its owner once given up. */
 static void
 flight_abandon(flight *fl)
 {
@@ -693,10 +693,10 @@ flight_remove(int i)
  * more connection on the server: there the view probe is one of the
  * allowance's connections. With room under the cap it takes a slot of it
  * (no caller can take that slot meanwhile). With the cap full, a pooled
- * connection is lent to it (the oldest idle one, else the next one
- * released): our side of it is shut down, and the probe connects in its
- * slot only once the server has closed it (view_loan.h). What the server
- * counts of this process, probes included, never exceeds its allowance. */
+ * connection is lent to the checker (the oldest idle one, else the next
+ * one released), which reads the view through it and gives it back
+ * (view_loan.h): nothing is connected or closed. What the server counts of
+ * this process, probes included, never exceeds its allowance. */
 
 enum { VIEW_TODAY = 0, VIEW_SLOT, VIEW_LOAN, VIEW_WAIT };
 
@@ -708,7 +708,7 @@ static int
 view_probe_locked(sp_endpoint *ep)
 {
     if (ep->view_loan != NULL) {
-        return VIEW_LOAN;  /* lent already: the probe follows it */
+        return VIEW_LOAN;  /* lent already: read through it */
     }
     int held = ep->total - ep->probe_slots - ep->closing;
     int fleet = !ep->tls && ep->allow.reserve > 0 && ep->allow.allowance != SP_ALLOWANCE_NONE &&
@@ -724,11 +724,28 @@ view_probe_locked(sp_endpoint *ep)
         ep->view_loan_wanted = 0;
         return VIEW_SLOT;
     }
-    return sp_endpoint_lend_for_view_locked(ep) ? VIEW_LOAN : VIEW_WAIT;
+    if (sp_endpoint_lend_for_view_locked(ep)) {
+        return VIEW_LOAN;
+    }
+    /* Nothing to lend (RESP3, asyncio): the probe goes over the cap by
+     * its one brief connection, as it does without a loan. */
+    return ep->view_loan_wanted ? VIEW_WAIT : VIEW_TODAY;
 }
 
-/* Starts settling the loan of `ep` (view_loan.h), unless it is started
- * already. Call with no lock held. */
+/* The checker is done with the loan of `ep`: back on the books (`keep`)
+ * or closed (its state is unknown). Call with no lock held. */
+static void
+loan_return(sp_endpoint *ep, int keep)
+{
+    sp_after after = {0};
+    pthread_mutex_lock(&ep->lock);
+    sp_endpoint_return_loan_locked(ep, keep, &after);
+    pthread_mutex_unlock(&ep->lock);
+    close_buried(ep, &after);
+}
+
+/* Sends INFO through the loan of `ep`, unless it is under way already;
+ * its replies land in loan_land(). Call with no lock held. */
 static void
 loan_start(sp_endpoint *ep, const sp_checker_config *cfg)
 {
@@ -740,10 +757,9 @@ loan_start(sp_endpoint *ep, const sp_checker_config *cfg)
         return;
     }
     flight *fl = calloc(1, sizeof(*fl));
-    if (fl == NULL) {
-        pthread_mutex_lock(&ep->lock);
-        ep->loan_ready = 1;  /* the next tick tries again */
-        pthread_mutex_unlock(&ep->lock);
+    if (fl == NULL || sp_loan_send_info(fd) != 0) {
+        free(fl);
+        loan_return(ep, fl != NULL ? 0 : 1);  /* unsent: as it was; half sent: closed */
         return;
     }
     fl->ep = ep;
@@ -751,37 +767,44 @@ loan_start(sp_endpoint *ep, const sp_checker_config *cfg)
     fl->op.fd = fd;
     fl->op.want = POLLIN;
     fl->op.deadline = sp_now() + cfg->probe_timeout;
-    if (sp_loan_begin(fd) != 0) {
-        fl->op.deadline = 0;  /* dead already: settled at the first look */
-    }
+    fl->op.res.status = SP_PROBE_ERROR;
+    sp_server_view_init(&fl->op.res.view);
     flight_add(fl);
 }
 
-/* A loan settling: 0 once the server has closed the lent connection (or
- * probe_timeout passed: a server that does not read it answers no probe
- * either, and the probe says so), 1 while it has not. */
+/* The replies to a loan's INFO: 0 once both are in (op.res.status OK), the
+ * connection broke, or probe_timeout passed; 1 while they are on the way. */
 static int
 loan_pending(flight *fl, int readable, double now)
 {
-    if (readable && sp_loan_settled(fl->op.fd)) {
-        return 0;
+    if (readable) {
+        sp_probe_op *op = &fl->op;
+        int got = sp_loan_read_view(op->fd, op->rbuf, sizeof(op->rbuf), &op->rlen, &op->res.view,
+                                    op->res.view_error, sizeof(op->res.view_error));
+        if (got != 0) {
+            op->res.status = got > 0 ? SP_PROBE_OK : SP_PROBE_ERROR;
+            return 0;
+        }
     }
     return now < fl->op.deadline;
 }
 
-/* The lent connection is settled: its record goes to be disposed of, and
- * the view probe connects in its slot (abandoned: the slot goes back). */
+/* A loan's view is in: applied as a probe's (its connection holds a slot
+ * of ours, counted in the view), then the connection goes back. Without
+ * both replies it is closed, and the view stays as it was. */
 static void
 loan_land(flight *fl, const sp_checker_config *cfg)
 {
-    pthread_mutex_lock(&fl->ep->lock);
-    sp_endpoint_end_loan_locked(fl->ep);
-    pthread_mutex_unlock(&fl->ep->lock);
-    if (fl->loan == 2) {
-        give_probe_slot(fl->ep);
-        return;
+    int ok = fl->loan == 1 && fl->op.res.status == SP_PROBE_OK;
+    if (ok) {
+        apply_probe(fl->ep, &fl->op.res, 1, cfg, sp_now());
     }
-    probe_start(fl->ep, 1, 1, cfg);
+    else {
+        pthread_mutex_lock(&fl->ep->lock);
+        fl->ep->next_probe = sp_now() + cfg->interval;
+        pthread_mutex_unlock(&fl->ep->lock);
+    }
+    loan_return(fl->ep, ok);
 }
 
 /* Moves every probe on: revents[i] tells what poll() saw on flight i's

@@ -206,19 +206,6 @@ take_slot_locked(sp_endpoint *ep, int queue)
     return 1;
 }
 
-/* A slot for a caller's new connection (after may_create_locked()). */
-static int
-take_caller_slot_locked(sp_endpoint *ep, int queue)
-{
-    if (!take_slot_locked(ep, queue)) {
-        return 0;
-    }
-    if (ep->state == SP_STATE_SATURATED) {
-        ep->loan_owed = 0;  /* that was the lent connection's replacement */
-    }
-    return 1;
-}
-
 /* `n` slots leave `total`; in host scope their host slots go back. */
 static void
 give_slots_locked(sp_endpoint *ep, int n)
@@ -321,13 +308,23 @@ collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
 
 /* ---- the view probe's loan (checker.c: probes near the line) --------------- */
 
+/* Whether the checker may read the view through a connection of `ep`
+ * (view_loan.h): a plain RESP2 socket of its own, not asyncio's (its
+ * transport reads the socket), not TLS, not RESP3 (which may push). */
+static int
+lendable_locked(const sp_endpoint *ep, const sp_conn *rec)
+{
+    return rec->fd >= 0 && ep->view_loan == NULL && !ep->tls &&
+           strstr(ep->key, "protocol=") == NULL;
+}
+
 /* `rec` (off the idle stack, not in use) becomes the loan: it leaves the
  * books, and its slot stays taken as the checker's probe slot (total does
- * not change). Only sockets the checker may shut down: not asyncio's. */
+ * not change). */
 static int
 lend_locked(sp_endpoint *ep, sp_conn *rec)
 {
-    if (rec->fd < 0 || ep->view_loan != NULL) {
+    if (!lendable_locked(ep, rec)) {
         return 0;
     }
     sp_ptrmap_del(&ep->conns, rec->payload);
@@ -355,28 +352,51 @@ sp_endpoint_lend_for_view_locked(sp_endpoint *ep)
         oldest = oldest->next;
     }
     for (sp_conn *rec = oldest; rec; rec = rec->prev) {
-        if (rec->fd >= 0) {
+        if (lendable_locked(ep, rec)) {
             idle_unlink(ep, rec);
             return lend_locked(ep, rec);
         }
     }
-    ep->view_loan_wanted = 1;  /* the next connection that comes back */
+    if (ep->idle_top == NULL && !ep->tls && strstr(ep->key, "protocol=") == NULL) {
+        ep->view_loan_wanted = 1;  /* the next connection that comes back */
+    }
     return 0;
 }
 
-sp_conn *
-sp_endpoint_end_loan_locked(sp_endpoint *ep)
+static int closes_on_return_locked(sp_endpoint *ep, const sp_conn *rec);
+static void give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+
+void
+sp_endpoint_return_loan_locked(sp_endpoint *ep, int keep, sp_after *after)
 {
     sp_conn *rec = ep->view_loan;
+    if (rec == NULL) {
+        return;
+    }
     ep->view_loan = NULL;
     ep->loan_ready = 0;
-    if (rec != NULL) {
-        ep->loan_owed = 1;
-        rec->ep = ep;
-        rec->next = ep->graveyard;  /* a Python thread closes and frees it */
-        ep->graveyard = rec;
+    ep->probe_slots--;
+    ep->connecting--;
+    rec->ep = ep;
+    if (keep && sp_ptrmap_put(&ep->conns, rec->payload, rec) == 0) {
+        rec->state = SP_CONN_INUSE;
+        ep->in_use++;
+        if (closes_on_return_locked(ep, rec)) {
+            ep->in_use--;
+            forget_locked(ep, rec, after);
+            sp_endpoint_dispatch_locked(ep, after);
+        }
+        else {
+            give_back_locked(ep, rec, after);
+        }
+        return;
     }
-    return rec;
+    /* Its state is unknown: closed, its slot free once its socket is. */
+    ep->closing++;
+    ep->closed++;
+    rec->counted = 1;
+    sp_after_bury(after, rec);
+    sp_endpoint_dispatch_locked(ep, after);
 }
 
 /* ---- waiters ------------------------------------------------------------- */
@@ -491,12 +511,9 @@ may_create_locked(sp_endpoint *ep)
             return 0;
         }
         return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
-    case SP_STATE_SATURATED:
-        /* No new connection; only the one lent to a view probe comes
-         * back, within what the last view let the process keep. */
-        return ep->loan_owed && ep->total < sp_endpoint_cap_locked(ep);
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
+    case SP_STATE_SATURATED:
         return 0;
     }
     return 0;
@@ -702,7 +719,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
             idle_unlink(ep, victim);
             forget_locked(ep, victim, after);
         }
-        if (may_create_locked(ep) && take_caller_slot_locked(ep, 1)) {
+        if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
             continue;
         }
@@ -835,7 +852,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_CONN;
         }
-        if (may_create_locked(ep) && take_caller_slot_locked(ep, 0)) {
+        if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
             host_settle_locked(ep);
             pthread_mutex_unlock(&ep->lock);
             return SP_ACQ_SLOT;
@@ -1187,6 +1204,18 @@ flavor_used_locked(const sp_endpoint *ep, uint32_t flavor)
     return 0;
 }
 
+/* Closed instead of pooled when it comes back: from before a pause, over
+ * the cap, another process in line (host scope), past its lifetime, or its
+ * flavor has no pool any more (checked out before a reset() changed the
+ * pool's settings). */
+static int
+closes_on_return_locked(sp_endpoint *ep, const sp_conn *rec)
+{
+    return rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
+           ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
+           host_yield_locked(ep) || (rec->expires_at > 0 && sp_now() >= rec->expires_at);
+}
+
 sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
                     sp_after *after)
@@ -1211,12 +1240,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     /* A new socket (redis-py reconnected during a command) joins the watch. */
     int rewatch = fd >= 0 && fd != rec->fd;
     rec->fd = fd;
-    /* Closed instead of pooled: ... or its flavor has no pool any more
-     * (checked out before a reset() changed the pool's settings). */
-    if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
-        ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
-        host_yield_locked(ep) ||
-        (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
+    if (!keep || closes_on_return_locked(ep, rec)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
@@ -1490,9 +1514,14 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
         rec->counted = 0;  /* the child's books start empty */
     }
     if (ep->view_loan != NULL) {
-        ep->view_loan->quiet = 1;  /* the parent's socket */
-        sp_endpoint_end_loan_locked(ep);
+        sp_conn *rec = ep->view_loan;
+        ep->view_loan = NULL;
+        rec->quiet = 1;  /* the parent's socket */
+        rec->counted = 0;
+        rec->next = ep->graveyard;
+        ep->graveyard = rec;
     }
+    ep->loan_ready = 0;
     ep->view_loan_wanted = 0;
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->probe_slots = 0;

@@ -221,15 +221,13 @@ typedef struct sp_endpoint {
                                * last probe: probe soon to let it grow */
     /* The view probe near the line is one of the allowance's connections
      * (checker.c): with every slot of the cap taken, a pooled connection
-     * is lent to it. The loan is off the books (not in `conns`, so no
+     * is lent to the checker, which reads the view through it (view_loan.h)
+     * and gives it back. The loan is off the books (not in `conns`, so no
      * thread can reach its socket), its slot counted in probe_slots and
-     * connecting; the checker closes our side, waits until the server has
-     * closed it, and only then connects the probe in its slot. */
+     * connecting meanwhile. */
     sp_conn *view_loan;       /* the lent connection, or NULL */
     int view_loan_wanted;     /* the next connection that comes back is lent */
     int loan_ready;           /* a loan the checker has not started on yet */
-    int loan_owed;            /* saturated: the lent connection may be made again
-                               * (within the cap), once */
     uint64_t view_loans;      /* connections lent so far */
 
     /* Host scope (host_budget.h): every slot counted in `total` is also a
@@ -320,15 +318,15 @@ void sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after);
  * Returns 1 when taken (total, connecting and probe_slots count it). */
 int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
 
-/* A slot for the view probe with the cap full (caller holds the lock):
- * lends the oldest idle connection with a socket, or, with none, asks for
- * the next one released (it goes to the loan instead of a waiter).
- * Returns 1 when ep->view_loan is set. */
+/* The view with the cap full (caller holds the lock): lends the checker
+ * the oldest idle connection it may read the view through (view_loan.h),
+ * or, with none idle, asks for the next one released (it goes to the loan
+ * instead of a waiter). Returns 1 when ep->view_loan is set. */
 int sp_endpoint_lend_for_view_locked(sp_endpoint *ep);
-/* The loan's socket is done with (the server closed it, or it timed out):
- * its record goes to ep->graveyard for a Python thread to close and free;
- * its slot stays the probe's. Returns the record (NULL: no loan). */
-sp_conn *sp_endpoint_end_loan_locked(sp_endpoint *ep);
+/* The checker is done with the loan: `keep` puts it back on the books as
+ * a release would (a waiter or the idle stack gets it); 0 closes it (its
+ * state is unknown), which frees the slot once its socket is closed. */
+void sp_endpoint_return_loan_locked(sp_endpoint *ep, int keep, sp_after *after);
 
 /* Binding of pools and flavors. */
 void sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor);

@@ -1,26 +1,40 @@
-/* view_loan.h -- a pooled connection lent to the view probe: our side closed, settled once the server has closed it (pure C). */
+/* view_loan.h -- the server's view read through a pooled connection lent to the checker (pure C). */
 #ifndef SP_VIEW_LOAN_H
 #define SP_VIEW_LOAN_H
 
+#include <stddef.h>
+
+#include "server_view.h"
+
 /*
  * Near the line the view probe is one of the allowance's connections; with
- * every slot of the cap taken, one pooled connection is lent to it
- * (sp_endpoint_lend_for_view_locked()). The probe may connect only once the
- * server no longer counts the lent one: the server drops a client from
- * `connected_clients` when it frees it, and closes its socket then. So our
- * side closes its half (shutdown(SHUT_WR): the server reads EOF and frees
- * the client) and waits for the server's own close (EOF or a reset on our
- * side). The socket itself stays open: it belongs to the connection object,
- * which a Python thread disposes of afterwards.
+ * every slot of the cap taken, one pooled connection is lent to the checker
+ * (sp_endpoint_lend_for_view_locked()), which reads the view through it:
+ * no connection is made or closed, so the server counts exactly what it
+ * counted before, and nobody else reads a slot vacated for a moment as
+ * headroom.
+ *
+ * The connection is off the books meanwhile (no thread can reach it), and
+ * only RESP2 connections are lent: a RESP2 server sends nothing unasked on
+ * a connection that is not subscribed, so once both replies are read the
+ * connection is exactly as its owner left it. The exchange is
+ *
+ *     INFO clients  INFO stats      (pipelined, one write)
+ *
+ * A connection with bytes waiting before the write, a write cut short, a
+ * reply that is not two complete RESP replies within probe_timeout: the
+ * connection's state is unknown, and it is closed instead of given back.
  */
 
-/* Takes the socket out of the watch (its hangup is ours, not the server's)
- * and shuts down our writing half. Returns 0, or -1 (the socket is dead:
- * settled already). */
-int sp_loan_begin(int fd);
+/* Sends the two INFO commands on `fd` (non-blocking). 0: sent; -1: the
+ * connection had bytes waiting, is closed, or took less than all of it. */
+int sp_loan_send_info(int fd);
 
-/* Reads what is left without blocking (bounded): 1 when the server has
- * closed its side (EOF, a reset, any error), 0 while it has not yet. */
-int sp_loan_settled(int fd);
+/* Reads what has come (non-blocking) into buf[*len .. cap). Returns 1 when
+ * both replies are complete (fields taken into *v; a reply that is an
+ * error, such as -NOPERM, is named in why[], error code only), 0 while more
+ * is needed, -1 when the connection broke or sent something else. */
+int sp_loan_read_view(int fd, char *buf, size_t cap, size_t *len, sp_server_view *v,
+                      char *why, size_t whysize);
 
 #endif
