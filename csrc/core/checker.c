@@ -698,12 +698,13 @@ flight_remove(int i)
  * (view_loan.h): nothing is connected or closed. What the server counts of
  * this process, probes included, never exceeds its allowance. */
 
-enum { VIEW_TODAY = 0, VIEW_SLOT, VIEW_LOAN, VIEW_WAIT };
+enum { VIEW_TODAY = 0, VIEW_SLOT, VIEW_LOAN, VIEW_WAIT, VIEW_OVER };
 
 /* Where a due probe of `ep` goes: VIEW_TODAY (not near the line, or no
  * view: the usual rules), VIEW_SLOT (it took a free slot of the cap),
- * VIEW_LOAN (a connection is lent: ep->view_loan) or VIEW_WAIT (the next
- * connection released is lent). Caller holds ep->lock. */
+ * VIEW_LOAN (a connection is lent: ep->view_loan), VIEW_WAIT (the next
+ * connection released is lent) or VIEW_OVER (nothing can be lent: over
+ * the cap by its one brief connection). Caller holds ep->lock. */
 static int
 view_probe_locked(sp_endpoint *ep)
 {
@@ -728,8 +729,8 @@ view_probe_locked(sp_endpoint *ep)
         return VIEW_LOAN;
     }
     /* Nothing to lend (RESP3, asyncio): the probe goes over the cap by
-     * its one brief connection, as it does without a loan. */
-    return ep->view_loan_wanted ? VIEW_WAIT : VIEW_TODAY;
+     * its one brief connection; no reply to it says nothing. */
+    return ep->view_loan_wanted ? VIEW_WAIT : VIEW_OVER;
 }
 
 /* The checker is done with the loan of `ep`: back on the books (`keep`)
@@ -1093,7 +1094,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         else {
             ep->probe_requested = 0;
         }
-        due = view == VIEW_SLOT;
+        due = view == VIEW_SLOT ? 1 : view == VIEW_OVER ? 2 : 0;
         has_slot = 1;
     }
     if (due && !has_slot) {
@@ -1125,7 +1126,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         in_flight = flight_of(ep) != NULL;
     }
     if (due) {
-        probe_start(ep, due == 1, 0, &cfg);  /* the slot goes back when it lands */
+        probe_start(ep, due == 1, view == VIEW_OVER, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
         ep_next = ep->next_probe;

@@ -22,6 +22,7 @@ extern const sp_test sp_auth_gate_tests[];
 extern const sp_test sp_inbox_tests[];
 extern const sp_test sp_host_budget_tests[];
 extern const sp_test sp_allowance_tests[];
+extern const sp_test sp_view_loan_tests[];
 
 /* Failures in the running test (reset by main before each test). */
 extern int sp_test_failures;

@@ -25,6 +25,7 @@ static const sp_test *const suites[] = {
     sp_inbox_tests,
     sp_host_budget_tests,
     sp_allowance_tests,
+    sp_view_loan_tests,
     /* add new suites here (and the file to DRIVER in the Makefile) */
 };
 
