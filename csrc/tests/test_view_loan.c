@@ -22,6 +22,14 @@ pair(int sv[2])
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
 }
 
+/* The server writes `n` bytes of `text` (all of it when n is 0). */
+static void
+say(int fd, const char *text, size_t n)
+{
+    n = n ? n : strlen(text);
+    CHECK(write(fd, text, n) == (ssize_t)n);
+}
+
 /* Reads the request the loan sent: exactly the two INFO commands. */
 static void
 expect_request(int fd)
@@ -33,25 +41,33 @@ expect_request(int fd)
     CHECK(n == (ssize_t)sizeof(want) - 1 && memcmp(got, want, sizeof(want) - 1) == 0);
 }
 
+/* A lent connection (sv[0]) and its server (sv[1]), the request sent and read. */
+static void
+begin_exchange(int sv[2], sp_server_view *v, size_t *len)
+{
+    pair(sv);
+    sp_server_view_init(v);
+    *len = 0;
+    CHECK(sp_loan_send_info(sv[0]) == 0);
+    expect_request(sv[1]);
+}
+
 static void
 test_read_view(void)
 {
     int sv[2];
     char buf[512], why[96] = "";
-    size_t len = 0;
+    size_t len;
     sp_server_view v;
 
-    pair(sv);
-    sp_server_view_init(&v);
-    CHECK(sp_loan_send_info(sv[0]) == 0);
-    expect_request(sv[1]);
+    begin_exchange(sv, &v, &len);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == 0);
     /* the replies in pieces: done only once both are complete */
-    CHECK(write(sv[1], CLIENTS, 20) == 20);
+    say(sv[1], CLIENTS, 20);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == 0);
-    CHECK(write(sv[1], CLIENTS + 20, sizeof(CLIENTS) - 21) == (ssize_t)sizeof(CLIENTS) - 21);
+    say(sv[1], CLIENTS + 20, 0);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == 0);
-    CHECK(write(sv[1], STATS, sizeof(STATS) - 1) == (ssize_t)sizeof(STATS) - 1);
+    say(sv[1], STATS, 0);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == 1);
     CHECK(v.connected_clients == 61 && v.maxclients == 64 && v.rejected_connections == 3);
     CHECK(why[0] == '\0');
@@ -64,17 +80,14 @@ test_read_view_refusals(void)
 {
     int sv[2];
     char buf[512], why[96] = "";
-    size_t len = 0;
+    size_t len;
     sp_server_view v;
 
     /* INFO not allowed: an error reply, named by its code only */
-    pair(sv);
-    sp_server_view_init(&v);
-    CHECK(sp_loan_send_info(sv[0]) == 0);
-    expect_request(sv[1]);
+    begin_exchange(sv, &v, &len);
     static const char noperm[] = "-NOPERM this user has no permissions to run 'info'\r\n";
-    CHECK(write(sv[1], noperm, sizeof(noperm) - 1) == (ssize_t)sizeof(noperm) - 1);
-    CHECK(write(sv[1], noperm, sizeof(noperm) - 1) == (ssize_t)sizeof(noperm) - 1);
+    say(sv[1], noperm, 0);
+    say(sv[1], noperm, 0);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == 1);
     CHECK(strcmp(why, "INFO clients: -NOPERM (the user may not run INFO)") == 0);
     CHECK(!sp_server_view_usable(&v));
@@ -83,27 +96,22 @@ test_read_view_refusals(void)
 
     /* bytes nobody asked for, before the request: not sent */
     pair(sv);
-    CHECK(write(sv[1], "+PONG\r\n", 7) == 7);
+    say(sv[1], "+PONG\r\n", 0);
     CHECK(sp_loan_send_info(sv[0]) == -1);
     close(sv[0]);
     close(sv[1]);
 
     /* more than the two replies (a push, an echo): not a quiet connection */
-    pair(sv);
-    len = 0;
-    CHECK(sp_loan_send_info(sv[0]) == 0);
-    expect_request(sv[1]);
-    CHECK(write(sv[1], CLIENTS, sizeof(CLIENTS) - 1) == (ssize_t)sizeof(CLIENTS) - 1);
-    CHECK(write(sv[1], STATS, sizeof(STATS) - 1) == (ssize_t)sizeof(STATS) - 1);
-    CHECK(write(sv[1], "+x\r\n", 4) == 4);
+    begin_exchange(sv, &v, &len);
+    say(sv[1], CLIENTS, 0);
+    say(sv[1], STATS, 0);
+    say(sv[1], "+x\r\n", 0);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == -1);
     close(sv[0]);
     close(sv[1]);
 
     /* the server closed it */
-    pair(sv);
-    len = 0;
-    CHECK(sp_loan_send_info(sv[0]) == 0);
+    begin_exchange(sv, &v, &len);
     close(sv[1]);
     CHECK(sp_loan_read_view(sv[0], buf, sizeof(buf), &len, &v, why, sizeof(why)) == -1);
     close(sv[0]);
