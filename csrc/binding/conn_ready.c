@@ -264,15 +264,14 @@ sp_py_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s
     if (self->metrics_hook == NULL) {
         return;
     }
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *r = PyObject_CallFunction(self->metrics_hook, "Oidd", (PyObject *)self, kind,
                                         wait_s, create_s);
     if (r == NULL) {
         PyErr_WriteUnraisable(self->metrics_hook);
     }
     Py_XDECREF(r);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
 }
 
 /* ---- setters ------------------------------------------------------------------- */

@@ -31,6 +31,7 @@ sp_py_pool_socket_fd(PoolCore *self, PyObject *conn)
     }
     return fd;
 }
+
 void
 sp_py_pool_clear_fd_cache(PoolCore *self)
 {

@@ -25,6 +25,7 @@ has_checkouts_on(sp_endpoint *ep, PoolCore *pool)
     pthread_mutex_unlock(&ep->lock);
     return found;
 }
+
 /* Lets go of former endpoints nothing of this pool uses any more. */
 void
 sp_py_pool_prune_formers(PoolCore *self)
@@ -48,6 +49,7 @@ sp_py_pool_prune_formers(PoolCore *self)
         self->formers = NULL;
     }
 }
+
 /* Keeps the current binding as a former endpoint; 0, or -1 out of memory. */
 int
 sp_py_pool_retire_binding(PoolCore *self)

@@ -123,13 +123,13 @@ sp_py_stats_dict(sp_endpoint *ep)
         set_item(d, "created", PyLong_FromUnsignedLongLong(s.created)) < 0 ||
         set_item(d, "closed", PyLong_FromUnsignedLongLong(s.closed)) < 0 ||
         set_item(d, "waits", PyLong_FromUnsignedLongLong(s.waits)) < 0 ||
-        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_time_total)) < 0 ||
-        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_time_max)) < 0 ||
+        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_total_s)) < 0 ||
+        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_max_s)) < 0 ||
         set_item(d, "timeouts", PyLong_FromUnsignedLongLong(s.timeouts)) < 0 ||
         set_item(d, "waiters", PyLong_FromLong(s.waiters)) < 0 ||
         set_item(d, "pools", PyLong_FromLong(s.pools)) < 0 ||
         set_item(d, "state", PyUnicode_FromString(sp_state_name(s.state))) < 0 ||
-        set_item(d, "state_since", PyFloat_FromDouble(s.state_since)) < 0 ||
+        set_item(d, "state_since", PyFloat_FromDouble(s.state_since_wall)) < 0 ||
         set_item(d, "state_reason", text_or_none(s.state_reason)) < 0 ||
         set_item(d, "last_error", text_or_none(s.last_error)) < 0 ||
         set_item(d, "run_id", text_or_none(s.run_id)) < 0 ||
@@ -183,17 +183,17 @@ core_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
     return all;
 }
 
-/* ---- configure ------------------------------------------------------------------- */
+/* ---- set_budget ------------------------------------------------------------------ */
 
 static PyObject *
-core_configure(PyObject *module, PyObject *args, PyObject *kwds)
+core_set_budget(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "label", "max_connections", "host", "port", "unix_path",
+    static char *kwlist[] = {"key", "max_connections", "host", "port", "unix_path",
                              "username", "password", "tls", "shm_name", NULL};
-    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *key, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
     const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzpz:configure", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "si|zizzzpz:set_budget", kwlist, &key,
                                      &max_connections, &host, &port, &unix_path, &username,
                                      &password, &tls, &shm_name)) {
         return NULL;
@@ -204,7 +204,7 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
     }
     sp_address addr = {host, port, unix_path, username, password, tls};
     sp_deferred after = {0};
-    sp_endpoint *ep = sp_registry_configure(key, label, max_connections, &addr, &after);
+    sp_endpoint *ep = sp_registry_configure(key, key, max_connections, &addr, &after);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
@@ -424,8 +424,11 @@ static PyMethodDef core_methods[] = {
     {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
     {"host_view", (PyCFunction)core_host_view, METH_O,
      PyDoc_STR("host_view(segment_name) -> the host budget's numbers, read-only")},
-    {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
-     "Set an endpoint's max_connections, creating it if needed."},
+    {"set_budget", (PyCFunction)(void (*)(void))core_set_budget, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("set_budget($module, /, key, max_connections, host=None, port=-1, unix_path=None,\n"
+               "           username=None, password=None, tls=False, shm_name=None)\n--\n\n"
+               "Set an endpoint's max_connections, creating it if needed; None, or why it\n"
+               "keeps a process budget when shm_name asked for a host one.")},
     {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,
      METH_VARARGS | METH_KEYWORDS, "Read or change the health checker's intervals."},
     {"checker_running", core_checker_running, METH_NOARGS, "Whether the checker thread runs."},
@@ -617,7 +620,7 @@ static PyModuleDef_Slot core_slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef core_module = {
+struct PyModuleDef sp_py_core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "redis_safepool._core",
     .m_doc = "C core of redis-safepool: per-endpoint budgets, FIFO waits, health checker.",
@@ -632,5 +635,5 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    return PyModuleDef_Init(&core_module);
+    return PyModuleDef_Init(&sp_py_core_module);
 }

@@ -222,6 +222,9 @@ static PyMethodDef inbox_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* No tp_traverse or tp_clear: a LoopInbox refers to no Python object (its
+ * pipe and its queue of served waiters are C); waiters refer to it, and let
+ * go of it when their loop collects them or they are cancelled. */
 static PyType_Slot inbox_slots[] = {
     {Py_tp_new, inbox_new},
     {Py_tp_dealloc, inbox_dealloc},

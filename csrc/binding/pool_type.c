@@ -354,15 +354,14 @@ pool_release(PoolCore *self, PyObject *conn)
         PyObject *r = PyObject_CallFunctionObjArgs(self->release_hook, (PyObject *)self, conn,
                                                    NULL);
         if (r == NULL) {
-            PyObject *et, *ev, *etb;
-            PyErr_Fetch(&et, &ev, &etb);
+            PyObject *ev = sp_err_take();
             PyObject *d = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
             Py_XDECREF(d);
             PyErr_Clear();
             PyObject *done = release_with_fd(self, conn, -1);
             Py_XDECREF(done);
             PyErr_Clear();
-            PyErr_Restore(et, ev, etb);
+            sp_err_give(ev);
             return NULL;
         }
         Py_DECREF(r);
@@ -459,13 +458,13 @@ bind_result(sp_endpoint *ep, int created, PyObject *note)
 static PyObject *
 pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "label", "max_connections", "flavor", "host", "port",
+    static char *kwlist[] = {"key", "max_connections", "flavor", "host", "port",
                              "unix_path", "username", "password", "tls", "shm_name", NULL};
-    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *key, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
     const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
     unsigned int flavor;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiI|zizzzpz:_bind", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "siI|zizzzpz:_bind", kwlist, &key,
                                      &max_connections, &flavor, &host, &port, &unix_path,
                                      &username, &password, &tls, &shm_name)) {
         return NULL;
@@ -492,7 +491,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     sp_py_pool_prune_formers(self);
     sp_address addr = {host, port, unix_path, username, password, tls};
     int created = 0;
-    sp_endpoint *ep = sp_registry_bind(key, label, max_connections, &addr, &created);
+    sp_endpoint *ep = sp_registry_bind(key, key, max_connections, &addr, &created);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
@@ -803,19 +802,9 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    PyObject *module = NULL;
-    for (PyTypeObject *t = type; t != NULL; t = SP_TYPE_BASE(t)) {
-        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
-            module = PyType_GetModule(t);
-            if (module != NULL) {
-                break;
-            }
-            PyErr_Clear();
-        }
-    }
+    PyObject *module = sp_type_module_by_def(type, &sp_py_core_module);
     if (module == NULL) {
         Py_DECREF(self);
-        PyErr_SetString(PyExc_TypeError, "PoolCore subclass without its module");
         return NULL;
     }
     self->st = PyModule_GetState(module);
@@ -920,18 +909,29 @@ pool_traverse(PoolCore *self, visitproc visit, void *arg)
     return 0;
 }
 
+/* Breaks the cycles the GC found through this pool: drops the Python objects
+ * it refers to directly. What its records own (connections checked out or
+ * idle) stays with the core's books until dealloc unbinds the pool, which
+ * closes them and gives their slots back: a cleared pool is still one. */
+static int
+pool_clear(PoolCore *self)
+{
+    sp_py_pool_clear_hooks(self);
+    Py_CLEAR(self->reclaim_cb);
+    return 0;
+}
+
 static void
 pool_dealloc(PoolCore *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     unbind(self);
     sp_py_pool_clear_fd_cache(self);
     sp_py_pool_clear_hooks(self);
     Py_CLEAR(self->reclaim_cb);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
     SP_TYPE_FREE(tp)((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -996,6 +996,8 @@ static PyMethodDef pool_methods[] = {
     {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "Idle connections of its flavor."},
     {"_owns", (PyCFunction)pool_owns, METH_O, "Whether the connection belongs to this pool."},
     {"_report", (PyCFunction)pool_report, METH_VARARGS, "Report a failure kind to the checker."},
+    {"_timeout_error", (PyCFunction)sp_py_pool_timeout_error, METH_O,
+     "The error of an asyncio wait that ended after `waited` seconds (returned, not raised)."},
     {"_report_exception", (PyCFunction)pool_report_exception_m, METH_O,
      "Tell the endpoint what an exception says about the server."},
     {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS,
@@ -1048,6 +1050,7 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_new, pool_new},
     {Py_tp_dealloc, pool_dealloc},
     {Py_tp_traverse, pool_traverse},
+    {Py_tp_clear, pool_clear},
     {Py_tp_methods, pool_methods},
     {Py_tp_getset, pool_getset},
     {Py_tp_doc, "C half of SafeConnectionPool: the per-endpoint budget, checkout and release."},
@@ -1057,6 +1060,6 @@ static PyType_Slot pool_slots[] = {
 PyType_Spec sp_py_pool_core_spec = {
     .name = "redis_safepool._core.PoolCore",
     .basicsize = sizeof(PoolCore),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = pool_slots,
 };

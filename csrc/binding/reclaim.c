@@ -37,6 +37,7 @@ sp_py_pool_hold_weakly(PoolCore *self, sp_conn *rec)
     rec->weakref = wr;
     Py_DECREF(conn);  /* the record's reference: the caller holds its own */
 }
+
 /* Back from the caller: the record owns a reference again before the
  * connection can be pooled or handed to a waiter. */
 void
@@ -54,6 +55,7 @@ sp_py_pool_hold_strongly(PoolCore *self, PyObject *conn)
         Py_CLEAR(rec->on_drop);
     }
 }
+
 /* _hold_weakly(conn, on_drop): an asyncio checkout is the caller's from now
  * on; if it is dropped unreleased, on_drop() closes its socket and the slot
  * comes back (as for sync checkouts, whose socket dies with them). */
@@ -81,6 +83,7 @@ sp_py_pool_hold_weakly_method(PoolCore *self, PyObject *args)
     }
     Py_RETURN_NONE;
 }
+
 /* The connection a checkout record of `pool` on `ep` weakly refers to
  * through `wr`, as a key (it is being destroyed), or NULL; its on_drop (or
  * NULL) goes to *on_drop. */
@@ -101,6 +104,7 @@ find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr, PyObject **on_
     pthread_mutex_unlock(&ep->lock);
     return payload;
 }
+
 /* A checked-out connection became unreachable without release(): its slot
  * comes back (counted as closed; its socket closes with it, and no cached
  * socket object keeps it open), and the pool's _checkout_dropped(id) hook
