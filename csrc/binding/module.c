@@ -414,28 +414,40 @@ core_unwatch(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef core_methods[] = {
-    {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
+    {"_set_disposer", core_set_disposer, METH_O, "_set_disposer($module, fn, /)\n--\n\n"
+     "Set the callable that closes dropped connections."},
     {"_set_failure_hook", core_set_failure_hook, METH_O,
+     "_set_failure_hook($module, fn, /)\n--\n\n"
      "Set failure_hook(pool, exc), called when get_connection() raises."},
-    {"fd_idle_ok", core_fd_idle_ok, METH_O,
-     "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
-    {"unwatch", core_unwatch, METH_O,
-     "unwatch(fd): stop watching a socket we are about to close (our close is no hangup)."},
-    {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
+    {"fd_idle_ok", core_fd_idle_ok, METH_O, "fd_idle_ok($module, fd, /)\n--\n\n"
+     "True if the socket has nothing to read and is not hung up."},
+    {"unwatch", core_unwatch, METH_O, "unwatch($module, fd, /)\n--\n\n"
+     "Stop watching a socket we are about to close (our close is no hangup)."},
+    {"stats", core_stats, METH_NOARGS, "stats($module, /)\n--\n\n"
+     "Counters of every endpoint: {label: {...}}."},
     {"host_view", (PyCFunction)core_host_view, METH_O,
-     PyDoc_STR("host_view(segment_name) -> the host budget's numbers, read-only")},
+     "host_view($module, segment_name, /)\n--\n\n"
+     "The host budget's numbers, read from its shared segment without attaching."},
     {"set_budget", (PyCFunction)(void (*)(void))core_set_budget, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("set_budget($module, /, key, max_connections, host=None, port=-1, unix_path=None,\n"
-               "           username=None, password=None, tls=False, shm_name=None)\n--\n\n"
+     PyDoc_STR("set_budget($module, /, key, max_connections, host=None, port=-1, unix_path=None, "
+               "username=None, password=None, tls=False, shm_name=None)\n--\n\n"
                "Set an endpoint's max_connections, creating it if needed; None, or why it\n"
                "keeps a process budget when shm_name asked for a host one.")},
     {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,
-     METH_VARARGS | METH_KEYWORDS, "Read or change the health checker's intervals."},
-    {"checker_running", core_checker_running, METH_NOARGS, "Whether the checker thread runs."},
-    {"shutdown", core_shutdown, METH_NOARGS, "Stop the checker thread (interpreter exit)."},
-    {"wait_events", core_wait_events, METH_O,
-     "wait_events(timeout) -> ([(when, endpoint, old, new, reason)], dropped)"},
-    {"fork_epoch", core_fork_epoch, METH_NOARGS, "Bumped in every child after fork()."},
+     METH_VARARGS | METH_KEYWORDS,
+     "checker_config($module, /, interval=..., recover_interval=..., backoff_min=..., "
+     "backoff_max=..., probe_timeout=..., enabled=..., server_reserve=..., "
+     "server_reserve_min=...)\n--\n\n"
+     "Read or change the health checker's intervals."},
+    {"checker_running", core_checker_running, METH_NOARGS, "checker_running($module, /)\n--\n\n"
+     "Whether the checker thread runs."},
+    {"shutdown", core_shutdown, METH_NOARGS, "shutdown($module, /)\n--\n\n"
+     "Stop the checker thread (interpreter exit)."},
+    {"wait_events", core_wait_events, METH_O, "wait_events($module, timeout, /)\n--\n\n"
+     "The state transitions since the last call, waiting up to timeout seconds:\n"
+     "([(when, endpoint, old, new, reason)], dropped)."},
+    {"fork_epoch", core_fork_epoch, METH_NOARGS, "fork_epoch($module, /)\n--\n\n"
+     "Bumped in every child after fork()."},
     {NULL, NULL, 0, NULL},
 };
 

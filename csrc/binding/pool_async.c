@@ -216,8 +216,10 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
 
 static PyMethodDef inbox_methods[] = {
     {"fileno", (PyCFunction)inbox_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\n"
      "The read end of the pipe that wakes the loop."},
     {"collect", (PyCFunction)inbox_collect, METH_NOARGS,
+     "collect($self, /)\n--\n\n"
      "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
     {NULL, NULL, 0, NULL},
 };

@@ -977,61 +977,83 @@ pool_report_exception_m(PoolCore *self, PyObject *exc)
 
 static PyMethodDef pool_methods[] = {
     {"_raise_unavailable", (PyCFunction)pool_raise_unavailable_m, METH_NOARGS,
+     "_raise_unavailable($self, /)\n--\n\n"
      "Raise ServerUnavailableError describing the endpoint's state."},
-    {"_raise_closed", (PyCFunction)pool_raise_closed_m, METH_NOARGS, "Raise PoolClosedError."},
+    {"_raise_closed", (PyCFunction)pool_raise_closed_m, METH_NOARGS,
+     "_raise_closed($self, /)\n--\n\n"
+     "Raise PoolClosedError."},
     {"get_connection", (PyCFunction)(void (*)(void))pool_get_connection,
-     METH_FASTCALL | METH_KEYWORDS,
-     "get_connection() -> Connection\n\nCheck out a connection that is ready to send, waiting up "
-     "to `timeout` seconds (FIFO, GIL released, interruptible) for one to come back."},
-    {"release", (PyCFunction)pool_release, METH_O,
-     "release(connection)\n\nGive a connection back (to the oldest waiter, else the idle stack)."},
+     METH_FASTCALL | METH_KEYWORDS, "get_connection($self, /, *args, **kwargs)\n--\n\n"
+     "Check out a connection that is ready to send, waiting up to `timeout` seconds (FIFO, "
+     "GIL released, interruptible) for one to come back."},
+    {"release", (PyCFunction)pool_release, METH_O, "release($self, connection, /)\n--\n\n"
+     "Give a connection back (to the oldest waiter, else the idle stack)."},
     {"_bind", (PyCFunction)(void (*)(void))pool_bind, METH_VARARGS | METH_KEYWORDS,
+     "_bind($self, /, key, max_connections, flavor, host=None, port=-1, unix_path=None, "
+     "username=None, password=None, tls=False, shm_name=None)\n--\n\n"
      "Attach to the endpoint budget for `key`; returns (max_connections, created)."},
-    {"_unbind", (PyCFunction)pool_unbind, METH_NOARGS, "Detach from the endpoint."},
-    {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS,
+    {"_unbind", (PyCFunction)pool_unbind, METH_NOARGS, "_unbind($self, /)\n--\n\n"
+     "Detach from the endpoint."},
+    {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS, "_close_core($self, /)\n--\n\n"
      "Refuse new checkouts and fail this pool's waiters."},
-    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS,
+    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS, "_drain_idle($self, /)\n--\n\n"
      "Close the idle connections of this pool's flavor."},
-    {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "Connections this pool has out."},
-    {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "Idle connections of its flavor."},
-    {"_owns", (PyCFunction)pool_owns, METH_O, "Whether the connection belongs to this pool."},
-    {"_report", (PyCFunction)pool_report, METH_VARARGS, "Report a failure kind to the checker."},
+    {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "_in_use_list($self, /)\n--\n\n"
+     "Connections this pool has out."},
+    {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "_idle_list($self, /)\n--\n\n"
+     "Idle connections of its flavor."},
+    {"_owns", (PyCFunction)pool_owns, METH_O, "_owns($self, connection, /)\n--\n\n"
+     "Whether the connection belongs to this pool."},
+    {"_report", (PyCFunction)pool_report, METH_VARARGS, "_report($self, kind, message, /)\n--\n\n"
+     "Report a failure kind to the checker."},
     {"_timeout_error", (PyCFunction)sp_py_pool_timeout_error, METH_O,
+     "_timeout_error($self, waited, /)\n--\n\n"
      "The error of an asyncio wait that ended after `waited` seconds (returned, not raised)."},
     {"_report_exception", (PyCFunction)pool_report_exception_m, METH_O,
+     "_report_exception($self, exc, /)\n--\n\n"
      "Tell the endpoint what an exception says about the server."},
-    {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS,
+    {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS, "_take_idle($self, /)\n--\n\n"
      "The oldest idle connection, checked out for a health check, or None."},
     {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
+     "_set_idle_limits($self, max_idle_time, max_lifetime, /)\n--\n\n"
      "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
-    {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS, "stats($self, /)\n--\n\n"
+     "Counters of the endpoint and this pool."},
     {"_async_acquire", (PyCFunction)sp_py_pool_async_acquire, METH_VARARGS,
-     "_async_acquire(inbox, flavor, future) -> ('conn', conn) | ('slot', None) | ('wait', None)"},
+     "_async_acquire($self, inbox, flavor, future, /)\n--\n\n"
+     "Join the queue without blocking: ('conn', conn), ('slot', None) or ('wait', None)."},
     {"_use_flavor", (PyCFunction)sp_py_pool_use_flavor, METH_O,
-     "_use_flavor(flavor): count this pool as a user of a per-loop flavor."},
+     "_use_flavor($self, flavor, /)\n--\n\n"
+     "Count this pool as a user of a per-loop flavor."},
     {"_drop_flavor", (PyCFunction)sp_py_pool_drop_flavor, METH_O,
-     "_drop_flavor(flavor): stop using it; its idle connections close if nobody else does."},
+     "_drop_flavor($self, flavor, /)\n--\n\n"
+     "Stop using it; its idle connections close if nobody else does."},
     {"_async_forget_inbox", (PyCFunction)sp_py_pool_async_forget_inbox, METH_O,
-     "_async_forget_inbox(inbox): the inbox's loop is gone; give back what its waiters hold."},
+     "_async_forget_inbox($self, inbox, /)\n--\n\n"
+     "The inbox's loop is gone; give back what its waiters hold."},
     {"_async_cancel", (PyCFunction)sp_py_pool_async_cancel, METH_VARARGS,
-     "_async_cancel(future, timed_out) -> bool: leave the queue, giving back what was handed."},
+     "_async_cancel($self, future, timed_out, /)\n--\n\n"
+     "Leave the queue, giving back what was handed; whether the future was queued."},
     {"_hold_weakly", (PyCFunction)sp_py_pool_hold_weakly_method, METH_VARARGS,
-     "_hold_weakly(conn, on_drop): an asyncio checkout held by its caller from now on; "
-     "on_drop() closes its socket if it is dropped unreleased."},
-    {"_add", (PyCFunction)sp_py_pool_add, METH_VARARGS,
-     "_add(conn, fd, flavor=0): a slot became a connection, now in use."},
+     "_hold_weakly($self, conn, on_drop, /)\n--\n\n"
+     "An asyncio checkout held by its caller from now on; on_drop() closes its socket if it "
+     "is dropped unreleased."},
+    {"_add", (PyCFunction)sp_py_pool_add, METH_VARARGS, "_add($self, conn, fd, flavor=0, /)\n--\n\n"
+     "A slot became a connection, now in use."},
     {"_slot_failed", (PyCFunction)sp_py_pool_slot_failed, METH_VARARGS,
-     "_slot_failed(exc_or_None, flavor=0): give a slot back (and report exc about `flavor`'s "
-     "connection)."},
-    {"_discard", (PyCFunction)sp_py_pool_discard, METH_O,
-     "_discard(conn): drop a checked-out connection that cannot be made ready."},
+     "_slot_failed($self, exc, flavor=0, /)\n--\n\n"
+     "Give a slot back (and report exc about `flavor`'s connection)."},
+    {"_discard", (PyCFunction)sp_py_pool_discard, METH_O, "_discard($self, conn, /)\n--\n\n"
+     "Drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_py_pool_release_fd, METH_VARARGS,
-     "_release_fd(conn, fd): release with the socket fd given (-1: not connected)."},
+     "_release_fd($self, conn, fd, /)\n--\n\n"
+     "Release with the socket fd given (-1: not connected)."},
     {"_set_hooks", (PyCFunction)(void (*)(void))sp_py_pool_set_hooks, METH_VARARGS | METH_KEYWORDS,
-     "_set_hooks(*, socket_getter, pushes_ok, release_hook, event_mapping, event_type, "
-     "metrics_hook, reauth_pending): set the ones given."},
+     "_set_hooks($self, /, **hooks)\n--\n\n"
+     "Set the ones given."},
     {"_set_quiet_listeners", (PyCFunction)sp_py_pool_set_quiet_listeners, METH_O,
-     "_set_quiet_listeners(list): the release listeners seen doing nothing without a token."},
+     "_set_quiet_listeners($self, listeners, /)\n--\n\n"
+     "The release listeners seen doing nothing without a token."},
     {NULL, NULL, 0, NULL},
 };
 
