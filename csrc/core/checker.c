@@ -98,7 +98,7 @@ wake_thread(void)
 /* Changes state under ep->lock and records the transition for the event
  * pump; buried records are appended to ep->graveyard for a Python thread. */
 static void
-change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     sp_state old = ep->state;
     sp_endpoint_set_state_locked(ep, s, reason, after);
@@ -115,7 +115,7 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
  * frees their slots, and hands them to the graveyard for disposal.
  * Records whose socket it cannot touch (asyncio) stay counted until then. */
 static void
-close_buried(sp_endpoint *ep, sp_after *after)
+close_buried(sp_endpoint *ep, sp_deferred *after)
 {
     while (after->graveyard != NULL) {
         sp_conn *list = after->graveyard;
@@ -138,13 +138,13 @@ close_buried(sp_endpoint *ep, sp_after *after)
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
-    sp_after_notify(after);
+    sp_deferred_notify(after);
 }
 
 void
 sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_note_error_locked(ep, NULL, message);
     ep->probe_requested = 1;
@@ -152,13 +152,13 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
     case SP_FAIL_REFUSED:
         /* Nothing listens: nobody else needs to find out the slow way. */
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server down: connection refused", &after);
         }
         break;
     case SP_FAIL_LOADING:
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server is loading its dataset", &after);
         }
         break;
@@ -166,7 +166,7 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
         sp_endpoint_rejected_locked(ep, &after);  /* multiplicative decrease */
         if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING ||
             ep->state == SP_STATE_SATURATED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
                                 &after);
         }
@@ -190,7 +190,7 @@ typedef struct {
 static void
 check_idle(sp_endpoint *ep, double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     idle_snap snap[256];
     struct pollfd pfd[256];
     int n = 0;
@@ -199,8 +199,8 @@ check_idle(sp_endpoint *ep, double now)
     sp_conn *rec = ep->idle_top;
     while (rec) {
         sp_conn *next = rec->next;
-        int expired = (ep->max_idle_time > 0 && now - rec->idle_since > ep->max_idle_time) ||
-                      (rec->expires_at > 0 && now >= rec->expires_at);
+        int expired = (ep->max_idle_time > 0 && now - rec->idle_since_mono > ep->max_idle_time) ||
+                      (rec->expires_mono > 0 && now >= rec->expires_mono);
         if (expired || rec->generation != ep->generation) {
             sp_endpoint_bury_idle_locked(ep, rec, &after);
         }
@@ -289,7 +289,7 @@ growing_locked(const sp_endpoint *ep)
  * the next probe. Caller holds ep->lock. */
 static int
 apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
-                  const sp_checker_config *cfg, double now, sp_after *after)
+                  const sp_checker_config *cfg, double now, sp_deferred *after)
 {
     if (ep->tls) {
         return 0;  /* bare probes: no view (TLS endpoints) */
@@ -299,7 +299,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
                                                                           : "no view");
         if (ep->state == SP_STATE_SATURATED) {
             change_state_locked(ep, SP_STATE_READY, "server's view unavailable", after);
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             return 1;
         }
         return 0;
@@ -328,13 +328,13 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
                  "reserve of %lld",
                  v.connected_clients, v.maxclients, headroom, reserve);
         change_state_locked(ep, SP_STATE_SATURATED, reason, after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
         /* At the line: stays saturated (no flapping between states while
          * the fleet sits on the reserve). */
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED) {
@@ -342,7 +342,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
                  "headroom back: %lld/%lld clients connected, reserve %lld",
                  v.connected_clients, v.maxclients, reserve);
         change_state_locked(ep, SP_STATE_READY, reason, after);
-        ep->next_probe = now + (sp_allowance_near_line(&ep->allow) ? near_line
+        ep->next_probe_mono = now + (sp_allowance_near_line(&ep->allow) ? near_line
                                                                      : jitter(cfg->recover_interval));
         return 1;
     }
@@ -354,7 +354,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, int counted,
          * doubling, and the probes slow down with everyone's. */
         change_state_locked(ep, SP_STATE_READY, "recovered: the server's headroom governs growth",
                             after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     return 0;
@@ -364,7 +364,7 @@ static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
             const sp_checker_config *cfg, double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[200];
     pthread_mutex_lock(&ep->lock);
     ep->probes++;
@@ -385,7 +385,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
-            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_endpoint_bury_all_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
             /* Logged, but not a state transition: generation tells it. */
@@ -393,7 +393,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
         if (res->run_id[0]) {
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
-        ep->backoff = 0;
+        ep->backoff_s = 0;
         if (apply_view_locked(ep, res, counted, cfg, now, &after)) {
             pthread_mutex_unlock(&ep->lock);
             close_buried(ep, &after);
@@ -404,22 +404,22 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
         case SP_STATE_OVERLOADED:
             change_state_locked(ep, SP_STATE_RECOVERING, "probe succeeded: letting connections in",
                                 &after);
-            ep->next_probe = now + cfg->recover_interval;
+            ep->next_probe_mono = now + cfg->recover_interval;
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
             if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
-                ep->next_probe = now + cfg->interval;
+                ep->next_probe_mono = now + cfg->interval;
             }
             else {
                 ep->max_connecting *= 2;
                 sp_endpoint_dispatch_locked(ep, &after);
-                ep->next_probe = now + cfg->recover_interval;
+                ep->next_probe_mono = now + cfg->recover_interval;
             }
             break;
         case SP_STATE_READY:
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             break;
         case SP_STATE_SATURATED:
             break;  /* apply_view_locked() decided */
@@ -429,19 +429,19 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
             /* Held back by the allowance: look again soon to let it grow
              * (jittered: processes that read one headroom grow apart). */
             double soon = now + jitter(cfg->recover_interval);
-            if (soon < ep->next_probe) {
-                ep->next_probe = soon;
+            if (soon < ep->next_probe_mono) {
+                ep->next_probe_mono = soon;
             }
         }
     }
     else {
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
-        ep->backoff = ep->backoff <= 0 ? cfg->backoff_min : ep->backoff * 2;
-        if (ep->backoff > cfg->backoff_max) {
-            ep->backoff = cfg->backoff_max;
+        ep->backoff_s = ep->backoff_s <= 0 ? cfg->backoff_min : ep->backoff_s * 2;
+        if (ep->backoff_s > cfg->backoff_max) {
+            ep->backoff_s = cfg->backoff_max;
         }
-        double wait = jitter(ep->backoff);
+        double wait = jitter(ep->backoff_s);
         switch (st) {
         case SP_PROBE_DOWN:
             snprintf(reason, sizeof(reason), "server down: %s", res->error);
@@ -474,7 +474,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, int counted,
             wait = cfg->interval;
             break;
         }
-        ep->next_probe = now + wait;
+        ep->next_probe_mono = now + wait;
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -571,7 +571,7 @@ static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
 static void
 give_probe_slot(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     ep->probe_slots--;
     pthread_mutex_unlock(&ep->lock);
@@ -602,7 +602,7 @@ flight_land(flight *fl)
         /* Silence says nothing here: callers hold every slot, and the stall
          * watch is what tells a stopped server from long holders. */
         pthread_mutex_lock(&fl->ep->lock);
-        fl->ep->next_probe = sp_now() + cfg.interval;
+        fl->ep->next_probe_mono = sp_now() + cfg.interval;
         pthread_mutex_unlock(&fl->ep->lock);
     }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
@@ -738,7 +738,7 @@ view_probe_locked(sp_endpoint *ep)
 static void
 loan_return(sp_endpoint *ep, int keep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_return_loan_locked(ep, keep, &after);
     pthread_mutex_unlock(&ep->lock);
@@ -802,7 +802,7 @@ loan_land(flight *fl, const sp_checker_config *cfg)
     }
     else {
         pthread_mutex_lock(&fl->ep->lock);
-        fl->ep->next_probe = sp_now() + cfg->interval;
+        fl->ep->next_probe_mono = sp_now() + cfg->interval;
         pthread_mutex_unlock(&fl->ep->lock);
     }
     loan_return(fl->ep, ok);
@@ -941,10 +941,10 @@ stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;
-        ep->stall_since = now;
+        ep->stall_since_mono = now;
         return 0;
     }
-    return now - ep->stall_since >= cfg->probe_timeout && now >= ep->stall_probe_after;
+    return now - ep->stall_since_mono >= cfg->probe_timeout && now >= ep->stall_probe_after_mono;
 }
 
 /* Starts a probe of a stalled endpoint, over the budget (see above); its
@@ -972,7 +972,7 @@ static int
 apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[160];
     pthread_mutex_lock(&ep->lock);
     int mine = ep->stall_probing;
@@ -980,20 +980,20 @@ apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     int silent = mine && no_reply(res, cfg) && ep->state == SP_STATE_READY &&
                  ep->progress == ep->stall_progress;
     if (mine && !silent) {
-        ep->stall_probe_after = now + cfg->interval;  /* long holders: look again later */
+        ep->stall_probe_after_mono = now + cfg->interval;  /* long holders: look again later */
     }
     if (silent) {
         snprintf(reason, sizeof(reason),
                  "server not answering: no connection came back for %.1fs with %d callers "
                  "waiting, and a probe had no reply in %.1fs (stopped or black-holed)",
-                 now - ep->stall_since, ep->waiters, cfg->probe_timeout);
+                 now - ep->stall_since_mono, ep->waiters, cfg->probe_timeout);
         ep->probes++;
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
         ep->silent = 1;
-        ep->backoff = cfg->backoff_min;
+        ep->backoff_s = cfg->backoff_min;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
-        ep->next_probe = now + jitter(ep->backoff);
+        ep->next_probe_mono = now + jitter(ep->backoff_s);
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -1034,7 +1034,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     double now = sp_now();
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
-    sp_after host = {0};
+    sp_deferred host = {0};
     sp_endpoint_host_tick(ep, &host);
     close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
@@ -1059,7 +1059,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 
     pthread_mutex_lock(&ep->lock);
     /* One probe at a time per endpoint: the one in flight answers. */
-    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe_mono);
     int view = due || (ep->loan_ready && !in_flight) ? view_probe_locked(ep) : VIEW_TODAY;
     /* While ready, a probe takes a spare slot only, never the last free one
      * unless an idle connection can serve a caller meanwhile: nobody is
@@ -1082,14 +1082,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     /* Held back by the allowance: probe soon, to let it grow. */
     if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
-        !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
-        ep->next_probe = now + jitter(cfg.recover_interval);
+        !sp_allowance_near_line(&ep->allow) && ep->next_probe_mono > now + cfg.recover_interval) {
+        ep->next_probe_mono = now + jitter(cfg.recover_interval);
     }
-    sp_after full = {0};
+    sp_deferred full = {0};
     if (view != VIEW_TODAY) {
         /* Near the line: the probe is one of the allowance's connections. */
         if (view == VIEW_WAIT) {
-            ep->next_probe = now + cfg.interval;  /* or as soon as one is lent */
+            ep->next_probe_mono = now + cfg.interval;  /* or as soon as one is lent */
         }
         else {
             ep->probe_requested = 0;
@@ -1101,7 +1101,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
-        ep->next_probe = now + cfg.interval;
+        ep->next_probe_mono = now + cfg.interval;
         due = 0;
     }
     if (due && view == VIEW_TODAY) {
@@ -1111,13 +1111,13 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         }
         else if (ep->total < ep->max_connections && ep->state == SP_STATE_READY) {
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
-            ep->next_probe = now + cfg.interval;
+            ep->next_probe_mono = now + cfg.interval;
         }
         else {
             due = 2;          /* paused with old connections still out: probe anyway */
         }
     }
-    double ep_next = ep->next_probe;
+    double ep_next = ep->next_probe_mono;
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &full);
 
@@ -1129,7 +1129,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         probe_start(ep, due == 1, view == VIEW_OVER, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
-        ep_next = ep->next_probe;
+        ep_next = ep->next_probe_mono;
         pthread_mutex_unlock(&ep->lock);
     }
     /* A probe in flight wakes the loop itself (its socket, its deadline). */

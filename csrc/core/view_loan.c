@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "probe.h"
+#include "resp.h"
 
 static const char INFO_REQUEST[] =
     "*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n"
@@ -24,20 +24,30 @@ sp_loan_send_info(int fd)
     return send(fd, INFO_REQUEST, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
 }
 
-/* Takes one complete reply: a bulk string is an INFO payload; an error
- * reply is named by its code only (a listener may echo what it was sent). */
+/* Takes one complete reply: a bulk string (RESP2) or a verbatim string
+ * (RESP3, "txt:" first) is an INFO payload; an error reply is named by its
+ * code only (a listener may echo what it was sent). Anything else, a RESP3
+ * push among them, is -1: the connection is not as its owner left it. */
 static int
 take_reply(const char *r, size_t n, const char *section, sp_server_view *v, char *why,
            size_t whysize)
 {
-    if (r[0] == '$') {
+    if (r[0] == '$' || r[0] == '=') {
         const char *body = memchr(r, '\n', n);
         if (body == NULL) {
             return -1;
         }
         body++;
         size_t blen = n - (size_t)(body - r);
-        sp_server_view_parse(v, body, blen >= 2 ? blen - 2 : 0);
+        blen = blen >= 2 ? blen - 2 : 0;
+        if (r[0] == '=') {
+            if (blen < 4) {
+                return -1;
+            }
+            body += 4;  /* the format: "txt:" */
+            blen -= 4;
+        }
+        sp_server_view_parse(v, body, blen);
         return 0;
     }
     if (r[0] != '-') {

@@ -14,10 +14,13 @@
  * counted before, and nobody else reads a slot vacated for a moment as
  * headroom.
  *
- * The connection is off the books meanwhile (no thread can reach it), and
- * only RESP2 connections are lent: a RESP2 server sends nothing unasked on
- * a connection that is not subscribed, so once both replies are read the
- * connection is exactly as its owner left it. The exchange is
+ * The connection is off the books meanwhile (no thread can reach it). A
+ * server sends nothing unasked on a connection that is not subscribed,
+ * except RESP3 pushes (client-side caching invalidations, maintenance
+ * notices): once both replies are read with nothing else, the connection
+ * is exactly as its owner left it; a push among them means it is not, and
+ * it is closed (redis-py flushes a caching connection's cache when it is
+ * disconnected, so no invalidation is lost). The exchange is
  *
  *     INFO clients  INFO stats      (pipelined, one write)
  *

@@ -28,7 +28,7 @@ fork_waiter(void *p)
 {
     fw_arg *a = p;
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
     double deadline = sp_now() + 30.0;
 
@@ -59,7 +59,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
              tp_payload *held)
 {
     int before = sp_test_failures;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *got = NULL, *rec;
     tp_payload *q;
@@ -105,7 +105,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
     CHECK(tp_after_done(&after) == 1);
     q = tp_connect(ep, POOL_F, 1, -1);
     CHECK(q != NULL && ep->total == 1);
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
     CHECK(tp_after_done(&after) == (q != NULL));
     CHECK(ep->total == 0 && full->total == 0);
     CHECK(tp_collect(ep) == 0 && tp_collect(full) == 0);
@@ -117,7 +117,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
 static void
 test_fork_child_clean(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *full;
     tp_payload *p[3], *held;
     sp_checker_config cfg = {0.02, 0.02, 0.01, 0.05, 0.5, 1, 0.0, 0};
@@ -191,10 +191,10 @@ test_fork_child_clean(void)
     sp_checker_stop();
 
 done:
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_G, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_G, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     tp_collect(full);

@@ -113,7 +113,7 @@ test_foreach_unbind_inside(void)
 static void
 test_configure(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *bound, *made;
     tp_payload *p[3];
     int created, i, base = sp_registry_count();
@@ -140,7 +140,7 @@ test_configure(void)
         }
     }
     CHECK(bound->total == 1 && bound->idle == 1);
-    sp_endpoint_drain_idle(bound, 0, &after);
+    sp_endpoint_bury_idle_of(bound, 0, &after);
     tp_after_done(&after);
     sp_registry_unbind(bound);
     CHECK(sp_registry_count() == base);
