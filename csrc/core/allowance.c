@@ -86,15 +86,17 @@ sp_allowance_on_view(sp_allowance *a, const sp_server_view *v, long long reserve
         return 1;
     }
     /* Near the line (spare within 4 reserves) one at a time, and the
-     * closer to it the rarer (with odds spare / (2 * reserve)): processes
-     * that read one headroom at once (all of them, right after a restart)
-     * overshoot by one each at most, and seldom together; the reserve
-     * absorbs that. Far from it, a jittered share of the spare, so that a
-     * lone process on a large server is not held back. */
+     * closer to it the rarer (with odds (spare - 1) / (2 * reserve)): the
+     * last one above the line is slack for processes that read one
+     * headroom at once (all of them, right after a restart): two of them
+     * growing together end at the line, not over it, and going over takes
+     * three at a spare of 2, each with odds 1 / (2 * reserve). Far from
+     * it, a jittered share of the spare, so that a lone process on a large
+     * server is not held back. */
     long long spare = headroom - reserve;
-    long long step = spare <= 0 ? 0
+    long long step = spare <= 1 ? 0
                      : spare <= 4 * reserve
-                         ? (u * 2.0 * (double)reserve < (double)spare ? 1 : 0)
+                         ? (u * 2.0 * (double)reserve < (double)(spare - 1) ? 1 : 0)
                          : 1 + (long long)(u * (double)(spare - 4 * reserve) / 16.0);
     if (step > spare) {
         step = spare;

@@ -40,7 +40,8 @@ void sp_allowance_init(sp_allowance *a);
  *     share of the excess, ceil((reserve - headroom) * total / connected);
  *   - headroom above the reserve: additive increase over what it holds
  *     (spare = headroom - reserve): while spare is within 4 reserves, 1
- *     when u * 2 * reserve < spare (else 0: the closer, the rarer),
+ *     when u * 2 * reserve < spare - 1 (else 0: the closer, the rarer; a
+ *     spare of 1 is slack for processes that read one headroom at once),
  *     1 + u * (spare - 4 * reserve) / 16 beyond, so that processes reading
  *     one headroom do not all take it; with room beyond that for the
  *     whole budget, the budget (a lone process on a large server is not

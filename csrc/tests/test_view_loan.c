@@ -227,6 +227,16 @@ test_regrowing(void)
     v.connected_clients = 9000;                       /* back near the line */
     sp_allowance_on_view(&a, &v, 1000, 20, 50, 0.0);
     CHECK(!a.regrowing);
+
+    /* one above the line is slack for processes that read one headroom at once */
+    sp_server_view line = {56, 64, 0};                /* headroom 8, reserve 7: spare 1 */
+    sp_allowance_on_view(&a, &line, 7, 5, 16, 0.0);
+    CHECK(a.allowance == 5);
+    line.connected_clients = 55;                      /* spare 2: one more, at the odds */
+    sp_allowance_on_view(&a, &line, 7, 5, 16, 0.0);
+    CHECK(a.allowance == 6);
+    sp_allowance_on_view(&a, &line, 7, 5, 16, 0.2);
+    CHECK(a.allowance == 5);                          /* 0.2 * 14 >= 1 */
 }
 
 const sp_test sp_view_loan_tests[] = {
