@@ -10,6 +10,7 @@
 #include "checker.h"
 #include "clock.h"
 #include "events.h"
+#include "host_health.h"
 #include "probe.h"
 #include "registry.h"
 #include "watch.h"
@@ -403,7 +404,8 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
-            if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
+            if (sp_host_health_demand_met_locked(ep) ||
+                ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
                 ep->next_probe = now + cfg->interval;
             }
@@ -558,6 +560,15 @@ give_probe_slot(sp_endpoint *ep)
     close_buried(ep, &after);
 }
 
+/* Host scope: the probe lease lasts until this process's next probe. */
+static void
+host_probe_landed(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_host_health_landed_locked(ep, sp_now());
+    pthread_mutex_unlock(&ep->lock);
+}
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -580,6 +591,7 @@ flight_land(flight *fl)
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
+    host_probe_landed(fl->ep);
     /* The request held the password: leave nothing behind. */
     memset(fl->op.wbuf, 0, sizeof(fl->op.wbuf));
 }
@@ -933,6 +945,10 @@ tick_endpoint(sp_endpoint *ep, void *arg)
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
         ep->next_probe = now + cfg.interval;
+        due = 0;
+    }
+    /* Host scope, not ready: one probe for the host (the lease holder's). */
+    if (due && !sp_host_health_may_probe_locked(ep, cfg.probe_timeout, now)) {
         due = 0;
     }
     if (due) {

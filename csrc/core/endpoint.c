@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "endpoint.h"
+#include "host_health.h"
 #include "inbox.h"
 #include "watch.h"
 
@@ -234,6 +235,8 @@ host_settle_locked(sp_endpoint *ep)
         if (ep->wait_head == NULL) {
             sp_host_unqueue(ep->host_budget);
         }
+        /* Connects done give their units of the host's max_connecting back. */
+        sp_host_connect_settle(ep->host_budget, ep->connecting);
         sp_host_publish(ep->host_budget, ep->in_use, ep->total);
     }
 }
@@ -415,7 +418,8 @@ may_create_locked(sp_endpoint *ep)
             ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
             return 0;
         }
-        return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
+        /* Recovering: the host's max_connecting in host scope. */
+        return ep->state == SP_STATE_READY || sp_host_health_may_connect_locked(ep);
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
     case SP_STATE_SATURATED:
@@ -749,6 +753,8 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
 {
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
+    /* Host scope: paused by another process fails this caller too. */
+    sp_host_health_adopt_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
     if (ep->wait_head == NULL) {
         sp_conn *rec = idle_find(ep, flavor);
@@ -888,6 +894,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         }
         int head = ep->wait_head == w;
         if (head) {
+            sp_host_health_adopt_locked(ep, &local);  /* the futex moves with news too */
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
@@ -1313,6 +1320,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
     }
+    sp_host_health_on_state_locked(ep);  /* host scope: news for every process */
     sp_endpoint_dispatch_locked(ep, after);
 }
 
@@ -1442,6 +1450,8 @@ sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
     sp_host_reclaim(h, 0);
     pthread_mutex_lock(&ep->lock);
     if (ep->host_budget == h) {
+        sp_host_health_retry(h);
+        sp_host_health_adopt_locked(ep, after);
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {

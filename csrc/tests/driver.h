@@ -21,6 +21,7 @@ extern const sp_test sp_watch_tests[];
 extern const sp_test sp_auth_gate_tests[];
 extern const sp_test sp_inbox_tests[];
 extern const sp_test sp_host_budget_tests[];
+extern const sp_test sp_host_health_tests[];
 extern const sp_test sp_allowance_tests[];
 
 /* Failures in the running test (reset by main before each test). */

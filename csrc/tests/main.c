@@ -24,6 +24,7 @@ static const sp_test *const suites[] = {
     sp_probe_tests,
     sp_inbox_tests,
     sp_host_budget_tests,
+    sp_host_health_tests,
     sp_allowance_tests,
     /* add new suites here (and the file to DRIVER in the Makefile) */
 };
