@@ -1,15 +1,20 @@
 /* module.c -- the redis_safepool._core extension module: multi-phase init, module state, functions. */
+#include "module_state.h"
+
+#include <limits.h>
+
 #include "checker.h"
 #include "clock.h"
 #include "events.h"
 #include "forksafe.h"
+#include "net.h"
 #include "probe.h"
-#include <limits.h>
-#include "module_state.h"
 #include "registry.h"
 #include "watch.h"
 
-unsigned long sp_main_thread_ident;
+#include "dispose.h"
+
+unsigned long sp_py_main_thread_ident;
 
 static sp_modstate *
 get_state(PyObject *module)
@@ -100,7 +105,7 @@ set_server_view(PyObject *d, const sp_stats *s)
 }
 
 PyObject *
-sp_stats_dict(sp_endpoint *ep)
+sp_py_stats_dict(sp_endpoint *ep)
 {
     sp_stats s;
     sp_endpoint_stats(ep, &s);
@@ -153,7 +158,7 @@ add_stats(sp_endpoint *ep, void *arg)
     if (PyErr_Occurred()) {
         return 1;
     }
-    PyObject *d = sp_stats_dict(ep);
+    PyObject *d = sp_py_stats_dict(ep);
     if (d == NULL) {
         return 1;
     }
@@ -198,24 +203,24 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
         return NULL;
     }
     sp_address addr = {host, port, unix_path, username, password, tls};
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep = sp_registry_configure(key, label, max_connections, &addr, &after);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
-    sp_finish_after(get_state(module), &after);
+    sp_py_finish_deferred(get_state(module), &after);
     PyObject *note = Py_None;
     Py_INCREF(note);
     if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
         Py_DECREF(note);
-        note = sp_use_host_budget(ep, shm_name, max_connections);
+        note = sp_py_use_host_budget(ep, shm_name, max_connections);
         if (note == NULL) {
             sp_registry_unbind(ep);
             return NULL;
         }
         if (note == Py_None) {
             sp_endpoint_set_max(ep, max_connections, &after);  /* the host's, explicitly */
-            sp_finish_after(get_state(module), &after);
+            sp_py_finish_deferred(get_state(module), &after);
         }
     }
     sp_registry_unbind(ep);  /* configure() took a reference for the call */
@@ -225,7 +230,7 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
 /* ---- host scope ----------------------------------------------------------------- */
 
 PyObject *
-sp_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections)
+sp_py_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections)
 {
     char err[200] = "";
     int created = 0;
@@ -473,17 +478,17 @@ core_exec(PyObject *module)
     if (ident == NULL) {
         return -1;
     }
-    sp_main_thread_ident = PyLong_AsUnsignedLong(ident);
+    sp_py_main_thread_ident = PyLong_AsUnsignedLong(ident);
     Py_DECREF(ident);
     if (PyErr_Occurred()) {
         return -1;
     }
 
-    st->PoolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_pool_core_spec, NULL);
+    st->PoolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_py_pool_core_spec, NULL);
     if (st->PoolCoreType == NULL || PyModule_AddType(module, st->PoolCoreType) < 0) {
         return -1;
     }
-    st->LoopInboxType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_loop_inbox_spec,
+    st->LoopInboxType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_py_loop_inbox_spec,
                                                                  NULL);
     if (st->LoopInboxType == NULL || PyModule_AddType(module, st->LoopInboxType) < 0) {
         return -1;

@@ -98,7 +98,7 @@ wake_thread(void)
 /* Changes state under ep->lock and records the transition for the event
  * pump; buried records are appended to ep->graveyard for a Python thread. */
 static void
-change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     sp_state old = ep->state;
     sp_endpoint_set_state_locked(ep, s, reason, after);
@@ -115,7 +115,7 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
  * frees their slots, and hands them to the graveyard for disposal.
  * Records whose socket it cannot touch (asyncio) stay counted until then. */
 static void
-close_buried(sp_endpoint *ep, sp_after *after)
+close_buried(sp_endpoint *ep, sp_deferred *after)
 {
     while (after->graveyard != NULL) {
         sp_conn *list = after->graveyard;
@@ -138,13 +138,13 @@ close_buried(sp_endpoint *ep, sp_after *after)
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
-    sp_after_notify(after);
+    sp_deferred_notify(after);
 }
 
 void
 sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_note_error_locked(ep, NULL, message);
     ep->probe_requested = 1;
@@ -190,7 +190,7 @@ typedef struct {
 static void
 check_idle(sp_endpoint *ep, double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     idle_snap snap[256];
     struct pollfd pfd[256];
     int n = 0;
@@ -289,7 +289,7 @@ growing_locked(const sp_endpoint *ep)
  * the next probe. Caller holds ep->lock. */
 static int
 apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
-                  double now, sp_after *after)
+                  double now, sp_deferred *after)
 {
     if (ep->tls) {
         return 0;  /* bare probes: no view (TLS endpoints) */
@@ -360,7 +360,7 @@ static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[200];
     pthread_mutex_lock(&ep->lock);
     ep->probes++;
@@ -552,7 +552,7 @@ static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
 static void
 give_probe_slot(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     ep->probe_slots--;
     pthread_mutex_unlock(&ep->lock);
@@ -818,7 +818,7 @@ static int
 apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[160];
     pthread_mutex_lock(&ep->lock);
     int mine = ep->stall_probing;
@@ -880,7 +880,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     double now = sp_now();
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
-    sp_after host = {0};
+    sp_deferred host = {0};
     sp_endpoint_host_tick(ep, &host);
     close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
@@ -939,7 +939,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
                            sp_allowance_within_reach(&ep->allow, ep->max_connections,
                                                      ep->total - ep->probe_slots - ep->closing) &&
                            !ep->tls;
-    sp_after full = {0};
+    sp_deferred full = {0};
     if (due && !has_slot && !view_over_budget) {
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);

@@ -111,7 +111,7 @@ sp_endpoint_free(sp_endpoint *ep)
 }
 
 void
-sp_after_bury(sp_after *after, sp_conn *rec)
+sp_deferred_bury(sp_deferred *after, sp_conn *rec)
 {
     rec->state = SP_CONN_DEAD;
     rec->prev = NULL;
@@ -121,7 +121,7 @@ sp_after_bury(sp_after *after, sp_conn *rec)
 
 /* Whether `after` can take one more async waiter's pipe (or has it). */
 static int
-notify_room(const sp_after *after, int fd)
+notify_room(const sp_deferred *after, int fd)
 {
     if (after->n_notify < (int)(sizeof(after->notify_fds) / sizeof(int))) {
         return 1;
@@ -135,7 +135,7 @@ notify_room(const sp_after *after, int fd)
 }
 
 static void
-note_notify(sp_after *after, int fd)
+note_notify(sp_deferred *after, int fd)
 {
     for (int i = 0; i < after->n_notify; i++) {
         if (after->notify_fds[i] == fd) {
@@ -255,18 +255,18 @@ sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
 static void
-forget_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+forget_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
     ep->closing++;
     ep->closed++;
     rec->counted = 1;
     rec->ep = ep;
-    sp_after_bury(after, rec);
+    sp_deferred_bury(after, rec);
 }
 
 void
-sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
+sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after)
 {
     if (n <= 0) {
         return;
@@ -279,14 +279,14 @@ sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
 }
 
 void
-sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     idle_unlink(ep, rec);
     forget_locked(ep, rec, after);
 }
 
 void
-sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->idle_top) {
         sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
@@ -295,7 +295,7 @@ sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
 
 /* Hands records the checker buried to the calling (Python) thread. */
 static void
-collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
+collect_graveyard_locked(sp_endpoint *ep, sp_deferred *after)
 {
     if (ep->graveyard == NULL) {
         return;
@@ -365,7 +365,7 @@ queue_unlink(sp_endpoint *ep, sp_waiter *w)
 
 /* Settles a queued waiter and wakes it. */
 static void
-serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
+serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_deferred *after)
 {
     int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
@@ -529,7 +529,7 @@ relay_wake(sp_waiter *w)
  * each one done wakes the next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
  * not fit in `after` stay for the next call.) */
 static void
-fail_queue_locked(sp_endpoint *ep, sp_after *after)
+fail_queue_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_waiter *w = ep->wait_tail;
     sp_waiter *relay_head = NULL, *relay_tail = NULL;
@@ -608,7 +608,7 @@ sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w)
 }
 
 void
-sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->wait_head) {
         sp_waiter *w = ep->wait_head;
@@ -642,12 +642,12 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
     host_settle_locked(ep);
 }
 
-/* Dispatch from a call that has no sp_after of its own: buried victims go
+/* Dispatch from a call that has no sp_deferred of its own: buried victims go
  * to ep->graveyard (still counted; the next acquire/release hands them to a
  * thread that disposes of them), async waiters to wake are kept in `local`
- * for sp_after_notify() once the lock is released. */
+ * for sp_deferred_notify() once the lock is released. */
 static void
-dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
+dispatch_deferred_locked(sp_endpoint *ep, sp_deferred *local)
 {
     sp_endpoint_dispatch_locked(ep, local);
     if (local->graveyard != NULL) {
@@ -662,7 +662,7 @@ dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
 }
 
 void
-sp_after_notify(sp_after *after)
+sp_deferred_notify(sp_deferred *after)
 {
     for (int i = 0; i < after->n_notify; i++) {
         ssize_t rc = write(after->notify_fds[i], "x", 1);
@@ -698,7 +698,7 @@ sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor)
 }
 
 void
-sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->pools--;
@@ -719,7 +719,7 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 /* Lowered budget or allowance: idle connections over the cap go now
  * (oldest first), busy ones on release. */
 static void
-trim_idle_locked(sp_endpoint *ep, sp_after *after)
+trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
            ep->idle > 0) {
@@ -733,7 +733,7 @@ trim_idle_locked(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
@@ -749,7 +749,7 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 
 sp_acquire_status
 sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
-                    sp_waiter *w, sp_conn **out, sp_after *after)
+                    sp_waiter *w, sp_conn **out, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
@@ -776,7 +776,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         return SP_ACQ_PAUSED;
     }
     /* Not waiting: unless room is a close away (then the caller's
-     * sp_finish_after() closes it and serves this waiter before it waits). */
+     * sp_py_finish_deferred() closes it and serves this waiter before it waits). */
     if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
         pthread_mutex_unlock(&ep->lock);
@@ -887,7 +887,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
         }
-        sp_after local = {0};
+        sp_deferred local = {0};
         pthread_mutex_lock(&ep->lock);
         if (!w->has_cond) {
             make_cond_locked(w);
@@ -898,7 +898,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
-        sp_after_notify(&local);
+        sp_deferred_notify(&local);
         r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
@@ -933,7 +933,7 @@ static sp_wait_result
 leave_timed_out(sp_endpoint *ep, sp_waiter *w)
 {
     sp_wait_result result;
-    sp_after local = {0};
+    sp_deferred local = {0};
     pthread_mutex_lock(&ep->lock);
     result = w->result;  /* served between the timeout and here? */
     if (result == SP_WAIT_PENDING) {
@@ -949,13 +949,13 @@ leave_timed_out(sp_endpoint *ep, sp_waiter *w)
         w->result = result = SP_WAIT_TIMEOUT;
     }
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     return result;
 }
 
 /* Puts a connection back where the next waiter or the idle stack gets it. */
 static void
-give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     ep->in_use--;
     idle_push(ep, rec);
@@ -963,7 +963,7 @@ give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 }
 
 void
-sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
+sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     switch (w->result) {
@@ -1020,16 +1020,16 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     ep->created++;
     ep->progress++;
     /* Recovering: one connect fewer in flight lets the next waiter in. */
-    sp_after local = {0};
+    sp_deferred local = {0};
     dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     sp_watch_add(fd, ep->serial);
     return 0;
 }
 
 void
-sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
+sp_endpoint_cancel_slot(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1040,7 +1040,7 @@ sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
+sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1052,7 +1052,7 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
@@ -1116,7 +1116,7 @@ flavor_used_locked(const sp_endpoint *ep, uint32_t flavor)
 
 sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
-                    sp_after *after)
+                    sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
@@ -1160,7 +1160,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
 /* ---- bulk operations ------------------------------------------------------ */
 
 void
-sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_conn *rec = ep->idle_top;
@@ -1177,7 +1177,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 }
 
 void
-sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_waiter *w = ep->wait_head;
@@ -1193,7 +1193,7 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
 }
 
 void
-sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     for (size_t i = 0; i < ep->conns.cap; i++) {
@@ -1270,7 +1270,7 @@ held_locked(const sp_endpoint *ep)
 
 int
 sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                               double u, sp_after *after)
+                               double u, sp_deferred *after)
 {
     ep->server_view = *v;
     ep->server_view_error[0] = '\0';
@@ -1292,14 +1292,14 @@ sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why)
 }
 
 void
-sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_rejected_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_allowance_on_rejection(&ep->allow, held_locked(ep));
     trim_idle_locked(ep, after);
 }
 
 void
-sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     if (reason) {
         snprintf(ep->state_reason, sizeof(ep->state_reason), "%s", reason);
@@ -1387,13 +1387,13 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
      * the parent's: move them all to the graveyard, which the child
      * disposes of without touching the parent's sockets. */
     init_lock(&ep->lock);
-    sp_after after = {0};
+    sp_deferred after = {0};
     for (size_t i = 0; i < ep->conns.cap; i++) {
         if (ep->conns.keys[i]) {
             sp_conn *rec = ep->conns.values[i];
             rec->quiet = rec->state == SP_CONN_INUSE;
             rec->counted = 0;
-            sp_after_bury(&after, rec);
+            sp_deferred_bury(&after, rec);
         }
     }
     sp_conn *tail = after.graveyard;
@@ -1441,7 +1441,7 @@ sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
 }
 
 void
-sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
+sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
     if (h == NULL) {
