@@ -123,13 +123,13 @@ sp_py_stats_dict(sp_endpoint *ep)
         set_item(d, "created", PyLong_FromUnsignedLongLong(s.created)) < 0 ||
         set_item(d, "closed", PyLong_FromUnsignedLongLong(s.closed)) < 0 ||
         set_item(d, "waits", PyLong_FromUnsignedLongLong(s.waits)) < 0 ||
-        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_time_total)) < 0 ||
-        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_time_max)) < 0 ||
+        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_total_s)) < 0 ||
+        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_max_s)) < 0 ||
         set_item(d, "timeouts", PyLong_FromUnsignedLongLong(s.timeouts)) < 0 ||
         set_item(d, "waiters", PyLong_FromLong(s.waiters)) < 0 ||
         set_item(d, "pools", PyLong_FromLong(s.pools)) < 0 ||
         set_item(d, "state", PyUnicode_FromString(sp_state_name(s.state))) < 0 ||
-        set_item(d, "state_since", PyFloat_FromDouble(s.state_since)) < 0 ||
+        set_item(d, "state_since", PyFloat_FromDouble(s.state_since_wall)) < 0 ||
         set_item(d, "state_reason", text_or_none(s.state_reason)) < 0 ||
         set_item(d, "last_error", text_or_none(s.last_error)) < 0 ||
         set_item(d, "run_id", text_or_none(s.run_id)) < 0 ||

@@ -301,13 +301,13 @@ sp_py_pool_raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
     /* Name the state that refused this call: a probe may have moved the
      * endpoint on (recovering, ready) before this thread got the GIL back. */
     int refusing = s.state == SP_STATE_PAUSED || s.state == SP_STATE_OVERLOADED;
-    if (!refusing && s.refused_since > 0) {
+    if (!refusing && s.refused_since_wall > 0) {
         PyOS_snprintf(now, sizeof(now), " (now %s)", sp_state_name(s.state));
         s.state = s.refused_state;
-        s.state_since = s.refused_since;
+        s.state_since_wall = s.refused_since_wall;
         memcpy(s.state_reason, s.refused_reason, sizeof(s.state_reason));
     }
-    double ago = sp_wall() - s.state_since;
+    double ago = sp_wall() - s.state_since_wall;
     /* PyErr_Format has no %f: format here. */
     PyOS_snprintf(msg, sizeof(msg), "%s %s %s since %.1fs ago: %s%s%s%s; failing fast%s",
                   ep->label, now[0] ? "was" : "is", sp_state_name(s.state), ago,

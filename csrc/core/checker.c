@@ -152,13 +152,13 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
     case SP_FAIL_REFUSED:
         /* Nothing listens: nobody else needs to find out the slow way. */
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server down: connection refused", &after);
         }
         break;
     case SP_FAIL_LOADING:
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server is loading its dataset", &after);
         }
         break;
@@ -166,7 +166,7 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
         sp_endpoint_rejected_locked(ep, &after);  /* multiplicative decrease */
         if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING ||
             ep->state == SP_STATE_SATURATED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
                                 &after);
         }
@@ -199,8 +199,8 @@ check_idle(sp_endpoint *ep, double now)
     sp_conn *rec = ep->idle_top;
     while (rec) {
         sp_conn *next = rec->next;
-        int expired = (ep->max_idle_time > 0 && now - rec->idle_since > ep->max_idle_time) ||
-                      (rec->expires_at > 0 && now >= rec->expires_at);
+        int expired = (ep->max_idle_time > 0 && now - rec->idle_since_mono > ep->max_idle_time) ||
+                      (rec->expires_mono > 0 && now >= rec->expires_mono);
         if (expired || rec->generation != ep->generation) {
             sp_endpoint_bury_idle_locked(ep, rec, &after);
         }
@@ -299,7 +299,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                                                                           : "no view");
         if (ep->state == SP_STATE_SATURATED) {
             change_state_locked(ep, SP_STATE_READY, "server's view unavailable", after);
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             return 1;
         }
         return 0;
@@ -324,13 +324,13 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                  "reserve of %lld",
                  v.connected_clients, v.maxclients, headroom, reserve);
         change_state_locked(ep, SP_STATE_SATURATED, reason, after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
         /* At the line: stays saturated (no flapping between states while
          * the fleet sits on the reserve). */
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED) {
@@ -338,7 +338,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                  "headroom back: %lld/%lld clients connected, reserve %lld",
                  v.connected_clients, v.maxclients, reserve);
         change_state_locked(ep, SP_STATE_READY, reason, after);
-        ep->next_probe = now + (sp_allowance_near_line(&ep->allow) ? near_line
+        ep->next_probe_mono = now + (sp_allowance_near_line(&ep->allow) ? near_line
                                                                      : jitter(cfg->recover_interval));
         return 1;
     }
@@ -350,7 +350,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
          * doubling, and the probes slow down with everyone's. */
         change_state_locked(ep, SP_STATE_READY, "recovered: the server's headroom governs growth",
                             after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     return 0;
@@ -389,7 +389,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0]) {
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
-        ep->backoff = 0;
+        ep->backoff_s = 0;
         if (apply_view_locked(ep, res, cfg, now, &after)) {
             pthread_mutex_unlock(&ep->lock);
             close_buried(ep, &after);
@@ -400,23 +400,23 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_STATE_OVERLOADED:
             change_state_locked(ep, SP_STATE_RECOVERING, "probe succeeded: letting connections in",
                                 &after);
-            ep->next_probe = now + cfg->recover_interval;
+            ep->next_probe_mono = now + cfg->recover_interval;
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
             if (sp_host_health_demand_met_locked(ep) ||
                 ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
-                ep->next_probe = now + cfg->interval;
+                ep->next_probe_mono = now + cfg->interval;
             }
             else {
                 ep->max_connecting *= 2;
                 sp_endpoint_dispatch_locked(ep, &after);
-                ep->next_probe = now + cfg->recover_interval;
+                ep->next_probe_mono = now + cfg->recover_interval;
             }
             break;
         case SP_STATE_READY:
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             break;
         case SP_STATE_SATURATED:
             break;  /* apply_view_locked() decided */
@@ -426,19 +426,19 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             /* Held back by the allowance: look again soon to let it grow
              * (jittered: processes that read one headroom grow apart). */
             double soon = now + jitter(cfg->recover_interval);
-            if (soon < ep->next_probe) {
-                ep->next_probe = soon;
+            if (soon < ep->next_probe_mono) {
+                ep->next_probe_mono = soon;
             }
         }
     }
     else {
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
-        ep->backoff = ep->backoff <= 0 ? cfg->backoff_min : ep->backoff * 2;
-        if (ep->backoff > cfg->backoff_max) {
-            ep->backoff = cfg->backoff_max;
+        ep->backoff_s = ep->backoff_s <= 0 ? cfg->backoff_min : ep->backoff_s * 2;
+        if (ep->backoff_s > cfg->backoff_max) {
+            ep->backoff_s = cfg->backoff_max;
         }
-        double wait = jitter(ep->backoff);
+        double wait = jitter(ep->backoff_s);
         switch (st) {
         case SP_PROBE_DOWN:
             snprintf(reason, sizeof(reason), "server down: %s", res->error);
@@ -471,7 +471,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             wait = cfg->interval;
             break;
         }
-        ep->next_probe = now + wait;
+        ep->next_probe_mono = now + wait;
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -585,7 +585,7 @@ flight_land(flight *fl)
         /* Silence says nothing here: callers hold every slot, and the stall
          * watch is what tells a stopped server from long holders. */
         pthread_mutex_lock(&fl->ep->lock);
-        fl->ep->next_probe = sp_now() + cfg.interval;
+        fl->ep->next_probe_mono = sp_now() + cfg.interval;
         pthread_mutex_unlock(&fl->ep->lock);
     }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
@@ -787,10 +787,10 @@ stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;
-        ep->stall_since = now;
+        ep->stall_since_mono = now;
         return 0;
     }
-    return now - ep->stall_since >= cfg->probe_timeout && now >= ep->stall_probe_after;
+    return now - ep->stall_since_mono >= cfg->probe_timeout && now >= ep->stall_probe_after_mono;
 }
 
 /* Starts a probe of a stalled endpoint, over the budget (see above); its
@@ -826,20 +826,20 @@ apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     int silent = mine && no_reply(res, cfg) && ep->state == SP_STATE_READY &&
                  ep->progress == ep->stall_progress;
     if (mine && !silent) {
-        ep->stall_probe_after = now + cfg->interval;  /* long holders: look again later */
+        ep->stall_probe_after_mono = now + cfg->interval;  /* long holders: look again later */
     }
     if (silent) {
         snprintf(reason, sizeof(reason),
                  "server not answering: no connection came back for %.1fs with %d callers "
                  "waiting, and a probe had no reply in %.1fs (stopped or black-holed)",
-                 now - ep->stall_since, ep->waiters, cfg->probe_timeout);
+                 now - ep->stall_since_mono, ep->waiters, cfg->probe_timeout);
         ep->probes++;
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
         ep->silent = 1;
-        ep->backoff = cfg->backoff_min;
+        ep->backoff_s = cfg->backoff_min;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
-        ep->next_probe = now + jitter(ep->backoff);
+        ep->next_probe_mono = now + jitter(ep->backoff_s);
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -905,7 +905,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 
     pthread_mutex_lock(&ep->lock);
     /* One probe at a time per endpoint: the one in flight answers. */
-    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe_mono);
     /* While ready, a probe takes a spare slot only, never the last free one
      * unless an idle connection can serve a caller meanwhile: nobody is
      * refused or kept waiting because of a probe. With nothing to spare,
@@ -927,8 +927,8 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     /* Held back by the allowance: probe soon, to let it grow. */
     if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
-        !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
-        ep->next_probe = now + jitter(cfg.recover_interval);
+        !sp_allowance_near_line(&ep->allow) && ep->next_probe_mono > now + cfg.recover_interval) {
+        ep->next_probe_mono = now + jitter(cfg.recover_interval);
     }
     /* With the line within reach of this process's budget, fleet-aware
      * admission needs a fresh view even with the budget full: once per
@@ -944,7 +944,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
-        ep->next_probe = now + cfg.interval;
+        ep->next_probe_mono = now + cfg.interval;
         due = 0;
     }
     /* Host scope, not ready: one probe for the host (the lease holder's). */
@@ -959,14 +959,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         else if (!view_over_budget && ep->total < ep->max_connections &&
                  ep->state == SP_STATE_READY) {
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
-            ep->next_probe = now + cfg.interval;
+            ep->next_probe_mono = now + cfg.interval;
         }
         else {
             due = 2;          /* paused with old connections still out, or the view's
                                * probe at a full budget: probe anyway */
         }
     }
-    double ep_next = ep->next_probe;
+    double ep_next = ep->next_probe_mono;
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &full);
 
@@ -974,7 +974,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         probe_start(ep, due == 1, view_over_budget, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
-        ep_next = ep->next_probe;
+        ep_next = ep->next_probe_mono;
         pthread_mutex_unlock(&ep->lock);
     }
     /* A probe in flight wakes the loop itself (its socket, its deadline). */

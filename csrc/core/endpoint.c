@@ -79,7 +79,7 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->port = -1;
     ep->max_connections = max_connections;
     ep->state = SP_STATE_READY;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
     sp_server_view_init(&ep->server_view);
@@ -152,7 +152,7 @@ idle_push(sp_endpoint *ep, sp_conn *rec)
 {
     rec->state = SP_CONN_IDLE;
     rec->owner = NULL;
-    rec->idle_since = sp_now();
+    rec->idle_since_mono = sp_now();
     rec->idle_stamp = ++ep->idle_seq;
     rec->prev = NULL;
     rec->next = ep->idle_top;
@@ -369,10 +369,10 @@ serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_de
 {
     int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
-    double waited = sp_now() - w->enqueued_at;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    double waited = sp_now() - w->enqueued_mono;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     if (w->has_cond) {
         pthread_mutex_lock(&w->mutex);
@@ -449,10 +449,10 @@ static void
 note_refusal_locked(sp_endpoint *ep)
 {
     ep->refused_by_state++;
-    if (ep->refused_state != ep->state || ep->refused_since != ep->state_since ||
+    if (ep->refused_state != ep->state || ep->refused_since_wall != ep->state_since_wall ||
         strcmp(ep->refused_reason, ep->state_reason) != 0) {
         ep->refused_state = ep->state;
-        ep->refused_since = ep->state_since;
+        ep->refused_since_wall = ep->state_since_wall;
         memcpy(ep->refused_reason, ep->state_reason, sizeof(ep->refused_reason));
     }
 }
@@ -786,7 +786,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     w->flavor = flavor;
     w->result = SP_WAIT_PENDING;
     w->conn = NULL;
-    w->enqueued_at = sp_now();
+    w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
     /* Only other flavors idle and the budget full: make room for this one. */
@@ -941,10 +941,10 @@ leave_timed_out(sp_endpoint *ep, sp_waiter *w)
         /* The next waiter may be servable now (idle of its flavor). */
         dispatch_deferred_locked(ep, &local);
         ep->timeouts++;
-        double waited = sp_now() - w->enqueued_at;
-        ep->wait_time_total += waited;
-        if (waited > ep->wait_time_max) {
-            ep->wait_time_max = waited;
+        double waited = sp_now() - w->enqueued_mono;
+        ep->wait_total_s += waited;
+        if (waited > ep->wait_max_s) {
+            ep->wait_max_s = waited;
         }
         w->result = result = SP_WAIT_TIMEOUT;
     }
@@ -1001,7 +1001,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     rec->fd = fd;
     rec->flavor = flavor;
     rec->state = SP_CONN_INUSE;
-    rec->created_at = sp_now();
+    rec->created_mono = sp_now();
     rec->lease = 1;
     pthread_mutex_lock(&ep->lock);
     if (sp_ptrmap_put(&ep->conns, payload, rec) < 0) {
@@ -1013,7 +1013,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
         /* Jitter lifetimes by up to 10% so connections made together do not
          * all expire together. */
         double jitter = (double)(((uintptr_t)rec >> 4) % 1000) / 10000.0;
-        rec->expires_at = rec->created_at + ep->max_lifetime * (1.0 - jitter);
+        rec->expires_mono = rec->created_mono + ep->max_lifetime * (1.0 - jitter);
     }
     ep->connecting--;
     ep->in_use++;
@@ -1089,9 +1089,9 @@ sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
 {
     pthread_mutex_lock(&ep->lock);
     ep->timeouts++;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1142,7 +1142,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
         ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
         host_yield_locked(ep) ||
-        (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
+        (rec->expires_mono > 0 && sp_now() >= rec->expires_mono)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
@@ -1309,7 +1309,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
         return;
     }
     ep->state = s;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->transitions++;
     if (s == SP_STATE_PAUSED) {
         /* Nothing from before an outage is ever handed out again: idle
@@ -1337,7 +1337,7 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->waiters = ep->waiters;
     out->pools = ep->pools;
     out->state = ep->state;
-    out->state_since = ep->state_since;
+    out->state_since_wall = ep->state_since_wall;
     memcpy(out->state_reason, ep->state_reason, sizeof(out->state_reason));
     memcpy(out->last_error, ep->last_error, sizeof(out->last_error));
     memcpy(out->run_id, ep->run_id, sizeof(out->run_id));
@@ -1352,12 +1352,12 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->dead_idle_closed = ep->dead_idle_closed;
     out->peer_hangups = ep->peer_hangups;
     out->refused_state = ep->refused_state;
-    out->refused_since = ep->refused_since;
+    out->refused_since_wall = ep->refused_since_wall;
     memcpy(out->refused_reason, ep->refused_reason, sizeof(out->refused_reason));
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
-    out->wait_time_total = ep->wait_time_total;
-    out->wait_time_max = ep->wait_time_max;
+    out->wait_total_s = ep->wait_total_s;
+    out->wait_max_s = ep->wait_max_s;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
     struct sp_host *h = ep->host_budget;

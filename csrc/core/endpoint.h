@@ -54,9 +54,9 @@ typedef struct sp_conn {
     uint32_t flavor;
     uint64_t generation;      /* endpoint generation it was created in */
     uint64_t lease;           /* bumped at every checkout (checker's ABA guard) */
-    double created_at;        /* sp_now() */
-    double expires_at;        /* jittered max_lifetime deadline, 0 = never */
-    double idle_since;        /* sp_now() when last put on the idle stack */
+    double created_mono;        /* sp_now() */
+    double expires_mono;        /* jittered max_lifetime deadline, 0 = never */
+    double idle_since_mono;        /* sp_now() when last put on the idle stack */
     uint64_t idle_stamp;      /* unique per idle period (checker's ABA guard) */
     struct sp_conn *prev;     /* idle stack or graveyard links */
     struct sp_conn *next;
@@ -80,7 +80,7 @@ typedef struct sp_waiter {
     uint32_t flavor;
     sp_wait_result result;
     sp_conn *conn;
-    double enqueued_at;
+    double enqueued_mono;
     int notify_fd;            /* async waiters: written to when served; -1 for threads */
     uint64_t ticket;          /* async waiters: the caller's handle */
     /* Async waiters with an inbox (inbox.h) are appended to it when served
@@ -125,10 +125,10 @@ typedef struct {
 typedef struct sp_flavor_use {
     uint32_t flavor;
     int pools;
-    double auth_retry_at;     /* sp_now(): its credentials were rejected;
+    double auth_retry_mono;     /* sp_now(): its credentials were rejected;
                                * fail fast until then (0: not rejected), see
                                * auth_gate.h */
-    double auth_backoff;      /* seconds between trial connects */
+    double auth_backoff_s;      /* seconds between trial connects */
     uint64_t auth_failures;
 } sp_flavor_use;
 
@@ -170,7 +170,7 @@ typedef struct sp_endpoint {
 
     /* Health (written by the checker and by failure reports). */
     sp_state state;
-    double state_since;       /* wall clock */
+    double state_since_wall;       /* wall clock */
     char state_reason[160];   /* written by set_state_locked: password masked */
     char last_error[200];     /* written by note_error_locked only: password masked */
     char run_id[41];
@@ -181,7 +181,7 @@ typedef struct sp_endpoint {
      * overloaded with nothing to use): the caller's error names this, not
      * whatever state a probe moved to before the caller got the GIL back. */
     sp_state refused_state;
-    double refused_since;     /* wall clock: state_since of refused_state */
+    double refused_since_wall;     /* wall clock: state_since of refused_state */
     char refused_reason[160];
     uint64_t progress;        /* checkouts that ended and slots that settled (release,
                                * discard, connect made, failed or given up) */
@@ -189,12 +189,12 @@ typedef struct sp_endpoint {
      * last saw it, since when it has not moved with every slot out and
      * callers queued, and when it may probe a stalled endpoint again. */
     uint64_t stall_progress;
-    double stall_since;       /* sp_now() */
-    double stall_probe_after; /* sp_now() */
+    double stall_since_mono;       /* sp_now() */
+    double stall_probe_after_mono; /* sp_now() */
     int stall_probing;        /* the probe in flight is a stall probe */
     int silent;               /* paused because the server answers nobody:
                                * a probe without a reply keeps it paused */
-    double next_probe;        /* sp_now() of the next scheduled probe */
+    double next_probe_mono;        /* sp_now() of the next scheduled probe */
     int auth_rejections;      /* flavors whose credentials are rejected now
                                * (auth_gate.h); written under `lock`, read
                                * without it (atomic) so that the common case
@@ -205,7 +205,7 @@ typedef struct sp_endpoint {
     int probe_knock;          /* paused, and nothing listened at the last
                                * probe: the next one is a bare connect on a
                                * short cadence (checker.c, probe scheduling) */
-    double backoff;           /* current probe backoff while down/overloaded */
+    double backoff_s;           /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
     /* Fleet-aware admission (allowance.h): the server's own view of its
      * clients from the checker's last probe, and the share of it this
@@ -236,8 +236,8 @@ typedef struct sp_endpoint {
     uint64_t created;
     uint64_t closed;
     uint64_t waits;
-    double wait_time_total;
-    double wait_time_max;
+    double wait_total_s;
+    double wait_max_s;
     uint64_t timeouts;
     uint64_t probes;
     uint64_t probe_failures;
@@ -267,15 +267,15 @@ typedef enum {
 typedef struct {
     int max_connections, total, in_use, idle, connecting, closing, waiters, pools;
     sp_state state;
-    double state_since;
+    double state_since_wall;
     char state_reason[160];
     char last_error[200];
     char run_id[41];
     uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
     uint64_t refused_by_state, dead_idle_closed, peer_hangups, transitions, connect_failures;
-    double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
+    double wait_total_s, wait_max_s, max_idle_time, max_lifetime;
     sp_state refused_state;
-    double refused_since;
+    double refused_since_wall;
     char refused_reason[160];
     int host_scope;           /* 1: the numbers below are the host's */
     sp_host_stats host;

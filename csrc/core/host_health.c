@@ -56,7 +56,7 @@ sp_host_health_on_state_locked(sp_endpoint *ep)
     memset(&rec, 0, sizeof(rec));
     rec.state = (uint32_t)ep->state;
     rec.reason = reason_code(ep->state, ep->state_reason);
-    rec.since = ep->state_since;
+    rec.since = ep->state_since_wall;
     memcpy(rec.run_id, ep->run_id, sizeof(rec.run_id));
     if (ep->state == SP_STATE_RECOVERING) {
         sp_host_set_max_connecting(h, 2);  /* before the news: nobody rushes */
@@ -69,7 +69,7 @@ sp_host_health_on_state_locked(sp_endpoint *ep)
 
 /* The server answered the publisher: a new run_id is a restart here too. */
 static void
-adopt_run_id_locked(sp_endpoint *ep, const sp_host_health *rec, sp_after *after)
+adopt_run_id_locked(sp_endpoint *ep, const sp_host_health *rec, sp_deferred *after)
 {
     if (rec->run_id[0] == '\0' ||
         (rec->state != SP_STATE_READY && rec->state != SP_STATE_RECOVERING)) {
@@ -107,7 +107,7 @@ takes_over(sp_state have, sp_state want)
 }
 
 void
-sp_host_health_adopt_locked(sp_endpoint *ep, sp_after *after)
+sp_host_health_adopt_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_host *h = ep->host_budget;
     sp_host_health rec;
@@ -127,7 +127,7 @@ sp_host_health_adopt_locked(sp_endpoint *ep, sp_after *after)
     if (want == SP_STATE_PAUSED || want == SP_STATE_OVERLOADED) {
         sp_endpoint_note_error_locked(ep, "host: ", reason_text[rec.reason]);
     }
-    ep->backoff = 0;
+    ep->backoff_s = 0;
     ep->probe_knock = 0;
     ep->probe_requested = 0;
     ep->silent = want == SP_STATE_PAUSED && rec.reason == SP_HOST_REASON_SILENT;
@@ -162,7 +162,7 @@ sp_host_health_may_probe_locked(sp_endpoint *ep, double probe_timeout, double no
         return 1;
     }
     ep->probe_requested = 0;
-    ep->next_probe = now + wait + 0.001;  /* look again when the lease ends */
+    ep->next_probe_mono = now + wait + 0.001;  /* look again when the lease ends */
     return 0;
 }
 
@@ -180,7 +180,7 @@ sp_host_health_landed_locked(sp_endpoint *ep, double now)
     if (ep->state == SP_STATE_RECOVERING && ep->max_connecting > sp_host_max_connecting(h)) {
         sp_host_set_max_connecting(h, ep->max_connecting);  /* the doubling, for the host */
     }
-    double next = ep->next_probe - now;
+    double next = ep->next_probe_mono - now;
     if (next < 0) {
         next = 0;
     }

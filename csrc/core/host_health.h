@@ -16,7 +16,7 @@ void sp_host_health_on_state_locked(sp_endpoint *ep);
 
 /* Takes in the host's state when another process published one newer
  * than the last seen here: paused there fails callers here at once. */
-void sp_host_health_adopt_locked(sp_endpoint *ep, sp_after *after);
+void sp_host_health_adopt_locked(sp_endpoint *ep, sp_deferred *after);
 
 /* The checker is about to probe: while the endpoint is not ready, only
  * the holder of the host's probe lease does. Returns 1 to probe; 0 when

@@ -60,7 +60,7 @@ static sp_acquire_status
 try_acquire(sp_endpoint *ep)
 {
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     tp_waiter_init(&w);
     sp_acquire_status st = sp_endpoint_acquire(ep, POOL_HH, 1, 0, &w, &got, &after);
@@ -111,7 +111,7 @@ pause_child(const char *name, int fd)
     close(go_pipe[1]);
     /* Ready here: a caller gets a slot. */
     CHECK(try_acquire(ep) == SP_ACQ_SLOT);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint_cancel_slot(ep, &after);
     tp_after_done(&after);
     if (write(fd, &c, 1) != 1 || read(go_pipe[0], &c, 1) != 1) {
@@ -269,7 +269,7 @@ prober_child(const char *name, int fd)
     sp_endpoint_pool_added(ep, 1);
     /* Down already, as another process found it: probes decide from here. */
     pthread_mutex_lock(&ep->lock);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint_set_state_locked(ep, SP_STATE_PAUSED, "server down: reset", &after);
     pthread_mutex_unlock(&ep->lock);
     tp_after_done(&after);
@@ -460,7 +460,7 @@ connect_child(const char *name, int fd)
         return 1;
     }
     /* The connects are done (failed): their units go back. */
-    sp_after after = {0};
+    sp_deferred after = {0};
     for (long i = 0; i < slots; i++) {
         sp_endpoint_slot_failed(ep, &after);
     }
@@ -488,7 +488,7 @@ test_max_connecting_shared(void)
     int fds[N];
     CHECK(pipe(go_pipe) == 0 && pipe(go2_pipe) == 0);
     sp_endpoint *mine = host_ep(name, 16);
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&mine->lock);
     sp_endpoint_set_state_locked(mine, SP_STATE_PAUSED, "server down: connection refused",
                                  &after);
