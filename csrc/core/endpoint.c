@@ -669,6 +669,10 @@ sp_deferred_notify(sp_deferred *after)
         (void)rc;  /* a full pipe already means "wake up" */
     }
     after->n_notify = 0;
+    if (after->wake_checker) {
+        after->wake_checker = 0;
+        sp_watch_wake();
+    }
 }
 
 /* ---- pools and flavors --------------------------------------------------- */
@@ -789,6 +793,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
+    after->wake_checker |= ep->host_budget != NULL && w->notify_fd >= 0 && ep->wait_head == w;
     /* Only other flavors idle and the budget full: make room for this one. */
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
@@ -1440,12 +1445,13 @@ sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
     return 0;
 }
 
-void
+int
 sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
+    int async_head = 0;
     if (h == NULL) {
-        return;
+        return 0;
     }
     sp_host_reclaim(h, 0);
     pthread_mutex_lock(&ep->lock);
@@ -1457,6 +1463,8 @@ sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
             sp_endpoint_drain_idle_locked(ep, after);
         }
+        async_head = ep->wait_head != NULL && ep->wait_head->notify_fd >= 0;
     }
     pthread_mutex_unlock(&ep->lock);
+    return async_head;
 }
