@@ -68,37 +68,6 @@ try_acquire(sp_endpoint *ep)
     return st;
 }
 
-/* Runs fn in a child process; *rfd reads what it writes to its fd. */
-static pid_t
-spawn(int (*fn)(const char *name, int fd), const char *name, int *rfd)
-{
-    int p[2];
-    if (pipe(p) < 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        sp_test_failures = 0;
-        int bad = fn(name, p[1]);
-        _exit(bad || sp_test_failures ? 1 : 0);
-    }
-    close(p[1]);
-    *rfd = p[0];
-    return pid;
-}
-
-static int
-exited_ok(pid_t pid)
-{
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) {
-        return 0;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 /* ---- a pause learnt by one process fails callers in every other ---------- */
 
 static int go_pipe[2] = {-1, -1};
@@ -140,7 +109,7 @@ test_pause_fails_every_process(void)
     CHECK(pipe(go_pipe) == 0);
     sp_endpoint *mine = host_ep(name, 4);
     for (int i = 0; i < N; i++) {
-        pids[i] = spawn(pause_child, name, &fds[i]);
+        pids[i] = tp_spawn(pause_child, name, &fds[i]);
     }
     close(go_pipe[0]);
     for (int i = 0; i < N; i++) {
@@ -154,7 +123,7 @@ test_pause_fails_every_process(void)
     CHECK(write(go_pipe[1], go, sizeof(go)) == (ssize_t)sizeof(go));
     close(go_pipe[1]);
     for (int i = 0; i < N; i++) {
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
         close(fds[i]);
     }
     sp_endpoint_free(mine);
@@ -311,7 +280,7 @@ probers_start(const char *name, counter_server *cs)
     prober_port = cs->port;
     for (int i = 0; i < PROBERS; i++) {
         prober_index = i;
-        prober_pids[i] = spawn(prober_child, name, &prober_fds[i]);
+        prober_pids[i] = tp_spawn(prober_child, name, &prober_fds[i]);
     }
     for (int i = 0; i < PROBERS; i++) {
         char c = 0;
@@ -331,7 +300,7 @@ probers_end(const char *name, counter_server *cs, pid_t killed)
             waitpid(killed, NULL, 0);
         }
         else {
-            CHECKF(exited_ok(prober_pids[i]), "prober %d failed", i);
+            CHECKF(tp_exited_ok(prober_pids[i]), "prober %d failed", i);
         }
         close(prober_fds[i]);
     }
@@ -495,7 +464,7 @@ test_max_connecting_shared(void)
     pthread_mutex_unlock(&mine->lock);
     tp_after_done(&after);
     for (int i = 0; i < N; i++) {
-        pids[i] = spawn(connect_child, name, &fds[i]);
+        pids[i] = tp_spawn(connect_child, name, &fds[i]);
     }
     close(go_pipe[0]);
     close(go2_pipe[0]);
@@ -527,7 +496,7 @@ test_max_connecting_shared(void)
     waitpid(pids[0], NULL, 0);
     send_go(go2_pipe[1], N);
     for (int i = 1; i < N; i++) {
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
     }
     for (int i = 0; i < N; i++) {
         close(fds[i]);
@@ -625,7 +594,7 @@ test_async_waiter_served_from_another_process(void)
     CHECK(released_at != MAP_FAILED);
     CHECK(pipe(go_pipe) == 0);
     int fd = -1;
-    pid_t pid = spawn(async_child, name, &fd);
+    pid_t pid = tp_spawn(async_child, name, &fd);
     close(go_pipe[0]);
     for (int round = 0; round < ASYNC_ROUNDS; round++) {
         int held = 0;
@@ -647,7 +616,7 @@ test_async_waiter_served_from_another_process(void)
     close(go_pipe[1]);
     double lags[ASYNC_ROUNDS];
     CHECK(read(fd, lags, sizeof(lags)) == sizeof(lags));
-    CHECKF(exited_ok(pid), "child failed");
+    CHECKF(tp_exited_ok(pid), "child failed");
     close(fd);
     qsort(lags, ASYNC_ROUNDS, sizeof(double), by_value);
     double bound = lags[ASYNC_ROUNDS - 1 - ASYNC_SLOW_ALLOWED];
