@@ -244,6 +244,8 @@ nap_ms(int ms)
 
 /* ---- entries and the line --------------------------------------------- */
 
+static int attached(const host_shm *s, uint64_t id);
+
 static int
 claim_entry(host_shm *s, uint64_t self)
 {
@@ -546,8 +548,10 @@ sp_host_health_publish(sp_host *h, const sp_host_health *in)
     if ((w != 0 && w != h->self && attached(h->shm, w)) ||
         !atomic_compare_exchange_strong(&r->writer, &w, h->self)) {
         /* Another process writes this very moment (or died writing and
-         * is not reclaimed yet): the checker tries again at its tick. */
+         * is not reclaimed yet): the checker tries again at its tick,
+         * unless the record moved on meanwhile (newer news). */
         h->pending = *in;
+        h->pending.gen = atomic_load(&r->gen);
         h->has_pending = 1;
         return 0;
     }
@@ -573,11 +577,9 @@ sp_host_health_retry(sp_host *h)
 {
     if (h->has_pending) {
         sp_host_health pending = h->pending;
-        if (pending.gen == h->health_seen) {
-            sp_host_health_publish(h, &pending);
-        }
-        else {
-            h->has_pending = 0;  /* newer news came meanwhile */
+        h->has_pending = 0;
+        if (atomic_load(&h->shm->health.gen) == pending.gen) {
+            sp_host_health_publish(h, &pending);  /* still stuck: the writer died */
         }
     }
 }
@@ -1019,6 +1021,13 @@ sp_host_attach(const char *name, int max, int *created, char *err, size_t errlen
     h->has_pending = 0;
     h->hint = (int)((self >> 40) % (uint64_t)max);
     h->proc = claim_entry(s, self);
+    /* A state published by a process that is gone (the last one exited
+     * while the server was down) is history, not news: our checker finds
+     * out for itself. Anything a live process published is taken in. */
+    uint64_t g = atomic_load(&s->health.gen);
+    if (g != 0 && (g & 1) == 0 && !attached(s, atomic_load(&s->health.by))) {
+        h->health_seen = g;
+    }
     return h;
 }
 

@@ -633,11 +633,51 @@ test_async_waiter_served_from_another_process(void)
     shm_unlink(name);
 }
 
+
+/* ---- a state from a process that is gone is history ---------------------- */
+
+static int
+stale_child(const char *name, int fd)
+{
+    (void)fd;
+    sp_endpoint *ep = host_ep(name, 4);
+    /* The pause was published by a process that has left: not news. */
+    sp_acquire_status st = try_acquire(ep);
+    CHECKF(st == SP_ACQ_SLOT, "acquire said %d (state %s)", (int)st, sp_state_name(ep->state));
+    if (st == SP_ACQ_SLOT) {
+        sp_deferred after = {0};
+        sp_endpoint_cancel_slot(ep, &after);
+        tp_after_done(&after);
+    }
+    sp_endpoint_free(ep);
+    return 0;
+}
+
+static void
+test_state_of_a_gone_process_is_history(void)
+{
+    const char *name = fresh_name();
+    sp_endpoint *gone = host_ep(name, 4);
+    sp_deferred after = {0};
+    pthread_mutex_lock(&gone->lock);
+    sp_endpoint_set_state_locked(gone, SP_STATE_PAUSED, "server down: connection refused",
+                                 &after);
+    pthread_mutex_unlock(&gone->lock);
+    tp_after_done(&after);
+    sp_endpoint_free(gone);  /* detached: its entry is free */
+    int fd = -1;
+    pid_t pid = tp_spawn(stale_child, name, &fd);
+    CHECKF(tp_exited_ok(pid), "child failed");
+    close(fd);
+    shm_unlink(name);
+}
+
 const sp_test sp_host_health_tests[] = {
     {"host_health_pause_fails_every_process", test_pause_fails_every_process},
     {"host_health_one_probe_per_host", test_one_probe_per_host},
     {"host_health_lease_holder_killed", test_lease_holder_killed},
     {"host_health_max_connecting_shared", test_max_connecting_shared},
+    {"host_health_state_of_a_gone_process_is_history", test_state_of_a_gone_process_is_history},
     {"host_health_async_waiter_served_from_another_process",
      test_async_waiter_served_from_another_process},
     {NULL, NULL},
