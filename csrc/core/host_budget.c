@@ -1180,7 +1180,14 @@ int sp_host_health_changed(const sp_host *h) { (void)h; return 0; }
 int sp_host_health_read(sp_host *h, sp_host_health *out) { (void)h; (void)out; return 0; }
 void sp_host_set_adopting(sp_host *h, int on) { (void)h; (void)on; }
 int sp_host_adopting(const sp_host *h) { (void)h; return 0; }
-int sp_host_probe_lease(sp_host *h, double s, double *w) { (void)h; (void)s; (void)w; return 1; }
+int
+sp_host_probe_lease(sp_host *h, double seconds, double *wait_s)
+{
+    (void)h;
+    (void)seconds;
+    (void)wait_s;
+    return 1;
+}
 void sp_host_probe_lease_extend(sp_host *h, double seconds) { (void)h; (void)seconds; }
 void sp_host_probe_lease_drop(sp_host *h) { (void)h; }
 int sp_host_probe_lease_held(const sp_host *h) { (void)h; return 0; }
