@@ -187,19 +187,7 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
             /* Put it back for the next call (the oldest first again): nothing is lost. */
             Py_XDECREF(item);
             Py_DECREF(list);
-            pthread_mutex_lock(&self->inbox.lock);
-            w->served_prev = NULL;
-            w->served_next = self->inbox.head;
-            if (self->inbox.head) {
-                self->inbox.head->served_prev = w;
-            }
-            else {
-                self->inbox.tail = w;
-            }
-            self->inbox.head = w;
-            w->in_inbox = 1;
-            self->inbox.signaled = 0;
-            pthread_mutex_unlock(&self->inbox.lock);
+            sp_inbox_unpop(&self->inbox, w);
             return NULL;
         }
         Py_DECREF(item);

@@ -1077,6 +1077,94 @@ sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool)
     return rec;
 }
 
+int
+sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap && rc == 0; i++) {
+        if (ep->conns.keys[i] != NULL) {
+            rc = visit(ep->conns.values[i], ctx);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
+    int rc = rec != NULL ? visit(rec, ctx) : 0;
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor)
+{
+    int pools = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            pools = ep->flavors[i].pools;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return pools;
+}
+
+int
+sp_endpoint_is_paused(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    int paused = ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&ep->lock);
+    return paused;
+}
+
+void
+sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_flavor = flavor;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->max_idle_time = max_idle_s;
+    ep->max_lifetime = max_lifetime_s;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+const char *
+sp_endpoint_key(const sp_endpoint *ep)
+{
+    return ep->key;
+}
+
+const char *
+sp_endpoint_label(const sp_endpoint *ep)
+{
+    return ep->label;
+}
+
+int
+sp_endpoint_is_tls(const sp_endpoint *ep)
+{
+    return ep->tls;
+}
+
+int
+sp_endpoint_on_host_budget(sp_endpoint *ep)
+{
+    return __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) != NULL;
+}
+
 void
 sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
 {

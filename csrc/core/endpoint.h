@@ -351,6 +351,33 @@ void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
 
 /* The in-use record of `payload` checked out by `pool`, or NULL. */
 sp_conn *sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool);
+
+/* ---- what the binding reads and sets, without reaching into the books ---- */
+
+/* A visit of one record, under the endpoint's lock (a leaf lock: no Python,
+ * no I/O, no other lock). Nonzero stops the walk. */
+typedef int (*sp_conn_visit)(sp_conn *rec, void *ctx);
+/* Visits every record of the endpoint (in use, idle, connecting) under its
+ * lock until a visit returns nonzero; returns that value, or 0. */
+int sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx);
+/* Visits the record of `payload`, if there is one, under the lock: the
+ * visit's value, or 0 when there is none. */
+int sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx);
+/* Pools counted under `flavor` now. */
+int sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor);
+/* Whether the endpoint is paused (down or loading: callers fail fast). */
+int sp_endpoint_is_paused(sp_endpoint *ep);
+/* The flavor whose credentials the checker's probes use. */
+void sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor);
+/* max_idle_time and max_lifetime in seconds (0: off). */
+void sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s);
+/* Set at creation and never changed, so read without the lock: the key,
+ * the label shown to people (no secrets), whether it is TLS, and whether a
+ * host budget backs it (an atomic read). */
+const char *sp_endpoint_key(const sp_endpoint *ep);
+const char *sp_endpoint_label(const sp_endpoint *ep);
+int sp_endpoint_is_tls(const sp_endpoint *ep);
+int sp_endpoint_on_host_budget(sp_endpoint *ep);
 /* Counts a wait that the caller gave up on after `waited` seconds. */
 void sp_endpoint_count_timeout(sp_endpoint *ep, double waited);
 
