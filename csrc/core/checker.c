@@ -9,6 +9,7 @@
 #include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
+#include "conn_list.h"
 #include "events.h"
 #include "probe.h"
 #include "registry.h"
@@ -128,12 +129,7 @@ close_buried(sp_endpoint *ep, sp_deferred *after)
             }
         }
         pthread_mutex_lock(&ep->lock);
-        sp_conn *tail = list;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = list;
+        sp_conn_list_move(&list, &ep->graveyard);
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }

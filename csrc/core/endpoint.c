@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "conn_list.h"
 #include "endpoint.h"
 #include "inbox.h"
 #include "watch.h"
@@ -294,16 +295,7 @@ sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
 static void
 collect_graveyard_locked(sp_endpoint *ep, sp_deferred *after)
 {
-    if (ep->graveyard == NULL) {
-        return;
-    }
-    sp_conn *tail = ep->graveyard;
-    while (tail->next) {
-        tail = tail->next;
-    }
-    tail->next = after->graveyard;
-    after->graveyard = ep->graveyard;
-    ep->graveyard = NULL;
+    sp_conn_list_move(&ep->graveyard, &after->graveyard);
 }
 
 /* ---- waiters ------------------------------------------------------------- */
@@ -618,10 +610,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
         }
         if (evictable_locked(ep)) {
             /* Full, and only other flavors idle: close the oldest of them. */
-            sp_conn *victim = ep->idle_top;
-            while (victim->next) {
-                victim = victim->next;
-            }
+            sp_conn *victim = sp_conn_list_last(ep->idle_top);
             idle_unlink(ep, victim);
             forget_locked(ep, victim, after);
         }
@@ -646,15 +635,7 @@ static void
 dispatch_deferred_locked(sp_endpoint *ep, sp_deferred *local)
 {
     sp_endpoint_dispatch_locked(ep, local);
-    if (local->graveyard != NULL) {
-        sp_conn *tail = local->graveyard;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = local->graveyard;
-        local->graveyard = NULL;
-    }
+    sp_conn_list_move(&local->graveyard, &ep->graveyard);
 }
 
 void
@@ -719,10 +700,7 @@ trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
            ep->idle > 0) {
-        sp_conn *victim = ep->idle_top;
-        while (victim->next) {
-            victim = victim->next;
-        }
+        sp_conn *victim = sp_conn_list_last(ep->idle_top);
         idle_unlink(ep, victim);
         forget_locked(ep, victim, after);
     }
@@ -1476,14 +1454,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
             sp_deferred_bury(&after, rec);
         }
     }
-    sp_conn *tail = after.graveyard;
-    if (tail) {
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = after.graveyard;
-    }
+    sp_conn_list_move(&after.graveyard, &ep->graveyard);
     sp_ptrmap_clear(&ep->conns);
     ep->idle_top = NULL;
     ep->wait_head = ep->wait_tail = NULL;
