@@ -725,6 +725,7 @@ sp_acquire_status
 sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
                     sp_waiter *w, sp_conn **out, sp_deferred *after)
 {
+    sp_acquire_status got;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
@@ -733,26 +734,26 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         if (rec) {
             *out = checkout_locked(ep, rec, pool);
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_CONN;
+            got = SP_ACQ_CONN;
+            goto out;
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_SLOT;
+            got = SP_ACQ_SLOT;
+            goto out;
         }
     }
     if (refused_by_state_locked(ep)) {
         note_refusal_locked(ep);
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_PAUSED;
+        got = SP_ACQ_PAUSED;
+        goto out;
     }
     /* Not waiting: unless room is a close away (then the caller's
      * sp_py_finish_deferred() closes it and serves this waiter before it waits). */
     if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_TIMEOUT;
+        got = SP_ACQ_TIMEOUT;
+        goto out;
     }
     w->pool = pool;
     w->flavor = flavor;
@@ -763,8 +764,10 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     queue_push(ep, w);
     /* Only other flavors idle and the budget full: make room for this one. */
     sp_endpoint_dispatch_locked(ep, after);
+    got = SP_ACQ_QUEUED;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return SP_ACQ_QUEUED;
+    return got;
 }
 
 /* Makes a waiter's condition variable (under ep->lock: serve() reads
@@ -1177,20 +1180,21 @@ sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
                     sp_deferred *after)
 {
+    sp_release_status refused;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
     sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
     if (rec == NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_UNKNOWN;
+        refused = SP_REL_UNKNOWN;
+        goto refuse;
     }
     if (rec->state == SP_CONN_IDLE) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_DOUBLE;
+        refused = SP_REL_DOUBLE;
+        goto refuse;
     }
     if (rec->owner != pool) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_FOREIGN;
+        refused = SP_REL_FOREIGN;
+        goto refuse;
     }
     ep->progress++;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
@@ -1214,6 +1218,9 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         sp_watch_add(fd, ep->serial);
     }
     return SP_REL_OK;
+refuse:
+    pthread_mutex_unlock(&ep->lock);
+    return refused;
 }
 
 /* ---- bulk operations ------------------------------------------------------ */
@@ -1474,21 +1481,22 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
 int
 sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
 {
+    int rc = -1;
     pthread_mutex_lock(&ep->lock);
     if (ep->total != 0 || ep->wait_head != NULL || ep->graveyard != NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     if (ep->host_budget != NULL || h == NULL) {
         /* Once on a host budget, an endpoint stays there until it is freed:
          * the checker and stats() read the handle without the lock. */
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     ep->max_connections = sp_host_max(h);
     __atomic_store_n(&ep->host_budget, h, __ATOMIC_RELEASE);
+    rc = 0;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return 0;
+    return rc;
 }
 
 void
