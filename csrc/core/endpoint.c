@@ -12,9 +12,10 @@
 #include "watch.h"
 
 /* Invariants, all under ep->lock:
- *   total == idle + in_use + connecting, and total <= max_connections except
- *   right after sp_endpoint_set_max() lowered the limit (then no new slot is
- *   handed out until total is under it again).
+ *   total == idle + in_use + connecting + closing (a probe's slot counts as
+ *   connecting), and total <= max_connections except right after
+ *   sp_endpoint_set_max() lowered the limit (then no new slot is handed out
+ *   until total is under it again).
  *   Every record is in `conns`; idle ones are also on the idle stack.
  *   A waiter is queued iff its result is SP_WAIT_PENDING.
  *   Waiters are served strictly in queue order (FIFO): a newcomer never takes
