@@ -495,7 +495,7 @@ sp_py_pool_slot_failed(PoolCore *self, PyObject *args)
 }
 
 PyObject *
-sp_py_pool_discard(PoolCore *self, PyObject *conn)
+sp_py_pool_bury(PoolCore *self, PyObject *conn)
 {
     if (self->ep == NULL) {
         Py_RETURN_NONE;
@@ -509,6 +509,6 @@ sp_py_pool_discard(PoolCore *self, PyObject *conn)
         return NULL;
     }
     self->in_use--;
-    sp_py_pool_drop_record(self, rec);
+    sp_py_pool_bury_record(self, rec);
     Py_RETURN_NONE;
 }

@@ -66,7 +66,7 @@ make_ready(PoolCore *self, sp_conn *rec)
     sp_endpoint *ep = rec->ep;
     if (sp_endpoint_is_paused(ep)) {
         /* Paused since it was handed over: no connection attempt. */
-        sp_py_pool_drop_record(self, rec);
+        sp_py_pool_bury_record(self, rec);
         sp_py_pool_raise_unavailable_on(self, ep);
         return -1;
     }
@@ -88,7 +88,7 @@ make_ready(PoolCore *self, sp_conn *rec)
                          "connection to %s has no socket after connect()", sp_endpoint_label(ep));
         }
         sp_py_pool_report_pending_error(self, ep, rec->flavor);
-        sp_py_pool_drop_record(self, rec);
+        sp_py_pool_bury_record(self, rec);
         if (sp_endpoint_is_paused(ep)) {
             /* The idle socket died because the server did. */
             PyErr_Clear();
@@ -391,7 +391,7 @@ unbind(PoolCore *self)
     for (int i = 0; i < self->n_formers; i++) {
         sp_deferred after = {0};
         sp_endpoint_fail_pool_waiters(self->formers[i], self, &after);
-        sp_endpoint_abandon_pool(self->formers[i], self, &after);
+        sp_endpoint_bury_pool_records(self->formers[i], self, &after);
         sp_py_finish_deferred(self->st, &after);
         sp_registry_unbind(self->formers[i]);
     }
@@ -404,7 +404,7 @@ unbind(PoolCore *self)
     sp_deferred after = {0};
     sp_endpoint_fail_pool_waiters(self->ep, self, &after);
     sp_py_pool_free_async_waiters(self);
-    sp_endpoint_abandon_pool(self->ep, self, &after);
+    sp_endpoint_bury_pool_records(self->ep, self, &after);
     if (self->flavor_counted) {
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
@@ -547,13 +547,13 @@ pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-pool_drain_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
+pool_bury_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->ep != NULL) {
         sp_deferred after = {0};
-        sp_endpoint_drain_idle(self->ep, self->flavor, &after);
+        sp_endpoint_bury_idle_of(self->ep, self->flavor, &after);
         for (int i = 0; i < self->n_loop_flavors; i++) {
-            sp_endpoint_drain_idle(self->ep, self->loop_flavors[i], &after);
+            sp_endpoint_bury_idle_of(self->ep, self->loop_flavors[i], &after);
         }
         sp_py_finish_deferred(self->st, &after);
     }
@@ -1009,7 +1009,7 @@ static PyMethodDef pool_methods[] = {
      "Detach from the endpoint."},
     {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS, "_close_core($self, /)\n--\n\n"
      "Refuse new checkouts and fail this pool's waiters."},
-    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS, "_drain_idle($self, /)\n--\n\n"
+    {"_bury_idle", (PyCFunction)pool_bury_idle, METH_NOARGS, "_bury_idle($self, /)\n--\n\n"
      "Close the idle connections of this pool's flavor."},
     {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "_in_use_list($self, /)\n--\n\n"
      "Connections this pool has out."},
@@ -1056,7 +1056,7 @@ static PyMethodDef pool_methods[] = {
     {"_slot_failed", (PyCFunction)sp_py_pool_slot_failed, METH_VARARGS,
      "_slot_failed($self, exc, flavor=0, /)\n--\n\n"
      "Give a slot back (and report exc about `flavor`'s connection)."},
-    {"_discard", (PyCFunction)sp_py_pool_discard, METH_O, "_discard($self, conn, /)\n--\n\n"
+    {"_bury", (PyCFunction)sp_py_pool_bury, METH_O, "_bury($self, conn, /)\n--\n\n"
      "Drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_py_pool_release_fd, METH_VARARGS,
      "_release_fd($self, conn, fd, /)\n--\n\n"

@@ -376,7 +376,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
-            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_endpoint_bury_all_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
             /* Logged, but not a state transition: generation tells it. */

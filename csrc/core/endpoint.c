@@ -254,7 +254,7 @@ sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
 static void
-forget_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
+bury_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
     ep->closing++;
@@ -281,11 +281,11 @@ void
 sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     idle_unlink(ep, rec);
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
 }
 
 void
-sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
+sp_endpoint_bury_all_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->idle_top) {
         sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
@@ -613,7 +613,7 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
             /* Full, and only other flavors idle: close the oldest of them. */
             sp_conn *victim = sp_conn_list_last(ep->idle_top);
             idle_unlink(ep, victim);
-            forget_locked(ep, victim, after);
+            bury_locked(ep, victim, after);
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
@@ -685,7 +685,7 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
             if (--ep->flavors[i].pools == 0) {
                 ep->flavors[i] = ep->flavors[--ep->n_flavors];
                 pthread_mutex_unlock(&ep->lock);
-                sp_endpoint_drain_idle(ep, flavor, after);
+                sp_endpoint_bury_idle_of(ep, flavor, after);
                 return;
             }
             break;
@@ -703,7 +703,7 @@ trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
            ep->idle > 0) {
         sp_conn *victim = sp_conn_list_last(ep->idle_top);
         idle_unlink(ep, victim);
-        forget_locked(ep, victim, after);
+        bury_locked(ep, victim, after);
     }
 }
 
@@ -1027,12 +1027,12 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after)
 }
 
 void
-sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
+sp_endpoint_bury(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
     ep->progress++;
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1208,7 +1208,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         host_yield_locked(ep) ||
         (rec->expires_mono > 0 && sp_now() >= rec->expires_mono)) {
         ep->in_use--;
-        forget_locked(ep, rec, after);
+        bury_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
     }
     else {
@@ -1227,7 +1227,7 @@ refuse:
 /* ---- bulk operations ------------------------------------------------------ */
 
 void
-sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
+sp_endpoint_bury_idle_of(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_conn *rec = ep->idle_top;
@@ -1235,7 +1235,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
         sp_conn *next = rec->next;
         if (flavor == 0 || rec->flavor == flavor) {
             idle_unlink(ep, rec);
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
         }
         rec = next;
     }
@@ -1260,14 +1260,14 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after)
 }
 
 void
-sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_deferred *after)
+sp_endpoint_bury_pool_records(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     for (size_t i = 0; i < ep->conns.cap; i++) {
         sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
         if (rec && rec->state == SP_CONN_INUSE && rec->owner == pool) {
             ep->in_use--;
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
             i--;  /* backward-shift deletion may have moved a key into slot i */
         }
     }
@@ -1382,7 +1382,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
         /* Nothing from before an outage is ever handed out again: idle
          * connections go now, busy ones when they come back. */
         ep->generation++;
-        sp_endpoint_drain_idle_locked(ep, after);
+        sp_endpoint_bury_all_idle_locked(ep, after);
     }
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
@@ -1513,7 +1513,7 @@ sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
-            sp_endpoint_drain_idle_locked(ep, after);
+            sp_endpoint_bury_all_idle_locked(ep, after);
         }
     }
     pthread_mutex_unlock(&ep->lock);

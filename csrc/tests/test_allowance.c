@@ -252,7 +252,7 @@ test_endpoint_saturated(void)
     CHECK_EQ(sp_endpoint_cap_locked(ep), 64);
     pthread_mutex_unlock(&ep->lock);
 
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     sp_endpoint_free(ep);
 }

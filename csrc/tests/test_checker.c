@@ -173,8 +173,8 @@ cleanup_endpoint(sp_endpoint *ep)
 {
     sp_deferred after = {0};
 
-    sp_endpoint_abandon_pool(ep, POOL_X, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_X, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     sp_endpoint_pool_removed(ep, 1, &after);

@@ -81,10 +81,10 @@ finish(sp_endpoint *ep)
     if (ep == NULL) {
         return;
     }
-    sp_endpoint_abandon_pool(ep, POOL_A, &after);
-    sp_endpoint_abandon_pool(ep, POOL_B, &after);
-    sp_endpoint_abandon_pool(ep, POOL_C, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_A, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_B, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_C, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     tp_check_counts(ep, 1);
@@ -282,7 +282,7 @@ test_budget_and_deadline_zero(void)
         sp_endpoint_set_fd(ep, rec, 77);
         CHECK(rec->fd == 77);
         sp_endpoint_set_fd(ep, rec, -1);
-        sp_endpoint_discard(ep, rec, &after);
+        sp_endpoint_bury(ep, rec, &after);
         CHECK(tp_list_has(after.graveyard, p[0]));
         tp_after_done(&after);
         p[0] = NULL;
@@ -498,7 +498,7 @@ test_set_max(void)
     /* Lowered with idle connections over the limit: the oldest go now. */
     sp_endpoint_set_max(ep, 1, &after);
     if (tp_list_len(after.graveyard) != 2 &&
-        !tp_pending("set_max() lowering buries every idle connection: forget_locked() "
+        !tp_pending("set_max() lowering buries every idle connection: bury_locked() "
                     "no longer lowers total, so `total > max` stays true")) {
         tp_after_done(&after);
         finish(ep);
@@ -663,7 +663,7 @@ test_abandon_pool(void)
     CHECK_EQ(w.result, SP_WAIT_PENDING);
     tp_check_counts(ep, 0);
 
-    sp_endpoint_abandon_pool(ep, POOL_A, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_A, &after);
     CHECKF(tp_list_len(after.graveyard) == n_a, "abandoned %d, expected %d",
            tp_list_len(after.graveyard), n_a);
     for (i = 0; i < N; i += 3) {
@@ -720,7 +720,7 @@ test_pool_removed_drains_flavor(void)
     tp_after_done(&after);
     CHECK(ep->idle == 2 && ep->total == 2 && ep->n_flavors == 1 && ep->pools == 1);
     tp_check_counts(ep, 0);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     CHECK(tp_after_done(&after) == 2 && ep->total == 0);
     sp_endpoint_pool_removed(ep, 9, &after);
     CHECK(tp_after_done(&after) == 0 && ep->pools == 0 && ep->n_flavors == 0);

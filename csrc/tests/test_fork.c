@@ -105,7 +105,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
     CHECK_EQ(tp_after_done(&after), 1);
     q = tp_connect(ep, POOL_F, 1, -1);
     CHECK(q != NULL && ep->total == 1);
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
     CHECK(tp_after_done(&after) == (q != NULL));
     CHECK(ep->total == 0 && full->total == 0);
     CHECK(tp_collect(ep) == 0 && tp_collect(full) == 0);
@@ -191,10 +191,10 @@ test_fork_child_clean(void)
     sp_checker_stop();
 
 done:
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_G, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_G, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     tp_collect(full);

@@ -50,7 +50,7 @@ static void
 host_ep_free(sp_endpoint *ep)
 {
     sp_deferred after = {0};
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     sp_endpoint_free(ep);

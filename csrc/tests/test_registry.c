@@ -140,7 +140,7 @@ test_configure(void)
         }
     }
     CHECK(bound->total == 1 && bound->idle == 1);
-    sp_endpoint_drain_idle(bound, 0, &after);
+    sp_endpoint_bury_idle_of(bound, 0, &after);
     tp_after_done(&after);
     sp_registry_unbind(bound);
     CHECK_EQ(sp_registry_count(), base);
