@@ -204,8 +204,8 @@ def _remove_segment(port: int) -> None:
     import os
 
     import redis
-    from redis_safepool._books import host_segment_name
-    from redis_safepool._keys import endpoint_of
+    from redis_safepool._pool_base import host_segment_name
+    from redis_safepool._endpoint_keys import endpoint_of
 
     kwargs = dict(host="127.0.0.1", port=port, db=0)
     try:

@@ -41,12 +41,15 @@ sp_py_conn_fd(PoolCore *self, PyObject *conn)
     if (sock == NULL) {
         return -2;
     }
-    if (sock == Py_None) {
-        Py_DECREF(sock);
-        return -1;
-    }
-    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
+    int fd = sock == Py_None ? -1 : sp_py_socket_fileno(self, sock);
     Py_DECREF(sock);
+    return fd;
+}
+
+int
+sp_py_socket_fileno(PoolCore *self, PyObject *sock)
+{
+    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
     if (fd_obj == NULL) {
         PyErr_Clear();  /* a closed socket object: treat as not connected */
         return -1;
@@ -264,15 +267,14 @@ sp_py_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s
     if (self->metrics_hook == NULL) {
         return;
     }
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *r = PyObject_CallFunction(self->metrics_hook, "Oidd", (PyObject *)self, kind,
                                         wait_s, create_s);
     if (r == NULL) {
         PyErr_WriteUnraisable(self->metrics_hook);
     }
     Py_XDECREF(r);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
 }
 
 /* ---- setters ------------------------------------------------------------------- */

@@ -18,10 +18,11 @@ take_payload(sp_conn *rec)
     Py_DECREF(wr);  /* its callback never runs now */
     return conn;
 }
+
 void
 sp_py_finish_deferred(sp_modstate *st, sp_deferred *after)
 {
-    PyObject *et, *ev, *etb;
+    PyObject *ev = NULL;
     int fetched = 0;
     /* Closing a connection frees its slot, which may wake a waiter whose
      * flavor needs another eviction: loop until nothing is left. */
@@ -29,7 +30,7 @@ sp_py_finish_deferred(sp_modstate *st, sp_deferred *after)
         sp_conn *rec = after->graveyard;
         after->graveyard = NULL;
         if (rec != NULL && !fetched) {
-            PyErr_Fetch(&et, &ev, &etb);
+            ev = sp_err_take();
             fetched = 1;
         }
         while (rec) {
@@ -54,13 +55,14 @@ sp_py_finish_deferred(sp_modstate *st, sp_deferred *after)
         sp_deferred_notify(after);
     }
     if (fetched) {
-        PyErr_Restore(et, ev, etb);
+        sp_err_give(ev);
     }
 }
+
 void
-sp_py_pool_drop_record(PoolCore *self, sp_conn *rec)
+sp_py_pool_bury_record(PoolCore *self, sp_conn *rec)
 {
     sp_deferred after = {0};
-    sp_endpoint_discard(rec->ep, rec, &after);
+    sp_endpoint_bury(rec->ep, rec, &after);
     sp_py_finish_deferred(self->st, &after);
 }

@@ -118,7 +118,7 @@ sp_py_stats_dict(sp_endpoint *ep)
     if (d == NULL) {
         return NULL;
     }
-    if (set_item(d, "endpoint", PyUnicode_FromString(ep->label)) < 0 ||
+    if (set_item(d, "endpoint", PyUnicode_FromString(sp_endpoint_label(ep))) < 0 ||
         set_item(d, "max_connections", PyLong_FromLong(s.max_connections)) < 0 ||
         set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
         set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
@@ -167,7 +167,7 @@ add_stats(sp_endpoint *ep, void *arg)
     if (d == NULL) {
         return 1;
     }
-    int rc = PyDict_SetItemString(all, ep->label, d);
+    int rc = PyDict_SetItemString(all, sp_endpoint_label(ep), d);
     Py_DECREF(d);
     return rc < 0;
 }
@@ -188,17 +188,17 @@ core_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
     return all;
 }
 
-/* ---- configure ------------------------------------------------------------------- */
+/* ---- set_budget ------------------------------------------------------------------ */
 
 static PyObject *
-core_configure(PyObject *module, PyObject *args, PyObject *kwds)
+core_set_budget(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "label", "max_connections", "host", "port", "unix_path",
+    static char *kwlist[] = {"key", "max_connections", "host", "port", "unix_path",
                              "username", "password", "tls", "shm_name", NULL};
-    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *key, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
     const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzpz:configure", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "si|zizzzpz:set_budget", kwlist, &key,
                                      &max_connections, &host, &port, &unix_path, &username,
                                      &password, &tls, &shm_name)) {
         return NULL;
@@ -209,14 +209,14 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
     }
     sp_address addr = {host, port, unix_path, username, password, tls};
     sp_deferred after = {0};
-    sp_endpoint *ep = sp_registry_configure(key, label, max_connections, &addr, &after);
+    sp_endpoint *ep = sp_registry_configure(key, key, max_connections, &addr, &after);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
     sp_py_finish_deferred(get_state(module), &after);
     PyObject *note = Py_None;
     Py_INCREF(note);
-    if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
+    if (shm_name != NULL && !sp_endpoint_on_host_budget(ep)) {
         Py_DECREF(note);
         note = sp_py_use_host_budget(ep, shm_name, max_connections);
         if (note == NULL) {
@@ -424,25 +424,40 @@ core_unwatch(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef core_methods[] = {
-    {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
+    {"_set_disposer", core_set_disposer, METH_O, "_set_disposer($module, fn, /)\n--\n\n"
+     "Set the callable that closes dropped connections."},
     {"_set_failure_hook", core_set_failure_hook, METH_O,
+     "_set_failure_hook($module, fn, /)\n--\n\n"
      "Set failure_hook(pool, exc), called when get_connection() raises."},
-    {"fd_idle_ok", core_fd_idle_ok, METH_O,
-     "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
-    {"unwatch", core_unwatch, METH_O,
-     "unwatch(fd): stop watching a socket we are about to close (our close is no hangup)."},
-    {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
+    {"fd_idle_ok", core_fd_idle_ok, METH_O, "fd_idle_ok($module, fd, /)\n--\n\n"
+     "True if the socket has nothing to read and is not hung up."},
+    {"unwatch", core_unwatch, METH_O, "unwatch($module, fd, /)\n--\n\n"
+     "Stop watching a socket we are about to close (our close is no hangup)."},
+    {"stats", core_stats, METH_NOARGS, "stats($module, /)\n--\n\n"
+     "Counters of every endpoint: {label: {...}}."},
     {"host_view", (PyCFunction)core_host_view, METH_O,
-     PyDoc_STR("host_view(segment_name) -> the host budget's numbers, read-only")},
-    {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
-     "Set an endpoint's max_connections, creating it if needed."},
+     "host_view($module, segment_name, /)\n--\n\n"
+     "The host budget's numbers, read from its shared segment without attaching."},
+    {"set_budget", (PyCFunction)(void (*)(void))core_set_budget, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("set_budget($module, /, key, max_connections, host=None, port=-1, unix_path=None, "
+               "username=None, password=None, tls=False, shm_name=None)\n--\n\n"
+               "Set an endpoint's max_connections, creating it if needed; None, or why it\n"
+               "keeps a process budget when shm_name asked for a host one.")},
     {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,
-     METH_VARARGS | METH_KEYWORDS, "Read or change the health checker's intervals."},
-    {"checker_running", core_checker_running, METH_NOARGS, "Whether the checker thread runs."},
-    {"shutdown", core_shutdown, METH_NOARGS, "Stop the checker thread (interpreter exit)."},
-    {"wait_events", core_wait_events, METH_O,
-     "wait_events(timeout) -> ([(when, endpoint, old, new, reason)], dropped)"},
-    {"fork_epoch", core_fork_epoch, METH_NOARGS, "Bumped in every child after fork()."},
+     METH_VARARGS | METH_KEYWORDS,
+     "checker_config($module, /, interval=..., recover_interval=..., backoff_min=..., "
+     "backoff_max=..., probe_timeout=..., enabled=..., server_reserve=..., "
+     "server_reserve_min=...)\n--\n\n"
+     "Read or change the health checker's intervals."},
+    {"checker_running", core_checker_running, METH_NOARGS, "checker_running($module, /)\n--\n\n"
+     "Whether the checker thread runs."},
+    {"shutdown", core_shutdown, METH_NOARGS, "shutdown($module, /)\n--\n\n"
+     "Stop the checker thread (interpreter exit)."},
+    {"wait_events", core_wait_events, METH_O, "wait_events($module, timeout, /)\n--\n\n"
+     "The state transitions since the last call, waiting up to timeout seconds:\n"
+     "([(when, endpoint, old, new, reason)], dropped)."},
+    {"fork_epoch", core_fork_epoch, METH_NOARGS, "fork_epoch($module, /)\n--\n\n"
+     "Bumped in every child after fork()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -627,7 +642,7 @@ static PyModuleDef_Slot core_slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef core_module = {
+struct PyModuleDef sp_py_core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "redis_safepool._core",
     .m_doc = "C core of redis-safepool: per-endpoint budgets, FIFO waits, health checker.",
@@ -642,5 +657,5 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    return PyModuleDef_Init(&core_module);
+    return PyModuleDef_Init(&sp_py_core_module);
 }

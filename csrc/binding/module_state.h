@@ -147,6 +147,9 @@ typedef struct {
     PyObject *reclaim_cb;
 } PoolCore;
 
+/* The _core module's definition: types find their module state by it. */
+extern struct PyModuleDef sp_py_core_module;
+
 extern PyType_Spec sp_py_pool_core_spec;
 extern PyType_Spec sp_py_loop_inbox_spec;
 

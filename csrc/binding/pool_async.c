@@ -187,19 +187,7 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
             /* Put it back for the next call (the oldest first again): nothing is lost. */
             Py_XDECREF(item);
             Py_DECREF(list);
-            pthread_mutex_lock(&self->inbox.lock);
-            w->served_prev = NULL;
-            w->served_next = self->inbox.head;
-            if (self->inbox.head) {
-                self->inbox.head->served_prev = w;
-            }
-            else {
-                self->inbox.tail = w;
-            }
-            self->inbox.head = w;
-            w->in_inbox = 1;
-            self->inbox.signaled = 0;
-            pthread_mutex_unlock(&self->inbox.lock);
+            sp_inbox_unpop(&self->inbox, w);
             return NULL;
         }
         Py_DECREF(item);
@@ -216,12 +204,17 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
 
 static PyMethodDef inbox_methods[] = {
     {"fileno", (PyCFunction)inbox_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\n"
      "The read end of the pipe that wakes the loop."},
     {"collect", (PyCFunction)inbox_collect, METH_NOARGS,
+     "collect($self, /)\n--\n\n"
      "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
     {NULL, NULL, 0, NULL},
 };
 
+/* No tp_traverse or tp_clear: a LoopInbox refers to no Python object (its
+ * pipe and its queue of served waiters are C); waiters refer to it, and let
+ * go of it when their loop collects them or they are cancelled. */
 static PyType_Slot inbox_slots[] = {
     {Py_tp_new, inbox_new},
     {Py_tp_dealloc, inbox_dealloc},
@@ -502,7 +495,7 @@ sp_py_pool_slot_failed(PoolCore *self, PyObject *args)
 }
 
 PyObject *
-sp_py_pool_discard(PoolCore *self, PyObject *conn)
+sp_py_pool_bury(PoolCore *self, PyObject *conn)
 {
     if (self->ep == NULL) {
         Py_RETURN_NONE;
@@ -516,6 +509,6 @@ sp_py_pool_discard(PoolCore *self, PyObject *conn)
         return NULL;
     }
     self->in_use--;
-    sp_py_pool_drop_record(self, rec);
+    sp_py_pool_bury_record(self, rec);
     Py_RETURN_NONE;
 }

@@ -28,12 +28,12 @@ sp_py_pool_check_fork(PoolCore *self)
     }
     return 0;
 }
+
 /* The exception class `name` of this pool's client family (see module_state.h). */
 PyObject *
 sp_py_pool_error_class(PoolCore *self, const char *name, PyObject *fallback)
 {
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *cls = NULL;
     PyObject *family = PyObject_GetAttr((PyObject *)Py_TYPE(self), self->st->str_errors);
     if (family != NULL) {
@@ -45,9 +45,10 @@ sp_py_pool_error_class(PoolCore *self, const char *name, PyObject *fallback)
         cls = Py_NewRef(fallback);
     }
     PyErr_Clear();
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
     return cls;
 }
+
 /* Sets the family's exception `name` with `msg`. */
 static void
 set_family_error(PoolCore *self, const char *name, PyObject *fallback, const char *msg)
@@ -56,6 +57,7 @@ set_family_error(PoolCore *self, const char *name, PyObject *fallback, const cha
     PyErr_SetString(cls, msg);
     Py_DECREF(cls);
 }
+
 /* This pool's password (a new reference to a non-empty str), or NULL. */
 static PyObject *
 pool_password(PoolCore *self)
@@ -78,6 +80,7 @@ pool_password(PoolCore *self)
     Py_DECREF(kwargs);
     return pw;
 }
+
 /* `text` with every copy of `secret` masked (a new reference). */
 static PyObject *
 mask_secret(PyObject *text, PyObject *secret)
@@ -88,6 +91,7 @@ mask_secret(PyObject *text, PyObject *secret)
     }
     return PyUnicode_Replace(text, secret, mask, -1);
 }
+
 /* str(exc) with this pool's password masked, and the same done to the
  * exception's own str arguments, so the password reaches no caller, log or
  * HTTP body either (a server may echo the AUTH or HELLO it was sent). A new
@@ -99,8 +103,7 @@ mask_secret(PyObject *text, PyObject *secret)
 static void
 scrub_exception(PoolCore *self, PyObject *exc)
 {
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *r = PyObject_CallMethod((PyObject *)self, "_scrub_in_flight", "O", exc);
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -109,23 +112,22 @@ scrub_exception(PoolCore *self, PyObject *exc)
         PyErr_Clear();
     }
     Py_XDECREF(r);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
 }
+
 /* A release in the `finally` of a command that failed: redis-py's own
  * errors (a reconnect inside the command) never pass through the pool, so
  * the exception on its way out is scrubbed here. */
 void
 sp_py_pool_scrub_handled_exception(PoolCore *self)
 {
-    PyObject *et, *ev, *etb;
-    PyErr_GetExcInfo(&et, &ev, &etb);
-    if (ev != NULL && ev != Py_None && PyErr_GivenExceptionMatches(ev, PyExc_Exception)) {
+    PyObject *ev = sp_err_handled();
+    if (ev != NULL && PyErr_GivenExceptionMatches(ev, PyExc_Exception)) {
         scrub_exception(self, ev);
     }
-    Py_XDECREF(et);
     Py_XDECREF(ev);
-    Py_XDECREF(etb);
 }
+
 static PyObject *
 scrubbed_text(PoolCore *self, PyObject *exc)
 {
@@ -168,6 +170,7 @@ scrubbed_text(PoolCore *self, PyObject *exc)
     Py_DECREF(pw);
     return text;
 }
+
 /* A TLS server at maxclients accepts the TCP connection and closes it
  * before the handshake: the client sees an EOF where a plain server would
  * have sent "max number of clients reached". A server that accepted TCP is
@@ -175,11 +178,12 @@ scrubbed_text(PoolCore *self, PyObject *exc)
 static int
 tls_handshake_eof(const sp_endpoint *ep, const char *msg)
 {
-    return ep->tls && strstr(msg, "connecting to") != NULL &&
+    return sp_endpoint_is_tls(ep) && strstr(msg, "connecting to") != NULL &&
            (strstr(msg, "UNEXPECTED_EOF") != NULL ||
             strstr(msg, "EOF occurred in violation of protocol") != NULL ||
             strstr(msg, "connection has been closed (EOF)") != NULL);
 }
+
 /* Tells the endpoint what an exception says about the server. */
 static void
 report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
@@ -230,29 +234,31 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     sp_checker_report(ep, kind, msg);
     Py_XDECREF(text);
 }
+
 void
 sp_py_pool_report_exception(PoolCore *self, PyObject *exc)
 {
     report_exception_on(self, self->ep, self->flavor, exc);
 }
+
 void
 sp_py_pool_report_exception_for(PoolCore *self, uint32_t flavor, PyObject *exc)
 {
     report_exception_on(self, self->ep, flavor, exc);
 }
+
 /* Same, for the exception being raised now (kept raised), about `ep`. */
 void
 sp_py_pool_report_pending_error(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
-    PyObject *et, *exc, *etb;
-    PyErr_Fetch(&et, &exc, &etb);
-    if (et == NULL) {
+    PyObject *exc = sp_err_take();
+    if (exc == NULL) {
         return;
     }
-    PyErr_NormalizeException(&et, &exc, &etb);
     report_exception_on(self, ep, flavor, exc);
-    PyErr_Restore(et, exc, etb);
+    sp_err_give(exc);
 }
+
 /* Lets the failure hook see the exception just set; keeps it set. */
 static PyObject *
 tell_failure(PoolCore *self)
@@ -271,25 +277,25 @@ tell_failure(PoolCore *self)
     }
     self->last_failure_type = type;
     self->last_failure_at = now;
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
-    PyErr_NormalizeException(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *r = PyObject_CallFunctionObjArgs(hook, (PyObject *)self, ev, NULL);
     if (r == NULL) {
         PyErr_WriteUnraisable(hook);
     }
     Py_XDECREF(r);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
     return NULL;
 }
+
 PyObject *
 sp_py_pool_raise_closed(PoolCore *self)
 {
     PyObject *cls = sp_py_pool_error_class(self, "PoolClosedError", self->st->PoolClosedError);
-    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? self->ep->label : "(unbound)");
+    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? sp_endpoint_label(self->ep) : "(unbound)");
     Py_DECREF(cls);
     return tell_failure(self);
 }
+
 /* ServerUnavailableError for `ep` (the endpoint the failed call drew from). */
 PyObject *
 sp_py_pool_raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
@@ -310,12 +316,13 @@ sp_py_pool_raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
     double ago = sp_wall() - s.state_since_wall;
     /* PyErr_Format has no %f: format here. */
     PyOS_snprintf(msg, sizeof(msg), "%s %s %s since %.1fs ago: %s%s%s%s; failing fast%s",
-                  ep->label, now[0] ? "was" : "is", sp_state_name(s.state), ago,
+                  sp_endpoint_label(ep), now[0] ? "was" : "is", sp_state_name(s.state), ago,
                   s.state_reason, s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "", now);
     set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
     return tell_failure(self);
 }
+
 /* The server rejected this pool's credentials lately: fail fast. */
 static PyObject *
 raise_credentials_rejected(PoolCore *self, sp_endpoint *ep, double retry_in)
@@ -324,10 +331,11 @@ raise_credentials_rejected(PoolCore *self, sp_endpoint *ep, double retry_in)
     PyOS_snprintf(msg, sizeof(msg),
                   "%s rejected this pool's credentials (authentication failed); failing fast, "
                   "next connection attempt in %.1fs",
-                  ep->label, retry_in);
+                  sp_endpoint_label(ep), retry_in);
     PyErr_SetString(self->st->CredentialsRejectedError, msg);
     return tell_failure(self);
 }
+
 int
 sp_py_pool_auth_blocked(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
@@ -338,13 +346,18 @@ sp_py_pool_auth_blocked(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
     raise_credentials_rejected(self, ep, retry_in);
     return 1;
 }
+
 PyObject *
 sp_py_pool_raise_unavailable(PoolCore *self)
 {
     return sp_py_pool_raise_unavailable_on(self, self->ep);
 }
-PyObject *
-sp_py_pool_raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
+
+/* Sets the error of a wait for `ep` that ended after `waited` seconds: a
+ * pool timeout, or the server's saturation when the process holds nothing.
+ * The one text of both, for the sync pools and the asyncio one. */
+static void
+set_timeout_error(PoolCore *self, sp_endpoint *ep, double waited)
 {
     sp_stats s;
     char msg[400];
@@ -357,20 +370,44 @@ sp_py_pool_raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
                       "%s is saturated: %lld/%lld clients connected (headroom %lld, reserve "
                       "%lld kept for others); this process holds no connection to share and "
                       "waited %.3fs for headroom",
-                      ep->label, v->connected_clients, v->maxclients,
+                      sp_endpoint_label(ep), v->connected_clients, v->maxclients,
                       v->maxclients - v->connected_clients, s.server_reserve, waited);
         set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
-        sp_py_pool_tell_metrics(self, 3, waited, 0.0);
-        return tell_failure(self);
+        return;
     }
     PyOS_snprintf(msg, sizeof(msg),
                   "Timed out after %.3fs waiting for a connection to %s "
                   "(max_connections=%d, in use=%d, waiters=%d)",
-                  waited, ep->label, s.max_connections, s.in_use, s.waiters);
+                  waited, sp_endpoint_label(ep), s.max_connections, s.in_use, s.waiters);
     set_family_error(self, "PoolTimeoutError", self->st->PoolTimeoutError, msg);
+}
+
+PyObject *
+sp_py_pool_raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited)
+{
+    set_timeout_error(self, ep, waited);
     sp_py_pool_tell_metrics(self, 3, waited, 0.0);
     return tell_failure(self);
 }
+
+PyObject *
+sp_py_pool_timeout_error(PoolCore *self, PyObject *arg)
+{
+    double waited = PyFloat_AsDouble(arg);
+    if (waited == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->ep == NULL) {
+        sp_py_pool_raise_closed(self);  /* unbound meanwhile: the timer may fire after that */
+    }
+    else {
+        set_timeout_error(self, self->ep, waited);
+        tell_failure(self);
+    }
+    PyObject *ev = sp_err_take();
+    return ev;
+}
+
 PyObject *
 sp_py_pool_raise_timeout(PoolCore *self, double waited)
 {

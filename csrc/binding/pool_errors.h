@@ -34,6 +34,9 @@ PyObject *sp_py_pool_raise_unavailable(PoolCore *self);
 PyObject *sp_py_pool_raise_unavailable_on(PoolCore *self, sp_endpoint *ep);
 PyObject *sp_py_pool_raise_timeout(PoolCore *self, double waited);
 PyObject *sp_py_pool_raise_timeout_on(PoolCore *self, sp_endpoint *ep, double waited);
+/* The _timeout_error(waited) method: the same error, returned, for an asyncio
+ * waiter's future (the caller tells the metrics). */
+PyObject *sp_py_pool_timeout_error(PoolCore *self, PyObject *arg);
 
 /* 1 with the credentials error raised when the server rejected `flavor`'s
  * credentials and its backoff runs (see auth_gate.h); 0: go on. */

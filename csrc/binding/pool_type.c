@@ -55,15 +55,6 @@ wait_in_queue(PoolCore *self, sp_endpoint *ep, sp_waiter *w, double deadline)
     }
 }
 
-static int
-endpoint_paused(sp_endpoint *ep)
-{
-    pthread_mutex_lock(&ep->lock);
-    int paused = ep->state == SP_STATE_PAUSED;
-    pthread_mutex_unlock(&ep->lock);
-    return paused;
-}
-
 /* Makes a checked-out idle connection ready to send: connected, nothing
  * unread. Returns 0, or -1 with an exception (the connection is dropped). */
 static int
@@ -73,9 +64,9 @@ make_ready(PoolCore *self, sp_conn *rec)
         return 0;
     }
     sp_endpoint *ep = rec->ep;
-    if (endpoint_paused(ep)) {
+    if (sp_endpoint_is_paused(ep)) {
         /* Paused since it was handed over: no connection attempt. */
-        sp_py_pool_drop_record(self, rec);
+        sp_py_pool_bury_record(self, rec);
         sp_py_pool_raise_unavailable_on(self, ep);
         return -1;
     }
@@ -94,11 +85,11 @@ make_ready(PoolCore *self, sp_conn *rec)
     if (fd < 0) {
         if (!PyErr_Occurred()) {
             PyErr_Format(self->st->SafePoolError,
-                         "connection to %s has no socket after connect()", ep->label);
+                         "connection to %s has no socket after connect()", sp_endpoint_label(ep));
         }
         sp_py_pool_report_pending_error(self, ep, rec->flavor);
-        sp_py_pool_drop_record(self, rec);
-        if (endpoint_paused(ep)) {
+        sp_py_pool_bury_record(self, rec);
+        if (sp_endpoint_is_paused(ep)) {
             /* The idle socket died because the server did. */
             PyErr_Clear();
             sp_py_pool_raise_unavailable_on(self, ep);
@@ -116,7 +107,7 @@ static PyObject *
 fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
     sp_deferred after = {0};
-    if (endpoint_paused(ep)) {
+    if (sp_endpoint_is_paused(ep)) {
         /* Paused since the slot was handed over: no connection attempts now. */
         sp_endpoint_cancel_slot(ep, &after);
         sp_py_finish_deferred(self->st, &after);
@@ -287,13 +278,13 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
     case SP_REL_DOUBLE:
         cls = sp_py_pool_error_class(self, "DoubleReleaseError", st->DoubleReleaseError);
         PyErr_Format(cls, "connection %R was released twice to the pool for %s",
-                     conn, self->ep->label);
+                     conn, sp_endpoint_label(self->ep));
         Py_DECREF(cls);
         return NULL;
     case SP_REL_FOREIGN:
         cls = sp_py_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
         PyErr_Format(cls, "connection %R was checked out from another pool for %s; release it there",
-                     conn, self->ep->label);
+                     conn, sp_endpoint_label(self->ep));
         Py_DECREF(cls);
         return NULL;
     default:
@@ -315,7 +306,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
         }
     }
     cls = sp_py_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
-    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, sp_endpoint_label(self->ep));
     Py_DECREF(cls);
     return NULL;
 }
@@ -354,15 +345,14 @@ pool_release(PoolCore *self, PyObject *conn)
         PyObject *r = PyObject_CallFunctionObjArgs(self->release_hook, (PyObject *)self, conn,
                                                    NULL);
         if (r == NULL) {
-            PyObject *et, *ev, *etb;
-            PyErr_Fetch(&et, &ev, &etb);
+            PyObject *ev = sp_err_take();
             PyObject *d = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
             Py_XDECREF(d);
             PyErr_Clear();
             PyObject *done = release_with_fd(self, conn, -1);
             Py_XDECREF(done);
             PyErr_Clear();
-            PyErr_Restore(et, ev, etb);
+            sp_err_give(ev);
             return NULL;
         }
         Py_DECREF(r);
@@ -401,7 +391,7 @@ unbind(PoolCore *self)
     for (int i = 0; i < self->n_formers; i++) {
         sp_deferred after = {0};
         sp_endpoint_fail_pool_waiters(self->formers[i], self, &after);
-        sp_endpoint_abandon_pool(self->formers[i], self, &after);
+        sp_endpoint_bury_pool_records(self->formers[i], self, &after);
         sp_py_finish_deferred(self->st, &after);
         sp_registry_unbind(self->formers[i]);
     }
@@ -414,7 +404,7 @@ unbind(PoolCore *self)
     sp_deferred after = {0};
     sp_endpoint_fail_pool_waiters(self->ep, self, &after);
     sp_py_pool_free_async_waiters(self);
-    sp_endpoint_abandon_pool(self->ep, self, &after);
+    sp_endpoint_bury_pool_records(self->ep, self, &after);
     if (self->flavor_counted) {
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
@@ -459,13 +449,13 @@ bind_result(sp_endpoint *ep, int created, PyObject *note)
 static PyObject *
 pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "label", "max_connections", "flavor", "host", "port",
+    static char *kwlist[] = {"key", "max_connections", "flavor", "host", "port",
                              "unix_path", "username", "password", "tls", "shm_name", NULL};
-    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *key, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
     const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
     unsigned int flavor;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiI|zizzzpz:_bind", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "siI|zizzzpz:_bind", kwlist, &key,
                                      &max_connections, &flavor, &host, &port, &unix_path,
                                      &username, &password, &tls, &shm_name)) {
         return NULL;
@@ -478,7 +468,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "flavor ids start at 1");
         return NULL;
     }
-    if (self->ep != NULL && strcmp(self->ep->key, key) == 0 && self->flavor == flavor) {
+    if (self->ep != NULL && strcmp(sp_endpoint_key(self->ep), key) == 0 && self->flavor == flavor) {
         /* reset() with the same settings: nothing to move; connections out
          * stay valid and come back through release(). (New settings take
          * the general path below: the endpoint may be made anew with them,
@@ -492,7 +482,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     sp_py_pool_prune_formers(self);
     sp_address addr = {host, port, unix_path, username, password, tls};
     int created = 0;
-    sp_endpoint *ep = sp_registry_bind(key, label, max_connections, &addr, &created);
+    sp_endpoint *ep = sp_registry_bind(key, key, max_connections, &addr, &created);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
@@ -502,9 +492,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     Py_INCREF(note);
     if (created) {
         /* The probe speaks with this pool's credentials. */
-        pthread_mutex_lock(&ep->lock);
-        ep->probe_flavor = flavor;
-        pthread_mutex_unlock(&ep->lock);
+        sp_endpoint_set_probe_flavor(ep, flavor);
         if (shm_name != NULL) {
             Py_DECREF(note);
             note = sp_py_use_host_budget(ep, shm_name, max_connections);
@@ -559,13 +547,13 @@ pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-pool_drain_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
+pool_bury_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->ep != NULL) {
         sp_deferred after = {0};
-        sp_endpoint_drain_idle(self->ep, self->flavor, &after);
+        sp_endpoint_bury_idle_of(self->ep, self->flavor, &after);
         for (int i = 0; i < self->n_loop_flavors; i++) {
-            sp_endpoint_drain_idle(self->ep, self->loop_flavors[i], &after);
+            sp_endpoint_bury_idle_of(self->ep, self->loop_flavors[i], &after);
         }
         sp_py_finish_deferred(self->st, &after);
     }
@@ -579,39 +567,59 @@ has_flavor(PoolCore *self, uint32_t flavor)
     return flavor == self->flavor || sp_py_pool_uses_flavor(self, flavor);
 }
 
+/* Payloads of one pool's records that a walk gathers, into a growing array. */
+typedef struct {
+    PoolCore *pool;
+    int in_use;              /* in use by the pool, or idle of its flavors */
+    PyObject **found;
+    size_t n, cap;           /* n > cap: the array was too small, walk again */
+} gather;
+
+static int
+gather_collected(sp_conn *rec, void *ctx)
+{
+    gather *g = ctx;
+    if (g->in_use ? (rec->state == SP_CONN_INUSE && rec->owner == g->pool)
+                  : (rec->state == SP_CONN_IDLE && has_flavor(g->pool, rec->flavor))) {
+        if (g->n < g->cap) {
+            g->found[g->n] = rec->payload;
+        }
+        g->n++;
+    }
+    return 0;
+}
+
 /* Appends to `list` the connections of this pool on `ep`: in use
  * (in_use=1) or idle of its flavor (in_use=0). 0, or -1 with an exception. */
 static int
 collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
 {
-    pthread_mutex_lock(&ep->lock);
-    size_t n = 0;
-    PyObject **found = PyMem_RawMalloc(sizeof(PyObject *) * (ep->conns.len + 1));
-    if (found != NULL) {
-        for (size_t i = 0; i < ep->conns.cap; i++) {
-            sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-            if (rec == NULL) {
-                continue;
-            }
-            if (in_use ? (rec->state == SP_CONN_INUSE && rec->owner == self)
-                       : (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor))) {
-                found[n++] = rec->payload;
-            }
+    PyObject *stack[64];
+    gather g = {self, in_use, stack, 0, 64};
+    sp_endpoint_walk(ep, gather_collected, &g);
+    while (g.n > g.cap) {
+        if (g.found != stack) {
+            PyMem_RawFree(g.found);
         }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    if (found == NULL) {
-        PyErr_NoMemory();
-        return -1;
+        g.cap = g.n * 2;
+        g.n = 0;
+        g.found = PyMem_RawMalloc(sizeof(PyObject *) * g.cap);
+        if (g.found == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        sp_endpoint_walk(ep, gather_collected, &g);
     }
     /* Still alive: records keep a reference (callers, those of checkouts
      * held weakly; one that drops it has its record removed at once), and
      * we hold the GIL throughout. */
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = PyList_Append(list, found[i]);
+    for (size_t i = 0; i < g.n && rc == 0; i++) {
+        rc = PyList_Append(list, g.found[i]);
     }
-    PyMem_RawFree(found);
+    if (g.found != stack) {
+        PyMem_RawFree(g.found);
+    }
     return rc;
 }
 
@@ -649,16 +657,20 @@ pool_idle_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
     return collect(self, 0);
 }
 
+/* Checked out by this pool, or idle of one of its flavors. */
+static int
+owned_by(sp_conn *rec, void *pool)
+{
+    PoolCore *self = pool;
+    return rec->owner == self || (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor));
+}
+
 static PyObject *
 pool_owns(PoolCore *self, PyObject *conn)
 {
     int owns = 0;
     if (self->ep != NULL) {
-        pthread_mutex_lock(&self->ep->lock);
-        sp_conn *rec = sp_ptrmap_get(&self->ep->conns, conn);
-        owns = rec != NULL && (rec->owner == self ||
-                               (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor)));
-        pthread_mutex_unlock(&self->ep->lock);
+        owns = sp_endpoint_visit(self->ep, conn, owned_by, self);
     }
     for (int i = 0; !owns && i < self->n_formers; i++) {
         owns = sp_endpoint_find_inuse(self->formers[i], conn, self) != NULL;
@@ -712,10 +724,7 @@ pool_set_limits(PoolCore *self, PyObject *args)
         return NULL;
     }
     if (self->ep != NULL) {
-        pthread_mutex_lock(&self->ep->lock);
-        self->ep->max_idle_time = max_idle_time;
-        self->ep->max_lifetime = max_lifetime;
-        pthread_mutex_unlock(&self->ep->lock);
+        sp_endpoint_set_idle_limits(self->ep, max_idle_time, max_lifetime);
     }
     Py_RETURN_NONE;
 }
@@ -787,7 +796,7 @@ get_label(PoolCore *self, void *closure)
     if (self->ep == NULL) {
         Py_RETURN_NONE;
     }
-    return PyUnicode_FromString(self->ep->label);
+    return PyUnicode_FromString(sp_endpoint_label(self->ep));
 }
 
 static PyObject *
@@ -803,19 +812,9 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    PyObject *module = NULL;
-    for (PyTypeObject *t = type; t != NULL; t = SP_TYPE_BASE(t)) {
-        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
-            module = PyType_GetModule(t);
-            if (module != NULL) {
-                break;
-            }
-            PyErr_Clear();
-        }
-    }
+    PyObject *module = sp_type_module_by_def(type, &sp_py_core_module);
     if (module == NULL) {
         Py_DECREF(self);
-        PyErr_SetString(PyExc_TypeError, "PoolCore subclass without its module");
         return NULL;
     }
     self->st = PyModule_GetState(module);
@@ -827,33 +826,36 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Payloads the pool owns on `ep`, up to `cap`, into `found`: connections it
  * has checked out, and idle connections of a flavor only it uses. Returns
  * how many there are (more than `cap`: call again with more room). */
+typedef struct {
+    PoolCore *pool;
+    int sole;                /* the pool is its flavor's only user */
+    PyObject **found;
+    size_t n, cap;
+} owned;
+
+static int
+gather_owned(sp_conn *rec, void *ctx)
+{
+    owned *o = ctx;
+    /* A checkout held weakly is the caller's, not the pool's. */
+    if ((rec->state == SP_CONN_INUSE && rec->owner == o->pool && rec->weakref == NULL) ||
+        (o->sole && rec->state == SP_CONN_IDLE && rec->flavor == o->pool->flavor)) {
+        if (o->n < o->cap) {
+            o->found[o->n] = rec->payload;
+        }
+        o->n++;
+    }
+    return 0;
+}
+
 static size_t
 owned_payloads(PoolCore *self, sp_endpoint *ep, int own_flavor, PyObject **found, size_t cap)
 {
-    size_t n = 0;
-    pthread_mutex_lock(&ep->lock);
-    int sole = 0;
-    for (int i = 0; own_flavor && i < ep->n_flavors; i++) {
-        if (ep->flavors[i].flavor == self->flavor) {
-            sole = ep->flavors[i].pools == 1;
-        }
-    }
-    for (size_t i = 0; i < ep->conns.cap; i++) {
-        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-        if (rec == NULL) {
-            continue;
-        }
-        /* A checkout held weakly is the caller's, not the pool's. */
-        if ((rec->state == SP_CONN_INUSE && rec->owner == self && rec->weakref == NULL) ||
-            (sole && rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
-            if (n < cap) {
-                found[n] = rec->payload;
-            }
-            n++;
-        }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    return n;
+    /* flavor counts change only with the GIL, which the GC holds */
+    int sole = own_flavor && sp_endpoint_flavor_pools(ep, self->flavor) == 1;
+    owned o = {self, sole, found, 0, cap};
+    sp_endpoint_walk(ep, gather_owned, &o);
+    return o.n;
 }
 
 static int
@@ -920,18 +922,29 @@ pool_traverse(PoolCore *self, visitproc visit, void *arg)
     return 0;
 }
 
+/* Breaks the cycles the GC found through this pool: drops the Python objects
+ * it refers to directly. What its records own (connections checked out or
+ * idle) stays with the core's books until dealloc unbinds the pool, which
+ * closes them and gives their slots back: a cleared pool is still one. */
+static int
+pool_clear(PoolCore *self)
+{
+    sp_py_pool_clear_hooks(self);
+    Py_CLEAR(self->reclaim_cb);
+    return 0;
+}
+
 static void
 pool_dealloc(PoolCore *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     unbind(self);
     sp_py_pool_clear_fd_cache(self);
     sp_py_pool_clear_hooks(self);
     Py_CLEAR(self->reclaim_cb);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
     SP_TYPE_FREE(tp)((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -977,59 +990,83 @@ pool_report_exception_m(PoolCore *self, PyObject *exc)
 
 static PyMethodDef pool_methods[] = {
     {"_raise_unavailable", (PyCFunction)pool_raise_unavailable_m, METH_NOARGS,
+     "_raise_unavailable($self, /)\n--\n\n"
      "Raise ServerUnavailableError describing the endpoint's state."},
-    {"_raise_closed", (PyCFunction)pool_raise_closed_m, METH_NOARGS, "Raise PoolClosedError."},
+    {"_raise_closed", (PyCFunction)pool_raise_closed_m, METH_NOARGS,
+     "_raise_closed($self, /)\n--\n\n"
+     "Raise PoolClosedError."},
     {"get_connection", (PyCFunction)(void (*)(void))pool_get_connection,
-     METH_FASTCALL | METH_KEYWORDS,
-     "get_connection() -> Connection\n\nCheck out a connection that is ready to send, waiting up "
-     "to `timeout` seconds (FIFO, GIL released, interruptible) for one to come back."},
-    {"release", (PyCFunction)pool_release, METH_O,
-     "release(connection)\n\nGive a connection back (to the oldest waiter, else the idle stack)."},
+     METH_FASTCALL | METH_KEYWORDS, "get_connection($self, /, *args, **kwargs)\n--\n\n"
+     "Check out a connection that is ready to send, waiting up to `timeout` seconds (FIFO, "
+     "GIL released, interruptible) for one to come back."},
+    {"release", (PyCFunction)pool_release, METH_O, "release($self, connection, /)\n--\n\n"
+     "Give a connection back (to the oldest waiter, else the idle stack)."},
     {"_bind", (PyCFunction)(void (*)(void))pool_bind, METH_VARARGS | METH_KEYWORDS,
+     "_bind($self, /, key, max_connections, flavor, host=None, port=-1, unix_path=None, "
+     "username=None, password=None, tls=False, shm_name=None)\n--\n\n"
      "Attach to the endpoint budget for `key`; returns (max_connections, created)."},
-    {"_unbind", (PyCFunction)pool_unbind, METH_NOARGS, "Detach from the endpoint."},
-    {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS,
+    {"_unbind", (PyCFunction)pool_unbind, METH_NOARGS, "_unbind($self, /)\n--\n\n"
+     "Detach from the endpoint."},
+    {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS, "_close_core($self, /)\n--\n\n"
      "Refuse new checkouts and fail this pool's waiters."},
-    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS,
+    {"_bury_idle", (PyCFunction)pool_bury_idle, METH_NOARGS, "_bury_idle($self, /)\n--\n\n"
      "Close the idle connections of this pool's flavor."},
-    {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "Connections this pool has out."},
-    {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "Idle connections of its flavor."},
-    {"_owns", (PyCFunction)pool_owns, METH_O, "Whether the connection belongs to this pool."},
-    {"_report", (PyCFunction)pool_report, METH_VARARGS, "Report a failure kind to the checker."},
+    {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "_in_use_list($self, /)\n--\n\n"
+     "Connections this pool has out."},
+    {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "_idle_list($self, /)\n--\n\n"
+     "Idle connections of its flavor."},
+    {"_owns", (PyCFunction)pool_owns, METH_O, "_owns($self, connection, /)\n--\n\n"
+     "Whether the connection belongs to this pool."},
+    {"_report", (PyCFunction)pool_report, METH_VARARGS, "_report($self, kind, message, /)\n--\n\n"
+     "Report a failure kind to the checker."},
+    {"_timeout_error", (PyCFunction)sp_py_pool_timeout_error, METH_O,
+     "_timeout_error($self, waited, /)\n--\n\n"
+     "The error of an asyncio wait that ended after `waited` seconds (returned, not raised)."},
     {"_report_exception", (PyCFunction)pool_report_exception_m, METH_O,
+     "_report_exception($self, exc, /)\n--\n\n"
      "Tell the endpoint what an exception says about the server."},
-    {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS,
+    {"_take_idle", (PyCFunction)pool_take_idle, METH_NOARGS, "_take_idle($self, /)\n--\n\n"
      "The oldest idle connection, checked out for a health check, or None."},
     {"_set_idle_limits", (PyCFunction)pool_set_limits, METH_VARARGS,
+     "_set_idle_limits($self, max_idle_time, max_lifetime, /)\n--\n\n"
      "Set the endpoint's max_idle_time and max_lifetime (0 = off)."},
-    {"stats", (PyCFunction)pool_stats, METH_NOARGS, "Counters of the endpoint and this pool."},
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS, "stats($self, /)\n--\n\n"
+     "Counters of the endpoint and this pool."},
     {"_async_acquire", (PyCFunction)sp_py_pool_async_acquire, METH_VARARGS,
-     "_async_acquire(inbox, flavor, future) -> ('conn', conn) | ('slot', None) | ('wait', None)"},
+     "_async_acquire($self, inbox, flavor, future, /)\n--\n\n"
+     "Join the queue without blocking: ('conn', conn), ('slot', None) or ('wait', None)."},
     {"_use_flavor", (PyCFunction)sp_py_pool_use_flavor, METH_O,
-     "_use_flavor(flavor): count this pool as a user of a per-loop flavor."},
+     "_use_flavor($self, flavor, /)\n--\n\n"
+     "Count this pool as a user of a per-loop flavor."},
     {"_drop_flavor", (PyCFunction)sp_py_pool_drop_flavor, METH_O,
-     "_drop_flavor(flavor): stop using it; its idle connections close if nobody else does."},
+     "_drop_flavor($self, flavor, /)\n--\n\n"
+     "Stop using it; its idle connections close if nobody else does."},
     {"_async_forget_inbox", (PyCFunction)sp_py_pool_async_forget_inbox, METH_O,
-     "_async_forget_inbox(inbox): the inbox's loop is gone; give back what its waiters hold."},
+     "_async_forget_inbox($self, inbox, /)\n--\n\n"
+     "The inbox's loop is gone; give back what its waiters hold."},
     {"_async_cancel", (PyCFunction)sp_py_pool_async_cancel, METH_VARARGS,
-     "_async_cancel(future, timed_out) -> bool: leave the queue, giving back what was handed."},
+     "_async_cancel($self, future, timed_out, /)\n--\n\n"
+     "Leave the queue, giving back what was handed; whether the future was queued."},
     {"_hold_weakly", (PyCFunction)sp_py_pool_hold_weakly_method, METH_VARARGS,
-     "_hold_weakly(conn, on_drop): an asyncio checkout held by its caller from now on; "
-     "on_drop() closes its socket if it is dropped unreleased."},
-    {"_add", (PyCFunction)sp_py_pool_add, METH_VARARGS,
-     "_add(conn, fd, flavor=0): a slot became a connection, now in use."},
+     "_hold_weakly($self, conn, on_drop, /)\n--\n\n"
+     "An asyncio checkout held by its caller from now on; on_drop() closes its socket if it "
+     "is dropped unreleased."},
+    {"_add", (PyCFunction)sp_py_pool_add, METH_VARARGS, "_add($self, conn, fd, flavor=0, /)\n--\n\n"
+     "A slot became a connection, now in use."},
     {"_slot_failed", (PyCFunction)sp_py_pool_slot_failed, METH_VARARGS,
-     "_slot_failed(exc_or_None, flavor=0): give a slot back (and report exc about `flavor`'s "
-     "connection)."},
-    {"_discard", (PyCFunction)sp_py_pool_discard, METH_O,
-     "_discard(conn): drop a checked-out connection that cannot be made ready."},
+     "_slot_failed($self, exc, flavor=0, /)\n--\n\n"
+     "Give a slot back (and report exc about `flavor`'s connection)."},
+    {"_bury", (PyCFunction)sp_py_pool_bury, METH_O, "_bury($self, conn, /)\n--\n\n"
+     "Drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_py_pool_release_fd, METH_VARARGS,
-     "_release_fd(conn, fd): release with the socket fd given (-1: not connected)."},
+     "_release_fd($self, conn, fd, /)\n--\n\n"
+     "Release with the socket fd given (-1: not connected)."},
     {"_set_hooks", (PyCFunction)(void (*)(void))sp_py_pool_set_hooks, METH_VARARGS | METH_KEYWORDS,
-     "_set_hooks(*, socket_getter, pushes_ok, release_hook, event_mapping, event_type, "
-     "metrics_hook, reauth_pending): set the ones given."},
+     "_set_hooks($self, /, **hooks)\n--\n\n"
+     "Set the ones given."},
     {"_set_quiet_listeners", (PyCFunction)sp_py_pool_set_quiet_listeners, METH_O,
-     "_set_quiet_listeners(list): the release listeners seen doing nothing without a token."},
+     "_set_quiet_listeners($self, listeners, /)\n--\n\n"
+     "The release listeners seen doing nothing without a token."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1048,6 +1085,7 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_new, pool_new},
     {Py_tp_dealloc, pool_dealloc},
     {Py_tp_traverse, pool_traverse},
+    {Py_tp_clear, pool_clear},
     {Py_tp_methods, pool_methods},
     {Py_tp_getset, pool_getset},
     {Py_tp_doc, "C half of SafeConnectionPool: the per-endpoint budget, checkout and release."},
@@ -1057,6 +1095,6 @@ static PyType_Slot pool_slots[] = {
 PyType_Spec sp_py_pool_core_spec = {
     .name = "redis_safepool._core.PoolCore",
     .basicsize = sizeof(PoolCore),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = pool_slots,
 };

@@ -77,7 +77,7 @@ adopt_run_id_locked(sp_endpoint *ep, const sp_host_health *rec, sp_deferred *aft
     }
     if (ep->run_id[0] && strcmp(rec->run_id, ep->run_id) != 0) {
         ep->generation++;  /* nothing from the old server process is handed out */
-        sp_endpoint_drain_idle_locked(ep, after);
+        sp_endpoint_bury_all_idle_locked(ep, after);
         sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                        "server restarted (run_id changed, learnt from another process on "
                        "this host)");

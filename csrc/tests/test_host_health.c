@@ -672,7 +672,7 @@ test_state_of_a_gone_process_is_history(void)
     shm_unlink(name);
 }
 
-const sp_test sp_host_health_tests[] = {
+static const sp_test tests[] = {
     {"host_health_pause_fails_every_process", test_pause_fails_every_process},
     {"host_health_one_probe_per_host", test_one_probe_per_host},
     {"host_health_lease_holder_killed", test_lease_holder_killed},
@@ -682,3 +682,5 @@ const sp_test sp_host_health_tests[] = {
      test_async_waiter_served_from_another_process},
     {NULL, NULL},
 };
+
+SP_SUITE(host_health, tests)
