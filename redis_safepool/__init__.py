@@ -18,18 +18,8 @@ from ._pool_base import (
 )
 from ._close_dropped import dispose
 from ._endpoint_keys import endpoint_of
-from .exceptions import (
-    BudgetConflictWarning,
-    CredentialsRejectedError,
-    HostScopeWarning,
-    DoubleReleaseError,
-    ForeignConnectionError,
-    PoolClosedError,
-    PoolMisuseError,
-    PoolTimeoutError,
-    SafePoolError,
-    ServerUnavailableError,
-)
+from . import exceptions as _exceptions
+from .exceptions import *  # noqa: F403 (every error, named once in exceptions.__all__)
 from .pool import SafeConnectionPool
 
 _core._set_disposer(dispose)
@@ -43,17 +33,8 @@ __all__ = [
     "stats",
     "configure",
     "checker_config",
-    "SafePoolError",
-    "PoolTimeoutError",
-    "ServerUnavailableError",
-    "CredentialsRejectedError",
-    "PoolClosedError",
-    "PoolMisuseError",
-    "DoubleReleaseError",
-    "ForeignConnectionError",
-    "BudgetConflictWarning",
-    "HostScopeWarning",
     "host_stats",
+    *_exceptions.__all__,
 ]
 
 # redis-py has two pool classes; ours waits like BlockingConnectionPool and

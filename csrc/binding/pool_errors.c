@@ -2,6 +2,8 @@
 #include "module_state.h"
 #include "pool_errors.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "auth_gate.h"
@@ -184,6 +186,44 @@ tls_handshake_eof(const sp_endpoint *ep, const char *msg)
             strstr(msg, "connection has been closed (EOF)") != NULL);
 }
 
+/* The errno of the OSError behind `exc`: itself, or its __cause__ or
+ * __context__, a few links deep (redis-py raises its ConnectionError inside
+ * the connect's `except OSError`), or 0. Call with no exception pending. */
+static int
+cause_errno(PyObject *exc)
+{
+    int found = 0;
+    PyObject *link = Py_NewRef(exc);
+    for (int depth = 0; link != NULL && depth < 8 && found == 0; depth++) {
+        if (PyErr_GivenExceptionMatches(link, PyExc_OSError)) {
+            PyObject *no = PyObject_GetAttrString(link, "errno");
+            if (no == NULL) {
+                PyErr_Clear();
+            }
+            else if (PyLong_Check(no)) {
+                long value = PyLong_AsLong(no);
+                found = value > 0 && value <= INT_MAX ? (int)value : 0;
+            }
+            Py_XDECREF(no);
+        }
+        PyObject *next = PyException_GetCause(link);
+        if (next == NULL) {
+            next = PyException_GetContext(link);
+        }
+        Py_DECREF(link);
+        link = next;
+    }
+    Py_XDECREF(link);
+    return found;
+}
+
+/* Nothing listens: a refused TCP connect, or no unix socket file. */
+static int
+refused_errno(int err)
+{
+    return err == ECONNREFUSED || err == ENOENT;
+}
+
 /* Tells the endpoint what an exception says about the server. */
 static void
 report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *exc)
@@ -221,8 +261,7 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     else if (strstr(msg, "max number of clients") || tls_handshake_eof(ep, msg)) {
         kind = SP_FAIL_MAXCLIENTS;
     }
-    else if (strstr(msg, "Connection refused") || strstr(msg, "Error 111 ") ||
-             strstr(msg, "No such file or directory")) {
+    else if (refused_errno(cause_errno(exc))) {
         kind = SP_FAIL_REFUSED;
     }
     else if (PyErr_GivenExceptionMatches(exc, timeout) ||
