@@ -148,6 +148,7 @@ class AsyncPoolMethods(CoreBooks):
     __slots__ = ()
 
     _client = ("redis", "asyncio")
+    _quiet_async: Any = None  # the release listeners last seen: see _release_events.async_event_due
 
     # from the client family's asyncio ConnectionPool, the last base
     _client_pool: ClassVar[Any]
@@ -375,7 +376,7 @@ class AsyncPoolMethods(CoreBooks):
             except BaseException:
                 self._release_fd(connection, -1)  # cancelled again: give the slot back anyway
                 raise
-        if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
+        if _release_events.async_event_due(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
             # listener sends AUTH on it. A failed listener leaves it in an unknown
             # state: it goes back disconnected and the error propagates.
