@@ -261,8 +261,10 @@ static PyMethodDef inbox_methods[] = {
      "collect($self, /)\n--\n\n"
      "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
     {"hold", (PyCFunction)inbox_hold, METH_NOARGS,
+     "hold($self, /)\n--\n\n"
      "On the inbox's own loop, before a release: no wake-up byte until take()."},
     {"take", (PyCFunction)inbox_take, METH_NOARGS,
+     "take($self, /)\n--\n\n"
      "After hold() and the release: served waiters as collect() gives them, or None; "
      "re-arms the wake-up."},
     {NULL, NULL, 0, NULL},
