@@ -480,6 +480,16 @@ def test_cancelled_waiter_loses_its_place_without_leaking(redis_server, make_apo
     assert served == ["a", "c"]
 
 
+async def hand_over(pool: SafeConnectionPool):
+    """Check out the pool's one connection, queue a waiter task for it, release it
+    (handed to the waiter in C): (the connection, the waiter task)."""
+    held = await pool.get_connection()
+    waiter = asyncio.ensure_future(pool.get_connection())
+    await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
+    await pool.release(held)
+    return held, waiter
+
+
 def test_cancel_in_the_iteration_of_the_handover(redis_server, make_pool, make_apool,
                                                 no_checker):
     """A thread's release serves the waiter in C; it is cancelled before its loop collects
@@ -515,10 +525,7 @@ def test_a_handover_on_the_releasing_loop_needs_no_wake_up(redis_server, make_ap
     async def main():
         loop = asyncio.get_running_loop()
         for _ in range(5):
-            held = await pool.get_connection()
-            waiter = asyncio.ensure_future(pool.get_connection())
-            await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
-            await pool.release(held)
+            held, waiter = await hand_over(pool)
             with pytest.raises(BlockingIOError):
                 os.read(spa._waker(loop).inbox.fileno(), 1)  # the pipe is empty
             st = pool.stats()
@@ -538,11 +545,8 @@ def test_cancel_after_the_connection_was_collected(redis_server, make_apool, no_
     async def main():
         loop = asyncio.get_running_loop()
         for _ in range(5):
-            held = await pool.get_connection()
-            waiter = asyncio.ensure_future(pool.get_connection())
-            await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
-            await pool.release(held)
-            spa._waker(loop).collect()  # what the pipe's reader does: resolve the future now
+            held, waiter = await hand_over(pool)
+            spa._waker(loop).collect()  # resolved already (same loop); the reader's pass finds nothing
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter
