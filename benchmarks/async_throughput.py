@@ -33,6 +33,36 @@ P99_FROM_TASKS = 300
 TASKS_PER_SLICE_SECOND = 500  # a slice of `slice_seconds` is stretched beyond this many tasks
 
 
+NO_POOL = "no pool"  # one connection handed to every call: a GET with no pool work at all
+
+
+class _OneConnection(ra.ConnectionPool):
+    """A "pool" that hands its one connection to every call (1 task only): what a
+    GET costs when checkout and release cost nothing, the floor any pool adds to."""
+
+    _conn: Any = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self._conn is None:
+            self._conn = self.make_connection()
+            await self._conn.connect()
+        return self._conn
+
+    async def release(self, connection: Any) -> None:  # type: ignore[override]
+        pass
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            await self._conn.disconnect()
+
+
+def _make_pool(ctx: c.Context, kind: str, **kw: Any) -> Any:
+    if kind == NO_POOL:
+        return _OneConnection(host=ctx.host, port=ctx.port, socket_timeout=5,
+                              socket_connect_timeout=5, **kw)
+    return c.make_pool(ctx, kind, LIMIT, aio=True, **kw)
+
+
 async def run_tasks(n: int, body: Any, seconds: float) -> Tuple[List[Any], float]:
     """Start ``n`` tasks running ``body(deadline)`` together; wait (bounded) for all of them."""
     start = time.perf_counter()
@@ -93,10 +123,10 @@ def measure(ctx: c.Context, kind: str, tasks: int, seconds: float, pairs: bool,
             parser: Optional[str] = None) -> Dict[str, Any]:
     async def main() -> Dict[str, Any]:
         kw = {} if parser is None else {"parser_class": PARSERS[parser]}
-        pool = c.make_pool(ctx, kind, LIMIT, aio=True, **kw)
+        pool = _make_pool(ctx, kind, **kw)
         client = ra.Redis(connection_pool=pool)
         try:
-            await c.prewarm_async(pool, LIMIT if kind != c.CP else min(tasks, LIMIT))
+            await c.prewarm_async(pool, LIMIT if kind not in (c.CP, NO_POOL) else min(tasks, LIMIT))
             if pairs:
                 body = lambda deadline: pair_loop(pool, deadline)  # noqa: E731
             else:
@@ -222,7 +252,7 @@ def run(ctx: c.Context) -> c.Section:
                 if f is not None and (fair.get(key) is None or f["jain"] < fair[key]["jain"]):
                     fair[key] = f  # the least fair slice
                 fair.setdefault(key, None)
-            c.alternate(ctx, one, kinds)
+            c.alternate(ctx, one, kinds + ([NO_POOL] if tasks == 1 else []))
 
     pair_acc: Dict[Tuple[int, str], Dict[str, float]] = {}
     for tasks in PAIR_TASKS:
@@ -295,6 +325,17 @@ def run(ctx: c.Context) -> c.Section:
             cells.append(c.fmt_ratio(c.ratio(work[(tasks, c.SAFE)], work[(tasks, c.BCP)])))
         wrows.append([str(tasks)] + cells)
 
+    nh = ["parser", f"{NO_POOL} ops/s", f"{NO_POOL} CPU us/op", "BCP ops/s", "BCP CPU us/op",
+          "no pool/BCP: the most any pool can reach", "Safe/BCP"]
+    nrows = []
+    for parser in PARSERS:
+        bare, bcp = (parser, 1, NO_POOL), (parser, 1, c.BCP)
+        nrows.append([parser, c.fmt_rate(rate[bare]), f"{cpu_us[bare]:.0f}",
+                      c.fmt_rate(rate[bcp]), f"{cpu_us[bcp]:.0f}",
+                      _round_spread(acc[bare]["slices"], acc[bcp]["slices"]),
+                      _round_spread(acc[(parser, 1, c.SAFE)]["slices"], acc[bcp]["slices"])
+                      if has_safe else "n/a"])
+
     section = c.Section(
         name=NAME, title="async_throughput: redis.asyncio.Redis.get from N tasks on 8 connections",
         about=(f"One event loop; N tasks each `await redis.asyncio.Redis(connection_pool=pool)"
@@ -320,8 +361,10 @@ def run(ctx: c.Context) -> c.Section:
                "1 task only: it has no wait queue). Python calls/GET: cProfile's count of "
                f"function calls per GET over {WORK_CALLS} GETs (at least one per task; "
                "python parser), the work a call costs whatever the machine's load; n/a "
-               "when the pool gave up on a call."),
-        tables=[(th, trows), (lh, lrows), (fh, frows), (ph, prows), (wh, wrows)],
+               "when the pool gave up on a call. No pool (1 task): one connection handed to "
+               "every call with no checkout or release work, alternated with the pools: "
+               "no pool/BCP is the Safe/BCP a pool that cost nothing would reach."),
+        tables=[(th, trows), (lh, lrows), (fh, frows), (nh, nrows), (ph, prows), (wh, wrows)],
         data={"rate": {"/".join(map(str, k)): v for k, v in rate.items()},
               "latency": {"/".join(map(str, k)): v for k, v in lats.items()},
               "fairness": {"/".join(map(str, k)): v for k, v in fair.items()},
