@@ -63,6 +63,7 @@ def test_pool_overhead(ctx, monkeypatch):
     _numbers(rates.values())
     _int_counts(section.data["errors"].values())
     assert "pairs/s" in section.markdown()
+    assert "no pool/BCP" in section.markdown()
 
 
 def test_host_scope(ctx):
@@ -108,7 +109,8 @@ def test_async_throughput(ctx, monkeypatch):
     section = async_throughput.run(ctx)
     kinds = [k for k in (c.BCP, c.SAFE) if k in ctx.kinds]
     assert set(section.data["rate"]) == {f"{p}/{t}/{k}" for p in async_throughput.PARSERS
-                                         for t in (1, 64) for k in kinds}
+                                         for t in (1, 64) for k in kinds} | {
+        f"{p}/1/{async_throughput.NO_POOL}" for p in async_throughput.PARSERS}
     _numbers(section.data["rate"].values())
     _numbers(section.data["pairs"].values())
     cpu = list(section.data["cpu_us_per_op"].values())  # nan: no call ended inside a tiny slice
