@@ -244,7 +244,7 @@ class AsyncPoolMethods(PoolBase):
             try:
                 await _close_half_made(obj)
             finally:
-                self._discard(obj)
+                self._bury(obj)
                 self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
         finally:
@@ -386,7 +386,7 @@ class AsyncPoolMethods(PoolBase):
         running = asyncio.get_running_loop()
         # not connected (None): nothing to close, and it may be connecting on another loop
         here = [c for c in self._idle_list() if _loop_of(c) is running]
-        self._drain_idle()  # the core disposes of them, each on its own loop
+        self._bury_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
             for conn in self._in_use_list():
                 if _loop_of(conn) is running and not getattr(conn, "_safepool_readying", False):

@@ -113,7 +113,7 @@ sp_py_stats_dict(sp_endpoint *ep)
     if (d == NULL) {
         return NULL;
     }
-    if (set_item(d, "endpoint", PyUnicode_FromString(ep->label)) < 0 ||
+    if (set_item(d, "endpoint", PyUnicode_FromString(sp_endpoint_label(ep))) < 0 ||
         set_item(d, "max_connections", PyLong_FromLong(s.max_connections)) < 0 ||
         set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
         set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
@@ -162,7 +162,7 @@ add_stats(sp_endpoint *ep, void *arg)
     if (d == NULL) {
         return 1;
     }
-    int rc = PyDict_SetItemString(all, ep->label, d);
+    int rc = PyDict_SetItemString(all, sp_endpoint_label(ep), d);
     Py_DECREF(d);
     return rc < 0;
 }
@@ -211,7 +211,7 @@ core_set_budget(PyObject *module, PyObject *args, PyObject *kwds)
     sp_py_finish_deferred(get_state(module), &after);
     PyObject *note = Py_None;
     Py_INCREF(note);
-    if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
+    if (shm_name != NULL && !sp_endpoint_on_host_budget(ep)) {
         Py_DECREF(note);
         note = sp_py_use_host_budget(ep, shm_name, max_connections);
         if (note == NULL) {

@@ -184,19 +184,7 @@ take_served(sp_loop_inbox *self)
         if (item == NULL || list == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_XDECREF(list);
-            pthread_mutex_lock(&self->inbox.lock);
-            w->served_prev = NULL;
-            w->served_next = self->inbox.head;
-            if (self->inbox.head) {
-                self->inbox.head->served_prev = w;
-            }
-            else {
-                self->inbox.tail = w;
-            }
-            self->inbox.head = w;
-            w->in_inbox = 1;
-            self->inbox.signaled = 1;
-            pthread_mutex_unlock(&self->inbox.lock);
+            sp_inbox_unpop(&self->inbox, w);
             ssize_t rc = write(self->write_fd, "x", 1);
             (void)rc;  /* a full pipe already means "wake up" */
             return NULL;
@@ -241,9 +229,7 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
 static PyObject *
 inbox_hold(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
 {
-    pthread_mutex_lock(&self->inbox.lock);
-    self->inbox.signaled = 1;
-    pthread_mutex_unlock(&self->inbox.lock);
+    sp_inbox_hold(&self->inbox);
     Py_RETURN_NONE;
 }
 
@@ -553,7 +539,7 @@ sp_py_pool_slot_failed(PoolCore *self, PyObject *args)
 }
 
 PyObject *
-sp_py_pool_discard(PoolCore *self, PyObject *conn)
+sp_py_pool_bury(PoolCore *self, PyObject *conn)
 {
     if (self->ep == NULL) {
         Py_RETURN_NONE;
@@ -567,6 +553,6 @@ sp_py_pool_discard(PoolCore *self, PyObject *conn)
         return NULL;
     }
     self->in_use--;
-    sp_py_pool_drop_record(self, rec);
+    sp_py_pool_bury_record(self, rec);
     Py_RETURN_NONE;
 }

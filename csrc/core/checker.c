@@ -9,6 +9,7 @@
 #include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
+#include "conn_list.h"
 #include "events.h"
 #include "probe.h"
 #include "registry.h"
@@ -128,12 +129,7 @@ close_buried(sp_endpoint *ep, sp_deferred *after)
             }
         }
         pthread_mutex_lock(&ep->lock);
-        sp_conn *tail = list;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = list;
+        sp_conn_list_move(&list, &ep->graveyard);
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
@@ -380,7 +376,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
-            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_endpoint_bury_all_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
             /* Logged, but not a state transition: generation tells it. */
