@@ -239,7 +239,7 @@ test_regrowing(void)
     CHECK(a.allowance == 5);                          /* 0.2 * 14 >= 1 */
 }
 
-const sp_test sp_view_loan_tests[] = {
+static const sp_test tests[] = {
     {"view_loan/read_view", test_read_view},
     {"view_loan/read_view_refusals", test_read_view_refusals},
     {"view_loan/endpoint_loan", test_endpoint_loan},
@@ -247,3 +247,4 @@ const sp_test sp_view_loan_tests[] = {
     {"view_loan/regrowing", test_regrowing},
     {NULL, NULL},
 };
+SP_SUITE(view_loan, tests)
