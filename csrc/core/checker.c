@@ -998,12 +998,13 @@ checker_main(void *arg)
             double until = ts.next_due > floor ? ts.next_due : floor;
             if (watching || n_flights > 0) {
                 pthread_mutex_unlock(&ck.lock);
+                /* A hangup is acted on at once, without waiting for the
+                 * rest of a burst: the probe it starts is the endpoint's
+                 * one in flight, and the hangups that follow are only
+                 * counted. Waiting (napping) here would hand the CPU to
+                 * the threads a dying server just woke, and the probe's
+                 * verdict would wait for the checker to be run again. */
                 n_hung = wait_events(until, hung, 64, watching);
-                if (n_hung > 0) {
-                    /* The first hangup of a burst: take in the rest, so
-                     * that one probe answers for all of them. */
-                    n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
-                }
                 pthread_mutex_lock(&ck.lock);
             }
             else {
