@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Union, cast
 from redis.connection import ConnectionPool, parse_url
 
 from . import _core, observe
-from ._books import (
+from ._pool_base import (
     _check_max_connections,
     _check_positive_seconds,
     _check_server_reserve,
@@ -16,8 +16,8 @@ from ._books import (
     warn_host_scope,
     warn_scope_conflict,
 )
-from ._dispose import dispose
-from ._keys import endpoint_of
+from ._close_dropped import dispose
+from ._endpoint_keys import endpoint_of
 from .exceptions import (
     BudgetConflictWarning,
     CredentialsRejectedError,
@@ -88,9 +88,9 @@ def configure(target: Union[str, ConnectionPool], max_connections: int,
         cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
     else:
         raise TypeError(f"configure() takes a URL or a pool, not {type(target).__name__}")
-    key, label, addr = endpoint_of(cls, kwargs)
-    shm_name = host_segment_name(key) if scope == "host" else None
-    note = _core.configure(key, label, max_connections, shm_name=shm_name, **addr)
+    label, addr = endpoint_of(cls, kwargs)
+    shm_name = host_segment_name(label) if scope == "host" else None
+    note = _core.set_budget(label, max_connections, shm_name=shm_name, **addr)
     if note is not None:
         warn_host_scope(label, note)
     elif _core.stats().get(label, {}).get("scope", scope) != scope:

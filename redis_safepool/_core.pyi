@@ -6,7 +6,7 @@ from typing_extensions import disjoint_base
 
 class _PoolCoreAPI:
     """PoolCore's methods. Only for the type checker (not in the C module): the pool
-    mixins in _books.py, pool.py and asyncio.py are typed as its subclasses."""
+    mixins in _pool_base.py, pool.py and asyncio.py are typed as its subclasses."""
 
     timeout: Optional[float]
     _check_reconnect: bool
@@ -22,7 +22,6 @@ class _PoolCoreAPI:
     def _bind(
         self,
         key: str,
-        label: str,
         max_connections: int,
         flavor: int,
         host: Optional[str] = ...,
@@ -40,6 +39,7 @@ class _PoolCoreAPI:
     def _idle_list(self) -> List[Any]: ...
     def _owns(self, connection: Any, /) -> bool: ...
     def _report(self, kind: int, message: str, /) -> None: ...
+    def _timeout_error(self, waited: float, /) -> Exception: ...
     def _report_exception(self, exc: BaseException, /) -> None: ...
     def _take_idle(self) -> Any: ...
     def _set_idle_limits(self, max_idle_time: float, max_lifetime: float, /) -> None: ...
@@ -85,9 +85,8 @@ DEFAULT_TIMEOUT: float
 FD_UNPOLLABLE: int
 
 def stats() -> Dict[str, Dict[str, Any]]: ...
-def configure(
+def set_budget(
     key: str,
-    label: str,
     max_connections: int,
     host: Optional[str] = ...,
     port: int = ...,

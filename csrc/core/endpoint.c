@@ -78,7 +78,7 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->port = -1;
     ep->max_connections = max_connections;
     ep->state = SP_STATE_READY;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
     sp_server_view_init(&ep->server_view);
@@ -110,7 +110,7 @@ sp_endpoint_free(sp_endpoint *ep)
 }
 
 void
-sp_after_bury(sp_after *after, sp_conn *rec)
+sp_deferred_bury(sp_deferred *after, sp_conn *rec)
 {
     rec->state = SP_CONN_DEAD;
     rec->prev = NULL;
@@ -120,7 +120,7 @@ sp_after_bury(sp_after *after, sp_conn *rec)
 
 /* Whether `after` can take one more async waiter's pipe (or has it). */
 static int
-notify_room(const sp_after *after, int fd)
+notify_room(const sp_deferred *after, int fd)
 {
     if (after->n_notify < (int)(sizeof(after->notify_fds) / sizeof(int))) {
         return 1;
@@ -134,7 +134,7 @@ notify_room(const sp_after *after, int fd)
 }
 
 static void
-note_notify(sp_after *after, int fd)
+note_notify(sp_deferred *after, int fd)
 {
     for (int i = 0; i < after->n_notify; i++) {
         if (after->notify_fds[i] == fd) {
@@ -151,7 +151,7 @@ idle_push(sp_endpoint *ep, sp_conn *rec)
 {
     rec->state = SP_CONN_IDLE;
     rec->owner = NULL;
-    rec->idle_since = sp_now();
+    rec->idle_since_mono = sp_now();
     rec->idle_stamp = ++ep->idle_seq;
     rec->prev = NULL;
     rec->next = ep->idle_top;
@@ -252,18 +252,18 @@ sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
 static void
-forget_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+forget_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
     ep->closing++;
     ep->closed++;
     rec->counted = 1;
     rec->ep = ep;
-    sp_after_bury(after, rec);
+    sp_deferred_bury(after, rec);
 }
 
 void
-sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
+sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after)
 {
     if (n <= 0) {
         return;
@@ -276,14 +276,14 @@ sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
 }
 
 void
-sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     idle_unlink(ep, rec);
     forget_locked(ep, rec, after);
 }
 
 void
-sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->idle_top) {
         sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
@@ -292,7 +292,7 @@ sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
 
 /* Hands records the checker buried to the calling (Python) thread. */
 static void
-collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
+collect_graveyard_locked(sp_endpoint *ep, sp_deferred *after)
 {
     if (ep->graveyard == NULL) {
         return;
@@ -362,14 +362,14 @@ queue_unlink(sp_endpoint *ep, sp_waiter *w)
 
 /* Settles a queued waiter and wakes it. */
 static void
-serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
+serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_deferred *after)
 {
     int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
-    double waited = sp_now() - w->enqueued_at;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    double waited = sp_now() - w->enqueued_mono;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     if (w->has_cond) {
         pthread_mutex_lock(&w->mutex);
@@ -445,10 +445,10 @@ static void
 note_refusal_locked(sp_endpoint *ep)
 {
     ep->refused_by_state++;
-    if (ep->refused_state != ep->state || ep->refused_since != ep->state_since ||
+    if (ep->refused_state != ep->state || ep->refused_since_wall != ep->state_since_wall ||
         strcmp(ep->refused_reason, ep->state_reason) != 0) {
         ep->refused_state = ep->state;
-        ep->refused_since = ep->state_since;
+        ep->refused_since_wall = ep->state_since_wall;
         memcpy(ep->refused_reason, ep->state_reason, sizeof(ep->refused_reason));
     }
 }
@@ -525,7 +525,7 @@ relay_wake(sp_waiter *w)
  * each one done wakes the next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
  * not fit in `after` stay for the next call.) */
 static void
-fail_queue_locked(sp_endpoint *ep, sp_after *after)
+fail_queue_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_waiter *w = ep->wait_tail;
     sp_waiter *relay_head = NULL, *relay_tail = NULL;
@@ -604,7 +604,7 @@ sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w)
 }
 
 void
-sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->wait_head) {
         sp_waiter *w = ep->wait_head;
@@ -638,12 +638,12 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
     host_settle_locked(ep);
 }
 
-/* Dispatch from a call that has no sp_after of its own: buried victims go
+/* Dispatch from a call that has no sp_deferred of its own: buried victims go
  * to ep->graveyard (still counted; the next acquire/release hands them to a
  * thread that disposes of them), async waiters to wake are kept in `local`
- * for sp_after_notify() once the lock is released. */
+ * for sp_deferred_notify() once the lock is released. */
 static void
-dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
+dispatch_deferred_locked(sp_endpoint *ep, sp_deferred *local)
 {
     sp_endpoint_dispatch_locked(ep, local);
     if (local->graveyard != NULL) {
@@ -658,7 +658,7 @@ dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
 }
 
 void
-sp_after_notify(sp_after *after)
+sp_deferred_notify(sp_deferred *after)
 {
     for (int i = 0; i < after->n_notify; i++) {
         ssize_t rc = write(after->notify_fds[i], "x", 1);
@@ -694,7 +694,7 @@ sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor)
 }
 
 void
-sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->pools--;
@@ -715,7 +715,7 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 /* Lowered budget or allowance: idle connections over the cap go now
  * (oldest first), busy ones on release. */
 static void
-trim_idle_locked(sp_endpoint *ep, sp_after *after)
+trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
            ep->idle > 0) {
@@ -729,7 +729,7 @@ trim_idle_locked(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
@@ -745,7 +745,7 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 
 sp_acquire_status
 sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
-                    sp_waiter *w, sp_conn **out, sp_after *after)
+                    sp_waiter *w, sp_conn **out, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
@@ -770,7 +770,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         return SP_ACQ_PAUSED;
     }
     /* Not waiting: unless room is a close away (then the caller's
-     * sp_finish_after() closes it and serves this waiter before it waits). */
+     * sp_py_finish_deferred() closes it and serves this waiter before it waits). */
     if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
         pthread_mutex_unlock(&ep->lock);
@@ -780,7 +780,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     w->flavor = flavor;
     w->result = SP_WAIT_PENDING;
     w->conn = NULL;
-    w->enqueued_at = sp_now();
+    w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
     /* Only other flavors idle and the budget full: make room for this one. */
@@ -881,7 +881,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
         }
-        sp_after local = {0};
+        sp_deferred local = {0};
         pthread_mutex_lock(&ep->lock);
         if (!w->has_cond) {
             make_cond_locked(w);
@@ -891,7 +891,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
-        sp_after_notify(&local);
+        sp_deferred_notify(&local);
         r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
@@ -926,7 +926,7 @@ static sp_wait_result
 leave_timed_out(sp_endpoint *ep, sp_waiter *w)
 {
     sp_wait_result result;
-    sp_after local = {0};
+    sp_deferred local = {0};
     pthread_mutex_lock(&ep->lock);
     result = w->result;  /* served between the timeout and here? */
     if (result == SP_WAIT_PENDING) {
@@ -934,21 +934,21 @@ leave_timed_out(sp_endpoint *ep, sp_waiter *w)
         /* The next waiter may be servable now (idle of its flavor). */
         dispatch_deferred_locked(ep, &local);
         ep->timeouts++;
-        double waited = sp_now() - w->enqueued_at;
-        ep->wait_time_total += waited;
-        if (waited > ep->wait_time_max) {
-            ep->wait_time_max = waited;
+        double waited = sp_now() - w->enqueued_mono;
+        ep->wait_total_s += waited;
+        if (waited > ep->wait_max_s) {
+            ep->wait_max_s = waited;
         }
         w->result = result = SP_WAIT_TIMEOUT;
     }
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     return result;
 }
 
 /* Puts a connection back where the next waiter or the idle stack gets it. */
 static void
-give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     ep->in_use--;
     idle_push(ep, rec);
@@ -956,7 +956,7 @@ give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 }
 
 void
-sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
+sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     switch (w->result) {
@@ -994,7 +994,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     rec->fd = fd;
     rec->flavor = flavor;
     rec->state = SP_CONN_INUSE;
-    rec->created_at = sp_now();
+    rec->created_mono = sp_now();
     rec->lease = 1;
     pthread_mutex_lock(&ep->lock);
     if (sp_ptrmap_put(&ep->conns, payload, rec) < 0) {
@@ -1006,23 +1006,23 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
         /* Jitter lifetimes by up to 10% so connections made together do not
          * all expire together. */
         double jitter = (double)(((uintptr_t)rec >> 4) % 1000) / 10000.0;
-        rec->expires_at = rec->created_at + ep->max_lifetime * (1.0 - jitter);
+        rec->expires_mono = rec->created_mono + ep->max_lifetime * (1.0 - jitter);
     }
     ep->connecting--;
     ep->in_use++;
     ep->created++;
     ep->progress++;
     /* Recovering: one connect fewer in flight lets the next waiter in. */
-    sp_after local = {0};
+    sp_deferred local = {0};
     dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     sp_watch_add(fd, ep->serial);
     return 0;
 }
 
 void
-sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
+sp_endpoint_cancel_slot(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1033,7 +1033,7 @@ sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
+sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1045,7 +1045,7 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
@@ -1082,9 +1082,9 @@ sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
 {
     pthread_mutex_lock(&ep->lock);
     ep->timeouts++;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1109,7 +1109,7 @@ flavor_used_locked(const sp_endpoint *ep, uint32_t flavor)
 
 sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
-                    sp_after *after)
+                    sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
@@ -1135,7 +1135,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
         ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
         host_yield_locked(ep) ||
-        (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
+        (rec->expires_mono > 0 && sp_now() >= rec->expires_mono)) {
         ep->in_use--;
         forget_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
@@ -1153,7 +1153,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
 /* ---- bulk operations ------------------------------------------------------ */
 
 void
-sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_conn *rec = ep->idle_top;
@@ -1170,7 +1170,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 }
 
 void
-sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_waiter *w = ep->wait_head;
@@ -1186,7 +1186,7 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
 }
 
 void
-sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     for (size_t i = 0; i < ep->conns.cap; i++) {
@@ -1263,7 +1263,7 @@ held_locked(const sp_endpoint *ep)
 
 int
 sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                               double u, sp_after *after)
+                               double u, sp_deferred *after)
 {
     ep->server_view = *v;
     ep->server_view_error[0] = '\0';
@@ -1285,14 +1285,14 @@ sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why)
 }
 
 void
-sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_rejected_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_allowance_on_rejection(&ep->allow, held_locked(ep));
     trim_idle_locked(ep, after);
 }
 
 void
-sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     if (reason) {
         snprintf(ep->state_reason, sizeof(ep->state_reason), "%s", reason);
@@ -1302,7 +1302,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
         return;
     }
     ep->state = s;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->transitions++;
     if (s == SP_STATE_PAUSED) {
         /* Nothing from before an outage is ever handed out again: idle
@@ -1329,7 +1329,7 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->waiters = ep->waiters;
     out->pools = ep->pools;
     out->state = ep->state;
-    out->state_since = ep->state_since;
+    out->state_since_wall = ep->state_since_wall;
     memcpy(out->state_reason, ep->state_reason, sizeof(out->state_reason));
     memcpy(out->last_error, ep->last_error, sizeof(out->last_error));
     memcpy(out->run_id, ep->run_id, sizeof(out->run_id));
@@ -1344,12 +1344,12 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->dead_idle_closed = ep->dead_idle_closed;
     out->peer_hangups = ep->peer_hangups;
     out->refused_state = ep->refused_state;
-    out->refused_since = ep->refused_since;
+    out->refused_since_wall = ep->refused_since_wall;
     memcpy(out->refused_reason, ep->refused_reason, sizeof(out->refused_reason));
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
-    out->wait_time_total = ep->wait_time_total;
-    out->wait_time_max = ep->wait_time_max;
+    out->wait_total_s = ep->wait_total_s;
+    out->wait_max_s = ep->wait_max_s;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
     struct sp_host *h = ep->host_budget;
@@ -1379,13 +1379,13 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
      * the parent's: move them all to the graveyard, which the child
      * disposes of without touching the parent's sockets. */
     init_lock(&ep->lock);
-    sp_after after = {0};
+    sp_deferred after = {0};
     for (size_t i = 0; i < ep->conns.cap; i++) {
         if (ep->conns.keys[i]) {
             sp_conn *rec = ep->conns.values[i];
             rec->quiet = rec->state == SP_CONN_INUSE;
             rec->counted = 0;
-            sp_after_bury(&after, rec);
+            sp_deferred_bury(&after, rec);
         }
     }
     sp_conn *tail = after.graveyard;
@@ -1433,7 +1433,7 @@ sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
 }
 
 void
-sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
+sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
     if (h == NULL) {

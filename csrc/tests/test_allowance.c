@@ -173,7 +173,7 @@ test_allowance_rules(void)
 static sp_acquire_status
 acq(sp_endpoint *ep, double deadline, sp_waiter *w, sp_conn **c)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_waiter_init(w);
     sp_acquire_status st = sp_endpoint_acquire(ep, POOL_A, 1, deadline, w, c, &after);
     tp_after_done(&after);
@@ -187,7 +187,7 @@ static void
 test_endpoint_saturated(void)
 {
     sp_endpoint *ep = sp_endpoint_new("tcp://127.0.0.1:1/0", "redis://127.0.0.1:1/0", 64);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *c = NULL;
     sp_server_view v;

@@ -56,7 +56,7 @@ test_auth_gate_flavors_and_trials(void)
     CHECK(ep->auth_rejections == 0);
 
     {
-        sp_after after = {0};
+        sp_deferred after = {0};
         sp_endpoint_pool_removed(ep, 1, &after);
         sp_endpoint_pool_removed(ep, 2, &after);
         tp_after_done(&after);

@@ -160,7 +160,7 @@ socket_conn(sp_endpoint *ep, int port, long *client_id)
 static void
 release_to_idle(sp_endpoint *ep, tp_payload *p)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     if (p != NULL) {
         CHECK(sp_endpoint_release(ep, POOL_X, p, p->fd, 1, &after) == SP_REL_OK);
@@ -171,7 +171,7 @@ release_to_idle(sp_endpoint *ep, tp_payload *p)
 static void
 cleanup_endpoint(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     sp_endpoint_abandon_pool(ep, POOL_X, &after);
     sp_endpoint_drain_idle(ep, 0, &after);
@@ -190,7 +190,7 @@ test_checker_real_server(void)
     sp_redis r;
     sp_redis_opts opts = {0, 0, 0, NULL};
     sp_endpoint *ep = NULL;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *got;
     ev_log log;
@@ -467,7 +467,7 @@ test_checker_stopped_server_saturated(void)
     tp_payload *busy[4];
     sp_waiter w;
     sp_conn *got = NULL;
-    sp_after after = {0};
+    sp_deferred after = {0};
     uint64_t probes;
     long id = -1;
     int i, base = sp_registry_count();
@@ -503,7 +503,7 @@ test_checker_stopped_server_saturated(void)
 static void
 test_checker_idle_limits(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep;
     tp_payload *p[3];
     int created, i, zero = 0;
@@ -685,7 +685,7 @@ bind_port(const char *key, int port)
 static void
 unbind_port(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     sp_endpoint_pool_removed(ep, 1, &after);
     tp_after_done(&after);

@@ -27,7 +27,7 @@ new_ep(int max)
 static sp_release_status
 rel(sp_endpoint *ep, void *pool, tp_payload *p, int keep, int *buried)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_release_status st = sp_endpoint_release(ep, pool, p, p->fd, keep, &after);
     int n = tp_after_done(&after);
 
@@ -42,7 +42,7 @@ static sp_acquire_status
 acq(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline, sp_waiter *w,
     tp_payload **got)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
     sp_acquire_status st;
 
@@ -76,7 +76,7 @@ fill_slot(sp_endpoint *ep, void *pool, uint32_t flavor)
 static void
 finish(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     if (ep == NULL) {
         return;
@@ -150,7 +150,7 @@ test_acquire_idle_lifo(void)
     CHECK(ep->connecting == 1 && ep->total == 4);
     tp_check_counts(ep, 0);
     {
-        sp_after after = {0};
+        sp_deferred after = {0};
         sp_endpoint_slot_failed(ep, &after);
         tp_after_done(&after);
     }
@@ -199,7 +199,7 @@ test_take_idle_for_a_check(void)
     CHECK(acq(ep, POOL_A, 1, 0, &w, &got) == SP_ACQ_CONN);
     tp_waiter_init(&w);
     {
-        sp_after after = {0};
+        sp_deferred after = {0};
         sp_conn *none = NULL;
         CHECK(sp_endpoint_acquire(ep, POOL_C, 1, -1, &w, &none, &after) == SP_ACQ_QUEUED);
         tp_after_done(&after);
@@ -228,7 +228,7 @@ test_refusal_kept(void)
     sp_endpoint *ep = new_ep(1);
     sp_waiter w;
     tp_payload *p, *got;
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     if (!connect_one(ep, &p)) {
         return;
@@ -257,7 +257,7 @@ test_budget_and_deadline_zero(void)
     sp_endpoint *ep = new_ep(3);
     tp_payload *p[3], *got;
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *rec;
     int i;
 
@@ -301,7 +301,7 @@ test_timeout_and_slices(void)
 {
     sp_endpoint *ep = new_ep(1);
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_payload *p, *got;
     double t0, deadline;
     sp_wait_result r;
@@ -320,7 +320,7 @@ test_timeout_and_slices(void)
     CHECKF(sp_now() - t0 >= 0.095, "returned after %.3fs", sp_now() - t0);
     CHECKF(sp_now() - t0 < 3.0, "returned after %.3fs", sp_now() - t0);
     CHECK(ep->waiters == 0 && ep->timeouts == 1 && ep->wait_head == NULL);
-    CHECK(ep->wait_time_max >= 0.09 && ep->wait_time_total >= ep->wait_time_max);
+    CHECK(ep->wait_max_s >= 0.09 && ep->wait_total_s >= ep->wait_max_s);
     CHECK(!w.has_cond);
     tp_check_counts(ep, 0);
 
@@ -356,7 +356,7 @@ test_cancel_gives_back(void)
 {
     sp_endpoint *ep = new_ep(1);
     sp_waiter w1, w2;
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_payload *p, *got;
 
     if (!connect_one(ep, &p)) {
@@ -412,7 +412,7 @@ test_flavor_mismatch(void)
 {
     sp_endpoint *ep = new_ep(1);
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_payload *p, *q, *got;
     sp_conn *c = NULL;
 
@@ -479,7 +479,7 @@ static void
 test_set_max(void)
 {
     sp_endpoint *ep = new_ep(3);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w1, w2;
     tp_payload *p[3], *got;
     int i, buried;
@@ -585,7 +585,7 @@ test_release_statuses(void)
     /* Closed ones are unknown afterwards. */
     CHECK(acq(ep, POOL_B, 1, 0, &w, NULL) == SP_ACQ_CONN);
     {
-        sp_after after = {0};
+        sp_deferred after = {0};
         CHECK(sp_endpoint_release(ep, POOL_B, p, -1, 0, &after) == SP_REL_OK);
         CHECK(sp_endpoint_release(ep, POOL_B, p, -1, 1, &after) == SP_REL_UNKNOWN);
         CHECK(tp_after_done(&after) == 1);
@@ -601,7 +601,7 @@ test_fail_pool_waiters(void)
 {
     sp_endpoint *ep = new_ep(1);
     sp_waiter wa1, wb, wa2;
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_payload *p;
 
     if (ep == NULL) {
@@ -633,7 +633,7 @@ test_abandon_pool(void)
     enum { N = 40 };
     sp_endpoint *ep = new_ep(N);
     tp_payload *p[N];
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     int i, n_a = 0, ok = 1;
 
@@ -692,7 +692,7 @@ static void
 test_pool_removed_drains_flavor(void)
 {
     sp_endpoint *ep = new_ep(4);
-    sp_after after = {0};
+    sp_deferred after = {0};
     tp_payload *p[4];
     int i;
 
@@ -728,7 +728,7 @@ test_pool_removed_drains_flavor(void)
 }
 
 static void
-set_state(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+set_state(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_set_state_locked(ep, s, reason, after);
@@ -739,7 +739,7 @@ static void
 test_state_paused(void)
 {
     sp_endpoint *ep = new_ep(4);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     tp_payload *p[3];
     sp_stats st;
@@ -817,7 +817,7 @@ relay_waiter(void *p)
 {
     relay_arg *a = p;
     sp_waiter *w = &a->w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
 
     tp_waiter_init(w);
@@ -854,7 +854,7 @@ static void
 test_pause_wakes_waiters_in_a_relay(void)
 {
     sp_endpoint *ep = new_ep(1);
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_t th[RELAY_N];
     relay_arg args[RELAY_N];
     int returned = 0, order[RELAY_N];
@@ -919,7 +919,7 @@ static void
 test_state_recovering(void)
 {
     sp_endpoint *ep = new_ep(10);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w, w2;
     int i;
 
@@ -977,7 +977,7 @@ static void
 test_state_overloaded(void)
 {
     sp_endpoint *ep = new_ep(2);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     tp_payload *p, *got;
 
@@ -1009,7 +1009,7 @@ static void
 test_head_leaves_next_served(void)
 {
     sp_endpoint *ep = new_ep(2);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w1, w2;
     tp_payload *a, *b, *got;
     int mode;
@@ -1090,7 +1090,7 @@ waiter_thread(void *p)
 {
     wt_arg *a = p;
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
     double deadline = sp_now() + a->timeout;
 
@@ -1143,7 +1143,7 @@ test_fifo_threads(void)
     wt_arg args[N];
     int started[N];
     tp_payload *hold[2], *cur;
-    sp_after after = {0};
+    sp_deferred after = {0};
     int i, k;
 
     if (ep == NULL) {
@@ -1210,7 +1210,7 @@ test_fifo_threads(void)
         }
     }
     CHECK(ep->waits == N && ep->waiters == 0);
-    CHECK(ep->wait_time_max > 0);
+    CHECK(ep->wait_max_s > 0);
     finish(ep);
 }
 
@@ -1243,7 +1243,7 @@ stress_thread(void *p)
 
     for (i = 0; i < a->iters; i++) {
         sp_waiter w;
-        sp_after after = {0};
+        sp_deferred after = {0};
         sp_conn *c = NULL;
         tp_payload *got = NULL;
         uint32_t flavor;
@@ -1384,7 +1384,7 @@ static void
 test_note_error_masks_password(void)
 {
     sp_endpoint *ep = sp_endpoint_new("k-scrub", "redis://127.0.0.1:1/0", 2);
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_stats st;
 
     if (ep == NULL) {

@@ -28,7 +28,7 @@ fork_waiter(void *p)
 {
     fw_arg *a = p;
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
     double deadline = sp_now() + 30.0;
 
@@ -59,7 +59,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
              tp_payload *held)
 {
     int before = sp_test_failures;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *got = NULL, *rec;
     tp_payload *q;
@@ -117,7 +117,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
 static void
 test_fork_child_clean(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *full;
     tp_payload *p[3], *held;
     sp_checker_config cfg = {0.02, 0.02, 0.01, 0.05, 0.5, 1, 0.0, 0};

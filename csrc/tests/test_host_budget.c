@@ -49,7 +49,7 @@ host_ep(const char *name, int max)
 static void
 host_ep_free(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint_drain_idle(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
@@ -70,7 +70,7 @@ static tp_payload *
 checkout(sp_endpoint *ep, double wait_s)
 {
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     double deadline = sp_now() + wait_s;
     tp_waiter_init(&w);
@@ -109,7 +109,7 @@ checkout(sp_endpoint *ep, double wait_s)
 static void
 checkin(sp_endpoint *ep, tp_payload *p)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     CHECK(sp_endpoint_release(ep, POOL_H, p, -1, 1, &after) == SP_REL_OK);
     tp_after_done(&after);
 }
@@ -567,7 +567,7 @@ test_wait_slices_and_deadline(void)
     tp_payload *p = checkout(ep, 0);
     CHECK(p != NULL);
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     tp_waiter_init(&w);
     double t0 = sp_now(), deadline = t0 + 0.3;

@@ -49,7 +49,7 @@ test_inbox_served_by_endpoint(void)
     int pool = 0;
     sp_inbox a, b;
     sp_waiter wa[2], wb;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     sp_endpoint *ep = sp_endpoint_new("tcp://127.0.0.1:1/0", "redis://127.0.0.1:1/0", 3);
     CHECK(sp_inbox_init(&a, 101) == 0);

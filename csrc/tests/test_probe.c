@@ -11,8 +11,10 @@
 
 #include "driver.h"
 #include "fake_server.h"
+#include "net.h"
 #include "probe.h"
 #include "redis_proc.h"
+#include "resp.h"
 
 #define RUN_ID_A "0123456789abcdef0123456789abcdef01234567"
 

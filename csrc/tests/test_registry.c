@@ -113,7 +113,7 @@ test_foreach_unbind_inside(void)
 static void
 test_configure(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *bound, *made;
     tp_payload *p[3];
     int created, i, base = sp_registry_count();

@@ -8,9 +8,9 @@ import valkey.asyncio.connection as _async_conn
 import valkey.connection as _conn
 
 from .. import _core
-from .._books import DEFAULT_TIMEOUT
-from .._dispose import add_async_connection_class
-from .._keys import add_transports
+from .._pool_base import DEFAULT_TIMEOUT
+from .._close_dropped import add_async_connection_class
+from .._endpoint_keys import add_transports
 from ..pool import SyncPoolMethods
 from . import exceptions
 from .exceptions import (
