@@ -35,6 +35,50 @@ static struct {
 
 static int cond_ready;
 
+/* The thread holds `fork_gate` whenever it is awake and lets go of it only
+ * while it sleeps (poll(), epoll_wait(), its condition variable) or resolves
+ * a host name: fork() takes the gate first (sp_checker_lock_for_fork()), so
+ * the child is never made while this thread is inside malloc() or free().
+ * A fork-safe allocator does not need that, but one that is not (the
+ * AddressSanitizer runtime of GCC 12: its allocator and stack depot locks
+ * have no fork handlers before LLVM 18) would leave a child forked at that
+ * moment hung at its first allocation (an RQ work horse, a prefork worker).
+ * Outermost lock: taken before ck.lock and every other one; only the
+ * checker's own thread ever holds it, besides a forking thread. */
+static pthread_mutex_t fork_gate = PTHREAD_MUTEX_INITIALIZER;
+static __thread int holds_gate;   /* this thread is the checker, awake */
+
+static void
+gate_enter(void)
+{
+    pthread_mutex_lock(&fork_gate);
+    holds_gate = 1;
+}
+
+static void
+gate_leave(void)
+{
+    holds_gate = 0;
+    pthread_mutex_unlock(&fork_gate);
+}
+
+void
+sp_checker_blocking_begin(void)
+{
+    if (holds_gate) {
+        gate_leave();
+        holds_gate = 2;   /* to be taken again by sp_checker_blocking_end() */
+    }
+}
+
+void
+sp_checker_blocking_end(void)
+{
+    if (holds_gate == 2) {
+        gate_enter();
+    }
+}
+
 #define KNOCK_INTERVAL 0.01   /* seconds between knocks; jittered to 5-10 ms */
 
 /* xorshift64*: jitter only, seeded per thread start. */
@@ -691,7 +735,9 @@ static int
 wait_events(double until, sp_watch_hit *hits, int max, int watching)
 {
     if (n_flights == 0 && watching) {
+        gate_leave();
         int n = sp_watch_wait(until - sp_now(), hits, max);
+        gate_enter();
         return n < 0 ? 0 : n;
     }
     struct pollfd stack_pfd[65];
@@ -720,7 +766,10 @@ wait_events(double until, sp_watch_hit *hits, int max, int watching)
     double left = until - sp_now();
     int ms = left <= 0 ? 0 : left > 3600 ? 3600000 : (int)(left * 1000.0) + 1;
     int n = 0;
-    if (poll(pfd, (nfds_t)n_flights + 1, ms) > 0 && pfd[0].revents) {
+    gate_leave();
+    int polled = poll(pfd, (nfds_t)n_flights + 1, ms);
+    gate_enter();
+    if (polled > 0 && pfd[0].revents) {
         n = sp_watch_wait(0, hits, max);
         n = n < 0 ? 0 : n;
     }
@@ -972,6 +1021,7 @@ static void *
 checker_main(void *arg)
 {
     (void)arg;
+    gate_enter();
     rng_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)(sp_now() * 1e9);
     /* Waits on the watch (wake-ups and hangups) where there is one, on
      * ck.cond otherwise; opened before the first look at ck.wake so no
@@ -1009,12 +1059,17 @@ checker_main(void *arg)
             }
             else {
                 struct timespec when = sp_timespec(until);
+                gate_leave();
                 pthread_cond_timedwait(&ck.cond, &ck.lock, &when);
+                pthread_mutex_unlock(&ck.lock);  /* the gate comes first */
+                gate_enter();
+                pthread_mutex_lock(&ck.lock);
             }
         }
     }
     pthread_mutex_unlock(&ck.lock);
     flights_abort_all();
+    gate_leave();
     return NULL;
 }
 
@@ -1075,6 +1130,7 @@ sp_checker_running(void)
 void
 sp_checker_lock_for_fork(void)
 {
+    pthread_mutex_lock(&fork_gate);   /* the thread is asleep: see fork_gate */
     pthread_mutex_lock(&ck.lock);
 }
 
@@ -1082,6 +1138,7 @@ void
 sp_checker_unlock_after_fork(void)
 {
     pthread_mutex_unlock(&ck.lock);
+    pthread_mutex_unlock(&fork_gate);
 }
 
 void
@@ -1089,6 +1146,7 @@ sp_checker_after_fork_child(void)
 {
     sp_watch_after_fork_child();
     /* The thread did not survive fork(); the next pool use starts another. */
+    pthread_mutex_init(&fork_gate, NULL);
     pthread_mutex_init(&ck.lock, NULL);
     if (cond_ready) {
         pthread_condattr_t attr;
