@@ -35,16 +35,26 @@ static struct {
 
 static int cond_ready;
 
-/* The thread holds `fork_gate` whenever it is awake and lets go of it only
- * while it sleeps (poll(), epoll_wait(), its condition variable) or resolves
- * a host name: fork() takes the gate first (sp_checker_lock_for_fork()), so
- * the child is never made while this thread is inside malloc() or free().
- * A fork-safe allocator does not need that, but one that is not (the
- * AddressSanitizer runtime of GCC 12: its allocator and stack depot locks
- * have no fork handlers before LLVM 18) would leave a child forked at that
- * moment hung at its first allocation (an RQ work horse, a prefork worker).
+/* Builds with AddressSanitizer only: the thread holds `fork_gate` whenever
+ * it is awake and lets go of it only while it sleeps (poll(), epoll_wait(),
+ * its condition variable) or resolves a host name, and fork() takes the
+ * gate first (sp_checker_lock_for_fork()), so the child is never made while
+ * this thread is inside malloc() or free(). The AddressSanitizer runtime of
+ * GCC 12 has no fork handlers for its allocator and stack depot locks (LLVM
+ * 18 added them): a child forked while this thread held one hung at its
+ * first allocation (an RQ work horse). glibc's allocator is fork-safe, so
+ * other builds have no gate and a fork never waits for the checker.
  * Outermost lock: taken before ck.lock and every other one; only the
  * checker's own thread ever holds it, besides a forking thread. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SP_FORK_GATE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SP_FORK_GATE 1
+#endif
+#endif
+
+#ifdef SP_FORK_GATE
 static pthread_mutex_t fork_gate = PTHREAD_MUTEX_INITIALIZER;
 static __thread int holds_gate;   /* this thread is the checker, awake */
 
@@ -61,6 +71,11 @@ gate_leave(void)
     holds_gate = 0;
     pthread_mutex_unlock(&fork_gate);
 }
+#else
+static __thread int holds_gate;
+static void gate_enter(void) {}
+static void gate_leave(void) {}
+#endif
 
 void
 sp_checker_blocking_begin(void)
@@ -1130,7 +1145,9 @@ sp_checker_running(void)
 void
 sp_checker_lock_for_fork(void)
 {
+#ifdef SP_FORK_GATE
     pthread_mutex_lock(&fork_gate);   /* the thread is asleep: see fork_gate */
+#endif
     pthread_mutex_lock(&ck.lock);
 }
 
@@ -1138,7 +1155,9 @@ void
 sp_checker_unlock_after_fork(void)
 {
     pthread_mutex_unlock(&ck.lock);
+#ifdef SP_FORK_GATE
     pthread_mutex_unlock(&fork_gate);
+#endif
 }
 
 void
@@ -1146,7 +1165,9 @@ sp_checker_after_fork_child(void)
 {
     sp_watch_after_fork_child();
     /* The thread did not survive fork(); the next pool use starts another. */
+#ifdef SP_FORK_GATE
     pthread_mutex_init(&fork_gate, NULL);
+#endif
     pthread_mutex_init(&ck.lock, NULL);
     if (cond_ready) {
         pthread_condattr_t attr;
