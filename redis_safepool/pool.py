@@ -175,7 +175,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         same server, so theirs are closed too (they reconnect on demand).
         Connections in use stay checked out and reconnect on their next command.
         """
-        self._drain_idle()
+        self._bury_idle()
         if inuse_connections:
             for connection in self._in_use_list():
                 _unwatch(connection)
@@ -198,7 +198,7 @@ class SyncPoolMethods(_ClientPoolAPI):
             for conn in self._idle_list()
         ):
             return
-        self._drain_idle()
+        self._bury_idle()
 
     def _update_maint_notifications_configs_for_connections(self, *args: Any,
                                                             **kwargs: Any) -> None:
@@ -207,7 +207,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         # behind the budget's back, as in disconnect_free_connections(). Idle
         # ones leave through the budget first and reconnect with the new
         # connection kwargs; redis-py then updates only the ones in use.
-        self._drain_idle()
+        self._bury_idle()
         super()._update_maint_notifications_configs_for_connections(*args, **kwargs)
 
     def close(self) -> None:

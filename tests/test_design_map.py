@@ -87,3 +87,11 @@ def test_binding_functions_carry_the_binding_prefix():
         defined = re.findall(r"^(?!static)[A-Za-z_][\w \*]*\n(\w+)\(", text, re.M)
         wrong = [name for name in defined if not name.startswith(("sp_py_", "PyInit_"))]
         assert wrong == [], (path.name, wrong)
+
+
+def test_the_binding_reaches_into_no_endpoint():
+    # the core's books are touched through its functions: no lock taken, no field read
+    for path in sorted((ROOT / "csrc" / "binding").glob("*.c")):
+        text = path.read_text()
+        assert "pthread_mutex" not in text, path.name
+        assert not re.search(r"\bep->", text), (path.name, re.findall(r".*\bep->.*", text)[:3])

@@ -41,12 +41,15 @@ sp_py_conn_fd(PoolCore *self, PyObject *conn)
     if (sock == NULL) {
         return -2;
     }
-    if (sock == Py_None) {
-        Py_DECREF(sock);
-        return -1;
-    }
-    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
+    int fd = sock == Py_None ? -1 : sp_py_socket_fileno(self, sock);
     Py_DECREF(sock);
+    return fd;
+}
+
+int
+sp_py_socket_fileno(PoolCore *self, PyObject *sock)
+{
+    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
     if (fd_obj == NULL) {
         PyErr_Clear();  /* a closed socket object: treat as not connected */
         return -1;

@@ -6,6 +6,8 @@
 
 /* The socket object (new reference; Py_None when not connected), NULL with an exception. */
 PyObject *sp_py_conn_socket(PoolCore *self, PyObject *conn);
+/* fd of a socket object, -1 when it is closed (never an exception). */
+int sp_py_socket_fileno(PoolCore *self, PyObject *sock);
 /* fd of the connection's socket, -1 when not connected, -2 with an exception. */
 int sp_py_conn_fd(PoolCore *self, PyObject *conn);
 /* 1 when an idle connection's socket and parser hold nothing unread (or,

@@ -60,9 +60,9 @@ sp_py_finish_deferred(sp_modstate *st, sp_deferred *after)
 }
 
 void
-sp_py_pool_drop_record(PoolCore *self, sp_conn *rec)
+sp_py_pool_bury_record(PoolCore *self, sp_conn *rec)
 {
     sp_deferred after = {0};
-    sp_endpoint_discard(rec->ep, rec, &after);
+    sp_endpoint_bury(rec->ep, rec, &after);
     sp_py_finish_deferred(self->st, &after);
 }

@@ -10,6 +10,6 @@
 void sp_py_finish_deferred(sp_modstate *st, sp_deferred *after);
 
 /* Drops a checked-out record that cannot be used and closes its connection. */
-void sp_py_pool_drop_record(PoolCore *self, sp_conn *rec);
+void sp_py_pool_bury_record(PoolCore *self, sp_conn *rec);
 
 #endif /* SP_DISPOSE_H */

@@ -21,7 +21,7 @@ sp_py_pool_socket_fd(PoolCore *self, PyObject *conn)
         Py_DECREF(sock);
         return self->fd_cache[slot].fd;
     }
-    int fd = sp_py_conn_fd(self, conn);
+    int fd = sp_py_socket_fileno(self, sock);
     if (fd >= 0) {
         Py_XSETREF(self->fd_cache[slot].sock, sock);  /* keeps our reference */
         self->fd_cache[slot].fd = fd;

@@ -14,16 +14,15 @@
  * left, so those records stay valid and release() takes them back there. */
 /* Whether `pool` has a connection checked out from `ep`. */
 static int
+checked_out_by(sp_conn *rec, void *pool)
+{
+    return rec->state == SP_CONN_INUSE && rec->owner == pool;
+}
+
+static int
 has_checkouts_on(sp_endpoint *ep, PoolCore *pool)
 {
-    int found = 0;
-    pthread_mutex_lock(&ep->lock);
-    for (size_t i = 0; i < ep->conns.cap && !found; i++) {
-        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-        found = rec != NULL && rec->state == SP_CONN_INUSE && rec->owner == pool;
-    }
-    pthread_mutex_unlock(&ep->lock);
-    return found;
+    return sp_endpoint_walk(ep, checked_out_by, pool);
 }
 
 /* Lets go of former endpoints nothing of this pool uses any more. */

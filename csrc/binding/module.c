@@ -72,7 +72,12 @@ set_host_items(PyObject *d, const sp_stats *s)
         set_item(d, "host_in_use", host_number(s, s->host.in_use)) < 0 ||
         set_item(d, "host_processes", host_number(s, s->host.processes)) < 0 ||
         set_item(d, "host_waiting", host_number(s, s->host.waiting)) < 0 ||
-        set_item(d, "host_reclaimed", host_number(s, (long long)s->host.reclaimed)) < 0) {
+        set_item(d, "host_reclaimed", host_number(s, (long long)s->host.reclaimed)) < 0 ||
+        set_item(d, "host_connecting", host_number(s, s->host.connecting)) < 0 ||
+        set_item(d, "host_max_connecting", host_number(s, s->host.max_connecting)) < 0 ||
+        set_item(d, "host_probes_led", host_number(s, (long long)s->host.probes_led)) < 0 ||
+        set_item(d, "host_probes_skipped",
+                 host_number(s, (long long)s->host.probes_skipped)) < 0) {
         return -1;
     }
     if (s->host_scope) {
@@ -113,7 +118,7 @@ sp_py_stats_dict(sp_endpoint *ep)
     if (d == NULL) {
         return NULL;
     }
-    if (set_item(d, "endpoint", PyUnicode_FromString(ep->label)) < 0 ||
+    if (set_item(d, "endpoint", PyUnicode_FromString(sp_endpoint_label(ep))) < 0 ||
         set_item(d, "max_connections", PyLong_FromLong(s.max_connections)) < 0 ||
         set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
         set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
@@ -162,7 +167,7 @@ add_stats(sp_endpoint *ep, void *arg)
     if (d == NULL) {
         return 1;
     }
-    int rc = PyDict_SetItemString(all, ep->label, d);
+    int rc = PyDict_SetItemString(all, sp_endpoint_label(ep), d);
     Py_DECREF(d);
     return rc < 0;
 }
@@ -211,7 +216,7 @@ core_set_budget(PyObject *module, PyObject *args, PyObject *kwds)
     sp_py_finish_deferred(get_state(module), &after);
     PyObject *note = Py_None;
     Py_INCREF(note);
-    if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
+    if (shm_name != NULL && !sp_endpoint_on_host_budget(ep)) {
         Py_DECREF(note);
         note = sp_py_use_host_budget(ep, shm_name, max_connections);
         if (note == NULL) {
@@ -269,9 +274,14 @@ core_host_view(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_OSError, err);
         return NULL;
     }
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K}", "max_connections", hs.max_connections,
-                         "total", hs.total, "in_use", hs.in_use, "processes", hs.processes,
-                         "waiting", hs.waiting, "reclaimed", (unsigned long long)hs.reclaimed);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K,s:s,s:i,s:i,s:K,s:K}", "max_connections",
+                         hs.max_connections, "total", hs.total, "in_use", hs.in_use,
+                         "processes", hs.processes, "waiting", hs.waiting, "reclaimed",
+                         (unsigned long long)hs.reclaimed, "state",
+                         hs.health_state < 0 ? "unknown" : sp_state_name((sp_state)hs.health_state),
+                         "connecting", hs.connecting, "max_connecting", hs.max_connecting,
+                         "probes_led", (unsigned long long)hs.probes_led, "probes_skipped",
+                         (unsigned long long)hs.probes_skipped);
 }
 
 /* ---- checker -------------------------------------------------------------------- */

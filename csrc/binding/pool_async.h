@@ -10,7 +10,7 @@ PyObject *sp_py_pool_async_forget_inbox(PoolCore *self, PyObject *inbox);
 PyObject *sp_py_pool_async_cancel(PoolCore *self, PyObject *args);
 PyObject *sp_py_pool_add(PoolCore *self, PyObject *args);
 PyObject *sp_py_pool_slot_failed(PoolCore *self, PyObject *args);
-PyObject *sp_py_pool_discard(PoolCore *self, PyObject *conn);
+PyObject *sp_py_pool_bury(PoolCore *self, PyObject *conn);
 PyObject *sp_py_pool_use_flavor(PoolCore *self, PyObject *arg);
 PyObject *sp_py_pool_drop_flavor(PoolCore *self, PyObject *arg);
 void sp_py_pool_drop_loop_flavors(PoolCore *self, sp_deferred *after);

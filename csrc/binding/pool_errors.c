@@ -2,6 +2,8 @@
 #include "module_state.h"
 #include "pool_errors.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "auth_gate.h"
@@ -178,10 +180,48 @@ scrubbed_text(PoolCore *self, PyObject *exc)
 static int
 tls_handshake_eof(const sp_endpoint *ep, const char *msg)
 {
-    return ep->tls && strstr(msg, "connecting to") != NULL &&
+    return sp_endpoint_is_tls(ep) && strstr(msg, "connecting to") != NULL &&
            (strstr(msg, "UNEXPECTED_EOF") != NULL ||
             strstr(msg, "EOF occurred in violation of protocol") != NULL ||
             strstr(msg, "connection has been closed (EOF)") != NULL);
+}
+
+/* The errno of the OSError behind `exc`: itself, or its __cause__ or
+ * __context__, a few links deep (redis-py raises its ConnectionError inside
+ * the connect's `except OSError`), or 0. Call with no exception pending. */
+static int
+cause_errno(PyObject *exc)
+{
+    int found = 0;
+    PyObject *link = Py_NewRef(exc);
+    for (int depth = 0; link != NULL && depth < 8 && found == 0; depth++) {
+        if (PyErr_GivenExceptionMatches(link, PyExc_OSError)) {
+            PyObject *no = PyObject_GetAttrString(link, "errno");
+            if (no == NULL) {
+                PyErr_Clear();
+            }
+            else if (PyLong_Check(no)) {
+                long value = PyLong_AsLong(no);
+                found = value > 0 && value <= INT_MAX ? (int)value : 0;
+            }
+            Py_XDECREF(no);
+        }
+        PyObject *next = PyException_GetCause(link);
+        if (next == NULL) {
+            next = PyException_GetContext(link);
+        }
+        Py_DECREF(link);
+        link = next;
+    }
+    Py_XDECREF(link);
+    return found;
+}
+
+/* Nothing listens: a refused TCP connect, or no unix socket file. */
+static int
+refused_errno(int err)
+{
+    return err == ECONNREFUSED || err == ENOENT;
 }
 
 /* Tells the endpoint what an exception says about the server. */
@@ -221,8 +261,7 @@ report_exception_on(PoolCore *self, sp_endpoint *ep, uint32_t flavor, PyObject *
     else if (strstr(msg, "max number of clients") || tls_handshake_eof(ep, msg)) {
         kind = SP_FAIL_MAXCLIENTS;
     }
-    else if (strstr(msg, "Connection refused") || strstr(msg, "Error 111 ") ||
-             strstr(msg, "No such file or directory")) {
+    else if (refused_errno(cause_errno(exc))) {
         kind = SP_FAIL_REFUSED;
     }
     else if (PyErr_GivenExceptionMatches(exc, timeout) ||
@@ -291,7 +330,7 @@ PyObject *
 sp_py_pool_raise_closed(PoolCore *self)
 {
     PyObject *cls = sp_py_pool_error_class(self, "PoolClosedError", self->st->PoolClosedError);
-    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? self->ep->label : "(unbound)");
+    PyErr_Format(cls, "connection pool for %s is closed", self->ep ? sp_endpoint_label(self->ep) : "(unbound)");
     Py_DECREF(cls);
     return tell_failure(self);
 }
@@ -316,7 +355,7 @@ sp_py_pool_raise_unavailable_on(PoolCore *self, sp_endpoint *ep)
     double ago = sp_wall() - s.state_since_wall;
     /* PyErr_Format has no %f: format here. */
     PyOS_snprintf(msg, sizeof(msg), "%s %s %s since %.1fs ago: %s%s%s%s; failing fast%s",
-                  ep->label, now[0] ? "was" : "is", sp_state_name(s.state), ago,
+                  sp_endpoint_label(ep), now[0] ? "was" : "is", sp_state_name(s.state), ago,
                   s.state_reason, s.last_error[0] ? " (last error: " : "", s.last_error,
                   s.last_error[0] ? ")" : "", now);
     set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
@@ -331,7 +370,7 @@ raise_credentials_rejected(PoolCore *self, sp_endpoint *ep, double retry_in)
     PyOS_snprintf(msg, sizeof(msg),
                   "%s rejected this pool's credentials (authentication failed); failing fast, "
                   "next connection attempt in %.1fs",
-                  ep->label, retry_in);
+                  sp_endpoint_label(ep), retry_in);
     PyErr_SetString(self->st->CredentialsRejectedError, msg);
     return tell_failure(self);
 }
@@ -370,7 +409,7 @@ set_timeout_error(PoolCore *self, sp_endpoint *ep, double waited)
                       "%s is saturated: %lld/%lld clients connected (headroom %lld, reserve "
                       "%lld kept for others); this process holds no connection to share and "
                       "waited %.3fs for headroom",
-                      ep->label, v->connected_clients, v->maxclients,
+                      sp_endpoint_label(ep), v->connected_clients, v->maxclients,
                       v->maxclients - v->connected_clients, s.server_reserve, waited);
         set_family_error(self, "ServerUnavailableError", self->st->ServerUnavailableError, msg);
         return;
@@ -378,7 +417,7 @@ set_timeout_error(PoolCore *self, sp_endpoint *ep, double waited)
     PyOS_snprintf(msg, sizeof(msg),
                   "Timed out after %.3fs waiting for a connection to %s "
                   "(max_connections=%d, in use=%d, waiters=%d)",
-                  waited, ep->label, s.max_connections, s.in_use, s.waiters);
+                  waited, sp_endpoint_label(ep), s.max_connections, s.in_use, s.waiters);
     set_family_error(self, "PoolTimeoutError", self->st->PoolTimeoutError, msg);
 }
 

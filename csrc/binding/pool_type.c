@@ -55,15 +55,6 @@ wait_in_queue(PoolCore *self, sp_endpoint *ep, sp_waiter *w, double deadline)
     }
 }
 
-static int
-endpoint_paused(sp_endpoint *ep)
-{
-    pthread_mutex_lock(&ep->lock);
-    int paused = ep->state == SP_STATE_PAUSED;
-    pthread_mutex_unlock(&ep->lock);
-    return paused;
-}
-
 /* Makes a checked-out idle connection ready to send: connected, nothing
  * unread. Returns 0, or -1 with an exception (the connection is dropped). */
 static int
@@ -73,9 +64,9 @@ make_ready(PoolCore *self, sp_conn *rec)
         return 0;
     }
     sp_endpoint *ep = rec->ep;
-    if (endpoint_paused(ep)) {
+    if (sp_endpoint_is_paused(ep)) {
         /* Paused since it was handed over: no connection attempt. */
-        sp_py_pool_drop_record(self, rec);
+        sp_py_pool_bury_record(self, rec);
         sp_py_pool_raise_unavailable_on(self, ep);
         return -1;
     }
@@ -94,11 +85,11 @@ make_ready(PoolCore *self, sp_conn *rec)
     if (fd < 0) {
         if (!PyErr_Occurred()) {
             PyErr_Format(self->st->SafePoolError,
-                         "connection to %s has no socket after connect()", ep->label);
+                         "connection to %s has no socket after connect()", sp_endpoint_label(ep));
         }
         sp_py_pool_report_pending_error(self, ep, rec->flavor);
-        sp_py_pool_drop_record(self, rec);
-        if (endpoint_paused(ep)) {
+        sp_py_pool_bury_record(self, rec);
+        if (sp_endpoint_is_paused(ep)) {
             /* The idle socket died because the server did. */
             PyErr_Clear();
             sp_py_pool_raise_unavailable_on(self, ep);
@@ -116,7 +107,7 @@ static PyObject *
 fill_slot(PoolCore *self, sp_endpoint *ep, uint32_t flavor)
 {
     sp_deferred after = {0};
-    if (endpoint_paused(ep)) {
+    if (sp_endpoint_is_paused(ep)) {
         /* Paused since the slot was handed over: no connection attempts now. */
         sp_endpoint_cancel_slot(ep, &after);
         sp_py_finish_deferred(self->st, &after);
@@ -287,13 +278,13 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
     case SP_REL_DOUBLE:
         cls = sp_py_pool_error_class(self, "DoubleReleaseError", st->DoubleReleaseError);
         PyErr_Format(cls, "connection %R was released twice to the pool for %s",
-                     conn, self->ep->label);
+                     conn, sp_endpoint_label(self->ep));
         Py_DECREF(cls);
         return NULL;
     case SP_REL_FOREIGN:
         cls = sp_py_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
         PyErr_Format(cls, "connection %R was checked out from another pool for %s; release it there",
-                     conn, self->ep->label);
+                     conn, sp_endpoint_label(self->ep));
         Py_DECREF(cls);
         return NULL;
     default:
@@ -315,7 +306,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
         }
     }
     cls = sp_py_pool_error_class(self, "ForeignConnectionError", st->ForeignConnectionError);
-    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, self->ep->label);
+    PyErr_Format(cls, "connection %R was not handed out by this pool for %s", conn, sp_endpoint_label(self->ep));
     Py_DECREF(cls);
     return NULL;
 }
@@ -400,7 +391,7 @@ unbind(PoolCore *self)
     for (int i = 0; i < self->n_formers; i++) {
         sp_deferred after = {0};
         sp_endpoint_fail_pool_waiters(self->formers[i], self, &after);
-        sp_endpoint_abandon_pool(self->formers[i], self, &after);
+        sp_endpoint_bury_pool_records(self->formers[i], self, &after);
         sp_py_finish_deferred(self->st, &after);
         sp_registry_unbind(self->formers[i]);
     }
@@ -413,7 +404,7 @@ unbind(PoolCore *self)
     sp_deferred after = {0};
     sp_endpoint_fail_pool_waiters(self->ep, self, &after);
     sp_py_pool_free_async_waiters(self);
-    sp_endpoint_abandon_pool(self->ep, self, &after);
+    sp_endpoint_bury_pool_records(self->ep, self, &after);
     if (self->flavor_counted) {
         sp_endpoint_pool_removed(self->ep, self->flavor, &after);
         self->flavor_counted = 0;
@@ -477,7 +468,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "flavor ids start at 1");
         return NULL;
     }
-    if (self->ep != NULL && strcmp(self->ep->key, key) == 0 && self->flavor == flavor) {
+    if (self->ep != NULL && strcmp(sp_endpoint_key(self->ep), key) == 0 && self->flavor == flavor) {
         /* reset() with the same settings: nothing to move; connections out
          * stay valid and come back through release(). (New settings take
          * the general path below: the endpoint may be made anew with them,
@@ -501,9 +492,7 @@ pool_bind(PoolCore *self, PyObject *args, PyObject *kwds)
     Py_INCREF(note);
     if (created) {
         /* The probe speaks with this pool's credentials. */
-        pthread_mutex_lock(&ep->lock);
-        ep->probe_flavor = flavor;
-        pthread_mutex_unlock(&ep->lock);
+        sp_endpoint_set_probe_flavor(ep, flavor);
         if (shm_name != NULL) {
             Py_DECREF(note);
             note = sp_py_use_host_budget(ep, shm_name, max_connections);
@@ -558,13 +547,13 @@ pool_close_core(PoolCore *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-pool_drain_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
+pool_bury_idle(PoolCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->ep != NULL) {
         sp_deferred after = {0};
-        sp_endpoint_drain_idle(self->ep, self->flavor, &after);
+        sp_endpoint_bury_idle_of(self->ep, self->flavor, &after);
         for (int i = 0; i < self->n_loop_flavors; i++) {
-            sp_endpoint_drain_idle(self->ep, self->loop_flavors[i], &after);
+            sp_endpoint_bury_idle_of(self->ep, self->loop_flavors[i], &after);
         }
         sp_py_finish_deferred(self->st, &after);
     }
@@ -578,39 +567,59 @@ has_flavor(PoolCore *self, uint32_t flavor)
     return flavor == self->flavor || sp_py_pool_uses_flavor(self, flavor);
 }
 
+/* Payloads of one pool's records that a walk gathers, into a growing array. */
+typedef struct {
+    PoolCore *pool;
+    int in_use;              /* in use by the pool, or idle of its flavors */
+    PyObject **found;
+    size_t n, cap;           /* n > cap: the array was too small, walk again */
+} gather;
+
+static int
+gather_collected(sp_conn *rec, void *ctx)
+{
+    gather *g = ctx;
+    if (g->in_use ? (rec->state == SP_CONN_INUSE && rec->owner == g->pool)
+                  : (rec->state == SP_CONN_IDLE && has_flavor(g->pool, rec->flavor))) {
+        if (g->n < g->cap) {
+            g->found[g->n] = rec->payload;
+        }
+        g->n++;
+    }
+    return 0;
+}
+
 /* Appends to `list` the connections of this pool on `ep`: in use
  * (in_use=1) or idle of its flavor (in_use=0). 0, or -1 with an exception. */
 static int
 collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
 {
-    pthread_mutex_lock(&ep->lock);
-    size_t n = 0;
-    PyObject **found = PyMem_RawMalloc(sizeof(PyObject *) * (ep->conns.len + 1));
-    if (found != NULL) {
-        for (size_t i = 0; i < ep->conns.cap; i++) {
-            sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-            if (rec == NULL) {
-                continue;
-            }
-            if (in_use ? (rec->state == SP_CONN_INUSE && rec->owner == self)
-                       : (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor))) {
-                found[n++] = rec->payload;
-            }
+    PyObject *stack[64];
+    gather g = {self, in_use, stack, 0, 64};
+    sp_endpoint_walk(ep, gather_collected, &g);
+    while (g.n > g.cap) {
+        if (g.found != stack) {
+            PyMem_RawFree(g.found);
         }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    if (found == NULL) {
-        PyErr_NoMemory();
-        return -1;
+        g.cap = g.n * 2;
+        g.n = 0;
+        g.found = PyMem_RawMalloc(sizeof(PyObject *) * g.cap);
+        if (g.found == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        sp_endpoint_walk(ep, gather_collected, &g);
     }
     /* Still alive: records keep a reference (callers, those of checkouts
      * held weakly; one that drops it has its record removed at once), and
      * we hold the GIL throughout. */
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = PyList_Append(list, found[i]);
+    for (size_t i = 0; i < g.n && rc == 0; i++) {
+        rc = PyList_Append(list, g.found[i]);
     }
-    PyMem_RawFree(found);
+    if (g.found != stack) {
+        PyMem_RawFree(g.found);
+    }
     return rc;
 }
 
@@ -648,16 +657,20 @@ pool_idle_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
     return collect(self, 0);
 }
 
+/* Checked out by this pool, or idle of one of its flavors. */
+static int
+owned_by(sp_conn *rec, void *pool)
+{
+    PoolCore *self = pool;
+    return rec->owner == self || (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor));
+}
+
 static PyObject *
 pool_owns(PoolCore *self, PyObject *conn)
 {
     int owns = 0;
     if (self->ep != NULL) {
-        pthread_mutex_lock(&self->ep->lock);
-        sp_conn *rec = sp_ptrmap_get(&self->ep->conns, conn);
-        owns = rec != NULL && (rec->owner == self ||
-                               (rec->state == SP_CONN_IDLE && has_flavor(self, rec->flavor)));
-        pthread_mutex_unlock(&self->ep->lock);
+        owns = sp_endpoint_visit(self->ep, conn, owned_by, self);
     }
     for (int i = 0; !owns && i < self->n_formers; i++) {
         owns = sp_endpoint_find_inuse(self->formers[i], conn, self) != NULL;
@@ -711,10 +724,7 @@ pool_set_limits(PoolCore *self, PyObject *args)
         return NULL;
     }
     if (self->ep != NULL) {
-        pthread_mutex_lock(&self->ep->lock);
-        self->ep->max_idle_time = max_idle_time;
-        self->ep->max_lifetime = max_lifetime;
-        pthread_mutex_unlock(&self->ep->lock);
+        sp_endpoint_set_idle_limits(self->ep, max_idle_time, max_lifetime);
     }
     Py_RETURN_NONE;
 }
@@ -786,7 +796,7 @@ get_label(PoolCore *self, void *closure)
     if (self->ep == NULL) {
         Py_RETURN_NONE;
     }
-    return PyUnicode_FromString(self->ep->label);
+    return PyUnicode_FromString(sp_endpoint_label(self->ep));
 }
 
 static PyObject *
@@ -816,33 +826,36 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Payloads the pool owns on `ep`, up to `cap`, into `found`: connections it
  * has checked out, and idle connections of a flavor only it uses. Returns
  * how many there are (more than `cap`: call again with more room). */
+typedef struct {
+    PoolCore *pool;
+    int sole;                /* the pool is its flavor's only user */
+    PyObject **found;
+    size_t n, cap;
+} owned;
+
+static int
+gather_owned(sp_conn *rec, void *ctx)
+{
+    owned *o = ctx;
+    /* A checkout held weakly is the caller's, not the pool's. */
+    if ((rec->state == SP_CONN_INUSE && rec->owner == o->pool && rec->weakref == NULL) ||
+        (o->sole && rec->state == SP_CONN_IDLE && rec->flavor == o->pool->flavor)) {
+        if (o->n < o->cap) {
+            o->found[o->n] = rec->payload;
+        }
+        o->n++;
+    }
+    return 0;
+}
+
 static size_t
 owned_payloads(PoolCore *self, sp_endpoint *ep, int own_flavor, PyObject **found, size_t cap)
 {
-    size_t n = 0;
-    pthread_mutex_lock(&ep->lock);
-    int sole = 0;
-    for (int i = 0; own_flavor && i < ep->n_flavors; i++) {
-        if (ep->flavors[i].flavor == self->flavor) {
-            sole = ep->flavors[i].pools == 1;
-        }
-    }
-    for (size_t i = 0; i < ep->conns.cap; i++) {
-        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-        if (rec == NULL) {
-            continue;
-        }
-        /* A checkout held weakly is the caller's, not the pool's. */
-        if ((rec->state == SP_CONN_INUSE && rec->owner == self && rec->weakref == NULL) ||
-            (sole && rec->state == SP_CONN_IDLE && rec->flavor == self->flavor)) {
-            if (n < cap) {
-                found[n] = rec->payload;
-            }
-            n++;
-        }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    return n;
+    /* flavor counts change only with the GIL, which the GC holds */
+    int sole = own_flavor && sp_endpoint_flavor_pools(ep, self->flavor) == 1;
+    owned o = {self, sole, found, 0, cap};
+    sp_endpoint_walk(ep, gather_owned, &o);
+    return o.n;
 }
 
 static int
@@ -996,7 +1009,7 @@ static PyMethodDef pool_methods[] = {
      "Detach from the endpoint."},
     {"_close_core", (PyCFunction)pool_close_core, METH_NOARGS, "_close_core($self, /)\n--\n\n"
      "Refuse new checkouts and fail this pool's waiters."},
-    {"_drain_idle", (PyCFunction)pool_drain_idle, METH_NOARGS, "_drain_idle($self, /)\n--\n\n"
+    {"_bury_idle", (PyCFunction)pool_bury_idle, METH_NOARGS, "_bury_idle($self, /)\n--\n\n"
      "Close the idle connections of this pool's flavor."},
     {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "_in_use_list($self, /)\n--\n\n"
      "Connections this pool has out."},
@@ -1043,7 +1056,7 @@ static PyMethodDef pool_methods[] = {
     {"_slot_failed", (PyCFunction)sp_py_pool_slot_failed, METH_VARARGS,
      "_slot_failed($self, exc, flavor=0, /)\n--\n\n"
      "Give a slot back (and report exc about `flavor`'s connection)."},
-    {"_discard", (PyCFunction)sp_py_pool_discard, METH_O, "_discard($self, conn, /)\n--\n\n"
+    {"_bury", (PyCFunction)sp_py_pool_bury, METH_O, "_bury($self, conn, /)\n--\n\n"
      "Drop a checked-out connection that cannot be made ready."},
     {"_release_fd", (PyCFunction)sp_py_pool_release_fd, METH_VARARGS,
      "_release_fd($self, conn, fd, /)\n--\n\n"

@@ -84,25 +84,36 @@ sp_py_pool_hold_weakly_method(PoolCore *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+typedef struct {
+    PoolCore *pool;
+    PyObject *wr;
+    void *payload;           /* found */
+    PyObject *on_drop;
+} weak_checkout;
+
+static int
+take_weak_checkout(sp_conn *rec, void *ctx)
+{
+    weak_checkout *w = ctx;
+    if (rec->state != SP_CONN_INUSE || rec->owner != w->pool || rec->weakref != w->wr) {
+        return 0;
+    }
+    w->payload = rec->payload;
+    w->on_drop = rec->on_drop;  /* handed to the caller with its reference */
+    rec->on_drop = NULL;
+    return 1;
+}
+
 /* The connection a checkout record of `pool` on `ep` weakly refers to
  * through `wr`, as a key (it is being destroyed), or NULL; its on_drop (or
  * NULL) goes to *on_drop. */
 static void *
 find_weak_checkout(sp_endpoint *ep, PoolCore *pool, PyObject *wr, PyObject **on_drop)
 {
-    void *payload = NULL;
-    pthread_mutex_lock(&ep->lock);
-    for (size_t i = 0; i < ep->conns.cap && payload == NULL; i++) {
-        sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
-        if (rec != NULL && rec->state == SP_CONN_INUSE && rec->owner == pool &&
-            rec->weakref == wr) {
-            payload = rec->payload;
-            *on_drop = rec->on_drop;  /* handed to the caller with its reference */
-            rec->on_drop = NULL;
-        }
-    }
-    pthread_mutex_unlock(&ep->lock);
-    return payload;
+    weak_checkout w = {pool, wr, NULL, NULL};
+    sp_endpoint_walk(ep, take_weak_checkout, &w);
+    *on_drop = w.on_drop;
+    return w.payload;
 }
 
 /* A checked-out connection became unreachable without release(): its slot

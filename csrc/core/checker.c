@@ -9,7 +9,9 @@
 #include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
+#include "conn_list.h"
 #include "events.h"
+#include "host_health.h"
 #include "probe.h"
 #include "registry.h"
 #include "watch.h"
@@ -187,12 +189,7 @@ close_buried(sp_endpoint *ep, sp_deferred *after)
             }
         }
         pthread_mutex_lock(&ep->lock);
-        sp_conn *tail = list;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = list;
+        sp_conn_list_move(&list, &ep->graveyard);
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
@@ -439,7 +436,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
-            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_endpoint_bury_all_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
             /* Logged, but not a state transition: generation tells it. */
@@ -462,7 +459,8 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
-            if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
+            if (sp_host_health_demand_met_locked(ep) ||
+                ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
                 ep->next_probe_mono = now + cfg->interval;
             }
@@ -617,6 +615,15 @@ give_probe_slot(sp_endpoint *ep)
     close_buried(ep, &after);
 }
 
+/* Host scope: the probe lease lasts until this process's next probe. */
+static void
+host_probe_landed(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_host_health_landed_locked(ep, sp_now());
+    pthread_mutex_unlock(&ep->lock);
+}
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -639,6 +646,7 @@ flight_land(flight *fl)
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
+    host_probe_landed(fl->ep);
     /* The request held the password: leave nothing behind. */
     memset(fl->op.wbuf, 0, sizeof(fl->op.wbuf));
 }
@@ -920,6 +928,19 @@ typedef struct {
     hit_list hung;            /* endpoints a server hung up on */
 } tick_state;
 
+/* Host scope: an asyncio waiter heads the queue, and a slot another
+ * process gives back reaches it only through a tick: the next one in
+ * HOST_ASYNC_POLL instead of the usual 250 ms. */
+#define HOST_ASYNC_POLL 0.01
+
+static void
+host_async_soon(tick_state *ts, double now)
+{
+    if (now + HOST_ASYNC_POLL < ts->next_due) {
+        ts->next_due = now + HOST_ASYNC_POLL;
+    }
+}
+
 static int
 tick_endpoint(sp_endpoint *ep, void *arg)
 {
@@ -933,7 +954,9 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
     sp_deferred host = {0};
-    sp_endpoint_host_tick(ep, &host);
+    if (sp_endpoint_host_tick(ep, &host)) {
+        host_async_soon(ts, now);
+    }
     close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
     int in_flight = flight_of(ep) != NULL;
@@ -997,6 +1020,10 @@ tick_endpoint(sp_endpoint *ep, void *arg)
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
         ep->next_probe_mono = now + cfg.interval;
+        due = 0;
+    }
+    /* Host scope, not ready: one probe for the host (the lease holder's). */
+    if (due && !sp_host_health_may_probe_locked(ep, cfg.probe_timeout, now)) {
         due = 0;
     }
     if (due) {

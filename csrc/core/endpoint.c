@@ -6,14 +6,17 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "conn_list.h"
 #include "endpoint.h"
+#include "host_health.h"
 #include "inbox.h"
 #include "watch.h"
 
 /* Invariants, all under ep->lock:
- *   total == idle + in_use + connecting, and total <= max_connections except
- *   right after sp_endpoint_set_max() lowered the limit (then no new slot is
- *   handed out until total is under it again).
+ *   total == idle + in_use + connecting + closing (a probe's slot counts as
+ *   connecting), and total <= max_connections except right after
+ *   sp_endpoint_set_max() lowered the limit (then no new slot is handed out
+ *   until total is under it again).
  *   Every record is in `conns`; idle ones are also on the idle stack.
  *   A waiter is queued iff its result is SP_WAIT_PENDING.
  *   Waiters are served strictly in queue order (FIFO): a newcomer never takes
@@ -234,6 +237,8 @@ host_settle_locked(sp_endpoint *ep)
         if (ep->wait_head == NULL) {
             sp_host_unqueue(ep->host_budget);
         }
+        /* Connects done give their units of the host's max_connecting back. */
+        sp_host_connect_settle(ep->host_budget, ep->connecting);
         sp_host_publish(ep->host_budget, ep->in_use, ep->total);
     }
 }
@@ -252,7 +257,7 @@ sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
 static void
-forget_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
+bury_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
     ep->closing++;
@@ -279,11 +284,11 @@ void
 sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     idle_unlink(ep, rec);
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
 }
 
 void
-sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
+sp_endpoint_bury_all_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->idle_top) {
         sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
@@ -294,16 +299,7 @@ sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after)
 static void
 collect_graveyard_locked(sp_endpoint *ep, sp_deferred *after)
 {
-    if (ep->graveyard == NULL) {
-        return;
-    }
-    sp_conn *tail = ep->graveyard;
-    while (tail->next) {
-        tail = tail->next;
-    }
-    tail->next = after->graveyard;
-    after->graveyard = ep->graveyard;
-    ep->graveyard = NULL;
+    sp_conn_list_move(&ep->graveyard, &after->graveyard);
 }
 
 /* ---- waiters ------------------------------------------------------------- */
@@ -415,7 +411,8 @@ may_create_locked(sp_endpoint *ep)
             ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
             return 0;
         }
-        return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
+        /* Recovering: the host's max_connecting in host scope. */
+        return ep->state == SP_STATE_READY || sp_host_health_may_connect_locked(ep);
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
     case SP_STATE_SATURATED:
@@ -618,12 +615,9 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
         }
         if (evictable_locked(ep)) {
             /* Full, and only other flavors idle: close the oldest of them. */
-            sp_conn *victim = ep->idle_top;
-            while (victim->next) {
-                victim = victim->next;
-            }
+            sp_conn *victim = sp_conn_list_last(ep->idle_top);
             idle_unlink(ep, victim);
-            forget_locked(ep, victim, after);
+            bury_locked(ep, victim, after);
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
@@ -646,15 +640,7 @@ static void
 dispatch_deferred_locked(sp_endpoint *ep, sp_deferred *local)
 {
     sp_endpoint_dispatch_locked(ep, local);
-    if (local->graveyard != NULL) {
-        sp_conn *tail = local->graveyard;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = local->graveyard;
-        local->graveyard = NULL;
-    }
+    sp_conn_list_move(&local->graveyard, &ep->graveyard);
 }
 
 void
@@ -665,6 +651,10 @@ sp_deferred_notify(sp_deferred *after)
         (void)rc;  /* a full pipe already means "wake up" */
     }
     after->n_notify = 0;
+    if (after->wake_checker) {
+        after->wake_checker = 0;
+        sp_watch_wake();
+    }
 }
 
 /* ---- pools and flavors --------------------------------------------------- */
@@ -703,7 +693,7 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
             if (--ep->flavors[i].pools == 0) {
                 ep->flavors[i] = ep->flavors[--ep->n_flavors];
                 pthread_mutex_unlock(&ep->lock);
-                sp_endpoint_drain_idle(ep, flavor, after);
+                sp_endpoint_bury_idle_of(ep, flavor, after);
                 return;
             }
             break;
@@ -719,12 +709,9 @@ trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
            ep->idle > 0) {
-        sp_conn *victim = ep->idle_top;
-        while (victim->next) {
-            victim = victim->next;
-        }
+        sp_conn *victim = sp_conn_list_last(ep->idle_top);
         idle_unlink(ep, victim);
-        forget_locked(ep, victim, after);
+        bury_locked(ep, victim, after);
     }
 }
 
@@ -747,34 +734,37 @@ sp_acquire_status
 sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
                     sp_waiter *w, sp_conn **out, sp_deferred *after)
 {
+    sp_acquire_status got;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
+    /* Host scope: paused by another process fails this caller too. */
+    sp_host_health_adopt_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
     if (ep->wait_head == NULL) {
         sp_conn *rec = idle_find(ep, flavor);
         if (rec) {
             *out = checkout_locked(ep, rec, pool);
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_CONN;
+            got = SP_ACQ_CONN;
+            goto out;
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_SLOT;
+            got = SP_ACQ_SLOT;
+            goto out;
         }
     }
     if (refused_by_state_locked(ep)) {
         note_refusal_locked(ep);
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_PAUSED;
+        got = SP_ACQ_PAUSED;
+        goto out;
     }
     /* Not waiting: unless room is a close away (then the caller's
      * sp_py_finish_deferred() closes it and serves this waiter before it waits). */
     if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_TIMEOUT;
+        got = SP_ACQ_TIMEOUT;
+        goto out;
     }
     w->pool = pool;
     w->flavor = flavor;
@@ -783,10 +773,13 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
+    after->wake_checker |= ep->host_budget != NULL && w->notify_fd >= 0 && ep->wait_head == w;
     /* Only other flavors idle and the budget full: make room for this one. */
     sp_endpoint_dispatch_locked(ep, after);
+    got = SP_ACQ_QUEUED;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return SP_ACQ_QUEUED;
+    return got;
 }
 
 /* Makes a waiter's condition variable (under ep->lock: serve() reads
@@ -888,6 +881,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         }
         int head = ep->wait_head == w;
         if (head) {
+            sp_host_health_adopt_locked(ep, &local);  /* the futex moves with news too */
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
@@ -1045,12 +1039,12 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after)
 }
 
 void
-sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
+sp_endpoint_bury(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
     ep->progress++;
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1075,6 +1069,94 @@ sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool)
     }
     pthread_mutex_unlock(&ep->lock);
     return rec;
+}
+
+int
+sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap && rc == 0; i++) {
+        if (ep->conns.keys[i] != NULL) {
+            rc = visit(ep->conns.values[i], ctx);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
+    int rc = rec != NULL ? visit(rec, ctx) : 0;
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor)
+{
+    int pools = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            pools = ep->flavors[i].pools;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return pools;
+}
+
+int
+sp_endpoint_is_paused(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    int paused = ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&ep->lock);
+    return paused;
+}
+
+void
+sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_flavor = flavor;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->max_idle_time = max_idle_s;
+    ep->max_lifetime = max_lifetime_s;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+const char *
+sp_endpoint_key(const sp_endpoint *ep)
+{
+    return ep->key;
+}
+
+const char *
+sp_endpoint_label(const sp_endpoint *ep)
+{
+    return ep->label;
+}
+
+int
+sp_endpoint_is_tls(const sp_endpoint *ep)
+{
+    return ep->tls;
+}
+
+int
+sp_endpoint_on_host_budget(sp_endpoint *ep)
+{
+    return __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) != NULL;
 }
 
 void
@@ -1111,20 +1193,21 @@ sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
                     sp_deferred *after)
 {
+    sp_release_status refused;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
     sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
     if (rec == NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_UNKNOWN;
+        refused = SP_REL_UNKNOWN;
+        goto refuse;
     }
     if (rec->state == SP_CONN_IDLE) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_DOUBLE;
+        refused = SP_REL_DOUBLE;
+        goto refuse;
     }
     if (rec->owner != pool) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_FOREIGN;
+        refused = SP_REL_FOREIGN;
+        goto refuse;
     }
     ep->progress++;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
@@ -1137,7 +1220,7 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         host_yield_locked(ep) ||
         (rec->expires_mono > 0 && sp_now() >= rec->expires_mono)) {
         ep->in_use--;
-        forget_locked(ep, rec, after);
+        bury_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
     }
     else {
@@ -1148,12 +1231,15 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         sp_watch_add(fd, ep->serial);
     }
     return SP_REL_OK;
+refuse:
+    pthread_mutex_unlock(&ep->lock);
+    return refused;
 }
 
 /* ---- bulk operations ------------------------------------------------------ */
 
 void
-sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
+sp_endpoint_bury_idle_of(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_conn *rec = ep->idle_top;
@@ -1161,7 +1247,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
         sp_conn *next = rec->next;
         if (flavor == 0 || rec->flavor == flavor) {
             idle_unlink(ep, rec);
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
         }
         rec = next;
     }
@@ -1186,14 +1272,14 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after)
 }
 
 void
-sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_deferred *after)
+sp_endpoint_bury_pool_records(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     for (size_t i = 0; i < ep->conns.cap; i++) {
         sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
         if (rec && rec->state == SP_CONN_INUSE && rec->owner == pool) {
             ep->in_use--;
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
             i--;  /* backward-shift deletion may have moved a key into slot i */
         }
     }
@@ -1308,11 +1394,12 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
         /* Nothing from before an outage is ever handed out again: idle
          * connections go now, busy ones when they come back. */
         ep->generation++;
-        sp_endpoint_drain_idle_locked(ep, after);
+        sp_endpoint_bury_all_idle_locked(ep, after);
     }
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
     }
+    sp_host_health_on_state_locked(ep);  /* host scope: news for every process */
     sp_endpoint_dispatch_locked(ep, after);
 }
 
@@ -1388,14 +1475,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
             sp_deferred_bury(&after, rec);
         }
     }
-    sp_conn *tail = after.graveyard;
-    if (tail) {
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = after.graveyard;
-    }
+    sp_conn_list_move(&after.graveyard, &ep->graveyard);
     sp_ptrmap_clear(&ep->conns);
     ep->idle_top = NULL;
     ep->wait_head = ep->wait_tail = NULL;
@@ -1415,38 +1495,44 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
 int
 sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
 {
+    int rc = -1;
     pthread_mutex_lock(&ep->lock);
     if (ep->total != 0 || ep->wait_head != NULL || ep->graveyard != NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     if (ep->host_budget != NULL || h == NULL) {
         /* Once on a host budget, an endpoint stays there until it is freed:
          * the checker and stats() read the handle without the lock. */
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     ep->max_connections = sp_host_max(h);
     __atomic_store_n(&ep->host_budget, h, __ATOMIC_RELEASE);
+    rc = 0;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return 0;
+    return rc;
 }
 
-void
+int
 sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
+    int async_head = 0;
     if (h == NULL) {
-        return;
+        return 0;
     }
     sp_host_reclaim(h, 0);
     pthread_mutex_lock(&ep->lock);
     if (ep->host_budget == h) {
+        sp_host_health_retry(h);
+        sp_host_health_adopt_locked(ep, after);
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
-            sp_endpoint_drain_idle_locked(ep, after);
+            sp_endpoint_bury_all_idle_locked(ep, after);
         }
+        async_head = ep->wait_head != NULL && ep->wait_head->notify_fd >= 0;
     }
     pthread_mutex_unlock(&ep->lock);
+    return async_head;
 }

@@ -120,6 +120,9 @@ typedef struct {
     sp_conn *graveyard;       /* records to dispose: drop payload, free record */
     int notify_fds[8];        /* async waiters to wake (write one byte) */
     int n_notify;
+    int wake_checker;         /* host scope: an asyncio waiter heads a queue now, and
+                               * the checker's tick is what serves it from slots
+                               * other processes give back: start looking */
 } sp_deferred;
 
 typedef struct sp_flavor_use {
@@ -159,7 +162,9 @@ typedef struct sp_endpoint {
     int connecting;           /* slots handed out, connection not made yet */
     int closing;              /* dropped, socket not closed yet: still counted */
     sp_conn *idle_top;        /* newest first (LIFO: warmest connection) */
-    sp_conn *graveyard;       /* dead records awaiting disposal by a Python thread */
+    sp_conn *graveyard;       /* buried records: out of the books, their connections
+                               * to be closed by a Python thread. Burying is the one
+                               * way a record leaves (the *bury* functions). */
     sp_ptrmap conns;          /* payload -> record, idle and in use */
     sp_waiter *wait_head;     /* oldest waiter */
     sp_waiter *wait_tail;
@@ -301,8 +306,9 @@ int sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h);
 /* The checker's look at a host-scope endpoint (call with no lock held):
  * takes back dead holders' slots, serves waiters from slots other
  * processes gave back, and closes idle connections while another process
- * is in line for a slot. */
-void sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after);
+ * is in line for a slot. Returns 1 when an asyncio waiter still heads the
+ * queue: nobody watches the host's futex for it, so look again soon. */
+int sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after);
 /* A slot for the checker's probe (caller holds the lock): the local budget
  * has room and, in host scope, a host slot is free with nobody in line.
  * Returns 1 when taken (total, connecting and probe_slots count it). */
@@ -340,8 +346,9 @@ int sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, ui
 void sp_endpoint_cancel_slot(sp_endpoint *ep, sp_deferred *after);
 /* A slot could not become a connection (connect failed). */
 void sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after);
-/* A checked-out connection could not be made ready: drop it, free its slot. */
-void sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_deferred *after);
+/* A checked-out connection could not be made ready: bury it (its slot is
+ * free once its connection is closed). */
+void sp_endpoint_bury(sp_endpoint *ep, sp_conn *rec, sp_deferred *after);
 /* For a health check: the oldest idle connection of `flavor`, now in use
  * by `pool`, or NULL (none idle, someone waiting, or not ready). Give it
  * back with sp_endpoint_release(). */
@@ -351,6 +358,33 @@ void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
 
 /* The in-use record of `payload` checked out by `pool`, or NULL. */
 sp_conn *sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool);
+
+/* ---- what the binding reads and sets, without reaching into the books ---- */
+
+/* A visit of one record, under the endpoint's lock (a leaf lock: no Python,
+ * no I/O, no other lock). Nonzero stops the walk. */
+typedef int (*sp_conn_visit)(sp_conn *rec, void *ctx);
+/* Visits every record of the endpoint (in use, idle, connecting) under its
+ * lock until a visit returns nonzero; returns that value, or 0. */
+int sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx);
+/* Visits the record of `payload`, if there is one, under the lock: the
+ * visit's value, or 0 when there is none. */
+int sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx);
+/* Pools counted under `flavor` now. */
+int sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor);
+/* Whether the endpoint is paused (down or loading: callers fail fast). */
+int sp_endpoint_is_paused(sp_endpoint *ep);
+/* The flavor whose credentials the checker's probes use. */
+void sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor);
+/* max_idle_time and max_lifetime in seconds (0: off). */
+void sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s);
+/* Set at creation and never changed, so read without the lock: the key,
+ * the label shown to people (no secrets), whether it is TLS, and whether a
+ * host budget backs it (an atomic read). */
+const char *sp_endpoint_key(const sp_endpoint *ep);
+const char *sp_endpoint_label(const sp_endpoint *ep);
+int sp_endpoint_is_tls(const sp_endpoint *ep);
+int sp_endpoint_on_host_budget(sp_endpoint *ep);
 /* Counts a wait that the caller gave up on after `waited` seconds. */
 void sp_endpoint_count_timeout(sp_endpoint *ep, double waited);
 
@@ -358,12 +392,12 @@ void sp_endpoint_count_timeout(sp_endpoint *ep, double waited);
 sp_release_status sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd,
                                       int keep, sp_deferred *after);
 
-/* Drops idle connections of `flavor` (all flavors if flavor == 0). */
-void sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_deferred *after);
+/* Buries the idle records of `flavor` (all flavors if flavor == 0). */
+void sp_endpoint_bury_idle_of(sp_endpoint *ep, uint32_t flavor, sp_deferred *after);
 /* Fails every waiter of `pool` with SP_WAIT_CLOSED. */
 void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after);
-/* Forgets every in-use record of `pool` (the pool is going away). */
-void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_deferred *after);
+/* Buries every in-use record of `pool` (the pool is going away). */
+void sp_endpoint_bury_pool_records(sp_endpoint *ep, void *pool, sp_deferred *after);
 
 /* Masks every copy of `secret` in the NUL-terminated `text` (a buffer of
  * `size` bytes, at most 512 used), and a copy cut short at its end. */
@@ -395,7 +429,7 @@ int sp_endpoint_cap_locked(const sp_endpoint *ep);
 /* Moves an idle record to `after` (caller holds the lock). */
 void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after);
 /* Moves every idle record to `after` (caller holds the lock). */
-void sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_deferred *after);
+void sp_endpoint_bury_all_idle_locked(sp_endpoint *ep, sp_deferred *after);
 
 /* `n` records of the graveyard were closed: their slots are free now. */
 void sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after);
@@ -404,7 +438,7 @@ void sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after);
  * Call with no lock held. */
 void sp_deferred_notify(sp_deferred *after);
 
-/* Appends a record to `after` (caller holds the lock). */
+/* Appends a record to `after`'s graveyard (caller holds the lock). */
 void sp_deferred_bury(sp_deferred *after, sp_conn *rec);
 
 #endif

@@ -73,6 +73,32 @@ sp_inbox_pop(sp_inbox *ib)
     return w;
 }
 
+void
+sp_inbox_unpop(sp_inbox *ib, sp_waiter *w)
+{
+    pthread_mutex_lock(&ib->lock);
+    w->served_prev = NULL;
+    w->served_next = ib->head;
+    if (ib->head) {
+        ib->head->served_prev = w;
+    }
+    else {
+        ib->tail = w;
+    }
+    ib->head = w;
+    w->in_inbox = 1;
+    ib->signaled = 1;
+    pthread_mutex_unlock(&ib->lock);
+}
+
+void
+sp_inbox_hold(sp_inbox *ib)
+{
+    pthread_mutex_lock(&ib->lock);
+    ib->signaled = 1;
+    pthread_mutex_unlock(&ib->lock);
+}
+
 int
 sp_inbox_remove(sp_inbox *ib, sp_waiter *w)
 {

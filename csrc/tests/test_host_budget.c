@@ -40,7 +40,7 @@ host_ep(const char *name, int max)
     sp_host *h = sp_host_attach(name, max, &created, err, sizeof(err));
     CHECKF(h != NULL, "attach: %s", err);
     if (h != NULL) {
-        CHECK(sp_endpoint_set_host(ep, h) == 0);
+        CHECK_EQ(sp_endpoint_set_host(ep, h), 0);
     }
     return ep;
 }
@@ -50,7 +50,7 @@ static void
 host_ep_free(sp_endpoint *ep)
 {
     sp_deferred after = {0};
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     sp_endpoint_free(ep);
@@ -110,38 +110,8 @@ static void
 checkin(sp_endpoint *ep, tp_payload *p)
 {
     sp_deferred after = {0};
-    CHECK(sp_endpoint_release(ep, POOL_H, p, -1, 1, &after) == SP_REL_OK);
+    CHECK_EQ(sp_endpoint_release(ep, POOL_H, p, -1, 1, &after), SP_REL_OK);
     tp_after_done(&after);
-}
-
-static pid_t
-spawn(int (*fn)(const char *name, int fd), const char *name, int *rfd)
-{
-    int p[2];
-    if (pipe(p) < 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        sp_test_failures = 0;
-        int bad = fn(name, p[1]);
-        _exit(bad || sp_test_failures ? 1 : 0);
-    }
-    close(p[1]);
-    *rfd = p[0];
-    return pid;
-}
-
-static int
-exited_ok(pid_t pid)
-{
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) {
-        return 0;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 /* ---- the bound and fairness -------------------------------------------- */
@@ -205,13 +175,13 @@ test_bound_and_fairness(void)
     sp_endpoint *mine = host_ep(name, FAIR_SLOTS);  /* makes the segment */
     pid_t pids[FAIR_PROCS];
     int fds[FAIR_PROCS];
-    CHECK(pipe(go_pipe) == 0);
+    CHECK_EQ(pipe(go_pipe), 0);
     fair_total = mmap(NULL, sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                       -1, 0);
     CHECK(fair_total != MAP_FAILED);
     *fair_total = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
-        pids[i] = spawn(fair_child, name, &fds[i]);
+        pids[i] = tp_spawn(fair_child, name, &fds[i]);
         CHECK(pids[i] > 0);
     }
     close(go_pipe[0]);
@@ -221,14 +191,14 @@ test_bound_and_fairness(void)
     }
     char go[FAIR_PROCS];
     memset(go, 'g', sizeof(go));
-    CHECK(write(go_pipe[1], go, sizeof(go)) == (ssize_t)sizeof(go));
+    CHECK_EQ(write(go_pipe[1], go, sizeof(go)), (ssize_t)sizeof(go));
     close(go_pipe[1]);
     double sum = 0, sum_sq = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
         long ops = 0;
-        CHECK(read(fds[i], &ops, sizeof(ops)) == sizeof(ops));
+        CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
         CHECKF(ops > 0, "child %d completed nothing", i);
         sum += (double)ops;
         sum_sq += (double)ops * (double)ops;
@@ -237,7 +207,7 @@ test_bound_and_fairness(void)
     sp_note("%d processes on %d host slots: %.0f checkouts, Jain's index %.3f", FAIR_PROCS,
             FAIR_SLOTS, sum, jain);
     CHECKF(jain >= 0.9, "Jain's index %.3f", jain);
-    CHECK(host_total(mine) == 0);
+    CHECK_EQ(host_total(mine), 0);
     munmap(fair_total, sizeof(long));
     host_ep_free(mine);
     shm_unlink(name);
@@ -305,14 +275,14 @@ test_threads_in_line(void)
     pid_t pids[THREADED_PROCS];
     int fds[THREADED_PROCS];
     for (int i = 0; i < THREADED_PROCS; i++) {
-        pids[i] = spawn(threaded_child, name, &fds[i]);
+        pids[i] = tp_spawn(threaded_child, name, &fds[i]);
     }
     long total = 0;
     for (int i = 0; i < THREADED_PROCS; i++) {
         long ops = 0;
-        CHECK(read(fds[i], &ops, sizeof(ops)) == sizeof(ops));
+        CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
         total += ops;
     }
     sp_note("%d processes x %d threads on 2 host slots: %ld checkouts", THREADED_PROCS,
@@ -345,17 +315,17 @@ static void
 check_reclaimed(const char *name, int reap_first)
 {
     int fd;
-    pid_t pid = spawn(hold_all_child, name, &fd);
+    pid_t pid = tp_spawn(hold_all_child, name, &fd);
     char ok = 0;
     CHECK(read(fd, &ok, 1) == 1 && ok == 'y');
     close(fd);
     sp_endpoint *ep = host_ep(name, 3);
-    CHECK(host_total(ep) == 3);
+    CHECK_EQ(host_total(ep), 3);
     CHECK(checkout(ep, 0) == NULL);  /* full: the child holds all three */
     kill(pid, SIGKILL);
     int status;
     if (reap_first) {
-        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
     }
     /* Killed: its slots come back, to whoever waits, within 1 s. */
     double t0 = sp_now();
@@ -366,14 +336,14 @@ check_reclaimed(const char *name, int reap_first)
     }
     sp_note("a killed holder's 3 slots came back after %.3f s (%s)", sp_now() - t0,
             reap_first ? "reaped" : "a zombie");
-    CHECK(host_total(ep) == 3);
+    CHECK_EQ(host_total(ep), 3);
     for (int i = 0; i < 3; i++) {
         if (got[i]) {
             checkin(ep, got[i]);
         }
     }
     if (!reap_first) {
-        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
     }
     host_ep_free(ep);
 }
@@ -417,7 +387,7 @@ test_killed_in_line(void)
     tp_payload *p = checkout(ep, 0);
     CHECK(p != NULL);
     int fd;
-    pid_t pid = spawn(in_line_child, name, &fd);
+    pid_t pid = tp_spawn(in_line_child, name, &fd);
     char ok = 0;
     CHECK(read(fd, &ok, 1) == 1 && ok == 'y');
     close(fd);
@@ -425,10 +395,10 @@ test_killed_in_line(void)
     while (host_waiting(ep) == 0 && sp_now() < until) {
         tp_sleep_ms(2);
     }
-    CHECK(host_waiting(ep) == 1);
+    CHECK_EQ(host_waiting(ep), 1);
     kill(pid, SIGKILL);
     int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
     /* Given back: closed, not kept (someone is in line); the dead one had
      * the oldest ticket, and the next in line gets the slot all the same. */
     checkin(ep, p);
@@ -499,7 +469,7 @@ test_bad_segments(void)
     CHECK(fd >= 0 && ftruncate(fd, (off_t)size) == 0);
     unsigned char junk[4096];
     memset(junk, 0xa5, sizeof(junk));
-    CHECK(write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+    CHECK_EQ(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
     close(fd);
     expect_refused(name, "corrupt");
     shm_unlink(name);
@@ -535,20 +505,20 @@ test_fork_child_holds_none(void)
         sp_test_failures = 0;
         sp_endpoint_after_fork_child(ep);
         CHECK(sp_host_held(ep->host_budget) == 0);
-        CHECK(host_total(ep) == 2);  /* the parent's, still the parent's */
+        CHECK_EQ(host_total(ep), 2);  /* the parent's, still the parent's */
         tp_payload *c = checkout(ep, 0), *d = checkout(ep, 0);
         CHECK(c && d);
         CHECK(checkout(ep, 0) == NULL);  /* two are the parent's */
         _exit(sp_test_failures ? 1 : 0);
     }
-    CHECK(exited_ok(pid));
+    CHECK(tp_exited_ok(pid));
     /* The child's two came back when it exited (reclaimed: it never released). */
     double until = sp_now() + 2.0;
     while (host_total(ep) != 2 && sp_now() < until) {
         sp_host_reclaim(ep->host_budget, 1);
         tp_sleep_ms(5);
     }
-    CHECK(host_total(ep) == 2);
+    CHECK_EQ(host_total(ep), 2);
     CHECK(sp_host_held(ep->host_budget) == 2);
     checkin(ep, a);
     checkin(ep, b);
@@ -571,14 +541,14 @@ test_wait_slices_and_deadline(void)
     sp_conn *got = NULL;
     tp_waiter_init(&w);
     double t0 = sp_now(), deadline = t0 + 0.3;
-    CHECK(sp_endpoint_acquire(other, POOL_H, 1, deadline, &w, &got, &after) == SP_ACQ_QUEUED);
+    CHECK_EQ(sp_endpoint_acquire(other, POOL_H, 1, deadline, &w, &got, &after), SP_ACQ_QUEUED);
     int slices = 0;
     sp_wait_result r;
     while ((r = sp_endpoint_wait(other, &w, deadline, 0.05)) == SP_WAIT_PENDING) {
         slices++;
     }
     sp_endpoint_wait_done(other, &w);
-    CHECK(r == SP_WAIT_TIMEOUT);
+    CHECK_EQ(r, SP_WAIT_TIMEOUT);
     CHECK(sp_now() >= deadline);
     CHECKF(slices >= 3, "only %d slices before the deadline", slices);
     CHECK(other->waiters == 0);
@@ -588,7 +558,7 @@ test_wait_slices_and_deadline(void)
     shm_unlink(name);
 }
 
-const sp_test sp_host_budget_tests[] = {
+static const sp_test tests[] = {
     {"host_budget_bound_and_fairness", test_bound_and_fairness},
     {"host_budget_threads_in_line", test_threads_in_line},
     {"host_budget_killed_holder", test_killed_holder},
@@ -599,3 +569,5 @@ const sp_test sp_host_budget_tests[] = {
     {"host_budget_wait_slices_and_deadline", test_wait_slices_and_deadline},
     {NULL, NULL},
 };
+
+SP_SUITE(host_budget, tests)
