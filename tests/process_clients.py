@@ -98,3 +98,32 @@ class BudgetWatch:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=10)
+
+
+class PeakClients:
+    """Samples, from the server's CLIENT LIST, how many connections are named ``name``."""
+
+    def __init__(self, server, name: str) -> None:
+        self.server, self.name, self.peak, self.samples = server, name, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for _ in range(100_000):  # bounded; stopped by close()
+            if self.stop.is_set():
+                return
+            try:
+                listing = self.server.command("CLIENT", "LIST").decode(errors="replace")
+            except (OSError, RuntimeError):
+                pass  # restarting
+            else:
+                n = sum(1 for line in listing.splitlines() if f" name={self.name} " in f" {line} ")
+                self.peak, self.samples = max(self.peak, n), self.samples + 1
+            self.stop.wait(0.01)
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join(10)
+        assert self.samples > 0
+        return self.peak

@@ -9,6 +9,7 @@ import threading
 import pytest
 import redis
 import rq
+from process_clients import PeakClients
 
 import redis_safepool as sp
 
@@ -29,38 +30,9 @@ def test_rq_forking_worker(server_url, make_pool):
     assert pool.stats()["in_use"] == 0 and pool.stats()["total"] <= 4
 
 
-class PeakClients:
-    """Samples, from the server's CLIENT LIST, how many connections are named ``NAME``."""
-
-    def __init__(self, server) -> None:
-        self.server, self.peak, self.samples = server, 0, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        for _ in range(100_000):  # bounded; stopped by close()
-            if self.stop.is_set():
-                return
-            try:
-                listing = self.server.command("CLIENT", "LIST").decode(errors="replace")
-            except (OSError, RuntimeError):
-                pass  # restarting
-            else:
-                n = sum(1 for line in listing.splitlines() if f" name={NAME} " in f" {line} ")
-                self.peak, self.samples = max(self.peak, n), self.samples + 1
-            self.stop.wait(0.01)
-
-    def close(self) -> int:
-        self.stop.set()
-        self.thread.join(10)
-        assert self.samples > 0
-        return self.peak
-
-
 @pytest.fixture
 def peak(redis_server):
-    watch = PeakClients(redis_server)
+    watch = PeakClients(redis_server, NAME)
     yield watch
     watch.close()
 
