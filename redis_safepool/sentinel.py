@@ -276,6 +276,10 @@ class SentinelConnectionPoolLogic(_PoolBase):
             since, address = manager.latest_master_since(self.service_name)
         else:
             address = tuple(manager.discover_master(self.service_name))
+        return self._bind_answer(address, since)
+
+    def _bind_answer(self, address: Any, since: Optional[float]) -> Address:
+        """Bind Sentinel's answer (started at ``since``) and say where the master is."""
         address = (str(address[0]), int(address[1]))
         self._bind_master(address, since)
         with self._state_lock:
@@ -318,9 +322,17 @@ class SentinelConnectionPoolLogic(_PoolBase):
             logger.warning("sentinel service %r: master moved from %s:%s to %s:%s",
                            self.service_name, moved_from[0], moved_from[1], address[0], address[1])
         if old is not None:
-            old.disconnect(inuse_connections=False)  # idle ones: closed right away
+            self._drop_idle(old)  # idle ones: closed right away
             if close_now:
-                old.close()
+                self._close_inner(old)
+
+    # How an inner pool lets go of its connections: the asyncio flavor's are
+    # coroutines there, so it closes them through the core instead.
+    def _drop_idle(self, inner: Any) -> None:
+        inner.disconnect(inuse_connections=False)
+
+    def _close_inner(self, inner: Any) -> None:
+        inner.close()
 
     def _retire_locked(self, inner: Any) -> bool:
         """Mark ``inner`` retired; True if it has nothing out and may be closed now."""
@@ -355,15 +367,21 @@ class SentinelConnectionPoolLogic(_PoolBase):
 
     def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Any:
         conn = inner.get_connection(*args, **kwargs)
-        with self._state_lock:
-            if not getattr(inner, "_sentinel_retired", False):
-                setattr(conn, _OWNER, weakref.ref(inner))  # weak: no conn<->pool cycle
-                self._out[id(inner)] = self._out.get(id(inner), 0) + 1
-                return conn
+        if self._book_out(inner, conn):
+            return conn
         # re-bound while we were getting it: never hand out an old-master connection
         conn.disconnect()
         inner.release(conn)
         return None
+
+    def _book_out(self, inner: Any, conn: Any) -> bool:
+        """Count ``conn`` as out of ``inner``; False if ``inner`` was retired meanwhile."""
+        with self._state_lock:
+            if getattr(inner, "_sentinel_retired", False):
+                return False
+            setattr(conn, _OWNER, weakref.ref(inner))  # weak: no conn<->pool cycle
+            self._out[id(inner)] = self._out.get(id(inner), 0) + 1
+            return True
 
     def _get_master_connection(self, args: tuple, kwargs: dict) -> Any:
         fam = self._family
@@ -436,6 +454,17 @@ class SentinelConnectionPoolLogic(_PoolBase):
         raise fam.SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
     def release(self, connection: Any) -> None:  # type: ignore[override]
+        inner, retired, close_inner = self._book_in(connection)
+        if retired:
+            connection.disconnect()  # a connection to a former master is never reused
+        try:
+            inner.release(connection)
+        finally:
+            if close_inner:
+                inner.close()
+
+    def _book_in(self, connection: Any) -> Tuple[Any, bool, bool]:
+        """(inner pool, retired?, close it now?) for a connection coming back."""
         inner = _owner_of(connection)
         if inner is None:
             raise self._family.errors.ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
@@ -449,13 +478,7 @@ class SentinelConnectionPoolLogic(_PoolBase):
             close_inner = retired and left <= 0
             if close_inner:
                 self._retired.pop(id(inner), None)
-        if retired:
-            connection.disconnect()  # a connection to a former master is never reused
-        try:
-            inner.release(connection)
-        finally:
-            if close_inner:
-                inner.close()
+        return inner, retired, close_inner
 
     def owns_connection(self, connection: Any) -> bool:
         inner = _owner_of(connection)
@@ -489,7 +512,7 @@ class SentinelConnectionPoolLogic(_PoolBase):
             self._out.clear()
         for inner in pools:
             inner._sentinel_retired = True
-            inner.close()
+            self._close_inner(inner)
 
     def set_retry(self, retry: Any) -> None:
         self.connection_kwargs.update({"retry": retry})
@@ -605,12 +628,16 @@ class SentinelLogic(_SentinelBase):
         (``master_cache_ttl`` seconds, unless ``fresh``) and backed off."""
         known = self._known_masters.get(service_name)
         if not fresh and known is not None and known[1] is not None and \
-                time.monotonic() - known[0] < self.master_cache_ttl:
+                self._fresh_enough(known[0]):
             return known[1]
         # A fresh lookup never joins one that may have started before it.
         return self._flights.do(("master", service_name, fresh),
                                 lambda: self._discover_master(service_name),
                                 lambda e: self._family.MasterNotFoundError(str(e)))
+
+    def _fresh_enough(self, started: float) -> bool:
+        """Whether an answer from a lookup that started then may still be reused."""
+        return time.monotonic() - started < self.master_cache_ttl
 
     def latest_master(self, service_name: str) -> Address:
         """The answer of the most recently started successful lookup."""
@@ -628,31 +655,46 @@ class SentinelLogic(_SentinelBase):
 
     def _discover_master(self, service_name: str) -> Address:
         fam = self._family
-        started = time.monotonic()
-        wait = self.master_backoff.remaining(service_name)
-        if wait > 0:
-            raise fam.MasterNotFoundError(
-                f"No master found for {service_name!r} (backing off {wait:.3f}s)")
-        errors: List[str] = []
-        ready = self._ready_sentinels()
-        if not ready:
-            errors.append("every sentinel is backing off")
+        started, ready, errors = self._lookup_start(service_name)
         for index, sentinel in ready:
             try:
                 masters = self._ask(sentinel, lambda s: s.sentinel_masters())
             except (fam.ConnectionError, fam.TimeoutError) as exc:
                 errors.append(f"{self._name(sentinel)} - {exc!r}")
                 continue
-            state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):
-                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
-                self.master_backoff.succeeded(service_name)
-                ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
-                address = (str(ip), int(state["port"]))
-                known = self._known_masters.get(service_name)
-                if known is None or started >= known[0]:
-                    self._known_masters[service_name] = (started, address)
+            address = self._lookup_answer(service_name, started, index, sentinel, masters)
+            if address is not None:
                 return address
+        raise self._lookup_failed(service_name, started, errors)
+
+    def _lookup_start(self, service_name: str) -> Tuple[float, List[Tuple[int, Any]], List[str]]:
+        """(when the lookup started, the sentinels to ask, errors so far); raises
+        ``MasterNotFoundError`` while the service backs off."""
+        started = time.monotonic()
+        wait = self.master_backoff.remaining(service_name)
+        if wait > 0:
+            raise self._family.MasterNotFoundError(
+                f"No master found for {service_name!r} (backing off {wait:.3f}s)")
+        ready = self._ready_sentinels()
+        return started, ready, [] if ready else ["every sentinel is backing off"]
+
+    def _lookup_answer(self, service_name: str, started: float, index: int, sentinel: Any,
+                       masters: Dict[str, Any]) -> Optional[Address]:
+        """The master named by one sentinel's ``SENTINEL MASTERS`` reply, or None."""
+        state = masters.get(service_name)
+        if not (state and self.check_master_state(state, service_name)):
+            return None
+        self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+        self.master_backoff.succeeded(service_name)
+        ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
+        address = (str(ip), int(state["port"]))
+        known = self._known_masters.get(service_name)
+        if known is None or started >= known[0]:
+            self._known_masters[service_name] = (started, address)
+        return address
+
+    def _lookup_failed(self, service_name: str, started: float, errors: List[str]) -> Exception:
+        """No sentinel named a healthy master: the error to raise."""
         # Forget the answer, but not when: a slower lookup that started before
         # this one must not bring its older answer back (the old master).
         known = self._known_masters.get(service_name)
@@ -660,7 +702,7 @@ class SentinelLogic(_SentinelBase):
             self._known_masters[service_name] = (started, None)
         self.master_backoff.failed(service_name)
         detail = f" : {', '.join(errors)}" if errors else ""
-        raise fam.MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return self._family.MasterNotFoundError(f"No master found for {service_name!r}{detail}")
 
     def discover_slaves(self, service_name: str) -> List[Address]:
         for _, sentinel in self._ready_sentinels():

@@ -71,24 +71,31 @@ class SafeSentinelConnectionPool(  # type: ignore[misc]
     _managed_ssl = SafeSentinelManagedSSLConnection
 
 
-class SafeSentinel(_base.SentinelLogic, Sentinel):  # type: ignore[misc]
+class ValkeyClientArgument:
+    """valkey-py's ``Sentinel.master_for``/``slave_for`` name the client argument
+    ``valkey_class``: redis-py's ``redis_class`` is taken too (mixin before the logic class)."""
+
+    _family: _base.SentinelFamily
+    _pool_class: type
+
+    def master_for(self, service_name: str, redis_class: Any = None,
+                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("valkey_class", redis_class or self._family.client)
+        return super(_base.SentinelLogic, self).master_for(  # type: ignore[misc]
+            service_name, connection_pool_class=connection_pool_class or self._pool_class,
+            **kwargs)
+
+    def slave_for(self, service_name: str, redis_class: Any = None,
+                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("valkey_class", redis_class or self._family.client)
+        return super(_base.SentinelLogic, self).slave_for(  # type: ignore[misc]
+            service_name, connection_pool_class=connection_pool_class or self._pool_class,
+            **kwargs)
+
+
+class SafeSentinel(ValkeyClientArgument, _base.SentinelLogic, Sentinel):  # type: ignore[misc]
     """``valkey.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools,
     with bounded, backed-off and coalesced sentinel queries."""
 
     _family = VALKEY_FAMILY
     _pool_class = SafeSentinelConnectionPool
-
-    def master_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
-                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
-        # valkey-py names the client argument valkey_class
-        kwargs.setdefault("valkey_class", redis_class or Valkey)
-        return Sentinel.master_for(self, service_name,
-                                   connection_pool_class=connection_pool_class or self._pool_class,
-                                   **kwargs)
-
-    def slave_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
-                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("valkey_class", redis_class or Valkey)
-        return Sentinel.slave_for(self, service_name,
-                                  connection_pool_class=connection_pool_class or self._pool_class,
-                                  **kwargs)
