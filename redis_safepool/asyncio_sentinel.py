@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+import redis.asyncio.sentinel as _lib
+import redis.backoff
+import redis.exceptions
 from redis.asyncio.client import Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import (
-    MasterNotFoundError,
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SlaveNotFoundError,
-)
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
 from . import exceptions as _exceptions
 from .sentinel import (
@@ -45,12 +39,16 @@ def _safe_pool_class() -> type:
     return SafeConnectionPool
 
 
-REDIS_ASYNC_FAMILY = SentinelFamily(
-    connection_error=ConnectionError, timeout_error=TimeoutError, read_only_error=ReadOnlyError,
-    response_error=ResponseError, master_not_found=MasterNotFoundError,
-    slave_not_found=SlaveNotFoundError, master_changed=MasterChangedError, errors=_exceptions,
-    client=Redis, retry=Retry, no_backoff=NoBackoff, safe_pool=_safe_pool_class,
-    plain_managed_connection=SentinelManagedConnection)
+REDIS_ASYNC_FAMILY = SentinelFamily.of(
+    exceptions=redis.exceptions, sentinel=_lib, client=Redis, retry=Retry, backoff=redis.backoff,
+    errors=_exceptions, master_changed=MasterChangedError, safe_pool=_safe_pool_class)
+MasterNotFoundError = _lib.MasterNotFoundError
+SlaveNotFoundError = _lib.SlaveNotFoundError
+
+
+async def _awaited(fn: Any, *args: Any) -> Any:
+    """The asyncio flavors' ``_io`` in the shared flows (see ``sentinel.run_sync``)."""
+    return await fn(*args)
 
 
 class AsyncSentinelManagedConnectionLogic(SentinelManagedConnectionLogic):
@@ -68,7 +66,7 @@ class AsyncSentinelManagedConnectionLogic(SentinelManagedConnectionLogic):
     async def connect(self) -> None:  # type: ignore[override]
         if self.is_connected:
             return
-        pool = self._owner_pool()
+        pool: Any = self._owner_pool()  # the asyncio pool logic: its checks are coroutines
         if pool is not None and pool.is_master:
             await pool._check_master_before_connect(self)  # outside the library's retry
             self._master_checked = True
@@ -89,38 +87,13 @@ class AsyncSentinelManagedConnectionLogic(SentinelManagedConnectionLogic):
             return await parent(*args, **kwargs)
         await self._guarded(pool, lambda: parent(*args, **kwargs))
 
-    async def _guarded(self, pool: Any, connect: Any) -> None:
-        if pool.is_master and not self._master_checked:
-            await pool._check_master_before_connect(self)
-        self._master_checked = False  # a retry inside connect() checks again
-        address = (self.host, int(self.port))
-        fam = self._family
-        if not pool.connect_backoff.claim(address):
-            raise fam.errors.ServerUnavailableError(
-                f"{self.host}:{self.port} failed recently; next attempt in "
-                f"{pool.connect_backoff.remaining(address):.3f}s")
-        try:
-            await connect()
-        except (fam.ConnectionError, fam.TimeoutError):
-            pool.connect_backoff.failed(address)
-            raise
-        pool.connect_backoff.succeeded(address)
-        if pool.is_master:  # asked again once connected (see the sync logic)
-            try:
-                await pool._check_master_before_connect(self)
-            except BaseException:
-                await self.disconnect()
-                raise
+    _io = staticmethod(_awaited)
 
-    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
             return await self._library().read_response(*args, **kwargs)
         except self._family.ReadOnlyError:
-            pool = self._owner_pool()
-            if pool is not None and pool.is_master:
-                await self.disconnect()
-                await pool._master_suspect()
-                raise self._family.ConnectionError("The previous master is now a replica")
+            await self._demoted()
             raise
 
 
@@ -155,33 +128,19 @@ class AsyncSentinelConnectionPoolLogic(SentinelConnectionPoolLogic):
         inner._close_core()
         inner._drain_idle()
 
+    _io = staticmethod(_awaited)
+
     async def get_master_address(self, fresh: bool = False) -> Address:  # type: ignore[override]
-        manager = self.sentinel_manager
-        since = None
-        if isinstance(manager, AsyncSentinelLogic):
-            await manager.discover_master(self.service_name, fresh=fresh)
-            since, address = await manager.latest_master_since(self.service_name)
-        else:
-            address = tuple(await manager.discover_master(self.service_name))
-        return self._bind_answer(address, since)
+        return await self._master_address(fresh)
 
     async def _check_master_before_connect(self, conn: Any) -> None:  # type: ignore[override]
-        address = await self.get_master_address(fresh=True)
-        if address != (conn.host, int(conn.port)):
-            raise self._family.MasterChangedError(
-                f"{self.service_name!r} moved from {conn.host}:{conn.port} to "
-                f"{address[0]}:{address[1]}")
+        await self._check_master(conn)
 
     async def _master_suspect(self) -> None:  # type: ignore[override]
-        try:
-            await self.get_master_address()
-        except self._family.ConnectionError:
-            pass
+        await self._suspect()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if self.is_master:
-            return await self._get_master_connection(args, kwargs)
-        return await self._get_replica_connection(args, kwargs)
+        return await self._checkout(args, kwargs)
 
     async def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Any:  # type: ignore[override]
         conn = await inner.get_connection(*args, **kwargs)
@@ -190,68 +149,6 @@ class AsyncSentinelConnectionPoolLogic(SentinelConnectionPoolLogic):
         await conn.disconnect()
         await inner.release(conn)
         return None
-
-    async def _get_master_connection(self, args: tuple, kwargs: dict) -> Any:  # type: ignore[override]
-        fam = self._family
-        last: Optional[BaseException] = None
-        for _ in range(3):  # bounded: one re-resolution per failover step
-            master = self._master or await self.get_master_address()
-            try:
-                conn = await self._hand_out(self._pool_for(master), args, kwargs)
-            except fam.errors.PoolTimeoutError:
-                raise
-            except (fam.ConnectionError, fam.TimeoutError) as exc:
-                last = exc
-                try:
-                    moved = await self.get_master_address() != master
-                except fam.MasterNotFoundError:
-                    moved = False
-                if not moved:
-                    raise
-                continue
-            if conn is not None:
-                return conn
-        raise last if last is not None else fam.MasterNotFoundError(
-            f"No stable master found for {self.service_name!r}")
-
-    async def _replica_addresses(self, refresh: bool = False) -> List[Address]:  # type: ignore[override]
-        with self._state_lock:
-            cached = list(self._replicas)
-        if cached and not refresh:
-            return cached
-        try:
-            replicas = await self.sentinel_manager.discover_slaves(self.service_name)
-        except self._family.ConnectionError:
-            replicas = []
-        with self._state_lock:
-            self._replicas = [(str(h), int(p)) for h, p in replicas]
-            return list(self._replicas)
-
-    async def _get_replica_connection(self, args: tuple, kwargs: dict) -> Any:  # type: ignore[override]
-        fam = self._family
-        replicas = await self._replica_addresses()
-        with self._state_lock:
-            self._replica_rr += 1
-            order = [replicas[(self._replica_rr + i) % len(replicas)] for i in range(len(replicas))]
-        last: Optional[BaseException] = None
-        for address in order:
-            try:
-                conn = await self._hand_out(self._pool_for(address), args, kwargs)
-            except fam.errors.PoolTimeoutError:
-                raise
-            except (fam.ConnectionError, fam.TimeoutError) as exc:
-                last = exc
-                await self._replica_addresses(refresh=True)
-                continue
-            if conn is not None:
-                return conn
-        try:  # fall back to the master, like redis-py
-            conn = await self._hand_out(self._pool_for(await self.get_master_address()), args, kwargs)
-            if conn is not None:
-                return conn
-        except fam.MasterNotFoundError:
-            pass
-        raise fam.SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
     async def release(self, connection: Any) -> None:  # type: ignore[override]
         inner, retired, close_inner = self._book_in(connection)
@@ -279,7 +176,7 @@ class AsyncSentinelConnectionPoolLogic(SentinelConnectionPoolLogic):
         await asyncio.gather(*(inner.disconnect() for inner in pools), return_exceptions=True)
 
 
-class SafeSentinelConnectionPool(AsyncSentinelConnectionPoolLogic, SentinelConnectionPool):  # type: ignore[misc]
+class SafeSentinelConnectionPool(AsyncSentinelConnectionPoolLogic, _lib.SentinelConnectionPool):  # type: ignore[misc]
     """``redis.asyncio.sentinel.SentinelConnectionPool`` on per-address asyncio
     ``SafeConnectionPool`` budgets (shared with every other pool of the process for the server)."""
 
@@ -320,59 +217,20 @@ class AsyncSentinelLogic(SentinelLogic):
         super().__init__(*args, **kwargs)
         self._async_flights = _Flights()
 
-    async def _ask(self, sentinel: Any, fn: Any) -> Any:  # type: ignore[override]
-        key = self._name(sentinel)
-        self.sentinel_queries += 1
-        try:
-            result = await fn(sentinel)
-        except (self._family.ConnectionError, self._family.TimeoutError):
-            self.sentinel_backoff.failed(key)
-            raise
-        self.sentinel_backoff.succeeded(key)
-        return result
+    _io = staticmethod(_awaited)
 
     async def discover_master(self, service_name: str, fresh: bool = False) -> Address:  # type: ignore[override]
-        known = self._known_masters.get(service_name)
-        if not fresh and known is not None and known[1] is not None and \
-                self._fresh_enough(known[0]):
-            return known[1]
+        cached = self._cached_master(service_name, fresh)
+        if cached is not None:
+            return cached
         return await self._async_flights.do(("master", service_name, fresh),
                                             lambda: self._discover_master(service_name))
 
     async def latest_master_since(self, service_name: str) -> Tuple[float, Address]:  # type: ignore[override]
-        known = self._known_masters.get(service_name)
-        if known is None or known[1] is None:
-            await self.discover_master(service_name, fresh=True)
-            known = self._known_masters.get(service_name)
-        if known is None or known[1] is None:
-            raise self._family.MasterNotFoundError(f"No master found for {service_name!r}")
-        return known[0], known[1]
-
-    async def _discover_master(self, service_name: str) -> Address:  # type: ignore[override]
-        fam = self._family
-        started, ready, errors = self._lookup_start(service_name)
-        for index, sentinel in ready:
-            try:
-                masters = await self._ask(sentinel, lambda s: s.sentinel_masters())
-            except (fam.ConnectionError, fam.TimeoutError) as exc:
-                errors.append(f"{self._name(sentinel)} - {exc!r}")
-                continue
-            address = self._lookup_answer(service_name, started, index, sentinel, masters)
-            if address is not None:
-                return address
-        raise self._lookup_failed(service_name, started, errors)
+        return await self._latest_master_since(service_name)
 
     async def discover_slaves(self, service_name: str) -> List[Address]:  # type: ignore[override]
-        for _, sentinel in self._ready_sentinels():
-            try:
-                replicas = await self._ask(sentinel, lambda s: s.sentinel_slaves(service_name))
-            except (self._family.ConnectionError, self._family.ResponseError,
-                    self._family.TimeoutError):
-                continue
-            replicas = self.filter_slaves(replicas)
-            if replicas:
-                return [(str(h), int(p)) for h, p in replicas]
-        return []
+        return await self._discover_slaves(service_name)
 
     async def aclose(self) -> None:  # type: ignore[override]
         for sentinel in self.sentinels:
@@ -382,7 +240,7 @@ class AsyncSentinelLogic(SentinelLogic):
         def close(self) -> None: ...
 
 
-class SafeSentinel(AsyncSentinelLogic, Sentinel):  # type: ignore[misc]
+class SafeSentinel(AsyncSentinelLogic, _lib.Sentinel):  # type: ignore[misc]
     """``redis.asyncio.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools
     (asyncio ``SafeConnectionPool``s per address), with bounded, backed-off, coalesced queries."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
-from channels_redis.pubsub import RedisPubSubChannelLayer as _RedisPubSubChannelLayer
-from channels_redis.pubsub import RedisSingleShardConnection as _Shard
+from channels_redis.core import RedisChannelLayer as _RedisChannelLayer  # type: ignore[import-untyped]
+from channels_redis.pubsub import (  # type: ignore[import-untyped]
+    RedisPubSubChannelLayer as _RedisPubSubChannelLayer,
+    RedisSingleShardConnection as _Shard,
+)
 from redis import asyncio as aioredis
 
 from .asyncio import SafeConnectionPool
@@ -43,9 +45,9 @@ class _SafeShard(_Shard):
     """One host's publish/subscribe connection of the pubsub layer, on a safe pool."""
 
     def _ensure_redis(self) -> None:
-        if self._redis is None:
-            self._redis = aioredis.Redis(connection_pool=create_pool(self.host))
-            self._pubsub = self._redis.pubsub()
+        if getattr(self, "_redis", None) is None:  # channels_redis' own check, untyped
+            client: Any = aioredis.Redis(connection_pool=create_pool(self.host))
+            self._redis, self._pubsub = client, client.pubsub()
 
 
 class RedisPubSubChannelLayer(_RedisPubSubChannelLayer):

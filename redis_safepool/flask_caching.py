@@ -44,4 +44,4 @@ class RedisCache(_FlaskRedisCache):
                                       port=config.get("CACHE_REDIS_PORT", 6379),
                                       db=config.get("CACHE_REDIS_DB", 0), **kwargs)
         client = redis.Redis(connection_pool=pool)
-        return cls(*args, host=client, **cache_kwargs)
+        return cls(*args, **{"host": client, **cache_kwargs})

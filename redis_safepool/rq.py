@@ -53,11 +53,11 @@ class Redis(redis.Redis):
         client.auto_close_connection_pool = True
         return client
 
-    def __init__(self, *args: Any, connection_pool: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         owned = False
-        if type(connection_pool) in _PLAIN:
-            connection_pool, owned = safe_twin(connection_pool), True
-        super().__init__(*args, connection_pool=connection_pool, **kwargs)
+        if type(kwargs.get("connection_pool")) in _PLAIN:
+            kwargs["connection_pool"], owned = safe_twin(kwargs["connection_pool"]), True
+        super().__init__(*args, **kwargs)
         if type(self.connection_pool) in _PLAIN:  # built by redis.Redis from host=, port=, ...
             plain, self.connection_pool = self.connection_pool, safe_twin(self.connection_pool)
             if self.connection is not None:  # single_connection_client: it took one already

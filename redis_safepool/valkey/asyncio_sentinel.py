@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+import valkey.asyncio.sentinel as _lib
+import valkey.backoff
+import valkey.exceptions
 from valkey.asyncio.client import Valkey
 from valkey.asyncio.connection import Connection, SSLConnection
 from valkey.asyncio.retry import Retry
-from valkey.asyncio.sentinel import (
-    MasterNotFoundError,
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SlaveNotFoundError,
-)
-from valkey.backoff import NoBackoff
-from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
 from .. import asyncio_sentinel as _base
 from .. import sentinel as _sync_base
@@ -37,12 +31,11 @@ def _safe_pool_class() -> type:
     return SafeConnectionPool
 
 
-VALKEY_ASYNC_FAMILY = _sync_base.SentinelFamily(
-    connection_error=ConnectionError, timeout_error=TimeoutError, read_only_error=ReadOnlyError,
-    response_error=ResponseError, master_not_found=MasterNotFoundError,
-    slave_not_found=SlaveNotFoundError, master_changed=MasterChangedError, errors=exceptions,
-    client=Valkey, retry=Retry, no_backoff=NoBackoff, safe_pool=_safe_pool_class,
-    plain_managed_connection=SentinelManagedConnection)
+VALKEY_ASYNC_FAMILY = _sync_base.SentinelFamily.of(
+    exceptions=valkey.exceptions, sentinel=_lib, client=Valkey, retry=Retry, backoff=valkey.backoff,
+    errors=exceptions, master_changed=MasterChangedError, safe_pool=_safe_pool_class)
+MasterNotFoundError = _lib.MasterNotFoundError
+SlaveNotFoundError = _lib.SlaveNotFoundError
 
 
 class SafeSentinelManagedConnection(  # type: ignore[misc]
@@ -58,7 +51,7 @@ class SafeSentinelManagedSSLConnection(  # type: ignore[misc]
 
 
 class SafeSentinelConnectionPool(  # type: ignore[misc]
-        _base.AsyncSentinelConnectionPoolLogic, SentinelConnectionPool):
+        _base.AsyncSentinelConnectionPoolLogic, _lib.SentinelConnectionPool):
     """``valkey.asyncio.sentinel.SentinelConnectionPool`` on per-address asyncio valkey
     ``SafeConnectionPool`` budgets (shared with every other pool of the process for the server)."""
 
@@ -67,7 +60,7 @@ class SafeSentinelConnectionPool(  # type: ignore[misc]
     _managed_ssl = SafeSentinelManagedSSLConnection
 
 
-class SafeSentinel(ValkeyClientArgument, _base.AsyncSentinelLogic, Sentinel):  # type: ignore[misc]
+class SafeSentinel(ValkeyClientArgument, _base.AsyncSentinelLogic, _lib.Sentinel):  # type: ignore[misc]
     """``valkey.asyncio.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools,
     with bounded, backed-off and coalesced sentinel queries."""
 
