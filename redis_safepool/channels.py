@@ -16,16 +16,20 @@ from .asyncio import SafeConnectionPool
 __all__ = ["RedisChannelLayer", "RedisPubSubChannelLayer", "create_pool"]
 
 
-def create_pool(host: Dict[str, Any]) -> SafeConnectionPool:
+def create_pool(host: Dict[str, Any]) -> Any:
     """``channels_redis.utils.create_pool`` on the safe pool.
 
-    ``host`` is one entry of the layer's decoded ``hosts``: ``{"address": url, **pool_kwargs}``
-    or the pool's keyword arguments (``host``, ``port``, ``max_connections``, ``timeout``...).
+    ``host`` is one entry of the layer's decoded ``hosts``: ``{"address": url, **pool_kwargs}``,
+    the pool's keyword arguments (``host``, ``port``, ``max_connections``, ``timeout``...), or
+    ``{"master_name": ..., "sentinels": [...], **pool_kwargs}`` (an asyncio ``SafeSentinel`` pool).
     Every pool for one server shares its process-wide budget, whichever event loop made it."""
     host = dict(host)
     if "master_name" in host:
-        raise ValueError("a Sentinel host entry ('master_name') has no asyncio safe pool; "
-                         "give the master's address, or use channels_redis' own layer")
+        from .asyncio_sentinel import SafeSentinel, SafeSentinelConnectionPool
+
+        service = host.pop("master_name")
+        sentinel = SafeSentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+        return SafeSentinelConnectionPool(service, sentinel, **host)
     if "address" in host:
         return SafeConnectionPool.from_url(host.pop("address"), **host)
     return SafeConnectionPool(**host)
@@ -37,7 +41,7 @@ class RedisChannelLayer(_RedisChannelLayer):
     ``CHANNEL_LAYERS = {"default": {"BACKEND": "redis_safepool.channels.RedisChannelLayer",
     "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "max_connections": 8}]}}}``"""
 
-    def create_pool(self, index: int) -> SafeConnectionPool:
+    def create_pool(self, index: int) -> Any:
         return create_pool(self.hosts[index])
 
 

@@ -80,7 +80,23 @@ def test_layers_on_two_loops_share_one_budget(redis_server, layer_class):
     assert 1 <= peak.close() <= BUDGET
 
 
-def test_a_sentinel_host_entry_is_refused(redis_server):
-    layer = RedisChannelLayer(hosts=[{"master_name": "mymaster", "sentinels": [("127.0.0.1", 1)]}])
-    with pytest.raises(ValueError, match="Sentinel"):
-        layer.create_pool(0)
+@pytest.mark.parametrize("layer_class", [RedisChannelLayer, RedisPubSubChannelLayer])
+def test_a_sentinel_host_entry_gets_a_safe_sentinel_pool(layer_class):
+    from topology import SERVICE, SentinelTopology
+
+    from redis_safepool.asyncio_sentinel import SafeSentinelConnectionPool
+
+    with SentinelTopology() as topo:
+        layer = layer_class(hosts=[{"master_name": SERVICE, "sentinels": topo.sentinel_addresses,
+                                    "max_connections": BUDGET, "timeout": 10}])
+
+        async def main():
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "direct", "n": 1})
+            assert (await asyncio.wait_for(layer.receive(channel), 10))["n"] == 1
+            pools = _pools(layer)
+            assert pools and all(isinstance(p, SafeSentinelConnectionPool) for p in pools)
+            assert {p.master_address for p in pools} == {("127.0.0.1", topo.master.port)}
+            await layer.flush()
+
+        asyncio.run(main())
