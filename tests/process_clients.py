@@ -62,6 +62,22 @@ def _clients_by_port(redis_server) -> Dict[int, int]:
     return out
 
 
+def connections_by_process(redis_server, root_pid: int) -> Dict[int, Dict[int, int]]:
+    """pid -> db -> connections each process of ``root_pid``'s tree holds to the server."""
+    clients = _clients_by_port(redis_server)
+    ports = _local_ports_to(redis_server.port)
+    out: Dict[int, Dict[int, int]] = {}
+    for pid in process_tree(root_pid):
+        counts: Dict[int, int] = {}
+        for inode in _socket_inodes(pid):
+            db = clients.get(ports.get(inode, -1))
+            if db is not None:
+                counts[db] = counts.get(db, 0) + 1
+        if counts:
+            out[pid] = counts
+    return out
+
+
 class BudgetWatch:
     """Samples, per worker process and db, how many connections the server has from it."""
 
@@ -74,14 +90,7 @@ class BudgetWatch:
         self.thread.start()
 
     def _sample(self) -> None:
-        clients = _clients_by_port(self.server)
-        ports = _local_ports_to(self.server.port)
-        for pid in process_tree(self.worker_pid):
-            counts: Dict[int, int] = {}
-            for inode in _socket_inodes(pid):
-                db = clients.get(ports.get(inode, -1))
-                if db is not None:
-                    counts[db] = counts.get(db, 0) + 1
+        for pid, counts in connections_by_process(self.server, self.worker_pid).items():
             for db, n in counts.items():
                 self.max_seen[(pid, db)] = max(n, self.max_seen.get((pid, db), 0))
         self.samples += 1

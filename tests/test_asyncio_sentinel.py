@@ -4,71 +4,20 @@ redis-server --sentinel processes: one master budget, replicas, failover, sentin
 from __future__ import annotations
 
 import asyncio
-import types
 
 import pytest
+from sentinel_families import family, master_client, over, topo  # noqa: F401 (fixtures)
 
-from topology import SERVICE, SentinelTopology, clients_named, query
+from topology import SERVICE, clients_named, query
 
 NAME = "safepool-async-sentinel-test"
 
 
-def _redis_family():
-    import redis.asyncio
-    import redis.asyncio.retry
-    import redis.backoff
-
-    import redis_safepool.asyncio_sentinel as asyncio_sentinel
-    import redis_safepool.sentinel as sync_sentinel
-
-    return types.SimpleNamespace(
-        name="redis-py", module=asyncio_sentinel, sync=sync_sentinel,
-        client=redis.asyncio.Redis, errors=redis.exceptions,
-        plain_master_not_found=redis.asyncio.sentinel.MasterNotFoundError,
-        plain_managed=redis.asyncio.sentinel.SentinelManagedConnection,
-        retry=lambda: redis.asyncio.retry.Retry(
-            redis.backoff.ExponentialBackoff(cap=0.05, base=0.01), 2))
-
-
-def _valkey_family():
-    valkey = pytest.importorskip("valkey")
-    import valkey.asyncio
-    import valkey.asyncio.retry
-    import valkey.backoff
-
-    import redis_safepool.valkey.asyncio_sentinel as asyncio_sentinel
-    import redis_safepool.valkey.sentinel as sync_sentinel
-
-    return types.SimpleNamespace(
-        name="valkey-py", module=asyncio_sentinel, sync=sync_sentinel,
-        client=valkey.asyncio.Valkey, errors=valkey.exceptions,
-        plain_master_not_found=valkey.asyncio.sentinel.MasterNotFoundError,
-        plain_managed=valkey.asyncio.sentinel.SentinelManagedConnection,
-        retry=lambda: valkey.asyncio.retry.Retry(
-            valkey.backoff.ExponentialBackoff(cap=0.05, base=0.01), 2))
-
-
-@pytest.fixture(params=[_redis_family, _valkey_family], ids=["redis-py", "valkey-py"])
-def family(request):
-    return request.param()
-
-
-@pytest.fixture
-def topo():
-    with SentinelTopology(down_after_ms=500, failover_timeout_ms=2000) as t:
-        yield t
-
-
 def _client(fam, sentinel, **kw):
-    kw.setdefault("max_connections", 4)
-    kw.setdefault("timeout", 5)
-    kw.setdefault("client_name", NAME)
-    kw.setdefault("socket_timeout", 2)
-    kw.setdefault("socket_connect_timeout", 1)
-    kw.setdefault("retry", fam.retry())
-    return sentinel.master_for(SERVICE, **kw)
+    return master_client(sentinel, NAME, fam.retry(), **kw)
 
 
+@over("redis-py asyncio", "valkey-py asyncio")
 def test_master_budget_shared_with_the_sync_pools_and_replicas(family, topo):
     sentinel = family.module.SafeSentinel(topo.sentinel_addresses)
     sync_sentinel = family.sync.SafeSentinel(topo.sentinel_addresses)
@@ -122,6 +71,7 @@ def test_master_budget_shared_with_the_sync_pools_and_replicas(family, topo):
         sync_sentinel.close()
 
 
+@over("redis-py asyncio", "valkey-py asyncio")
 def test_failover_moves_to_the_new_master_and_never_back(family, topo):
     """A connection bound to the old master fails with the library's ConnectionError
     (MasterChangedError); the next commands go to the new master; the old one, restarted
@@ -163,6 +113,7 @@ def test_failover_moves_to_the_new_master_and_never_back(family, topo):
     asyncio.run(main())
 
 
+@over("redis-py asyncio", "valkey-py asyncio")
 def test_sentinels_down_fail_fast_in_the_librarys_errors(family, topo):
     sentinel = family.module.SafeSentinel(topo.sentinel_addresses, backoff_base=5.0,
                                           backoff_cap=10.0)
