@@ -113,7 +113,7 @@ def make_context(server: Any, settings: Settings, only_redis_py: bool = False) -
     if cls is not None:
         try:  # every cell makes a fresh pool on purpose: silence the pool-per-request warning
             from redis_safepool import observe
-            observe.configure(pool_warn_threshold=None)
+            observe.set_thresholds(pool_warn_threshold=None)
         except (ImportError, AttributeError, TypeError):
             pass
     return Context(server=server, settings=settings, kinds=kinds,

@@ -437,61 +437,37 @@ def run_scenario(cfg: Config, progress: Optional[Progress] = None) -> Result:
     return res
 
 
+@dataclass
+class _Timeline:
+    """When each phase of one replay began (``time.perf_counter()`` seconds)."""
+
+    t0: float                      # the load started
+    kill: float = 0.0              # SIGKILL sent
+    down: float = 0.0              # the server's sockets closed (the death watch), or kill
+    accept: float = 0.0            # the restarted server accepted a connect
+    end: float = 0.0               # the load stopped
+    probes_at_kill: Optional[int] = None
+    probes_at_accept: Optional[int] = None
+    harness_ok: int = 0            # the restart poller's own accepted / rejected connects
+    harness_rej: int = 0
+
+
 def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
          progress: Progress) -> None:
+    """One replay: load, kill, outage, restart, then the tallies."""
     sampler = Sampler(server.port, cfg.maxclients)
     death = DeathWatch(server.port) if DeathWatch.usable() else None
     sampler.harness += death is not None
-    total = cfg.warmup + cfg.pre + cfg.outage + cfg.post + 2.0
-    slots = int(total / cfg.bucket) + 1
-    t0 = time.perf_counter()
-    if cfg.mode == SHARED:
-        shared = make_pool(cfg, server.port)
-        pools = [shared]
-        clients = [redis.Redis(connection_pool=shared) for _ in range(cfg.workers)]
-    else:
-        pools = [make_pool(cfg, server.port) for _ in range(cfg.workers)]
-        clients = [redis.Redis(connection_pool=p) for p in pools]
-    workers = [Worker(i, c, cfg, t0, slots) for i, c in enumerate(clients)]
+    pools, workers = _start_load(cfg, server.port)
     stop = threading.Event()
     threads = [threading.Thread(target=w.run, args=(stop,), name=f"storm-{w.index}", daemon=True)
                for w in workers]
     sampler.start()
-
-    def live(phase: str, until: float) -> None:
-        """Let the phase run until ``until`` (perf_counter), reporting progress meanwhile."""
-        while True:
-            now = time.perf_counter()
-            progress(phase, now - t0, {
-                "ops": sum(w.ops for w in workers),
-                "errors": sum(w.error_count for w in workers),
-                "conns": sampler.latest,
-                "state": _safe_endpoint_stats(server.port).get("state") if cfg.kind == SAFE else None,
-            })
-            if now >= until:
-                return
-            time.sleep(min(0.1, until - now))
-
+    when = _Timeline(t0=workers[0].t0)
     try:
         for t in threads:
             t.start()
-        live("load", t0 + cfg.warmup + cfg.pre)
-        t_kill = time.perf_counter()
-        probes_at_kill = _safe_endpoint_stats(server.port).get("probes")
-        server.kill()
-        for w in workers:
-            w.mark = time.perf_counter()  # reaped: no command can succeed before the restart
-        t_down = death.died_at() if death is not None else None
-        sampler.harness = 1
-        t_down = t_kill if t_down is None or not t_kill <= t_down <= time.perf_counter() else t_down
-        res.died_after = t_down - t_kill
-        live("outage", t_kill + cfg.outage)
-        t_spawn = time.perf_counter()
-        t_accept, harness_ok, harness_rej = _restart(server)
-        res.restart_seconds = t_accept - t_spawn
-        probes_at_accept = _safe_endpoint_stats(server.port).get("probes")
-        live("restarted", t_accept + cfg.post)
-        t_end = time.perf_counter()
+        _kill_and_restart(cfg, server, workers, sampler, death, when, res, progress)
     finally:
         if death is not None:
             death.close()
@@ -508,48 +484,118 @@ def _run(cfg: Config, server: RedisServer, counter: ConnectCounter, res: Result,
             except Exception:
                 p.disconnect()
         sampler.stop()
+    _tally_server(server, sampler, when, res)
+    _tally_clients(counter, workers, when, res)
+    _tally_errors(workers, when, res)
+    _throughput(cfg, workers, when.t0, when.kill, when.accept, when.end, res)
 
-    # --- server side
-    res.peak_before, res.full_before = sampler.peak(t0, t_kill)
-    res.peak_after, res.full_after = sampler.peak(t_accept, t_end + 1)
+
+def _start_load(cfg: Config, port: int) -> Tuple[List[Any], List["Worker"]]:
+    """The pools (one shared, or one per worker) and the workers over them."""
+    total = cfg.warmup + cfg.pre + cfg.outage + cfg.post + 2.0
+    slots = int(total / cfg.bucket) + 1
+    t0 = time.perf_counter()
+    if cfg.mode == SHARED:
+        shared = make_pool(cfg, port)
+        pools = [shared]
+        clients = [redis.Redis(connection_pool=shared) for _ in range(cfg.workers)]
+    else:
+        pools = [make_pool(cfg, port) for _ in range(cfg.workers)]
+        clients = [redis.Redis(connection_pool=p) for p in pools]
+    return pools, [Worker(i, c, cfg, t0, slots) for i, c in enumerate(clients)]
+
+
+def _kill_and_restart(cfg: Config, server: RedisServer, workers: List["Worker"], sampler: Sampler,
+                      death: Optional[DeathWatch], when: _Timeline, res: Result,
+                      progress: Progress) -> None:
+    """The phases, each noted in ``when``: load, kill, outage, restart, after."""
+
+    def live(phase: str, until: float) -> None:
+        """Let the phase run until ``until`` (perf_counter), reporting progress meanwhile."""
+        while True:
+            now = time.perf_counter()
+            progress(phase, now - when.t0, {
+                "ops": sum(w.ops for w in workers),
+                "errors": sum(w.error_count for w in workers),
+                "conns": sampler.latest,
+                "state": _safe_endpoint_stats(server.port).get("state") if cfg.kind == SAFE else None,
+            })
+            if now >= until:
+                return
+            time.sleep(min(0.1, until - now))
+
+    live("load", when.t0 + cfg.warmup + cfg.pre)
+    when.kill = time.perf_counter()
+    when.probes_at_kill = _safe_endpoint_stats(server.port).get("probes")
+    server.kill()
+    for w in workers:
+        w.mark = time.perf_counter()  # reaped: no command can succeed before the restart
+    t_down = death.died_at() if death is not None else None
+    sampler.harness = 1
+    if t_down is None or not when.kill <= t_down <= time.perf_counter():
+        t_down = when.kill
+    when.down = t_down
+    res.died_after = when.down - when.kill
+    live("outage", when.kill + cfg.outage)
+    t_spawn = time.perf_counter()
+    when.accept, when.harness_ok, when.harness_rej = _restart(server)
+    res.restart_seconds = when.accept - t_spawn
+    when.probes_at_accept = _safe_endpoint_stats(server.port).get("probes")
+    live("restarted", when.accept + cfg.post)
+    when.end = time.perf_counter()
+
+
+def _tally_server(server: RedisServer, sampler: Sampler, when: _Timeline, res: Result) -> None:
+    """What the server saw: peaks before and after, connections accepted and rejected after."""
+    res.peak_before, res.full_before = sampler.peak(when.t0, when.kill)
+    res.peak_after, res.full_after = sampler.peak(when.accept, when.end + 1)
     info, own_ok, own_rej = _final_info(server)
     if info:
         # ours: the restart poller's socket, the sampler's reconnects, this INFO
-        ours_ok = harness_ok + max(0, sampler.accepted - 1) + own_ok
+        ours_ok = when.harness_ok + max(0, sampler.accepted - 1) + own_ok
         res.accepted_after = int(info["total_connections_received"]) - ours_ok
-        res.rejected_after = (int(info["rejected_connections"]) - harness_rej
+        res.rejected_after = (int(info["rejected_connections"]) - when.harness_rej
                               - sampler.rejected - own_rej)
-    # --- client side
-    res.attempts_down = counter.between(t_down, t_accept)
-    res.attempts_after = counter.between(t_accept, t_end + 1)
-    if probes_at_kill is not None and probes_at_accept is not None:
-        res.probes_down = probes_at_accept - probes_at_kill
-    # An error belongs to the outage when it surfaced after the kill; commands
-    # issued once the server was dead are timed apart from those in flight then.
+
+
+def _tally_clients(counter: ConnectCounter, workers: List["Worker"], when: _Timeline,
+                   res: Result) -> None:
+    """What the clients did: connect attempts and probes while down, first success, totals."""
+    res.attempts_down = counter.between(when.down, when.accept)
+    res.attempts_after = counter.between(when.accept, when.end + 1)
+    if when.probes_at_kill is not None and when.probes_at_accept is not None:
+        res.probes_down = when.probes_at_accept - when.probes_at_kill
+    res.down_attempt_offsets = [t - when.down for t in list(counter.times)
+                                if when.down <= t < when.accept][:50]
+    firsts = [w.first_ok_after for w in workers if w.first_ok_after is not None]
+    res.first_ok = min(firsts) - when.accept if firsts else None
+    res.ops = sum(w.ops for w in workers)
+    res.errors = sum(w.error_count for w in workers)
+
+
+def _tally_errors(workers: List["Worker"], when: _Timeline, res: Result) -> None:
+    """Errors before, during and after the outage; how fast commands issued while down failed.
+
+    An error belongs to the outage when it surfaced after the kill; commands
+    issued once the server was dead are timed apart from those in flight then.
+    """
     errs = [(s, d, kind) for w in workers for (s, d, kind) in w.errors]
-    before = [kind for s, d, kind in errs if s + d < t_kill]
+    before = [kind for s, d, kind in errs if s + d < when.kill]
     res.errors_before = len(before)
     for kind in before:
         res.error_types_before[kind] = res.error_types_before.get(kind, 0) + 1
-    res.errors_after = sum(1 for s, d, _ in errs if s + d >= t_accept)
-    res.down_attempt_offsets = [t - t_down for t in list(counter.times)
-                                if t_down <= t < t_accept][:50]
-    outage = [(s, d, kind) for s, d, kind in errs if t_kill <= s + d < t_accept]
+    res.errors_after = sum(1 for s, d, _ in errs if s + d >= when.accept)
+    outage = [(s, d, kind) for s, d, kind in errs if when.kill <= s + d < when.accept]
     res.outage_errors = len(outage)
     for _, _, kind in outage:
         res.outage_error_types[kind] = res.outage_error_types.get(kind, 0) + 1
-    issued = sorted(d for s, d, _ in outage if s >= t_down)
+    issued = sorted(d for s, d, _ in outage if s >= when.down)
     res.fail_p50 = _percentile(issued, 50)
     res.fail_p99 = _percentile(issued, 99)
     res.fail_max = issued[-1] if issued else None
-    in_flight = [s + d - t_down for s, d, _ in errs if s < t_down <= s + d]
+    in_flight = [s + d - when.down for s, d, _ in errs if s < when.down <= s + d]
     res.in_flight_failed = len(in_flight)
     res.in_flight_max = max(in_flight) if in_flight else None
-    firsts = [w.first_ok_after for w in workers if w.first_ok_after is not None]
-    res.first_ok = min(firsts) - t_accept if firsts else None
-    res.ops = sum(w.ops for w in workers)
-    res.errors = sum(w.error_count for w in workers)
-    _throughput(cfg, workers, t0, t_kill, t_accept, t_end, res)
 
 
 def _throughput(cfg: Config, workers: List[Worker], t0: float, t_kill: float, t_accept: float,

@@ -15,8 +15,8 @@ SCOPES = ("process", "host")
 
 
 def _segment_of(pool: Any) -> str:
-    from redis_safepool._books import host_segment_name
-    from redis_safepool._keys import endpoint_of
+    from redis_safepool._pool_base import host_segment_name
+    from redis_safepool._endpoint_keys import endpoint_of
 
     return "/dev/shm" + host_segment_name(endpoint_of(pool.connection_class,
                                                       pool.connection_kwargs)[0])

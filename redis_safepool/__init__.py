@@ -1,11 +1,11 @@
 """redis-safepool: a redis-py connection pool that cannot take a Redis server down."""
 
-from typing import Any, Dict, Optional, Union, cast
+from typing import Any, Dict, Optional, Tuple, Union, cast
 
 from redis.connection import ConnectionPool, parse_url
 
 from . import _core, observe
-from ._books import (
+from ._pool_base import (
     _check_max_connections,
     _check_positive_seconds,
     _check_server_reserve,
@@ -16,20 +16,10 @@ from ._books import (
     warn_host_scope,
     warn_scope_conflict,
 )
-from ._dispose import dispose
-from ._keys import endpoint_of
-from .exceptions import (
-    BudgetConflictWarning,
-    CredentialsRejectedError,
-    HostScopeWarning,
-    DoubleReleaseError,
-    ForeignConnectionError,
-    PoolClosedError,
-    PoolMisuseError,
-    PoolTimeoutError,
-    SafePoolError,
-    ServerUnavailableError,
-)
+from ._close_dropped import dispose
+from ._endpoint_keys import endpoint_of
+from . import exceptions as _exceptions
+from .exceptions import *  # noqa: F403 (every error, named once in exceptions.__all__)
 from .pool import SafeConnectionPool
 
 _core._set_disposer(dispose)
@@ -43,17 +33,8 @@ __all__ = [
     "stats",
     "configure",
     "checker_config",
-    "SafePoolError",
-    "PoolTimeoutError",
-    "ServerUnavailableError",
-    "CredentialsRejectedError",
-    "PoolClosedError",
-    "PoolMisuseError",
-    "DoubleReleaseError",
-    "ForeignConnectionError",
-    "BudgetConflictWarning",
-    "HostScopeWarning",
     "host_stats",
+    *_exceptions.__all__,
 ]
 
 # redis-py has two pool classes; ours waits like BlockingConnectionPool and
@@ -64,6 +45,19 @@ BlockingSafeConnectionPool = SafeConnectionPool
 def stats() -> Dict[str, Dict[str, Any]]:
     """Counters of every endpoint in this process: ``{label: {...}}``."""
     return _core.stats()
+
+
+def _endpoint_of_target(target: Union[str, ConnectionPool], what: str) -> Tuple[str, Dict[str, Any]]:
+    """(key, address) of the endpoint a URL or a pool names, for ``what()``."""
+    if isinstance(target, ConnectionPool):
+        cls, kwargs = target.connection_class, target.connection_kwargs
+    elif isinstance(target, str):
+        check_url(target)
+        kwargs = parse_url(target)
+        cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
+    else:
+        raise TypeError(f"{what}() takes a URL or a pool, not {type(target).__name__}")
+    return endpoint_of(cls, kwargs)
 
 
 def configure(target: Union[str, ConnectionPool], max_connections: int,
@@ -80,17 +74,9 @@ def configure(target: Union[str, ConnectionPool], max_connections: int,
     max_connections = _check_max_connections(max_connections, allow_none=False)
     scope = check_scope(scope)
     check_host_budget(scope, max_connections)
-    if isinstance(target, ConnectionPool):
-        cls, kwargs = target.connection_class, target.connection_kwargs
-    elif isinstance(target, str):
-        check_url(target)
-        kwargs = parse_url(target)
-        cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
-    else:
-        raise TypeError(f"configure() takes a URL or a pool, not {type(target).__name__}")
-    key, label, addr = endpoint_of(cls, kwargs)
-    shm_name = host_segment_name(key) if scope == "host" else None
-    note = _core.configure(key, label, max_connections, shm_name=shm_name, **addr)
+    label, addr = _endpoint_of_target(target, "configure")
+    shm_name = host_segment_name(label) if scope == "host" else None
+    note = _core.set_budget(label, max_connections, shm_name=shm_name, **addr)
     if note is not None:
         warn_host_scope(label, note)
     elif _core.stats().get(label, {}).get("scope", scope) != scope:
@@ -102,15 +88,7 @@ def host_stats(target: Union[str, ConnectionPool]) -> Dict[str, int]:
     from its shared segment without attaching to it (works from outside the
     application): ``max_connections``, ``total``, ``in_use``, ``processes``,
     ``waiting``, ``reclaimed``. ``OSError`` when there is none."""
-    if isinstance(target, ConnectionPool):
-        cls, kwargs = target.connection_class, target.connection_kwargs
-    elif isinstance(target, str):
-        check_url(target)
-        kwargs = parse_url(target)
-        cls = kwargs.pop("connection_class", None) or ConnectionPool().connection_class
-    else:
-        raise TypeError(f"host_stats() takes a URL or a pool, not {type(target).__name__}")
-    key = endpoint_of(cls, kwargs)[0]
+    key = _endpoint_of_target(target, "host_stats")[0]
     return _core.host_view(host_segment_name(key))
 
 

@@ -72,7 +72,7 @@ def _warn_pool_per_request(label: str, count: int, top: List[Tuple[Stack, int]])
         f"{count} connection pools were created for {label} in this process. "
         "A pool per request (or per client object) defeats connection reuse: "
         "create one pool at startup and share it, or raise "
-        "redis_safepool.observe.configure(pool_warn_threshold=...).\n" + "\n".join(where)
+        "redis_safepool.observe.set_thresholds(pool_warn_threshold=...).\n" + "\n".join(where)
     )
     logger.warning(msg)
     stack = top[0][0] if top else ()

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any, Dict
 
+from ._endpoint_keys import endpoint_of
 from ._redact import scrub, secrets_of
 from ._tables import forget_oldest
 
@@ -14,15 +15,15 @@ _failures: Dict[str, Dict[str, Any]] = {}
 
 
 def endpoint_label(pool: Any) -> str:
-    """The pool's endpoint label (``pool.endpoint``), or one built from its kwargs."""
+    """The pool's endpoint label (``pool.endpoint``); for another kind of pool, the
+    label a safe pool with its settings would have (``_endpoint_keys.endpoint_of``)."""
     label = getattr(pool, "endpoint", None)
     if isinstance(label, str):
         return label
-    kw = getattr(pool, "connection_kwargs", None) or {}
-    if kw.get("path"):
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    scheme = "rediss" if "ssl" in getattr(getattr(pool, "connection_class", None), "__name__", "").lower() else "redis"
-    return f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+    try:
+        return endpoint_of(pool.connection_class, pool.connection_kwargs)[0]
+    except (AttributeError, TypeError, ValueError):
+        return f"<{type(pool).__name__} with unusable connection settings>"
 
 
 def note_acquire_failed(pool: Any, exc: BaseException) -> None:

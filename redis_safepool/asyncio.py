@@ -14,10 +14,10 @@ from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 
 from . import _core, _leaks, _otel, _release_events, observe
-from ._books import DEFAULT_TIMEOUT, CoreBooks
+from ._pool_base import DEFAULT_TIMEOUT, PoolBase
 from ._compat import should_reconnect
 from ._deadlines import DeadlineLine
-from ._keys import FlavorRef, endpoint_of, flavor_ref
+from ._endpoint_keys import FlavorRef, endpoint_of, flavor_ref
 from .exceptions import SafePoolError
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     return waker
 
 
-class AsyncPoolMethods(CoreBooks):
+class AsyncPoolMethods(PoolBase):
     """The asyncio pool over the C core, for any client family (redis-py, valkey-py).
 
     A family's pool class puts this first (its ``get_connection``/``release``
@@ -213,7 +213,7 @@ class AsyncPoolMethods(CoreBooks):
             try:
                 await _close_half_made(obj)
             finally:
-                self._discard(obj)
+                self._bury(obj)
                 self._report_exception(exc)  # as a failed connect is; masks the password in it
             raise
         finally:
@@ -307,23 +307,6 @@ class AsyncPoolMethods(CoreBooks):
         elif kind == "slot":
             self._slot_failed(None)
 
-    def _timeout_error(self, waited: float) -> SafePoolError:
-        st = self.stats()  # {} once the pool is unbound: the timer may fire after that
-        if st.get("state") == "saturated" and not st.get("in_use") and not st.get("idle"):
-            # nothing of ours to share and no headroom to make one: the server is full
-            return self._errors.ServerUnavailableError(
-                f"{st['endpoint']} is saturated: {st['server_connected_clients']}/"
-                f"{st['server_maxclients']} clients connected (headroom {st['server_headroom']}, "
-                f"reserve {st['server_reserve']} kept for others); this process holds no "
-                f"connection to share and waited {waited:.3f}s for headroom"
-            )
-        return self._errors.PoolTimeoutError(
-            f"Timed out after {waited:.3f}s waiting for a connection to "
-            f"{st.get('endpoint', 'a pool that was closed meanwhile')} "
-            f"(max_connections={st.get('max_connections')}, in use={st.get('in_use')}, "
-            f"waiters={st.get('waiters')})"
-        )
-
     # -- release --------------------------------------------------------------------
 
     async def release(self, connection: AbstractConnection) -> None:  # type: ignore[override]
@@ -368,7 +351,7 @@ class AsyncPoolMethods(CoreBooks):
         running = asyncio.get_running_loop()
         # not connected (None): nothing to close, and it may be connecting on another loop
         here = [c for c in self._idle_list() if _loop_of(c) is running]
-        self._drain_idle()  # the core disposes of them, each on its own loop
+        self._bury_idle()  # the core disposes of them, each on its own loop
         if inuse_connections:
             for conn in self._in_use_list():
                 if _loop_of(conn) is running and not getattr(conn, "_safepool_readying", False):

@@ -122,11 +122,11 @@ class AsyncSentinelConnectionPoolLogic(SentinelConnectionPoolLogic):
         pass  # the library's base sets it in __init__ and reset(); the books keep _master
 
     def _drop_idle(self, inner: Any) -> None:
-        inner._drain_idle()  # the core closes each on its own loop
+        inner._bury_idle()  # the core closes each on its own loop
 
     def _close_inner(self, inner: Any) -> None:
         inner._close_core()
-        inner._drain_idle()
+        inner._bury_idle()
 
     _io = staticmethod(_awaited)
 

@@ -6,8 +6,8 @@ from typing import Any, List, Optional
 
 from redis.cluster import ClusterNode, RedisCluster
 
-from ._books import check_url
-from ._keys import _host, _port
+from ._pool_base import check_url
+from ._endpoint_keys import _host, _port
 
 __all__ = ["SafeRedisCluster", "safe_cluster", "node_pools"]
 

@@ -15,6 +15,7 @@ from ._tables import format_stack
 __all__ = [
     "PoolPerRequestWarning",
     "DEFAULT_POOL_WARN_THRESHOLD",
+    "set_thresholds",
     "configure",
     "reset",
     "note_pool_created",
@@ -36,8 +37,8 @@ __all__ = [
 _KEEP: Any = object()
 
 
-def configure(pool_warn_threshold: Any = _KEEP, leak_threshold: Any = _KEEP) -> None:
-    """Set the process-wide thresholds; pass None to disable one, omit to keep it.
+def set_thresholds(pool_warn_threshold: Any = _KEEP, leak_threshold: Any = _KEEP) -> None:
+    """Set the hooks' process-wide thresholds; pass None to disable one, omit to keep it.
 
     ``pool_warn_threshold``: pool objects created for one endpoint before the
     pool-per-request warning (default 32). ``leak_threshold``: seconds a
@@ -57,6 +58,11 @@ def configure(pool_warn_threshold: Any = _KEEP, leak_threshold: Any = _KEEP) -> 
         if seconds is not None and seconds <= 0:
             raise ValueError(f"leak_threshold must be > 0 seconds or None, got {leak_threshold!r}")
         _leaks.set_threshold(seconds)
+
+
+# The name this function had first (documented, and used in settings files): it
+# sets the hooks' thresholds only; a budget is set by redis_safepool.configure().
+configure = set_thresholds
 
 
 def reset() -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from redis.connection import AbstractConnection, Connection, ConnectionPool
 
 from . import _core, _otel, _release_events, _tls_probe, observe
-from ._books import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CoreBooks
+from ._pool_base import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, PoolBase
 
 __all__ = ["SafeConnectionPool", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUT"]
 
@@ -65,9 +65,9 @@ def _track_leaks(pool: SyncPoolMethods) -> None:
 
 
 if TYPE_CHECKING:
-    class _ClientPoolAPI(CoreBooks):
+    class _ClientPoolAPI(PoolBase):
         """What the client family's ConnectionPool, the last base of every sync pool,
-        gives SyncPoolMethods (only for the type checker: at runtime this is CoreBooks)."""
+        gives SyncPoolMethods (only for the type checker: at runtime this is PoolBase)."""
 
         _client_pool: ClassVar[Any]
         cache: Any
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
         def _update_maint_notifications_configs_for_connections(self, *args: Any,
                                                                 **kwargs: Any) -> None: ...
 else:
-    _ClientPoolAPI = CoreBooks
+    _ClientPoolAPI = PoolBase
 
 
 class SyncPoolMethods(_ClientPoolAPI):
@@ -175,7 +175,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         same server, so theirs are closed too (they reconnect on demand).
         Connections in use stay checked out and reconnect on their next command.
         """
-        self._drain_idle()
+        self._bury_idle()
         if inuse_connections:
             for connection in self._in_use_list():
                 _unwatch(connection)
@@ -198,7 +198,7 @@ class SyncPoolMethods(_ClientPoolAPI):
             for conn in self._idle_list()
         ):
             return
-        self._drain_idle()
+        self._bury_idle()
 
     def _update_maint_notifications_configs_for_connections(self, *args: Any,
                                                             **kwargs: Any) -> None:
@@ -207,7 +207,7 @@ class SyncPoolMethods(_ClientPoolAPI):
         # behind the budget's back, as in disconnect_free_connections(). Idle
         # ones leave through the budget first and reconnect with the new
         # connection kwargs; redis-py then updates only the ones in use.
-        self._drain_idle()
+        self._bury_idle()
         super()._update_maint_notifications_configs_for_connections(*args, **kwargs)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from redis.sentinel import (
 )
 
 from . import exceptions as _exceptions
-from ._topology import Backoff, SingleFlight
+from ._rediscovery import Backoff, SingleFlight
 
 __all__ = [
     "SafeSentinel",

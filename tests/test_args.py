@@ -252,7 +252,7 @@ def test_observe_configure_checks_its_numbers(kwargs, error):
     from redis_safepool import observe
 
     with pytest.raises(error, match=next(iter(kwargs))):
-        observe.configure(**kwargs)
+        observe.set_thresholds(**kwargs)
 
 
 @pytest.mark.parametrize("name", ["interval", "recover_interval", "backoff_min", "backoff_max",

@@ -11,23 +11,12 @@ import pytest
 
 import redis_safepool as sp
 
-RUN_LIMIT = 120.0  # upper bound for one test's event loop; a hang fails instead of blocking
+from aio import RUN_LIMIT, run, until
 
 
-def run(coro, limit: float = RUN_LIMIT):
-    return asyncio.run(asyncio.wait_for(coro, limit))
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    """Poll ``predicate`` without blocking the loop; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.001)
+async def until_slow(predicate: Callable[[], object], what: str) -> object:
+    """until() with the time thousands of tasks need on a loaded machine."""
+    return await until(predicate, what, timeout=30.0)
 
 
 def pending_timers(loop: asyncio.AbstractEventLoop) -> int:
@@ -73,7 +62,7 @@ def test_thousands_of_waiters_keep_one_timer_and_go_in_order(redis_server, make_
             tasks.append(asyncio.ensure_future(waiter(i)))
             if i % 500 == 0:
                 await asyncio.sleep(0)  # each task starts, in creation order
-        await until(lambda: pool.stats()["waiters"] == tasks_n, "every task to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == tasks_n, "every task to queue")
         # One deadline timer for the whole line (a timer per waiter would be 3000).
         assert pending_timers(loop) - before <= 2, pending_timers(loop)
         await pool.release(held)
@@ -111,7 +100,7 @@ def test_waiters_time_out_in_the_order_they_joined(redis_server, make_apool, no_
             tasks.append(task)
             # joined: still queued, or timed out already (a slow machine may take longer
             # than the timeout between two joins)
-            await until(lambda: pool.stats()["waiters"] + len(failed)
+            await until_slow(lambda: pool.stats()["waiters"] + len(failed)
                         == n + 1 - (cancelled_one is not None), f"{name} to queue")
             if name == "b":
                 cancelled_one = task  # leaves the line in its middle
@@ -120,7 +109,7 @@ def test_waiters_time_out_in_the_order_they_joined(redis_server, make_apool, no_
                     await task
             # the next one joins later: a later deadline
             start = loop.time()
-            await until(lambda: loop.time() - start >= 0.02, "the clock to move on")
+            await until_slow(lambda: loop.time() - start >= 0.02, "the clock to move on")
         await asyncio.gather(*(t for t in tasks if t is not cancelled_one))
         st = pool.stats()
         assert (st["waiters"], st["timeouts"], st["in_use"]) == (0, 4, 1), st
@@ -141,12 +130,12 @@ def test_a_served_head_does_not_take_the_next_deadline(redis_server, make_apool,
         loop = asyncio.get_running_loop()
         held = await pool.get_connection()
         first = asyncio.ensure_future(pool.get_connection())
-        await until(lambda: pool.stats()["waiters"] == 1, "the first waiter to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == 1, "the first waiter to queue")
         start = loop.time()
-        await until(lambda: loop.time() - start >= 0.1, "the clock to move on")
+        await until_slow(lambda: loop.time() - start >= 0.1, "the clock to move on")
         second_started = loop.time()
         second = asyncio.ensure_future(pool.get_connection())
-        await until(lambda: pool.stats()["waiters"] == 2, "the second waiter to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == 2, "the second waiter to queue")
         await pool.release(held)
         conn = await first
         with pytest.raises(sp.PoolTimeoutError):
@@ -154,7 +143,7 @@ def test_a_served_head_does_not_take_the_next_deadline(redis_server, make_apool,
         assert loop.time() - second_started >= 0.4 - 0.01
         # and the first one, served, never fails later on
         start = loop.time()
-        await until(lambda: loop.time() - start >= 0.5, "the first deadline to pass")
+        await until_slow(lambda: loop.time() - start >= 0.5, "the first deadline to pass")
         assert not first.cancelled() and first.exception() is None
         await pool.release(conn)
         st = pool.stats()
@@ -171,7 +160,7 @@ def test_a_shorter_timeout_set_while_others_wait_is_kept(redis_server, make_apoo
         loop = asyncio.get_running_loop()
         held = await pool.get_connection()
         patient = asyncio.ensure_future(pool.get_connection())
-        await until(lambda: pool.stats()["waiters"] == 1, "the patient waiter to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == 1, "the patient waiter to queue")
         pool.timeout = 0.2
         started = loop.time()
         with pytest.raises(sp.PoolTimeoutError):
@@ -197,7 +186,7 @@ def test_two_loops_time_out_their_own_waiters(redis_server, make_apool, no_check
         with pytest.raises(sp.PoolTimeoutError):
             await pool.get_connection()
         outcome["holder"] = "timed out"
-        await until(other_done.is_set, "the other loop's waiter to settle")
+        await until_slow(other_done.is_set, "the other loop's waiter to settle")
         await pool.release(held)
 
     async def other():
@@ -245,9 +234,9 @@ def test_a_failing_expiry_does_not_strand_the_waiters_behind_it(redis_server, ma
         loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
         held = await pool.get_connection()
         first = asyncio.ensure_future(pool.get_connection())
-        await until(lambda: pool.stats()["waiters"] == 1, "the first waiter to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == 1, "the first waiter to queue")
         second = asyncio.ensure_future(pool.get_connection())
-        await until(lambda: pool.stats()["waiters"] == 2, "the second waiter to queue")
+        await until_slow(lambda: pool.stats()["waiters"] == 2, "the second waiter to queue")
         with pytest.raises(sp.PoolTimeoutError):
             await asyncio.wait_for(second, 30)
         first.cancel()

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, List
+from typing import List
 
 import pytest
 import redis
@@ -21,24 +21,8 @@ import redis_safepool as sp
 import redis_safepool.asyncio as spa
 from redis_safepool.asyncio import BlockingSafeConnectionPool, SafeConnectionPool
 
-RUN_LIMIT = 120.0  # upper bound for one test's event loop; a hang fails instead of blocking
+from aio import run, until
 
-
-def run(coro, limit: float = RUN_LIMIT):
-    """Run ``coro`` in a fresh event loop, failing (not hanging) after ``limit`` seconds."""
-    return asyncio.run(asyncio.wait_for(coro, limit))
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> object:
-    """Poll ``predicate`` without blocking the loop; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.001)
 
 
 def live_clients(server) -> int:

@@ -56,3 +56,42 @@ def test_the_core_includes_nothing_of_python_or_of_the_binding():
         included = set(re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', path.read_text()))
         assert "Python.h" not in included, path.name
         assert not included & binding_headers, (path.name, included & binding_headers)
+
+
+def _binding_includes() -> dict:
+    """Each binding .c file and the other binding .c files whose headers it includes."""
+    binding = ROOT / "csrc" / "binding"
+    graph = {}
+    for path in sorted(binding.glob("*.c")):
+        included = re.findall(r'#\s*include\s*"([^"]+)\.h"', path.read_text())
+        graph[path.stem] = {name for name in included
+                            if name != path.stem and (binding / f"{name}.c").exists()}
+    return graph
+
+
+def test_binding_files_depend_on_each_other_one_way():
+    graph = _binding_includes()
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, seen + (n,)))
+                   for n in graph[start])
+
+    circles = sorted(f for f in graph if reaches(f, f))
+    assert circles == [], f"binding files in an include circle: {circles}"
+
+
+def test_binding_functions_carry_the_binding_prefix():
+    # the core's functions are sp_*; those that need the GIL are sp_py_* (PyInit_ aside)
+    for path in sorted((ROOT / "csrc" / "binding").glob("*.c")):
+        text = path.read_text()
+        defined = re.findall(r"^(?!static)[A-Za-z_][\w \*]*\n(\w+)\(", text, re.M)
+        wrong = [name for name in defined if not name.startswith(("sp_py_", "PyInit_"))]
+        assert wrong == [], (path.name, wrong)
+
+
+def test_the_binding_reaches_into_no_endpoint():
+    # the core's books are touched through its functions: no lock taken, no field read
+    for path in sorted((ROOT / "csrc" / "binding").glob("*.c")):
+        text = path.read_text()
+        assert "pthread_mutex" not in text, path.name
+        assert not re.search(r"\bep->", text), (path.name, re.findall(r".*\bep->.*", text)[:3])

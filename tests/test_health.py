@@ -576,3 +576,22 @@ def test_checker_config_round_trip():
     changed = sp.checker_config(interval=0.5, backoff_max=0.2)
     assert changed["interval"] == 0.5 and changed["backoff_max"] == 0.2
     assert changed["recover_interval"] == before["recover_interval"]
+
+
+@pytest.mark.usefixtures("no_checker")  # only the report decides the state
+def test_a_refused_connect_is_read_from_its_cause_not_its_words(redis_server, make_pool):
+    # redis-py raises its ConnectionError inside the connect's `except OSError`: the
+    # errno is in the chain whatever the message says (its words vary by version,
+    # locale and library), and a message alone that mentions refusal is not one
+    pool = make_pool(f"redis://{redis_server.host}:{redis_server.port}/0", max_connections=2)
+    worded = redis.exceptions.ConnectionError("Connection refused (as a message only)")
+    pool._report_exception(worded)
+    assert pool.stats()["state"] == "ready"
+    try:
+        try:
+            raise ConnectionRefusedError(111, "no listener")
+        except OSError as cause:
+            raise redis.exceptions.ConnectionError("could not connect") from cause
+    except redis.exceptions.ConnectionError as chained:
+        pool._report_exception(chained)
+    assert pool.stats()["state"] == "paused"

@@ -16,8 +16,8 @@ import redis
 
 import redis_safepool as sp
 from redis_safepool import asyncio as sp_asyncio
-from redis_safepool._books import host_segment_name
-from redis_safepool._keys import endpoint_of
+from redis_safepool._pool_base import host_segment_name
+from redis_safepool._endpoint_keys import endpoint_of
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="host scope is Linux only")
 

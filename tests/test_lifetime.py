@@ -242,7 +242,7 @@ def test_reachable_checkout_is_never_reclaimed(server_url, make_pool):
 def test_dropped_checkout_is_reported_by_the_leak_detector(server_url, make_pool, caplog):
     from redis_safepool import observe
 
-    observe.configure(leak_threshold=30)
+    observe.set_thresholds(leak_threshold=30)
     try:
         pool = make_pool(server_url, max_connections=1, timeout=0)
         conn = pool.get_connection()

@@ -52,7 +52,7 @@ def create_pool_per_request(n, label=LABEL):
 
 
 def test_pool_per_request_warns_once_per_endpoint_naming_the_site():
-    observe.configure(pool_warn_threshold=5)
+    observe.set_thresholds(pool_warn_threshold=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         create_pool_per_request(4)
@@ -69,14 +69,14 @@ def test_pool_per_request_warns_once_per_endpoint_naming_the_site():
 
 
 def test_pool_warning_disabled_and_validated():
-    observe.configure(pool_warn_threshold=None)
+    observe.set_thresholds(pool_warn_threshold=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         create_pool_per_request(100)
     with pytest.raises(ValueError):
-        observe.configure(pool_warn_threshold=0)
+        observe.set_thresholds(pool_warn_threshold=0)
     with pytest.raises(ValueError):
-        observe.configure(leak_threshold=-1)
+        observe.set_thresholds(leak_threshold=-1)
 
 
 def checkout_here(pool, conn):
@@ -84,7 +84,7 @@ def checkout_here(pool, conn):
 
 
 def test_leak_reported_once_with_checkout_stack(caplog):
-    observe.configure(leak_threshold=30)
+    observe.set_thresholds(leak_threshold=30)
     pool, conn = FakePool(), object()
     checkout_here(pool, conn)
     assert observe.held() == 1
@@ -118,7 +118,7 @@ def test_per_pool_leak_threshold_and_off_by_default():
 
 
 def test_watcher_thread_reports_without_being_asked(wait_until):
-    observe.configure(leak_threshold=0.05)
+    observe.set_thresholds(leak_threshold=0.05)
     pool, conn = FakePool(), object()
     checkout_here(pool, conn)
     wait_until(observe.leaks, what="the leak watcher's report")
@@ -202,7 +202,7 @@ def _hooks_wired():
 
 @pytest.mark.skipif(not _hooks_wired(), reason="pool.py does not call redis_safepool.observe hooks yet")
 def test_real_pools_feed_the_hooks(server_url, make_pool):
-    observe.configure(pool_warn_threshold=8)
+    observe.set_thresholds(pool_warn_threshold=8)
     with pytest.warns(observe.PoolPerRequestWarning, match="test_observe.py"):
         for _ in range(10):
             pool = make_pool(server_url, max_connections=4, leak_threshold=30)
@@ -222,3 +222,8 @@ def test_asyncio_pools_feed_the_pool_per_request_census(redis_server):
         SafeConnectionPool.from_url(redis_server.url)
     label = SafeConnectionPool.from_url(redis_server.url).endpoint
     assert observe.pools_created()[label] == before + 5
+
+
+def test_the_thresholds_keep_their_first_name():
+    # settings files and docs call observe.configure(); it is set_thresholds()
+    assert observe.configure is observe.set_thresholds

@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aredis
 
 import redis_safepool as sp
-from redis_safepool import _census, _keys, _tables, observe, report
+from redis_safepool import _census, _endpoint_keys, _tables, observe, report
 from redis_safepool.asyncio import SafeConnectionPool as AsyncPool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +208,7 @@ def test_redact_url_masks_userinfo_and_query():
 
 def _table_bytes():
     rows = []
-    for key, value in _keys._flavors.items():
+    for key, value in _endpoint_keys._flavors.items():
         rows.append(bytes(key))
         rows.append(repr(value).encode())
     return b"".join(rows)
@@ -217,20 +217,20 @@ def _table_bytes():
 @pytest.mark.filterwarnings("ignore::redis_safepool.observe.PoolPerRequestWarning")
 def test_flavor_table_keeps_no_password_and_forgets_closed_pools():
     gc.collect()  # earlier tests' pools in reference cycles: not while the 50 below are counted
-    before = _keys.flavor_count()
+    before = _endpoint_keys.flavor_count()
     pools = [sp.SafeConnectionPool(host="127.0.0.1", port=6398, password=f"{PASSWORD}-{i}",
                                    max_connections=2) for i in range(50)]
     try:
-        assert _keys.flavor_count() >= before + 50
+        assert _endpoint_keys.flavor_count() >= before + 50
         table = _table_bytes()
         assert PASSWORD.encode() not in table and PASSWORD[:8].encode() not in table
-        assert all(isinstance(k, bytes) and len(k) == 16 for k in _keys._flavors)
+        assert all(isinstance(k, bytes) and len(k) == 16 for k in _endpoint_keys._flavors)
     finally:
         for pool in pools:
             pool.close()
     del pools, pool
     gc.collect()
-    assert _keys.flavor_count() <= before
+    assert _endpoint_keys.flavor_count() <= before
 
 
 def test_equal_settings_share_a_flavor_different_passwords_do_not():
@@ -252,12 +252,12 @@ def _asyncio_cycles(pool, cycles, expected):
             return
         await pool.release(conn)
 
-    before = _keys.flavor_count()
+    before = _endpoint_keys.flavor_count()
     sizes = set()
     for i in range(cycles):
         asyncio.run(once())
         if i % 100 == 0:
-            sizes.add(_keys.flavor_count())
+            sizes.add(_endpoint_keys.flavor_count())
     assert max(sizes) <= before + 2, sizes
     assert PASSWORD.encode() not in _table_bytes()
 

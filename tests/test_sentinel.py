@@ -11,7 +11,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from redis_safepool._topology import Backoff
+from redis_safepool._rediscovery import Backoff
 from redis_safepool.sentinel import (
     SafeSentinel,
     SafeSentinelConnectionPool,

@@ -86,3 +86,20 @@ def test_zero_or_none_max_connections_means_the_default(value):
         assert pool.max_connections == DEFAULT_MAX_CONNECTIONS == 50
     finally:
         pool.close()
+
+
+def test_every_function_of_the_core_has_a_signature():
+    # text signatures in the C docstrings: inspect.signature() works on all of them
+    import inspect
+
+    from redis_safepool import _core
+
+    missing = []
+    for owner in (_core, _core.PoolCore, _core.LoopInbox):
+        for name, value in vars(owner).items():
+            if callable(value) and not isinstance(value, type) and not name.startswith("__"):
+                try:
+                    inspect.signature(value)
+                except ValueError:
+                    missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    assert missing == []

@@ -62,7 +62,6 @@ sp_call_method_2(PyObject *obj, PyObject *name, PyObject *a1, PyObject *a2)
 /* type slots through PyType_GetSlot (any type, heap or static, since 3.10) */
 #define SP_TYPE_ALLOC(tp) ((allocfunc)PyType_GetSlot((tp), Py_tp_alloc))
 #define SP_TYPE_FREE(tp) ((freefunc)PyType_GetSlot((tp), Py_tp_free))
-#define SP_TYPE_BASE(tp) ((PyTypeObject *)PyType_GetSlot((tp), Py_tp_base))
 
 #else /* the version-specific build */
 
@@ -75,15 +74,108 @@ sp_call_method_2(PyObject *obj, PyObject *name, PyObject *a1, PyObject *a2)
 
 #define SP_TYPE_ALLOC(tp) ((tp)->tp_alloc)
 #define SP_TYPE_FREE(tp) ((tp)->tp_free)
-#define SP_TYPE_BASE(tp) ((tp)->tp_base)
 
 #endif /* Py_LIMITED_API */
+
+/* The module of `def` that defined `tp` or one of its bases (borrowed), or
+ * NULL with TypeError. PyType_GetModuleByDef is in the stable ABI from 3.13;
+ * before that, the bases are walked with PyType_GetSlot. */
+static inline PyObject *
+sp_type_module_by_def(PyTypeObject *tp, PyModuleDef *def)
+{
+#if !defined(Py_LIMITED_API) || Py_LIMITED_API + 0 >= 0x030D0000
+    return PyType_GetModuleByDef(tp, def);
+#else
+    for (PyTypeObject *t = tp; t != NULL; t = (PyTypeObject *)PyType_GetSlot(t, Py_tp_base)) {
+        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+            PyObject *module = PyType_GetModule(t);
+            if (module != NULL && PyModule_GetDef(module) == def) {
+                return module;
+            }
+            PyErr_Clear();
+        }
+    }
+    PyErr_SetString(PyExc_TypeError, "no base of this type was defined by the module");
+    return NULL;
+#endif
+}
 
 /* the type's __name__ for a message: a new reference, NULL with an exception set */
 static inline PyObject *
 sp_type_name(PyTypeObject *tp)
 {
     return PyObject_GetAttrString((PyObject *)tp, "__name__");
+}
+
+/* The exception being raised, taken (normalized, with its traceback) and
+ * cleared: NULL when none. sp_err_give() raises it again (steals it).
+ * CPython 3.12's PyErr_GetRaisedException/SetRaisedException, spelled with
+ * PyErr_Fetch/Restore where those are missing (3.10, 3.11, the abi3 build). */
+#if !defined(Py_LIMITED_API) && PY_VERSION_HEX >= 0x030C0000
+static inline PyObject *
+sp_err_take(void)
+{
+    return PyErr_GetRaisedException();
+}
+
+static inline void
+sp_err_give(PyObject *exc)
+{
+    PyErr_SetRaisedException(exc);
+}
+#else
+static inline PyObject *
+sp_err_take(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static inline void
+sp_err_give(PyObject *exc)
+{
+    if (exc == NULL) {
+        PyErr_Restore(NULL, NULL, NULL);
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+#endif
+
+/* The exception being handled (an except or finally block is running):
+ * a new reference, or NULL. PyErr_GetHandledException from 3.11 on. */
+static inline PyObject *
+sp_err_handled(void)
+{
+#if !defined(Py_LIMITED_API) || Py_LIMITED_API + 0 >= 0x030B0000
+#  if PY_VERSION_HEX >= 0x030B0000
+    PyObject *exc = PyErr_GetHandledException();
+    if (exc == Py_None) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    return exc;
+#  endif
+#endif
+    PyObject *type, *value, *tb;
+    PyErr_GetExcInfo(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    if (value == Py_None) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
 }
 
 #endif /* SP_ABI_COMPAT_H */

@@ -1,16 +1,20 @@
 /* conn_ready.c -- a connection as redis-py's ConnectionInterface has it: its socket, readiness, release events. */
+#include "module_state.h"
+#include "conn_ready.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
 
 #include "clock.h"
-#include "module_state.h"
+#include "net.h"
 #include "probe.h"
+
 
 /* ---- the socket ------------------------------------------------------------ */
 
 PyObject *
-sp_conn_socket(PoolCore *self, PyObject *conn)
+sp_py_conn_socket(PoolCore *self, PyObject *conn)
 {
     PyObject *sock;
     if (self->socket_getter != NULL) {
@@ -31,18 +35,21 @@ sp_conn_socket(PoolCore *self, PyObject *conn)
 }
 
 int
-sp_conn_fd(PoolCore *self, PyObject *conn)
+sp_py_conn_fd(PoolCore *self, PyObject *conn)
 {
-    PyObject *sock = sp_conn_socket(self, conn);
+    PyObject *sock = sp_py_conn_socket(self, conn);
     if (sock == NULL) {
         return -2;
     }
-    if (sock == Py_None) {
-        Py_DECREF(sock);
-        return -1;
-    }
-    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
+    int fd = sock == Py_None ? -1 : sp_py_socket_fileno(self, sock);
     Py_DECREF(sock);
+    return fd;
+}
+
+int
+sp_py_socket_fileno(PoolCore *self, PyObject *sock)
+{
+    PyObject *fd_obj = PyObject_CallMethodNoArgs(sock, self->st->str_fileno);
     if (fd_obj == NULL) {
         PyErr_Clear();  /* a closed socket object: treat as not connected */
         return -1;
@@ -185,17 +192,17 @@ parser_empty(PoolCore *self, PyObject *conn)
 }
 
 int
-sp_conn_registered_fd(PoolCore *self, int fd)
+sp_py_conn_registered_fd(PoolCore *self, int fd)
 {
     return self->pushes_ok && fd >= 0 ? SP_FD_UNPOLLABLE : fd;
 }
 
 int
-sp_conn_ready(PoolCore *self, PyObject *conn, int fd)
+sp_py_conn_ready(PoolCore *self, PyObject *conn, int fd)
 {
     if (self->pushes_ok) {
-        /* Registered unpollable (see sp_conn_registered_fd): found again here. */
-        fd = fd == SP_FD_UNPOLLABLE ? sp_conn_fd(self, conn) : fd;
+        /* Registered unpollable (see sp_py_conn_registered_fd): found again here. */
+        fd = fd == SP_FD_UNPOLLABLE ? sp_py_conn_fd(self, conn) : fd;
         if (fd < 0) {
             PyErr_Clear();
             return 0;
@@ -219,7 +226,7 @@ sp_conn_ready(PoolCore *self, PyObject *conn, int fd)
 /* ---- release events ---------------------------------------------------------- */
 
 int
-sp_conn_release_needs_event(PoolCore *self, PyObject *conn)
+sp_py_conn_release_needs_event(PoolCore *self, PyObject *conn)
 {
     if (self->release_hook == NULL) {
         return 0;
@@ -255,20 +262,19 @@ sp_conn_release_needs_event(PoolCore *self, PyObject *conn)
 /* ---- metrics ------------------------------------------------------------------ */
 
 void
-sp_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s)
+sp_py_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s)
 {
     if (self->metrics_hook == NULL) {
         return;
     }
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *ev = sp_err_take();
     PyObject *r = PyObject_CallFunction(self->metrics_hook, "Oidd", (PyObject *)self, kind,
                                         wait_s, create_s);
     if (r == NULL) {
         PyErr_WriteUnraisable(self->metrics_hook);
     }
     Py_XDECREF(r);
-    PyErr_Restore(et, ev, etb);
+    sp_err_give(ev);
 }
 
 /* ---- setters ------------------------------------------------------------------- */
@@ -288,7 +294,7 @@ set_callable(PyObject **field, PyObject *value, const char *name)
 }
 
 PyObject *
-sp_pool_set_hooks(PoolCore *self, PyObject *args, PyObject *kwds)
+sp_py_pool_set_hooks(PoolCore *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"socket_getter", "pushes_ok", "release_hook", "event_mapping",
                              "event_type", "metrics_hook", "reauth_pending", NULL};
@@ -326,7 +332,7 @@ sp_pool_set_hooks(PoolCore *self, PyObject *args, PyObject *kwds)
 }
 
 PyObject *
-sp_pool_set_quiet_listeners(PoolCore *self, PyObject *listeners)
+sp_py_pool_set_quiet_listeners(PoolCore *self, PyObject *listeners)
 {
     if (listeners == Py_None) {
         Py_CLEAR(self->quiet_listeners);
@@ -342,7 +348,7 @@ sp_pool_set_quiet_listeners(PoolCore *self, PyObject *listeners)
 }
 
 void
-sp_pool_clear_hooks(PoolCore *self)
+sp_py_pool_clear_hooks(PoolCore *self)
 {
     Py_CLEAR(self->socket_getter);
     Py_CLEAR(self->release_hook);
@@ -354,7 +360,7 @@ sp_pool_clear_hooks(PoolCore *self)
 }
 
 int
-sp_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg)
+sp_py_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->socket_getter);
     Py_VISIT(self->release_hook);

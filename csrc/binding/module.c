@@ -1,15 +1,20 @@
 /* module.c -- the redis_safepool._core extension module: multi-phase init, module state, functions. */
+#include "module_state.h"
+
+#include <limits.h>
+
 #include "checker.h"
 #include "clock.h"
 #include "events.h"
 #include "forksafe.h"
+#include "net.h"
 #include "probe.h"
-#include <limits.h>
-#include "module_state.h"
 #include "registry.h"
 #include "watch.h"
 
-unsigned long sp_main_thread_ident;
+#include "dispose.h"
+
+unsigned long sp_py_main_thread_ident;
 
 static sp_modstate *
 get_state(PyObject *module)
@@ -100,7 +105,7 @@ set_server_view(PyObject *d, const sp_stats *s)
 }
 
 PyObject *
-sp_stats_dict(sp_endpoint *ep)
+sp_py_stats_dict(sp_endpoint *ep)
 {
     sp_stats s;
     sp_endpoint_stats(ep, &s);
@@ -108,7 +113,7 @@ sp_stats_dict(sp_endpoint *ep)
     if (d == NULL) {
         return NULL;
     }
-    if (set_item(d, "endpoint", PyUnicode_FromString(ep->label)) < 0 ||
+    if (set_item(d, "endpoint", PyUnicode_FromString(sp_endpoint_label(ep))) < 0 ||
         set_item(d, "max_connections", PyLong_FromLong(s.max_connections)) < 0 ||
         set_item(d, "in_use", PyLong_FromLong(s.in_use)) < 0 ||
         set_item(d, "idle", PyLong_FromLong(s.idle)) < 0 ||
@@ -118,13 +123,13 @@ sp_stats_dict(sp_endpoint *ep)
         set_item(d, "created", PyLong_FromUnsignedLongLong(s.created)) < 0 ||
         set_item(d, "closed", PyLong_FromUnsignedLongLong(s.closed)) < 0 ||
         set_item(d, "waits", PyLong_FromUnsignedLongLong(s.waits)) < 0 ||
-        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_time_total)) < 0 ||
-        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_time_max)) < 0 ||
+        set_item(d, "wait_time_total", PyFloat_FromDouble(s.wait_total_s)) < 0 ||
+        set_item(d, "wait_time_max", PyFloat_FromDouble(s.wait_max_s)) < 0 ||
         set_item(d, "timeouts", PyLong_FromUnsignedLongLong(s.timeouts)) < 0 ||
         set_item(d, "waiters", PyLong_FromLong(s.waiters)) < 0 ||
         set_item(d, "pools", PyLong_FromLong(s.pools)) < 0 ||
         set_item(d, "state", PyUnicode_FromString(sp_state_name(s.state))) < 0 ||
-        set_item(d, "state_since", PyFloat_FromDouble(s.state_since)) < 0 ||
+        set_item(d, "state_since", PyFloat_FromDouble(s.state_since_wall)) < 0 ||
         set_item(d, "state_reason", text_or_none(s.state_reason)) < 0 ||
         set_item(d, "last_error", text_or_none(s.last_error)) < 0 ||
         set_item(d, "run_id", text_or_none(s.run_id)) < 0 ||
@@ -153,11 +158,11 @@ add_stats(sp_endpoint *ep, void *arg)
     if (PyErr_Occurred()) {
         return 1;
     }
-    PyObject *d = sp_stats_dict(ep);
+    PyObject *d = sp_py_stats_dict(ep);
     if (d == NULL) {
         return 1;
     }
-    int rc = PyDict_SetItemString(all, ep->label, d);
+    int rc = PyDict_SetItemString(all, sp_endpoint_label(ep), d);
     Py_DECREF(d);
     return rc < 0;
 }
@@ -178,17 +183,17 @@ core_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
     return all;
 }
 
-/* ---- configure ------------------------------------------------------------------- */
+/* ---- set_budget ------------------------------------------------------------------ */
 
 static PyObject *
-core_configure(PyObject *module, PyObject *args, PyObject *kwds)
+core_set_budget(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "label", "max_connections", "host", "port", "unix_path",
+    static char *kwlist[] = {"key", "max_connections", "host", "port", "unix_path",
                              "username", "password", "tls", "shm_name", NULL};
-    const char *key, *label, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
+    const char *key, *host = NULL, *unix_path = NULL, *username = NULL, *password = NULL;
     const char *shm_name = NULL;
     int max_connections, port = -1, tls = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssi|zizzzpz:configure", kwlist, &key, &label,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "si|zizzzpz:set_budget", kwlist, &key,
                                      &max_connections, &host, &port, &unix_path, &username,
                                      &password, &tls, &shm_name)) {
         return NULL;
@@ -198,24 +203,24 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
         return NULL;
     }
     sp_address addr = {host, port, unix_path, username, password, tls};
-    sp_after after = {0};
-    sp_endpoint *ep = sp_registry_configure(key, label, max_connections, &addr, &after);
+    sp_deferred after = {0};
+    sp_endpoint *ep = sp_registry_configure(key, key, max_connections, &addr, &after);
     if (ep == NULL) {
         return PyErr_NoMemory();
     }
-    sp_finish_after(get_state(module), &after);
+    sp_py_finish_deferred(get_state(module), &after);
     PyObject *note = Py_None;
     Py_INCREF(note);
-    if (shm_name != NULL && __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) == NULL) {
+    if (shm_name != NULL && !sp_endpoint_on_host_budget(ep)) {
         Py_DECREF(note);
-        note = sp_use_host_budget(ep, shm_name, max_connections);
+        note = sp_py_use_host_budget(ep, shm_name, max_connections);
         if (note == NULL) {
             sp_registry_unbind(ep);
             return NULL;
         }
         if (note == Py_None) {
             sp_endpoint_set_max(ep, max_connections, &after);  /* the host's, explicitly */
-            sp_finish_after(get_state(module), &after);
+            sp_py_finish_deferred(get_state(module), &after);
         }
     }
     sp_registry_unbind(ep);  /* configure() took a reference for the call */
@@ -225,7 +230,7 @@ core_configure(PyObject *module, PyObject *args, PyObject *kwds)
 /* ---- host scope ----------------------------------------------------------------- */
 
 PyObject *
-sp_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections)
+sp_py_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections)
 {
     char err[200] = "";
     int created = 0;
@@ -409,25 +414,40 @@ core_unwatch(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef core_methods[] = {
-    {"_set_disposer", core_set_disposer, METH_O, "Set the callable that closes dropped connections."},
+    {"_set_disposer", core_set_disposer, METH_O, "_set_disposer($module, fn, /)\n--\n\n"
+     "Set the callable that closes dropped connections."},
     {"_set_failure_hook", core_set_failure_hook, METH_O,
+     "_set_failure_hook($module, fn, /)\n--\n\n"
      "Set failure_hook(pool, exc), called when get_connection() raises."},
-    {"fd_idle_ok", core_fd_idle_ok, METH_O,
-     "fd_idle_ok(fd): True if the socket has nothing to read and is not hung up."},
-    {"unwatch", core_unwatch, METH_O,
-     "unwatch(fd): stop watching a socket we are about to close (our close is no hangup)."},
-    {"stats", core_stats, METH_NOARGS, "Counters of every endpoint: {label: {...}}."},
+    {"fd_idle_ok", core_fd_idle_ok, METH_O, "fd_idle_ok($module, fd, /)\n--\n\n"
+     "True if the socket has nothing to read and is not hung up."},
+    {"unwatch", core_unwatch, METH_O, "unwatch($module, fd, /)\n--\n\n"
+     "Stop watching a socket we are about to close (our close is no hangup)."},
+    {"stats", core_stats, METH_NOARGS, "stats($module, /)\n--\n\n"
+     "Counters of every endpoint: {label: {...}}."},
     {"host_view", (PyCFunction)core_host_view, METH_O,
-     PyDoc_STR("host_view(segment_name) -> the host budget's numbers, read-only")},
-    {"configure", (PyCFunction)(void (*)(void))core_configure, METH_VARARGS | METH_KEYWORDS,
-     "Set an endpoint's max_connections, creating it if needed."},
+     "host_view($module, segment_name, /)\n--\n\n"
+     "The host budget's numbers, read from its shared segment without attaching."},
+    {"set_budget", (PyCFunction)(void (*)(void))core_set_budget, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("set_budget($module, /, key, max_connections, host=None, port=-1, unix_path=None, "
+               "username=None, password=None, tls=False, shm_name=None)\n--\n\n"
+               "Set an endpoint's max_connections, creating it if needed; None, or why it\n"
+               "keeps a process budget when shm_name asked for a host one.")},
     {"checker_config", (PyCFunction)(void (*)(void))core_checker_config,
-     METH_VARARGS | METH_KEYWORDS, "Read or change the health checker's intervals."},
-    {"checker_running", core_checker_running, METH_NOARGS, "Whether the checker thread runs."},
-    {"shutdown", core_shutdown, METH_NOARGS, "Stop the checker thread (interpreter exit)."},
-    {"wait_events", core_wait_events, METH_O,
-     "wait_events(timeout) -> ([(when, endpoint, old, new, reason)], dropped)"},
-    {"fork_epoch", core_fork_epoch, METH_NOARGS, "Bumped in every child after fork()."},
+     METH_VARARGS | METH_KEYWORDS,
+     "checker_config($module, /, interval=..., recover_interval=..., backoff_min=..., "
+     "backoff_max=..., probe_timeout=..., enabled=..., server_reserve=..., "
+     "server_reserve_min=...)\n--\n\n"
+     "Read or change the health checker's intervals."},
+    {"checker_running", core_checker_running, METH_NOARGS, "checker_running($module, /)\n--\n\n"
+     "Whether the checker thread runs."},
+    {"shutdown", core_shutdown, METH_NOARGS, "shutdown($module, /)\n--\n\n"
+     "Stop the checker thread (interpreter exit)."},
+    {"wait_events", core_wait_events, METH_O, "wait_events($module, timeout, /)\n--\n\n"
+     "The state transitions since the last call, waiting up to timeout seconds:\n"
+     "([(when, endpoint, old, new, reason)], dropped)."},
+    {"fork_epoch", core_fork_epoch, METH_NOARGS, "fork_epoch($module, /)\n--\n\n"
+     "Bumped in every child after fork()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -473,17 +493,17 @@ core_exec(PyObject *module)
     if (ident == NULL) {
         return -1;
     }
-    sp_main_thread_ident = PyLong_AsUnsignedLong(ident);
+    sp_py_main_thread_ident = PyLong_AsUnsignedLong(ident);
     Py_DECREF(ident);
     if (PyErr_Occurred()) {
         return -1;
     }
 
-    st->PoolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_pool_core_spec, NULL);
+    st->PoolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_py_pool_core_spec, NULL);
     if (st->PoolCoreType == NULL || PyModule_AddType(module, st->PoolCoreType) < 0) {
         return -1;
     }
-    st->LoopInboxType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_loop_inbox_spec,
+    st->LoopInboxType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sp_py_loop_inbox_spec,
                                                                  NULL);
     if (st->LoopInboxType == NULL || PyModule_AddType(module, st->LoopInboxType) < 0) {
         return -1;
@@ -612,7 +632,7 @@ static PyModuleDef_Slot core_slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef core_module = {
+struct PyModuleDef sp_py_core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "redis_safepool._core",
     .m_doc = "C core of redis-safepool: per-endpoint budgets, FIFO waits, health checker.",
@@ -627,5 +647,5 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    return PyModuleDef_Init(&core_module);
+    return PyModuleDef_Init(&sp_py_core_module);
 }

@@ -147,79 +147,18 @@ typedef struct {
     PyObject *reclaim_cb;
 } PoolCore;
 
-extern PyType_Spec sp_pool_core_spec;
-extern PyType_Spec sp_loop_inbox_spec;
+/* The _core module's definition: types find their module state by it. */
+extern struct PyModuleDef sp_py_core_module;
 
-/* Finishes what an endpoint call left to do: disposes of buried records
- * (disconnect + DECREF, with the GIL, after the lock is released) and wakes
- * async waiters. Keeps any pending exception. */
-void sp_finish_after(sp_modstate *st, sp_after *after);
+extern PyType_Spec sp_py_pool_core_spec;
+extern PyType_Spec sp_py_loop_inbox_spec;
 
 /* Thread that the signal handlers run in (updated after fork). */
-extern unsigned long sp_main_thread_ident;
+extern unsigned long sp_py_main_thread_ident;
 
-PyObject *sp_stats_dict(sp_endpoint *ep);
+PyObject *sp_py_stats_dict(sp_endpoint *ep);
 /* Puts `ep` on the host budget `shm_name`: None, or a str saying why it
  * stays in process scope (the caller warns), or NULL with an exception. */
-PyObject *sp_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections);
-
-/* Shared by pool_type.c and pool_async.c. */
-int sp_pool_check_fork(PoolCore *self);
-PyObject *sp_pool_raise_closed(PoolCore *self);
-PyObject *sp_pool_raise_unavailable(PoolCore *self);
-PyObject *sp_pool_raise_timeout(PoolCore *self, double waited);
-/* The exception class `name` of the pool's client family (new reference):
- * the pool class's `_errors` namespace names it (redis_safepool.exceptions
- * for redis-py pools, redis_safepool.valkey.exceptions for valkey-py's);
- * `fallback` (the redis-py family's) when it names none. Keeps any pending
- * exception. */
-PyObject *sp_pool_error_class(PoolCore *self, const char *name, PyObject *fallback);
-void sp_pool_report_exception(PoolCore *self, PyObject *exc);
-/* Same, for a connection of `flavor` (asyncio: the flavor of its loop). */
-void sp_pool_report_exception_for(PoolCore *self, uint32_t flavor, PyObject *exc);
-/* 1 with the credentials error raised when the server rejected `flavor`'s
- * credentials and its backoff runs (see auth_gate.h); 0: go on. */
-int sp_pool_auth_blocked(PoolCore *self, sp_endpoint *ep, uint32_t flavor);
-/* Drops a checked-out record that cannot be used and closes its connection. */
-void sp_pool_drop_record(PoolCore *self, sp_conn *rec);
-void sp_pool_free_async_waiters(PoolCore *self);
-
-/* Connections as redis-py's ConnectionInterface has them (conn_ready.c). */
-/* The socket object (new reference; Py_None when not connected), NULL with an exception. */
-PyObject *sp_conn_socket(PoolCore *self, PyObject *conn);
-/* fd of the connection's socket, -1 when not connected, -2 with an exception. */
-int sp_conn_fd(PoolCore *self, PyObject *conn);
-/* 1 when an idle connection's socket and parser hold nothing unread (or,
- * with pushes_ok, only when the socket is still open), 0 otherwise. */
-int sp_conn_ready(PoolCore *self, PyObject *conn, int fd);
-/* The fd the endpoint records: with pushes_ok, SP_FD_UNPOLLABLE, so neither
- * the checker's idle poll nor its hangup watch mistakes a pending push for a
- * dead socket (sp_conn_ready() finds the socket again at checkout). */
-int sp_conn_registered_fd(PoolCore *self, int fd);
-/* Release events: 1 when release_hook must run for conn (see PoolCore). */
-int sp_conn_release_needs_event(PoolCore *self, PyObject *conn);
-/* Tells metrics_hook, if any; an error in it is reported as unraisable. */
-void sp_pool_tell_metrics(PoolCore *self, int kind, double wait_s, double create_s);
-/* _set_hooks(socket_getter=, pushes_ok=, release_hook=, event_mapping=,
- * event_type=, metrics_hook=, reauth_pending=): sets the fields given. */
-PyObject *sp_pool_set_hooks(PoolCore *self, PyObject *args, PyObject *kwds);
-/* _set_quiet_listeners(list): the listener list seen holding only re-auth listeners. */
-PyObject *sp_pool_set_quiet_listeners(PoolCore *self, PyObject *listeners);
-/* Drops the references the fields above hold (dealloc), or visits them (GC). */
-void sp_pool_clear_hooks(PoolCore *self);
-int sp_pool_visit_hooks(PoolCore *self, visitproc visit, void *arg);
-
-/* asyncio primitives (pool_async.c), in PoolCore's method table. */
-PyObject *sp_pool_async_acquire(PoolCore *self, PyObject *args);
-PyObject *sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox);
-PyObject *sp_pool_async_cancel(PoolCore *self, PyObject *args);
-PyObject *sp_pool_add(PoolCore *self, PyObject *args);
-PyObject *sp_pool_slot_failed(PoolCore *self, PyObject *args);
-PyObject *sp_pool_discard(PoolCore *self, PyObject *conn);
-PyObject *sp_pool_release_fd(PoolCore *self, PyObject *args);
-PyObject *sp_pool_use_flavor(PoolCore *self, PyObject *arg);
-PyObject *sp_pool_drop_flavor(PoolCore *self, PyObject *arg);
-void sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after);
-int sp_pool_uses_flavor(PoolCore *self, uint32_t flavor);
+PyObject *sp_py_use_host_budget(sp_endpoint *ep, const char *shm_name, int max_connections);
 
 #endif

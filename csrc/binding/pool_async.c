@@ -1,4 +1,7 @@
 /* pool_async.c -- asyncio primitives of PoolCore: queue without blocking, served waiters collected per loop. */
+#include "module_state.h"
+#include "pool_async.h"
+
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -6,7 +9,9 @@
 #include "auth_gate.h"
 #include "clock.h"
 #include "inbox.h"
-#include "module_state.h"
+
+#include "dispose.h"
+#include "pool_errors.h"
 
 /* An asyncio task never blocks in C. It joins the same FIFO queue as the
  * threads, with a heap waiter that names its event loop's inbox (inbox.h)
@@ -49,7 +54,7 @@ free_waiter(sp_async_waiter *aw)
 
 /* Leaves the queue, giving back whatever the waiter was handed. */
 static void
-withdraw(PoolCore *self, sp_async_waiter *aw, sp_after *after)
+withdraw(PoolCore *self, sp_async_waiter *aw, sp_deferred *after)
 {
     if (self->ep != NULL) {
         sp_endpoint_cancel(self->ep, &aw->w, after);
@@ -57,7 +62,7 @@ withdraw(PoolCore *self, sp_async_waiter *aw, sp_after *after)
 }
 
 void
-sp_pool_free_async_waiters(PoolCore *self)
+sp_py_pool_free_async_waiters(PoolCore *self)
 {
     /* Called after sp_endpoint_fail_pool_waiters(): none is queued any more.
      * Each gives back what it was handed and waits, detached and "closed",
@@ -65,9 +70,9 @@ sp_pool_free_async_waiters(PoolCore *self)
     while (self->async_waiters) {
         sp_async_waiter *aw = self->async_waiters;
         unlink_from_pool(self, aw);
-        sp_after after = {0};
+        sp_deferred after = {0};
         withdraw(self, aw, &after);
-        sp_finish_after(self->st, &after);
+        sp_py_finish_deferred(self->st, &after);
         aw->w.result = SP_WAIT_CLOSED;
         aw->w.conn = NULL;
         aw->w.pool = NULL;
@@ -182,19 +187,7 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
             /* Put it back for the next call (the oldest first again): nothing is lost. */
             Py_XDECREF(item);
             Py_DECREF(list);
-            pthread_mutex_lock(&self->inbox.lock);
-            w->served_prev = NULL;
-            w->served_next = self->inbox.head;
-            if (self->inbox.head) {
-                self->inbox.head->served_prev = w;
-            }
-            else {
-                self->inbox.tail = w;
-            }
-            self->inbox.head = w;
-            w->in_inbox = 1;
-            self->inbox.signaled = 0;
-            pthread_mutex_unlock(&self->inbox.lock);
+            sp_inbox_unpop(&self->inbox, w);
             return NULL;
         }
         Py_DECREF(item);
@@ -211,12 +204,17 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
 
 static PyMethodDef inbox_methods[] = {
     {"fileno", (PyCFunction)inbox_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\n"
      "The read end of the pipe that wakes the loop."},
     {"collect", (PyCFunction)inbox_collect, METH_NOARGS,
+     "collect($self, /)\n--\n\n"
      "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
     {NULL, NULL, 0, NULL},
 };
 
+/* No tp_traverse or tp_clear: a LoopInbox refers to no Python object (its
+ * pipe and its queue of served waiters are C); waiters refer to it, and let
+ * go of it when their loop collects them or they are cancelled. */
 static PyType_Slot inbox_slots[] = {
     {Py_tp_new, inbox_new},
     {Py_tp_dealloc, inbox_dealloc},
@@ -225,7 +223,7 @@ static PyType_Slot inbox_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec sp_loop_inbox_spec = {
+PyType_Spec sp_py_loop_inbox_spec = {
     .name = "redis_safepool._core.LoopInbox",
     .basicsize = sizeof(sp_loop_inbox),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
@@ -240,7 +238,7 @@ PyType_Spec sp_loop_inbox_spec = {
  * so a loop's idle connections are closed when the loop goes (or the pool). */
 
 int
-sp_pool_uses_flavor(PoolCore *self, uint32_t flavor)
+sp_py_pool_uses_flavor(PoolCore *self, uint32_t flavor)
 {
     for (int i = 0; i < self->n_loop_flavors; i++) {
         if (self->loop_flavors[i] == flavor) {
@@ -266,13 +264,13 @@ flavor_arg(PyObject *arg, uint32_t *out)
 }
 
 PyObject *
-sp_pool_use_flavor(PoolCore *self, PyObject *arg)
+sp_py_pool_use_flavor(PoolCore *self, PyObject *arg)
 {
     uint32_t flavor;
     if (flavor_arg(arg, &flavor) < 0) {
         return NULL;
     }
-    if (self->ep == NULL || sp_pool_uses_flavor(self, flavor)) {
+    if (self->ep == NULL || sp_py_pool_uses_flavor(self, flavor)) {
         Py_RETURN_NONE;
     }
     uint32_t *grown = PyMem_RawRealloc(self->loop_flavors,
@@ -287,7 +285,7 @@ sp_pool_use_flavor(PoolCore *self, PyObject *arg)
 }
 
 PyObject *
-sp_pool_drop_flavor(PoolCore *self, PyObject *arg)
+sp_py_pool_drop_flavor(PoolCore *self, PyObject *arg)
 {
     uint32_t flavor;
     if (flavor_arg(arg, &flavor) < 0) {
@@ -297,9 +295,9 @@ sp_pool_drop_flavor(PoolCore *self, PyObject *arg)
         if (self->loop_flavors[i] == flavor) {
             self->loop_flavors[i] = self->loop_flavors[--self->n_loop_flavors];
             if (self->ep != NULL) {
-                sp_after after = {0};
+                sp_deferred after = {0};
                 sp_endpoint_pool_removed(self->ep, flavor, &after);
-                sp_finish_after(self->st, &after);
+                sp_py_finish_deferred(self->st, &after);
             }
             break;
         }
@@ -308,7 +306,7 @@ sp_pool_drop_flavor(PoolCore *self, PyObject *arg)
 }
 
 void
-sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after)
+sp_py_pool_drop_loop_flavors(PoolCore *self, sp_deferred *after)
 {
     for (int i = 0; i < self->n_loop_flavors && self->ep != NULL; i++) {
         sp_endpoint_pool_removed(self->ep, self->loop_flavors[i], after);
@@ -321,7 +319,7 @@ sp_pool_drop_loop_flavors(PoolCore *self, sp_after *after)
 /* ---- checkout ------------------------------------------------------------------ */
 
 PyObject *
-sp_pool_async_acquire(PoolCore *self, PyObject *args)
+sp_py_pool_async_acquire(PoolCore *self, PyObject *args)
 {
     PyObject *inbox_obj, *future;
     unsigned int flavor = 0;
@@ -336,12 +334,12 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
         flavor = self->flavor;
     }
     if (self->ep == NULL || self->closed) {
-        return sp_pool_raise_closed(self);
+        return sp_py_pool_raise_closed(self);
     }
-    if (sp_pool_check_fork(self) < 0) {
+    if (sp_py_pool_check_fork(self) < 0) {
         return NULL;
     }
-    if (sp_pool_auth_blocked(self, self->ep, flavor)) {
+    if (sp_py_pool_auth_blocked(self, self->ep, flavor)) {
         return NULL;
     }
     if (sp_ptrmap_get(&self->async_by_future, future) != NULL) {
@@ -361,14 +359,14 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
     aw->w.inbox = &ib->inbox;
     aw->w.ticket = ++self->next_ticket;
     aw->started = sp_now();
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *rec = NULL;
     /* The asyncio side keeps the deadline itself (loop.call_later). */
     double deadline = self->timeout == 0 ? 0.0 : -1.0;
     sp_acquire_status st = sp_endpoint_acquire(self->ep, self, flavor, deadline, &aw->w,
                                                &rec, &after);
     if (st == SP_ACQ_QUEUED) {
-        /* Linked before sp_finish_after() runs any Python code: the waiter
+        /* Linked before sp_py_finish_deferred() runs any Python code: the waiter
          * may be served (and pushed to its inbox) at any moment now. */
         Py_INCREF(future);
         Py_INCREF(inbox_obj);
@@ -384,7 +382,7 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
         sp_ptrmap_del(&self->async_by_future, future);
         PyMem_RawFree(aw);
     }
-    sp_finish_after(self->st, &after);
+    sp_py_finish_deferred(self->st, &after);
     switch (st) {
     case SP_ACQ_QUEUED:
         return Py_BuildValue("(sO)", "wait", Py_None);
@@ -394,14 +392,14 @@ sp_pool_async_acquire(PoolCore *self, PyObject *args)
     case SP_ACQ_SLOT:
         return Py_BuildValue("(sO)", "slot", Py_None);
     case SP_ACQ_TIMEOUT:
-        return sp_pool_raise_timeout(self, 0.0);
+        return sp_py_pool_raise_timeout(self, 0.0);
     default:
-        return sp_pool_raise_unavailable(self);
+        return sp_py_pool_raise_unavailable(self);
     }
 }
 
 PyObject *
-sp_pool_async_cancel(PoolCore *self, PyObject *args)
+sp_py_pool_async_cancel(PoolCore *self, PyObject *args)
 {
     PyObject *future;
     int timed_out = 0;
@@ -413,19 +411,19 @@ sp_pool_async_cancel(PoolCore *self, PyObject *args)
         Py_RETURN_FALSE;  /* already collected (or detached): the loop settles it */
     }
     unlink_from_pool(self, aw);
-    sp_after after = {0};
+    sp_deferred after = {0};
     withdraw(self, aw, &after);
     sp_inbox_remove(aw->w.inbox, &aw->w);
     if (timed_out && self->ep != NULL) {
         sp_endpoint_count_timeout(self->ep, sp_now() - aw->started);
     }
     free_waiter(aw);
-    sp_finish_after(self->st, &after);
+    sp_py_finish_deferred(self->st, &after);
     Py_RETURN_TRUE;
 }
 
 PyObject *
-sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox_obj)
+sp_py_pool_async_forget_inbox(PoolCore *self, PyObject *inbox_obj)
 {
     /* The inbox's loop is closed or gone: its waiters will never run again. */
     sp_async_waiter *aw = self->async_waiters;
@@ -433,11 +431,11 @@ sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox_obj)
         sp_async_waiter *next = aw->next_of_pool;
         if (aw->inbox_obj == inbox_obj) {
             unlink_from_pool(self, aw);
-            sp_after after = {0};
+            sp_deferred after = {0};
             withdraw(self, aw, &after);
             sp_inbox_remove(aw->w.inbox, &aw->w);
             free_waiter(aw);
-            sp_finish_after(self->st, &after);
+            sp_py_finish_deferred(self->st, &after);
             next = self->async_waiters;  /* Python code ran: start over */
         }
         aw = next;
@@ -446,7 +444,7 @@ sp_pool_async_forget_inbox(PoolCore *self, PyObject *inbox_obj)
 }
 
 PyObject *
-sp_pool_add(PoolCore *self, PyObject *args)
+sp_py_pool_add(PoolCore *self, PyObject *args)
 {
     PyObject *conn;
     int fd;
@@ -458,7 +456,7 @@ sp_pool_add(PoolCore *self, PyObject *args)
         flavor = self->flavor;
     }
     if (self->ep == NULL) {
-        return sp_pool_raise_closed(self);
+        return sp_py_pool_raise_closed(self);
     }
     sp_conn *rec = PyMem_RawMalloc(sizeof(sp_conn));
     if (rec == NULL) {
@@ -477,7 +475,7 @@ sp_pool_add(PoolCore *self, PyObject *args)
 }
 
 PyObject *
-sp_pool_slot_failed(PoolCore *self, PyObject *args)
+sp_py_pool_slot_failed(PoolCore *self, PyObject *args)
 {
     PyObject *exc;
     unsigned int flavor = 0;
@@ -488,29 +486,29 @@ sp_pool_slot_failed(PoolCore *self, PyObject *args)
         Py_RETURN_NONE;
     }
     if (exc != Py_None) {
-        sp_pool_report_exception_for(self, flavor ? flavor : self->flavor, exc);
+        sp_py_pool_report_exception_for(self, flavor ? flavor : self->flavor, exc);
     }
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint_slot_failed(self->ep, &after);
-    sp_finish_after(self->st, &after);
+    sp_py_finish_deferred(self->st, &after);
     Py_RETURN_NONE;
 }
 
 PyObject *
-sp_pool_discard(PoolCore *self, PyObject *conn)
+sp_py_pool_bury(PoolCore *self, PyObject *conn)
 {
     if (self->ep == NULL) {
         Py_RETURN_NONE;
     }
     sp_conn *rec = sp_endpoint_find_inuse(self->ep, conn, self);
     if (rec == NULL) {
-        PyObject *cls = sp_pool_error_class(self, "ForeignConnectionError",
+        PyObject *cls = sp_py_pool_error_class(self, "ForeignConnectionError",
                                             self->st->ForeignConnectionError);
         PyErr_Format(cls, "connection %R is not checked out from this pool", conn);
         Py_DECREF(cls);
         return NULL;
     }
     self->in_use--;
-    sp_pool_drop_record(self, rec);
+    sp_py_pool_bury_record(self, rec);
     Py_RETURN_NONE;
 }

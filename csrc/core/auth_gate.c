@@ -31,15 +31,15 @@ sp_auth_gate(sp_endpoint *ep, uint32_t flavor, double now, double *retry_in)
     }
     pthread_mutex_lock(&ep->lock);
     sp_flavor_use *f = find_locked(ep, flavor);
-    if (f != NULL && f->auth_retry_at > 0) {
-        if (now >= f->auth_retry_at) {
+    if (f != NULL && f->auth_retry_mono > 0) {
+        if (now >= f->auth_retry_mono) {
             /* This caller is the trial; the next one waits a period. */
-            f->auth_retry_at = now + f->auth_backoff;
+            f->auth_retry_mono = now + f->auth_backoff_s;
             v = SP_AUTH_TRIAL;
         }
         else {
             if (retry_in != NULL) {
-                *retry_in = f->auth_retry_at - now;
+                *retry_in = f->auth_retry_mono - now;
             }
             ep->refused_by_state++;
             v = SP_AUTH_BLOCKED;
@@ -59,19 +59,19 @@ sp_auth_rejected_locked(sp_endpoint *ep, uint32_t flavor, double now,
     }
     double cap = cfg->interval > 1.0 ? cfg->interval : 1.0;
     double first = cfg->backoff_max > 0 ? cfg->backoff_max : 0.3;
-    if (f->auth_retry_at <= 0) {
-        f->auth_backoff = first;
+    if (f->auth_retry_mono <= 0) {
+        f->auth_backoff_s = first;
     }
-    else if (f->auth_backoff < cap) {
-        f->auth_backoff *= 2;
+    else if (f->auth_backoff_s < cap) {
+        f->auth_backoff_s *= 2;
     }
-    if (f->auth_backoff > cap) {
-        f->auth_backoff = cap;
+    if (f->auth_backoff_s > cap) {
+        f->auth_backoff_s = cap;
     }
-    double until = now + f->auth_backoff;
+    double until = now + f->auth_backoff_s;
     /* A trial in progress already moved the mark: keep the later one. */
-    if (until > f->auth_retry_at) {
-        f->auth_retry_at = until;
+    if (until > f->auth_retry_mono) {
+        f->auth_retry_mono = until;
     }
     f->auth_failures++;
     recount_locked(ep);
@@ -91,9 +91,9 @@ void
 sp_auth_accepted_locked(sp_endpoint *ep, uint32_t flavor)
 {
     sp_flavor_use *f = find_locked(ep, flavor);
-    if (f != NULL && f->auth_retry_at > 0) {
-        f->auth_retry_at = 0;
-        f->auth_backoff = 0;
+    if (f != NULL && f->auth_retry_mono > 0) {
+        f->auth_retry_mono = 0;
+        f->auth_backoff_s = 0;
         recount_locked(ep);
     }
 }
@@ -114,7 +114,7 @@ sp_auth_rejected_count_locked(const sp_endpoint *ep)
 {
     int n = 0;
     for (int i = 0; i < ep->n_flavors; i++) {
-        n += ep->flavors[i].auth_retry_at > 0;
+        n += ep->flavors[i].auth_retry_mono > 0;
     }
     return n;
 }

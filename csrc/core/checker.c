@@ -9,6 +9,7 @@
 #include "auth_gate.h"
 #include "checker.h"
 #include "clock.h"
+#include "conn_list.h"
 #include "events.h"
 #include "probe.h"
 #include "registry.h"
@@ -97,7 +98,7 @@ wake_thread(void)
 /* Changes state under ep->lock and records the transition for the event
  * pump; buried records are appended to ep->graveyard for a Python thread. */
 static void
-change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     sp_state old = ep->state;
     sp_endpoint_set_state_locked(ep, s, reason, after);
@@ -114,7 +115,7 @@ change_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *a
  * frees their slots, and hands them to the graveyard for disposal.
  * Records whose socket it cannot touch (asyncio) stay counted until then. */
 static void
-close_buried(sp_endpoint *ep, sp_after *after)
+close_buried(sp_endpoint *ep, sp_deferred *after)
 {
     while (after->graveyard != NULL) {
         sp_conn *list = after->graveyard;
@@ -128,22 +129,17 @@ close_buried(sp_endpoint *ep, sp_after *after)
             }
         }
         pthread_mutex_lock(&ep->lock);
-        sp_conn *tail = list;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = list;
+        sp_conn_list_move(&list, &ep->graveyard);
         pthread_mutex_unlock(&ep->lock);
         sp_endpoint_closed(ep, n, after);  /* may evict more: loop */
     }
-    sp_after_notify(after);
+    sp_deferred_notify(after);
 }
 
 void
 sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     sp_endpoint_note_error_locked(ep, NULL, message);
     ep->probe_requested = 1;
@@ -151,13 +147,13 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
     case SP_FAIL_REFUSED:
         /* Nothing listens: nobody else needs to find out the slow way. */
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server down: connection refused", &after);
         }
         break;
     case SP_FAIL_LOADING:
         if (ep->state != SP_STATE_PAUSED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_PAUSED, "server is loading its dataset", &after);
         }
         break;
@@ -165,7 +161,7 @@ sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message)
         sp_endpoint_rejected_locked(ep, &after);  /* multiplicative decrease */
         if (ep->state == SP_STATE_READY || ep->state == SP_STATE_RECOVERING ||
             ep->state == SP_STATE_SATURATED) {
-            ep->backoff = 0;
+            ep->backoff_s = 0;
             change_state_locked(ep, SP_STATE_OVERLOADED, "max number of clients reached",
                                 &after);
         }
@@ -189,7 +185,7 @@ typedef struct {
 static void
 check_idle(sp_endpoint *ep, double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     idle_snap snap[256];
     struct pollfd pfd[256];
     int n = 0;
@@ -198,8 +194,8 @@ check_idle(sp_endpoint *ep, double now)
     sp_conn *rec = ep->idle_top;
     while (rec) {
         sp_conn *next = rec->next;
-        int expired = (ep->max_idle_time > 0 && now - rec->idle_since > ep->max_idle_time) ||
-                      (rec->expires_at > 0 && now >= rec->expires_at);
+        int expired = (ep->max_idle_time > 0 && now - rec->idle_since_mono > ep->max_idle_time) ||
+                      (rec->expires_mono > 0 && now >= rec->expires_mono);
         if (expired || rec->generation != ep->generation) {
             sp_endpoint_bury_idle_locked(ep, rec, &after);
         }
@@ -288,7 +284,7 @@ growing_locked(const sp_endpoint *ep)
  * the next probe. Caller holds ep->lock. */
 static int
 apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
-                  double now, sp_after *after)
+                  double now, sp_deferred *after)
 {
     if (ep->tls) {
         return 0;  /* bare probes: no view (TLS endpoints) */
@@ -298,7 +294,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                                                                           : "no view");
         if (ep->state == SP_STATE_SATURATED) {
             change_state_locked(ep, SP_STATE_READY, "server's view unavailable", after);
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             return 1;
         }
         return 0;
@@ -323,13 +319,13 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                  "reserve of %lld",
                  v.connected_clients, v.maxclients, headroom, reserve);
         change_state_locked(ep, SP_STATE_SATURATED, reason, after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED && headroom <= reserve) {
         /* At the line: stays saturated (no flapping between states while
          * the fleet sits on the reserve). */
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     if (ep->state == SP_STATE_SATURATED) {
@@ -337,7 +333,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
                  "headroom back: %lld/%lld clients connected, reserve %lld",
                  v.connected_clients, v.maxclients, reserve);
         change_state_locked(ep, SP_STATE_READY, reason, after);
-        ep->next_probe = now + (sp_allowance_near_line(&ep->allow) ? near_line
+        ep->next_probe_mono = now + (sp_allowance_near_line(&ep->allow) ? near_line
                                                                      : jitter(cfg->recover_interval));
         return 1;
     }
@@ -349,7 +345,7 @@ apply_view_locked(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_
          * doubling, and the probes slow down with everyone's. */
         change_state_locked(ep, SP_STATE_READY, "recovered: the server's headroom governs growth",
                             after);
-        ep->next_probe = now + near_line;
+        ep->next_probe_mono = now + near_line;
         return 1;
     }
     return 0;
@@ -359,7 +355,7 @@ static void
 apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[200];
     pthread_mutex_lock(&ep->lock);
     ep->probes++;
@@ -380,7 +376,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0] && ep->run_id[0] && strcmp(res->run_id, ep->run_id) != 0) {
             /* Restarted: nothing from the old process may be handed out. */
             ep->generation++;
-            sp_endpoint_drain_idle_locked(ep, &after);
+            sp_endpoint_bury_all_idle_locked(ep, &after);
             sp_events_push(ep->label, sp_state_name(ep->state), sp_state_name(ep->state),
                            "server restarted (run_id changed)");
             /* Logged, but not a state transition: generation tells it. */
@@ -388,7 +384,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         if (res->run_id[0]) {
             memcpy(ep->run_id, res->run_id, sizeof(ep->run_id));
         }
-        ep->backoff = 0;
+        ep->backoff_s = 0;
         if (apply_view_locked(ep, res, cfg, now, &after)) {
             pthread_mutex_unlock(&ep->lock);
             close_buried(ep, &after);
@@ -399,22 +395,22 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
         case SP_STATE_OVERLOADED:
             change_state_locked(ep, SP_STATE_RECOVERING, "probe succeeded: letting connections in",
                                 &after);
-            ep->next_probe = now + cfg->recover_interval;
+            ep->next_probe_mono = now + cfg->recover_interval;
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
             if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
-                ep->next_probe = now + cfg->interval;
+                ep->next_probe_mono = now + cfg->interval;
             }
             else {
                 ep->max_connecting *= 2;
                 sp_endpoint_dispatch_locked(ep, &after);
-                ep->next_probe = now + cfg->recover_interval;
+                ep->next_probe_mono = now + cfg->recover_interval;
             }
             break;
         case SP_STATE_READY:
-            ep->next_probe = now + cfg->interval;
+            ep->next_probe_mono = now + cfg->interval;
             break;
         case SP_STATE_SATURATED:
             break;  /* apply_view_locked() decided */
@@ -424,19 +420,19 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             /* Held back by the allowance: look again soon to let it grow
              * (jittered: processes that read one headroom grow apart). */
             double soon = now + jitter(cfg->recover_interval);
-            if (soon < ep->next_probe) {
-                ep->next_probe = soon;
+            if (soon < ep->next_probe_mono) {
+                ep->next_probe_mono = soon;
             }
         }
     }
     else {
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
-        ep->backoff = ep->backoff <= 0 ? cfg->backoff_min : ep->backoff * 2;
-        if (ep->backoff > cfg->backoff_max) {
-            ep->backoff = cfg->backoff_max;
+        ep->backoff_s = ep->backoff_s <= 0 ? cfg->backoff_min : ep->backoff_s * 2;
+        if (ep->backoff_s > cfg->backoff_max) {
+            ep->backoff_s = cfg->backoff_max;
         }
-        double wait = jitter(ep->backoff);
+        double wait = jitter(ep->backoff_s);
         switch (st) {
         case SP_PROBE_DOWN:
             snprintf(reason, sizeof(reason), "server down: %s", res->error);
@@ -469,7 +465,7 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             wait = cfg->interval;
             break;
         }
-        ep->next_probe = now + wait;
+        ep->next_probe_mono = now + wait;
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -550,7 +546,7 @@ static int apply_stall(sp_endpoint *ep, const sp_probe_result *res,
 static void
 give_probe_slot(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     pthread_mutex_lock(&ep->lock);
     ep->probe_slots--;
     pthread_mutex_unlock(&ep->lock);
@@ -574,7 +570,7 @@ flight_land(flight *fl)
         /* Silence says nothing here: callers hold every slot, and the stall
          * watch is what tells a stopped server from long holders. */
         pthread_mutex_lock(&fl->ep->lock);
-        fl->ep->next_probe = sp_now() + cfg.interval;
+        fl->ep->next_probe_mono = sp_now() + cfg.interval;
         pthread_mutex_unlock(&fl->ep->lock);
     }
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
@@ -775,10 +771,10 @@ stalled_locked(sp_endpoint *ep, const sp_checker_config *cfg, double now)
                (ep->host != NULL || ep->unix_path != NULL);
     if (!full || ep->progress != ep->stall_progress) {
         ep->stall_progress = ep->progress;
-        ep->stall_since = now;
+        ep->stall_since_mono = now;
         return 0;
     }
-    return now - ep->stall_since >= cfg->probe_timeout && now >= ep->stall_probe_after;
+    return now - ep->stall_since_mono >= cfg->probe_timeout && now >= ep->stall_probe_after_mono;
 }
 
 /* Starts a probe of a stalled endpoint, over the budget (see above); its
@@ -806,7 +802,7 @@ static int
 apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config *cfg,
             double now)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     char reason[160];
     pthread_mutex_lock(&ep->lock);
     int mine = ep->stall_probing;
@@ -814,20 +810,20 @@ apply_stall(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
     int silent = mine && no_reply(res, cfg) && ep->state == SP_STATE_READY &&
                  ep->progress == ep->stall_progress;
     if (mine && !silent) {
-        ep->stall_probe_after = now + cfg->interval;  /* long holders: look again later */
+        ep->stall_probe_after_mono = now + cfg->interval;  /* long holders: look again later */
     }
     if (silent) {
         snprintf(reason, sizeof(reason),
                  "server not answering: no connection came back for %.1fs with %d callers "
                  "waiting, and a probe had no reply in %.1fs (stopped or black-holed)",
-                 now - ep->stall_since, ep->waiters, cfg->probe_timeout);
+                 now - ep->stall_since_mono, ep->waiters, cfg->probe_timeout);
         ep->probes++;
         ep->probe_failures++;
         sp_endpoint_note_error_locked(ep, NULL, res->error);
         ep->silent = 1;
-        ep->backoff = cfg->backoff_min;
+        ep->backoff_s = cfg->backoff_min;
         change_state_locked(ep, SP_STATE_PAUSED, reason, &after);
-        ep->next_probe = now + jitter(ep->backoff);
+        ep->next_probe_mono = now + jitter(ep->backoff_s);
     }
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &after);
@@ -868,7 +864,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     double now = sp_now();
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
-    sp_after host = {0};
+    sp_deferred host = {0};
     sp_endpoint_host_tick(ep, &host);
     close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
@@ -893,7 +889,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
 
     pthread_mutex_lock(&ep->lock);
     /* One probe at a time per endpoint: the one in flight answers. */
-    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe);
+    int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe_mono);
     /* While ready, a probe takes a spare slot only, never the last free one
      * unless an idle connection can serve a caller meanwhile: nobody is
      * refused or kept waiting because of a probe. With nothing to spare,
@@ -915,8 +911,8 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     }
     /* Held back by the allowance: probe soon, to let it grow. */
     if (!due && !in_flight && ep->state == SP_STATE_READY && ep->allowance_blocked &&
-        !sp_allowance_near_line(&ep->allow) && ep->next_probe > now + cfg.recover_interval) {
-        ep->next_probe = now + jitter(cfg.recover_interval);
+        !sp_allowance_near_line(&ep->allow) && ep->next_probe_mono > now + cfg.recover_interval) {
+        ep->next_probe_mono = now + jitter(cfg.recover_interval);
     }
     /* With the line within reach of this process's budget, fleet-aware
      * admission needs a fresh view even with the budget full: once per
@@ -927,12 +923,12 @@ tick_endpoint(sp_endpoint *ep, void *arg)
                            sp_allowance_within_reach(&ep->allow, ep->max_connections,
                                                      ep->total - ep->probe_slots - ep->closing) &&
                            !ep->tls;
-    sp_after full = {0};
+    sp_deferred full = {0};
     if (due && !has_slot && !view_over_budget) {
         if (ep->state == SP_STATE_RECOVERING) {
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
-        ep->next_probe = now + cfg.interval;
+        ep->next_probe_mono = now + cfg.interval;
         due = 0;
     }
     if (due) {
@@ -943,14 +939,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         else if (!view_over_budget && ep->total < ep->max_connections &&
                  ep->state == SP_STATE_READY) {
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
-            ep->next_probe = now + cfg.interval;
+            ep->next_probe_mono = now + cfg.interval;
         }
         else {
             due = 2;          /* paused with old connections still out, or the view's
                                * probe at a full budget: probe anyway */
         }
     }
-    double ep_next = ep->next_probe;
+    double ep_next = ep->next_probe_mono;
     pthread_mutex_unlock(&ep->lock);
     close_buried(ep, &full);
 
@@ -958,7 +954,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         probe_start(ep, due == 1, view_over_budget, &cfg);  /* the slot goes back when it lands */
         in_flight = flight_of(ep) != NULL;
         pthread_mutex_lock(&ep->lock);
-        ep_next = ep->next_probe;
+        ep_next = ep->next_probe_mono;
         pthread_mutex_unlock(&ep->lock);
     }
     /* A probe in flight wakes the loop itself (its socket, its deadline). */

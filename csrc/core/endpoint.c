@@ -6,14 +6,16 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "conn_list.h"
 #include "endpoint.h"
 #include "inbox.h"
 #include "watch.h"
 
 /* Invariants, all under ep->lock:
- *   total == idle + in_use + connecting, and total <= max_connections except
- *   right after sp_endpoint_set_max() lowered the limit (then no new slot is
- *   handed out until total is under it again).
+ *   total == idle + in_use + connecting + closing (a probe's slot counts as
+ *   connecting), and total <= max_connections except right after
+ *   sp_endpoint_set_max() lowered the limit (then no new slot is handed out
+ *   until total is under it again).
  *   Every record is in `conns`; idle ones are also on the idle stack.
  *   A waiter is queued iff its result is SP_WAIT_PENDING.
  *   Waiters are served strictly in queue order (FIFO): a newcomer never takes
@@ -78,7 +80,7 @@ sp_endpoint_new(const char *key, const char *label, int max_connections)
     ep->port = -1;
     ep->max_connections = max_connections;
     ep->state = SP_STATE_READY;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->max_connecting = 2;
     ep->generation = 1;
     sp_server_view_init(&ep->server_view);
@@ -110,7 +112,7 @@ sp_endpoint_free(sp_endpoint *ep)
 }
 
 void
-sp_after_bury(sp_after *after, sp_conn *rec)
+sp_deferred_bury(sp_deferred *after, sp_conn *rec)
 {
     rec->state = SP_CONN_DEAD;
     rec->prev = NULL;
@@ -120,7 +122,7 @@ sp_after_bury(sp_after *after, sp_conn *rec)
 
 /* Whether `after` can take one more async waiter's pipe (or has it). */
 static int
-notify_room(const sp_after *after, int fd)
+notify_room(const sp_deferred *after, int fd)
 {
     if (after->n_notify < (int)(sizeof(after->notify_fds) / sizeof(int))) {
         return 1;
@@ -134,7 +136,7 @@ notify_room(const sp_after *after, int fd)
 }
 
 static void
-note_notify(sp_after *after, int fd)
+note_notify(sp_deferred *after, int fd)
 {
     for (int i = 0; i < after->n_notify; i++) {
         if (after->notify_fds[i] == fd) {
@@ -151,7 +153,7 @@ idle_push(sp_endpoint *ep, sp_conn *rec)
 {
     rec->state = SP_CONN_IDLE;
     rec->owner = NULL;
-    rec->idle_since = sp_now();
+    rec->idle_since_mono = sp_now();
     rec->idle_stamp = ++ep->idle_seq;
     rec->prev = NULL;
     rec->next = ep->idle_top;
@@ -252,18 +254,18 @@ sp_endpoint_take_probe_slot_locked(sp_endpoint *ep)
  * slot stays taken (ep->closing) until the socket is really closed, so the
  * server never sees more than max_connections from us. */
 static void
-forget_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+bury_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     sp_ptrmap_del(&ep->conns, rec->payload);
     ep->closing++;
     ep->closed++;
     rec->counted = 1;
     rec->ep = ep;
-    sp_after_bury(after, rec);
+    sp_deferred_bury(after, rec);
 }
 
 void
-sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
+sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after)
 {
     if (n <= 0) {
         return;
@@ -276,14 +278,14 @@ sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after)
 }
 
 void
-sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     idle_unlink(ep, rec);
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
 }
 
 void
-sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_bury_all_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->idle_top) {
         sp_endpoint_bury_idle_locked(ep, ep->idle_top, after);
@@ -292,18 +294,9 @@ sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after)
 
 /* Hands records the checker buried to the calling (Python) thread. */
 static void
-collect_graveyard_locked(sp_endpoint *ep, sp_after *after)
+collect_graveyard_locked(sp_endpoint *ep, sp_deferred *after)
 {
-    if (ep->graveyard == NULL) {
-        return;
-    }
-    sp_conn *tail = ep->graveyard;
-    while (tail->next) {
-        tail = tail->next;
-    }
-    tail->next = after->graveyard;
-    after->graveyard = ep->graveyard;
-    ep->graveyard = NULL;
+    sp_conn_list_move(&ep->graveyard, &after->graveyard);
 }
 
 /* ---- waiters ------------------------------------------------------------- */
@@ -362,14 +355,14 @@ queue_unlink(sp_endpoint *ep, sp_waiter *w)
 
 /* Settles a queued waiter and wakes it. */
 static void
-serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_after *after)
+serve(sp_endpoint *ep, sp_waiter *w, sp_wait_result result, sp_conn *conn, sp_deferred *after)
 {
     int was_head = ep->wait_head == w;
     queue_unlink(ep, w);
-    double waited = sp_now() - w->enqueued_at;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    double waited = sp_now() - w->enqueued_mono;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     if (w->has_cond) {
         pthread_mutex_lock(&w->mutex);
@@ -445,10 +438,10 @@ static void
 note_refusal_locked(sp_endpoint *ep)
 {
     ep->refused_by_state++;
-    if (ep->refused_state != ep->state || ep->refused_since != ep->state_since ||
+    if (ep->refused_state != ep->state || ep->refused_since_wall != ep->state_since_wall ||
         strcmp(ep->refused_reason, ep->state_reason) != 0) {
         ep->refused_state = ep->state;
-        ep->refused_since = ep->state_since;
+        ep->refused_since_wall = ep->state_since_wall;
         memcpy(ep->refused_reason, ep->state_reason, sizeof(ep->refused_reason));
     }
 }
@@ -525,7 +518,7 @@ relay_wake(sp_waiter *w)
  * each one done wakes the next in sp_endpoint_wait_done(). (Async waiters whose loop's pipe does
  * not fit in `after` stay for the next call.) */
 static void
-fail_queue_locked(sp_endpoint *ep, sp_after *after)
+fail_queue_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_waiter *w = ep->wait_tail;
     sp_waiter *relay_head = NULL, *relay_tail = NULL;
@@ -604,7 +597,7 @@ sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w)
 }
 
 void
-sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->wait_head) {
         sp_waiter *w = ep->wait_head;
@@ -618,12 +611,9 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
         }
         if (evictable_locked(ep)) {
             /* Full, and only other flavors idle: close the oldest of them. */
-            sp_conn *victim = ep->idle_top;
-            while (victim->next) {
-                victim = victim->next;
-            }
+            sp_conn *victim = sp_conn_list_last(ep->idle_top);
             idle_unlink(ep, victim);
-            forget_locked(ep, victim, after);
+            bury_locked(ep, victim, after);
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 1)) {
             serve(ep, w, SP_WAIT_SLOT, NULL, after);
@@ -638,27 +628,19 @@ sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after)
     host_settle_locked(ep);
 }
 
-/* Dispatch from a call that has no sp_after of its own: buried victims go
+/* Dispatch from a call that has no sp_deferred of its own: buried victims go
  * to ep->graveyard (still counted; the next acquire/release hands them to a
  * thread that disposes of them), async waiters to wake are kept in `local`
- * for sp_after_notify() once the lock is released. */
+ * for sp_deferred_notify() once the lock is released. */
 static void
-dispatch_deferred_locked(sp_endpoint *ep, sp_after *local)
+dispatch_deferred_locked(sp_endpoint *ep, sp_deferred *local)
 {
     sp_endpoint_dispatch_locked(ep, local);
-    if (local->graveyard != NULL) {
-        sp_conn *tail = local->graveyard;
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = local->graveyard;
-        local->graveyard = NULL;
-    }
+    sp_conn_list_move(&local->graveyard, &ep->graveyard);
 }
 
 void
-sp_after_notify(sp_after *after)
+sp_deferred_notify(sp_deferred *after)
 {
     for (int i = 0; i < after->n_notify; i++) {
         ssize_t rc = write(after->notify_fds[i], "x", 1);
@@ -694,7 +676,7 @@ sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor)
 }
 
 void
-sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->pools--;
@@ -703,7 +685,7 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
             if (--ep->flavors[i].pools == 0) {
                 ep->flavors[i] = ep->flavors[--ep->n_flavors];
                 pthread_mutex_unlock(&ep->lock);
-                sp_endpoint_drain_idle(ep, flavor, after);
+                sp_endpoint_bury_idle_of(ep, flavor, after);
                 return;
             }
             break;
@@ -715,21 +697,18 @@ sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 /* Lowered budget or allowance: idle connections over the cap go now
  * (oldest first), busy ones on release. */
 static void
-trim_idle_locked(sp_endpoint *ep, sp_after *after)
+trim_idle_locked(sp_endpoint *ep, sp_deferred *after)
 {
     while (ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) &&
            ep->idle > 0) {
-        sp_conn *victim = ep->idle_top;
-        while (victim->next) {
-            victim = victim->next;
-        }
+        sp_conn *victim = sp_conn_list_last(ep->idle_top);
         idle_unlink(ep, victim);
-        forget_locked(ep, victim, after);
+        bury_locked(ep, victim, after);
     }
 }
 
 void
-sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
+sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->max_connections = max_connections;
@@ -745,8 +724,9 @@ sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after)
 
 sp_acquire_status
 sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadline,
-                    sp_waiter *w, sp_conn **out, sp_after *after)
+                    sp_waiter *w, sp_conn **out, sp_deferred *after)
 {
+    sp_acquire_status got;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
@@ -755,38 +735,40 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
         if (rec) {
             *out = checkout_locked(ep, rec, pool);
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_CONN;
+            got = SP_ACQ_CONN;
+            goto out;
         }
         if (may_create_locked(ep) && take_slot_locked(ep, 0)) {
             host_settle_locked(ep);
-            pthread_mutex_unlock(&ep->lock);
-            return SP_ACQ_SLOT;
+            got = SP_ACQ_SLOT;
+            goto out;
         }
     }
     if (refused_by_state_locked(ep)) {
         note_refusal_locked(ep);
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_PAUSED;
+        got = SP_ACQ_PAUSED;
+        goto out;
     }
     /* Not waiting: unless room is a close away (then the caller's
-     * sp_finish_after() closes it and serves this waiter before it waits). */
+     * sp_py_finish_deferred() closes it and serves this waiter before it waits). */
     if (deadline == 0 && !(ep->wait_head == NULL && evictable_locked(ep))) {
         ep->timeouts++;
-        pthread_mutex_unlock(&ep->lock);
-        return SP_ACQ_TIMEOUT;
+        got = SP_ACQ_TIMEOUT;
+        goto out;
     }
     w->pool = pool;
     w->flavor = flavor;
     w->result = SP_WAIT_PENDING;
     w->conn = NULL;
-    w->enqueued_at = sp_now();
+    w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
     /* Only other flavors idle and the budget full: make room for this one. */
     sp_endpoint_dispatch_locked(ep, after);
+    got = SP_ACQ_QUEUED;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return SP_ACQ_QUEUED;
+    return got;
 }
 
 /* Makes a waiter's condition variable (under ep->lock: serve() reads
@@ -881,7 +863,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
         }
-        sp_after local = {0};
+        sp_deferred local = {0};
         pthread_mutex_lock(&ep->lock);
         if (!w->has_cond) {
             make_cond_locked(w);
@@ -891,7 +873,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
-        sp_after_notify(&local);
+        sp_deferred_notify(&local);
         r = __atomic_load_n(&w->result, __ATOMIC_SEQ_CST);
         if (r != SP_WAIT_PENDING) {
             return host_served(w, r);
@@ -926,7 +908,7 @@ static sp_wait_result
 leave_timed_out(sp_endpoint *ep, sp_waiter *w)
 {
     sp_wait_result result;
-    sp_after local = {0};
+    sp_deferred local = {0};
     pthread_mutex_lock(&ep->lock);
     result = w->result;  /* served between the timeout and here? */
     if (result == SP_WAIT_PENDING) {
@@ -934,21 +916,21 @@ leave_timed_out(sp_endpoint *ep, sp_waiter *w)
         /* The next waiter may be servable now (idle of its flavor). */
         dispatch_deferred_locked(ep, &local);
         ep->timeouts++;
-        double waited = sp_now() - w->enqueued_at;
-        ep->wait_time_total += waited;
-        if (waited > ep->wait_time_max) {
-            ep->wait_time_max = waited;
+        double waited = sp_now() - w->enqueued_mono;
+        ep->wait_total_s += waited;
+        if (waited > ep->wait_max_s) {
+            ep->wait_max_s = waited;
         }
         w->result = result = SP_WAIT_TIMEOUT;
     }
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     return result;
 }
 
 /* Puts a connection back where the next waiter or the idle stack gets it. */
 static void
-give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     ep->in_use--;
     idle_push(ep, rec);
@@ -956,7 +938,7 @@ give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after)
 }
 
 void
-sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after)
+sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     switch (w->result) {
@@ -994,7 +976,7 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
     rec->fd = fd;
     rec->flavor = flavor;
     rec->state = SP_CONN_INUSE;
-    rec->created_at = sp_now();
+    rec->created_mono = sp_now();
     rec->lease = 1;
     pthread_mutex_lock(&ep->lock);
     if (sp_ptrmap_put(&ep->conns, payload, rec) < 0) {
@@ -1006,23 +988,23 @@ sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32
         /* Jitter lifetimes by up to 10% so connections made together do not
          * all expire together. */
         double jitter = (double)(((uintptr_t)rec >> 4) % 1000) / 10000.0;
-        rec->expires_at = rec->created_at + ep->max_lifetime * (1.0 - jitter);
+        rec->expires_mono = rec->created_mono + ep->max_lifetime * (1.0 - jitter);
     }
     ep->connecting--;
     ep->in_use++;
     ep->created++;
     ep->progress++;
     /* Recovering: one connect fewer in flight lets the next waiter in. */
-    sp_after local = {0};
+    sp_deferred local = {0};
     dispatch_deferred_locked(ep, &local);
     pthread_mutex_unlock(&ep->lock);
-    sp_after_notify(&local);
+    sp_deferred_notify(&local);
     sp_watch_add(fd, ep->serial);
     return 0;
 }
 
 void
-sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
+sp_endpoint_cancel_slot(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1033,7 +1015,7 @@ sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
+sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     give_slots_locked(ep, 1);
@@ -1045,12 +1027,12 @@ sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after)
 }
 
 void
-sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after)
+sp_endpoint_bury(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     ep->in_use--;
     ep->progress++;
-    forget_locked(ep, rec, after);
+    bury_locked(ep, rec, after);
     sp_endpoint_dispatch_locked(ep, after);
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1077,14 +1059,102 @@ sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool)
     return rec;
 }
 
+int
+sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (size_t i = 0; i < ep->conns.cap && rc == 0; i++) {
+        if (ep->conns.keys[i] != NULL) {
+            rc = visit(ep->conns.values[i], ctx);
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
+    int rc = rec != NULL ? visit(rec, ctx) : 0;
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+int
+sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor)
+{
+    int pools = 0;
+    pthread_mutex_lock(&ep->lock);
+    for (int i = 0; i < ep->n_flavors; i++) {
+        if (ep->flavors[i].flavor == flavor) {
+            pools = ep->flavors[i].pools;
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return pools;
+}
+
+int
+sp_endpoint_is_paused(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    int paused = ep->state == SP_STATE_PAUSED;
+    pthread_mutex_unlock(&ep->lock);
+    return paused;
+}
+
+void
+sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->probe_flavor = flavor;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+void
+sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s)
+{
+    pthread_mutex_lock(&ep->lock);
+    ep->max_idle_time = max_idle_s;
+    ep->max_lifetime = max_lifetime_s;
+    pthread_mutex_unlock(&ep->lock);
+}
+
+const char *
+sp_endpoint_key(const sp_endpoint *ep)
+{
+    return ep->key;
+}
+
+const char *
+sp_endpoint_label(const sp_endpoint *ep)
+{
+    return ep->label;
+}
+
+int
+sp_endpoint_is_tls(const sp_endpoint *ep)
+{
+    return ep->tls;
+}
+
+int
+sp_endpoint_on_host_budget(sp_endpoint *ep)
+{
+    return __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE) != NULL;
+}
+
 void
 sp_endpoint_count_timeout(sp_endpoint *ep, double waited)
 {
     pthread_mutex_lock(&ep->lock);
     ep->timeouts++;
-    ep->wait_time_total += waited;
-    if (waited > ep->wait_time_max) {
-        ep->wait_time_max = waited;
+    ep->wait_total_s += waited;
+    if (waited > ep->wait_max_s) {
+        ep->wait_max_s = waited;
     }
     pthread_mutex_unlock(&ep->lock);
 }
@@ -1109,22 +1179,23 @@ flavor_used_locked(const sp_endpoint *ep, uint32_t flavor)
 
 sp_release_status
 sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep,
-                    sp_after *after)
+                    sp_deferred *after)
 {
+    sp_release_status refused;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
     sp_conn *rec = sp_ptrmap_get(&ep->conns, payload);
     if (rec == NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_UNKNOWN;
+        refused = SP_REL_UNKNOWN;
+        goto refuse;
     }
     if (rec->state == SP_CONN_IDLE) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_DOUBLE;
+        refused = SP_REL_DOUBLE;
+        goto refuse;
     }
     if (rec->owner != pool) {
-        pthread_mutex_unlock(&ep->lock);
-        return SP_REL_FOREIGN;
+        refused = SP_REL_FOREIGN;
+        goto refuse;
     }
     ep->progress++;
     /* A new socket (redis-py reconnected during a command) joins the watch. */
@@ -1135,9 +1206,9 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
     if (!keep || rec->generation != ep->generation || !flavor_used_locked(ep, rec->flavor) ||
         ep->total - ep->closing - ep->probe_slots > sp_endpoint_cap_locked(ep) ||
         host_yield_locked(ep) ||
-        (rec->expires_at > 0 && sp_now() >= rec->expires_at)) {
+        (rec->expires_mono > 0 && sp_now() >= rec->expires_mono)) {
         ep->in_use--;
-        forget_locked(ep, rec, after);
+        bury_locked(ep, rec, after);
         sp_endpoint_dispatch_locked(ep, after);
     }
     else {
@@ -1148,12 +1219,15 @@ sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd, int keep
         sp_watch_add(fd, ep->serial);
     }
     return SP_REL_OK;
+refuse:
+    pthread_mutex_unlock(&ep->lock);
+    return refused;
 }
 
 /* ---- bulk operations ------------------------------------------------------ */
 
 void
-sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
+sp_endpoint_bury_idle_of(sp_endpoint *ep, uint32_t flavor, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_conn *rec = ep->idle_top;
@@ -1161,7 +1235,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
         sp_conn *next = rec->next;
         if (flavor == 0 || rec->flavor == flavor) {
             idle_unlink(ep, rec);
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
         }
         rec = next;
     }
@@ -1170,7 +1244,7 @@ sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after)
 }
 
 void
-sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     sp_waiter *w = ep->wait_head;
@@ -1186,14 +1260,14 @@ sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after)
 }
 
 void
-sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after)
+sp_endpoint_bury_pool_records(sp_endpoint *ep, void *pool, sp_deferred *after)
 {
     pthread_mutex_lock(&ep->lock);
     for (size_t i = 0; i < ep->conns.cap; i++) {
         sp_conn *rec = ep->conns.keys[i] ? ep->conns.values[i] : NULL;
         if (rec && rec->state == SP_CONN_INUSE && rec->owner == pool) {
             ep->in_use--;
-            forget_locked(ep, rec, after);
+            bury_locked(ep, rec, after);
             i--;  /* backward-shift deletion may have moved a key into slot i */
         }
     }
@@ -1263,7 +1337,7 @@ held_locked(const sp_endpoint *ep)
 
 int
 sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                               double u, sp_after *after)
+                               double u, sp_deferred *after)
 {
     ep->server_view = *v;
     ep->server_view_error[0] = '\0';
@@ -1285,14 +1359,14 @@ sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why)
 }
 
 void
-sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after)
+sp_endpoint_rejected_locked(sp_endpoint *ep, sp_deferred *after)
 {
     sp_allowance_on_rejection(&ep->allow, held_locked(ep));
     trim_idle_locked(ep, after);
 }
 
 void
-sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_after *after)
+sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp_deferred *after)
 {
     if (reason) {
         snprintf(ep->state_reason, sizeof(ep->state_reason), "%s", reason);
@@ -1302,13 +1376,13 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
         return;
     }
     ep->state = s;
-    ep->state_since = sp_wall();
+    ep->state_since_wall = sp_wall();
     ep->transitions++;
     if (s == SP_STATE_PAUSED) {
         /* Nothing from before an outage is ever handed out again: idle
          * connections go now, busy ones when they come back. */
         ep->generation++;
-        sp_endpoint_drain_idle_locked(ep, after);
+        sp_endpoint_bury_all_idle_locked(ep, after);
     }
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
@@ -1329,7 +1403,7 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->waiters = ep->waiters;
     out->pools = ep->pools;
     out->state = ep->state;
-    out->state_since = ep->state_since;
+    out->state_since_wall = ep->state_since_wall;
     memcpy(out->state_reason, ep->state_reason, sizeof(out->state_reason));
     memcpy(out->last_error, ep->last_error, sizeof(out->last_error));
     memcpy(out->run_id, ep->run_id, sizeof(out->run_id));
@@ -1344,12 +1418,12 @@ sp_endpoint_stats(sp_endpoint *ep, sp_stats *out)
     out->dead_idle_closed = ep->dead_idle_closed;
     out->peer_hangups = ep->peer_hangups;
     out->refused_state = ep->refused_state;
-    out->refused_since = ep->refused_since;
+    out->refused_since_wall = ep->refused_since_wall;
     memcpy(out->refused_reason, ep->refused_reason, sizeof(out->refused_reason));
     out->transitions = ep->transitions;
     out->connect_failures = ep->connect_failures;
-    out->wait_time_total = ep->wait_time_total;
-    out->wait_time_max = ep->wait_time_max;
+    out->wait_total_s = ep->wait_total_s;
+    out->wait_max_s = ep->wait_max_s;
     out->max_idle_time = ep->max_idle_time;
     out->max_lifetime = ep->max_lifetime;
     struct sp_host *h = ep->host_budget;
@@ -1379,23 +1453,16 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
      * the parent's: move them all to the graveyard, which the child
      * disposes of without touching the parent's sockets. */
     init_lock(&ep->lock);
-    sp_after after = {0};
+    sp_deferred after = {0};
     for (size_t i = 0; i < ep->conns.cap; i++) {
         if (ep->conns.keys[i]) {
             sp_conn *rec = ep->conns.values[i];
             rec->quiet = rec->state == SP_CONN_INUSE;
             rec->counted = 0;
-            sp_after_bury(&after, rec);
+            sp_deferred_bury(&after, rec);
         }
     }
-    sp_conn *tail = after.graveyard;
-    if (tail) {
-        while (tail->next) {
-            tail = tail->next;
-        }
-        tail->next = ep->graveyard;
-        ep->graveyard = after.graveyard;
-    }
+    sp_conn_list_move(&after.graveyard, &ep->graveyard);
     sp_ptrmap_clear(&ep->conns);
     ep->idle_top = NULL;
     ep->wait_head = ep->wait_tail = NULL;
@@ -1415,25 +1482,26 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
 int
 sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h)
 {
+    int rc = -1;
     pthread_mutex_lock(&ep->lock);
     if (ep->total != 0 || ep->wait_head != NULL || ep->graveyard != NULL) {
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     if (ep->host_budget != NULL || h == NULL) {
         /* Once on a host budget, an endpoint stays there until it is freed:
          * the checker and stats() read the handle without the lock. */
-        pthread_mutex_unlock(&ep->lock);
-        return -1;
+        goto out;
     }
     ep->max_connections = sp_host_max(h);
     __atomic_store_n(&ep->host_budget, h, __ATOMIC_RELEASE);
+    rc = 0;
+out:
     pthread_mutex_unlock(&ep->lock);
-    return 0;
+    return rc;
 }
 
 void
-sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
+sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
     if (h == NULL) {
@@ -1445,7 +1513,7 @@ sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after)
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
-            sp_endpoint_drain_idle_locked(ep, after);
+            sp_endpoint_bury_all_idle_locked(ep, after);
         }
     }
     pthread_mutex_unlock(&ep->lock);

@@ -54,9 +54,9 @@ typedef struct sp_conn {
     uint32_t flavor;
     uint64_t generation;      /* endpoint generation it was created in */
     uint64_t lease;           /* bumped at every checkout (checker's ABA guard) */
-    double created_at;        /* sp_now() */
-    double expires_at;        /* jittered max_lifetime deadline, 0 = never */
-    double idle_since;        /* sp_now() when last put on the idle stack */
+    double created_mono;      /* sp_now() */
+    double expires_mono;      /* jittered max_lifetime deadline, 0 = never */
+    double idle_since_mono;   /* sp_now() when last put on the idle stack */
     uint64_t idle_stamp;      /* unique per idle period (checker's ABA guard) */
     struct sp_conn *prev;     /* idle stack or graveyard links */
     struct sp_conn *next;
@@ -80,7 +80,7 @@ typedef struct sp_waiter {
     uint32_t flavor;
     sp_wait_result result;
     sp_conn *conn;
-    double enqueued_at;
+    double enqueued_mono;
     int notify_fd;            /* async waiters: written to when served; -1 for threads */
     uint64_t ticket;          /* async waiters: the caller's handle */
     /* Async waiters with an inbox (inbox.h) are appended to it when served
@@ -120,15 +120,15 @@ typedef struct {
     sp_conn *graveyard;       /* records to dispose: drop payload, free record */
     int notify_fds[8];        /* async waiters to wake (write one byte) */
     int n_notify;
-} sp_after;
+} sp_deferred;
 
 typedef struct sp_flavor_use {
     uint32_t flavor;
     int pools;
-    double auth_retry_at;     /* sp_now(): its credentials were rejected;
+    double auth_retry_mono;   /* sp_now(): its credentials were rejected;
                                * fail fast until then (0: not rejected), see
                                * auth_gate.h */
-    double auth_backoff;      /* seconds between trial connects */
+    double auth_backoff_s;    /* seconds between trial connects */
     uint64_t auth_failures;
 } sp_flavor_use;
 
@@ -159,7 +159,9 @@ typedef struct sp_endpoint {
     int connecting;           /* slots handed out, connection not made yet */
     int closing;              /* dropped, socket not closed yet: still counted */
     sp_conn *idle_top;        /* newest first (LIFO: warmest connection) */
-    sp_conn *graveyard;       /* dead records awaiting disposal by a Python thread */
+    sp_conn *graveyard;       /* buried records: out of the books, their connections
+                               * to be closed by a Python thread. Burying is the one
+                               * way a record leaves (the *bury* functions). */
     sp_ptrmap conns;          /* payload -> record, idle and in use */
     sp_waiter *wait_head;     /* oldest waiter */
     sp_waiter *wait_tail;
@@ -170,7 +172,7 @@ typedef struct sp_endpoint {
 
     /* Health (written by the checker and by failure reports). */
     sp_state state;
-    double state_since;       /* wall clock */
+    double state_since_wall;  /* wall clock */
     char state_reason[160];   /* written by set_state_locked: password masked */
     char last_error[200];     /* written by note_error_locked only: password masked */
     char run_id[41];
@@ -181,7 +183,7 @@ typedef struct sp_endpoint {
      * overloaded with nothing to use): the caller's error names this, not
      * whatever state a probe moved to before the caller got the GIL back. */
     sp_state refused_state;
-    double refused_since;     /* wall clock: state_since of refused_state */
+    double refused_since_wall;    /* wall clock: state_since of refused_state */
     char refused_reason[160];
     uint64_t progress;        /* checkouts that ended and slots that settled (release,
                                * discard, connect made, failed or given up) */
@@ -189,12 +191,12 @@ typedef struct sp_endpoint {
      * last saw it, since when it has not moved with every slot out and
      * callers queued, and when it may probe a stalled endpoint again. */
     uint64_t stall_progress;
-    double stall_since;       /* sp_now() */
-    double stall_probe_after; /* sp_now() */
+    double stall_since_mono;  /* sp_now() */
+    double stall_probe_after_mono; /* sp_now() */
     int stall_probing;        /* the probe in flight is a stall probe */
     int silent;               /* paused because the server answers nobody:
                                * a probe without a reply keeps it paused */
-    double next_probe;        /* sp_now() of the next scheduled probe */
+    double next_probe_mono;   /* sp_now() of the next scheduled probe */
     int auth_rejections;      /* flavors whose credentials are rejected now
                                * (auth_gate.h); written under `lock`, read
                                * without it (atomic) so that the common case
@@ -205,7 +207,7 @@ typedef struct sp_endpoint {
     int probe_knock;          /* paused, and nothing listened at the last
                                * probe: the next one is a bare connect on a
                                * short cadence (checker.c, probe scheduling) */
-    double backoff;           /* current probe backoff while down/overloaded */
+    double backoff_s;         /* current probe backoff while down/overloaded */
     uint64_t idle_seq;        /* source of idle_stamp */
     /* Fleet-aware admission (allowance.h): the server's own view of its
      * clients from the checker's last probe, and the share of it this
@@ -236,8 +238,8 @@ typedef struct sp_endpoint {
     uint64_t created;
     uint64_t closed;
     uint64_t waits;
-    double wait_time_total;
-    double wait_time_max;
+    double wait_total_s;
+    double wait_max_s;
     uint64_t timeouts;
     uint64_t probes;
     uint64_t probe_failures;
@@ -267,15 +269,15 @@ typedef enum {
 typedef struct {
     int max_connections, total, in_use, idle, connecting, closing, waiters, pools;
     sp_state state;
-    double state_since;
+    double state_since_wall;
     char state_reason[160];
     char last_error[200];
     char run_id[41];
     uint64_t generation, created, closed, waits, timeouts, probes, probe_failures;
     uint64_t refused_by_state, dead_idle_closed, peer_hangups, transitions, connect_failures;
-    double wait_time_total, wait_time_max, max_idle_time, max_lifetime;
+    double wait_total_s, wait_max_s, max_idle_time, max_lifetime;
     sp_state refused_state;
-    double refused_since;
+    double refused_since_wall;
     char refused_reason[160];
     int host_scope;           /* 1: the numbers below are the host's */
     sp_host_stats host;
@@ -302,7 +304,7 @@ int sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h);
  * takes back dead holders' slots, serves waiters from slots other
  * processes gave back, and closes idle connections while another process
  * is in line for a slot. */
-void sp_endpoint_host_tick(sp_endpoint *ep, sp_after *after);
+void sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after);
 /* A slot for the checker's probe (caller holds the lock): the local budget
  * has room and, in host scope, a host slot is free with nobody in line.
  * Returns 1 when taken (total, connecting and probe_slots count it). */
@@ -311,14 +313,14 @@ int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
 /* Binding of pools and flavors. */
 void sp_endpoint_pool_added(sp_endpoint *ep, uint32_t flavor);
 /* Moves idle connections of a flavor no pool uses any more to the graveyard. */
-void sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_after *after);
-void sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_after *after);
+void sp_endpoint_pool_removed(sp_endpoint *ep, uint32_t flavor, sp_deferred *after);
+void sp_endpoint_set_max(sp_endpoint *ep, int max_connections, sp_deferred *after);
 
 /* Checkout. `deadline` < 0 waits forever, == 0 never waits. On
  * SP_ACQ_QUEUED `w` (owned by the caller, on its stack) is in the queue. */
 sp_acquire_status sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor,
                                       double deadline, sp_waiter *w, sp_conn **out,
-                                      sp_after *after);
+                                      sp_deferred *after);
 /* Blocks (call without the GIL) until `w` is served, `deadline` passes or
  * `slice` seconds elapse; returns w->result (SP_WAIT_PENDING after a slice
  * with the waiter still queued). On TIMEOUT the waiter has left the queue.
@@ -331,17 +333,18 @@ sp_wait_result sp_endpoint_wait(sp_endpoint *ep, sp_waiter *w, double deadline, 
 void sp_endpoint_wait_done(sp_endpoint *ep, sp_waiter *w);
 /* Leaves the queue (Ctrl+C, cancellation). Whatever `w` was handed in the
  * meantime is given back, so nothing is lost. */
-void sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_after *after);
+void sp_endpoint_cancel(sp_endpoint *ep, sp_waiter *w, sp_deferred *after);
 
 /* A slot became a connection: `rec` (allocated by the caller) goes in use. */
 int sp_endpoint_add(sp_endpoint *ep, sp_conn *rec, void *payload, void *pool, uint32_t flavor,
                     int fd);
 /* A slot is given back unused (no connect was tried). */
-void sp_endpoint_cancel_slot(sp_endpoint *ep, sp_after *after);
+void sp_endpoint_cancel_slot(sp_endpoint *ep, sp_deferred *after);
 /* A slot could not become a connection (connect failed). */
-void sp_endpoint_slot_failed(sp_endpoint *ep, sp_after *after);
-/* A checked-out connection could not be made ready: drop it, free its slot. */
-void sp_endpoint_discard(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+void sp_endpoint_slot_failed(sp_endpoint *ep, sp_deferred *after);
+/* A checked-out connection could not be made ready: bury it (its slot is
+ * free once its connection is closed). */
+void sp_endpoint_bury(sp_endpoint *ep, sp_conn *rec, sp_deferred *after);
 /* For a health check: the oldest idle connection of `flavor`, now in use
  * by `pool`, or NULL (none idle, someone waiting, or not ready). Give it
  * back with sp_endpoint_release(). */
@@ -351,19 +354,46 @@ void sp_endpoint_set_fd(sp_endpoint *ep, sp_conn *rec, int fd);
 
 /* The in-use record of `payload` checked out by `pool`, or NULL. */
 sp_conn *sp_endpoint_find_inuse(sp_endpoint *ep, void *payload, void *pool);
+
+/* ---- what the binding reads and sets, without reaching into the books ---- */
+
+/* A visit of one record, under the endpoint's lock (a leaf lock: no Python,
+ * no I/O, no other lock). Nonzero stops the walk. */
+typedef int (*sp_conn_visit)(sp_conn *rec, void *ctx);
+/* Visits every record of the endpoint (in use, idle, connecting) under its
+ * lock until a visit returns nonzero; returns that value, or 0. */
+int sp_endpoint_walk(sp_endpoint *ep, sp_conn_visit visit, void *ctx);
+/* Visits the record of `payload`, if there is one, under the lock: the
+ * visit's value, or 0 when there is none. */
+int sp_endpoint_visit(sp_endpoint *ep, void *payload, sp_conn_visit visit, void *ctx);
+/* Pools counted under `flavor` now. */
+int sp_endpoint_flavor_pools(sp_endpoint *ep, uint32_t flavor);
+/* Whether the endpoint is paused (down or loading: callers fail fast). */
+int sp_endpoint_is_paused(sp_endpoint *ep);
+/* The flavor whose credentials the checker's probes use. */
+void sp_endpoint_set_probe_flavor(sp_endpoint *ep, uint32_t flavor);
+/* max_idle_time and max_lifetime in seconds (0: off). */
+void sp_endpoint_set_idle_limits(sp_endpoint *ep, double max_idle_s, double max_lifetime_s);
+/* Set at creation and never changed, so read without the lock: the key,
+ * the label shown to people (no secrets), whether it is TLS, and whether a
+ * host budget backs it (an atomic read). */
+const char *sp_endpoint_key(const sp_endpoint *ep);
+const char *sp_endpoint_label(const sp_endpoint *ep);
+int sp_endpoint_is_tls(const sp_endpoint *ep);
+int sp_endpoint_on_host_budget(sp_endpoint *ep);
 /* Counts a wait that the caller gave up on after `waited` seconds. */
 void sp_endpoint_count_timeout(sp_endpoint *ep, double waited);
 
 /* Release. `keep` = 0 closes the connection instead of pooling it. */
 sp_release_status sp_endpoint_release(sp_endpoint *ep, void *pool, void *payload, int fd,
-                                      int keep, sp_after *after);
+                                      int keep, sp_deferred *after);
 
-/* Drops idle connections of `flavor` (all flavors if flavor == 0). */
-void sp_endpoint_drain_idle(sp_endpoint *ep, uint32_t flavor, sp_after *after);
+/* Buries the idle records of `flavor` (all flavors if flavor == 0). */
+void sp_endpoint_bury_idle_of(sp_endpoint *ep, uint32_t flavor, sp_deferred *after);
 /* Fails every waiter of `pool` with SP_WAIT_CLOSED. */
-void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_after *after);
-/* Forgets every in-use record of `pool` (the pool is going away). */
-void sp_endpoint_abandon_pool(sp_endpoint *ep, void *pool, sp_after *after);
+void sp_endpoint_fail_pool_waiters(sp_endpoint *ep, void *pool, sp_deferred *after);
+/* Buries every in-use record of `pool` (the pool is going away). */
+void sp_endpoint_bury_pool_records(sp_endpoint *ep, void *pool, sp_deferred *after);
 
 /* Masks every copy of `secret` in the NUL-terminated `text` (a buffer of
  * `size` bytes, at most 512 used), and a copy cut short at its end. */
@@ -376,35 +406,35 @@ void sp_endpoint_note_error_locked(sp_endpoint *ep, const char *prefix, const ch
 
 /* Health. Called by the checker (and by failure reports). */
 void sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason,
-                                  sp_after *after);
-void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_after *after);
+                                  sp_deferred *after);
+void sp_endpoint_dispatch_locked(sp_endpoint *ep, sp_deferred *after);
 
 /* Takes a fresh view of the server (the checker's probe) and updates the
  * allowance; idle connections over the new cap are closed now, busy ones
  * when they come back. Returns 1 when the headroom is below the reserve.
  * Caller holds the lock. */
 int sp_endpoint_server_view_locked(sp_endpoint *ep, const sp_server_view *v, long long reserve,
-                                   double u, sp_after *after);
+                                   double u, sp_deferred *after);
 /* The view could not be read (`why`: "" when it was): no allowance. */
 void sp_endpoint_server_view_unavailable_locked(sp_endpoint *ep, const char *why);
 /* A connection of ours was rejected (max clients): halve the allowance. */
-void sp_endpoint_rejected_locked(sp_endpoint *ep, sp_after *after);
+void sp_endpoint_rejected_locked(sp_endpoint *ep, sp_deferred *after);
 /* The cap on total connections in force (budget and allowance). */
 int sp_endpoint_cap_locked(const sp_endpoint *ep);
 
 /* Moves an idle record to `after` (caller holds the lock). */
-void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_after *after);
+void sp_endpoint_bury_idle_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after);
 /* Moves every idle record to `after` (caller holds the lock). */
-void sp_endpoint_drain_idle_locked(sp_endpoint *ep, sp_after *after);
+void sp_endpoint_bury_all_idle_locked(sp_endpoint *ep, sp_deferred *after);
 
 /* `n` records of the graveyard were closed: their slots are free now. */
-void sp_endpoint_closed(sp_endpoint *ep, int n, sp_after *after);
+void sp_endpoint_closed(sp_endpoint *ep, int n, sp_deferred *after);
 
 /* Wakes the async waiters `after` names (one byte each to their pipes).
  * Call with no lock held. */
-void sp_after_notify(sp_after *after);
+void sp_deferred_notify(sp_deferred *after);
 
-/* Appends a record to `after` (caller holds the lock). */
-void sp_after_bury(sp_after *after, sp_conn *rec);
+/* Appends a record to `after`'s graveyard (caller holds the lock). */
+void sp_deferred_bury(sp_deferred *after, sp_conn *rec);
 
 #endif

@@ -73,6 +73,24 @@ sp_inbox_pop(sp_inbox *ib)
     return w;
 }
 
+void
+sp_inbox_unpop(sp_inbox *ib, sp_waiter *w)
+{
+    pthread_mutex_lock(&ib->lock);
+    w->served_prev = NULL;
+    w->served_next = ib->head;
+    if (ib->head) {
+        ib->head->served_prev = w;
+    }
+    else {
+        ib->tail = w;
+    }
+    ib->head = w;
+    w->in_inbox = 1;
+    ib->signaled = 0;
+    pthread_mutex_unlock(&ib->lock);
+}
+
 int
 sp_inbox_remove(sp_inbox *ib, sp_waiter *w)
 {

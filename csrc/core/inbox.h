@@ -32,6 +32,9 @@ int sp_inbox_push(sp_inbox *ib, struct sp_waiter *w);
 /* Takes the oldest served waiter out, or returns NULL and re-arms the
  * wake-up once the inbox is empty. */
 struct sp_waiter *sp_inbox_pop(sp_inbox *ib);
+/* Puts a waiter sp_inbox_pop() took back in front, to be taken first again
+ * (its collector failed to hand it on); the wake-up is left re-armed. */
+void sp_inbox_unpop(sp_inbox *ib, struct sp_waiter *w);
 /* Takes `w` out if it is listed; returns 1 if it was. */
 int sp_inbox_remove(sp_inbox *ib, struct sp_waiter *w);
 

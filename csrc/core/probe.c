@@ -3,10 +3,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,56 +16,31 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "net.h"
+#include "resp.h"
+
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0      /* platforms with SO_NOSIGPIPE instead */
 #endif
 
-#define SP_RESP_MAX_DEPTH 8
-#define SP_RESP_MAX_BULK (512LL * 1024 * 1024)
 #define SP_PROBE_DEFAULT_TIMEOUT 1.0
 #define SP_PROBE_MAX_TIMEOUT 3600.0
 
 /* ------------------------------------------------------------------ */
-/* time, errors                                                        */
-
-static double
-now_mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+/* deadlines, results                                                   */
 
 /* Milliseconds until deadline, rounded up so poll() never spins; 0 if
    the deadline has passed. */
 static int
 ms_left(double deadline)
 {
-    double left = deadline - now_mono();
+    double left = deadline - sp_now();
 
     if (left <= 0) {
         return 0;
     }
     return (int)(left * 1000.0) + 1;
-}
-
-static void
-copy_text(char *dst, size_t dstsize, const char *src, size_t n)
-{
-    size_t i;
-
-    if (dst == NULL || dstsize == 0) {
-        return;
-    }
-    if (n > dstsize - 1) {
-        n = dstsize - 1;
-    }
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    dst[n] = '\0';
 }
 
 static void
@@ -79,132 +52,6 @@ set_status(sp_probe_result *out, sp_probe_status s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(out->error, sizeof(out->error), fmt, ap);
     va_end(ap);
-}
-
-static const char *
-errno_text(int e, char *buf, size_t size)
-{
-#if defined(__GLIBC__) && defined(_GNU_SOURCE)
-    return strerror_r(e, buf, size);
-#else
-    if (strerror_r(e, buf, size) != 0) {
-        snprintf(buf, size, "errno %d", e);
-    }
-    return buf;
-#endif
-}
-
-/* ------------------------------------------------------------------ */
-/* RESP parsing                                                        */
-
-/* Parse a decimal integer filling exactly s[0..n). */
-static int
-parse_ll(const char *s, size_t n, long long *out)
-{
-    size_t i = 0;
-    int neg = 0;
-    long long v = 0;
-
-    if (n > 0 && s[0] == '-') {
-        neg = 1;
-        i = 1;
-    }
-    if (i == n || n - i > 18) {
-        return 0;
-    }
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return 0;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = neg ? -v : v;
-    return 1;
-}
-
-/* End offset (exclusive) of the reply starting at pos, 0 if incomplete,
-   -1 if malformed.  Every aggregate element consumes at least 3 bytes, so
-   the loops are bounded by n. */
-static long
-reply_end(const char *buf, size_t n, size_t pos, int depth)
-{
-    const char *nl;
-    size_t eol, clen, start, end, i;
-    long long len;
-
-    if (pos >= n) {
-        return 0;
-    }
-    nl = memchr(buf + pos, '\n', n - pos);
-    if (nl == NULL) {
-        return 0;
-    }
-    eol = (size_t)(nl - buf);                  /* index of '\n' */
-    if (eol < pos + 2 || buf[eol - 1] != '\r') {
-        return -1;
-    }
-    clen = eol - 1 - (pos + 1);                /* line after the type byte */
-    switch (buf[pos]) {
-    case '+': case '-': case '_': case ',': case '#': case '(':
-        return (long)(eol + 1);
-    case ':':
-        if (!parse_ll(buf + pos + 1, clen, &len)) {
-            return -1;
-        }
-        return (long)(eol + 1);
-    case '$': case '!': case '=':
-        if (!parse_ll(buf + pos + 1, clen, &len)) {
-            return -1;
-        }
-        if (len == -1 && buf[pos] == '$') {
-            return (long)(eol + 1);
-        }
-        if (len < 0 || len > SP_RESP_MAX_BULK) {
-            return -1;
-        }
-        start = eol + 1;
-        end = start + (size_t)len;              /* index of the CR */
-        if (n < end + 2) {
-            return 0;
-        }
-        if (buf[end] != '\r' || buf[end + 1] != '\n') {
-            return -1;
-        }
-        return (long)(end + 2);
-    case '*': case '~': case '>': case '%':
-        if (!parse_ll(buf + pos + 1, clen, &len)) {
-            return -1;
-        }
-        if (len == -1 && buf[pos] == '*') {
-            return (long)(eol + 1);
-        }
-        if (len < 0 || depth >= SP_RESP_MAX_DEPTH) {
-            return -1;
-        }
-        if (buf[pos] == '%') {
-            len *= 2;
-        }
-        start = eol + 1;
-        for (i = 0; i < (size_t)len; i++) {
-            long e = reply_end(buf, n, start, depth + 1);
-            if (e <= 0) {
-                return e;
-            }
-            start = (size_t)e;
-        }
-        return (long)start;
-    default:
-        return -1;
-    }
-}
-
-long
-sp_resp_reply_len(const char *buf, size_t n)
-{
-    if (buf == NULL) {
-        return 0;
-    }
-    return reply_end(buf, n, 0, 0);
 }
 
 /* Does the error line text[0..n) (without '-') start with the error code
@@ -264,7 +111,7 @@ sp_probe_classify_reply(const char *buf, size_t n, char *err, size_t errsize)
         }
         break;
     case '-':
-        copy_text(err, errsize, buf, ll + 1);
+        sp_copy_printable(err, errsize, buf, ll + 1);
         if (error_code_is(line, ll, "LOADING")) {
             return SP_PROBE_LOADING;
         }
@@ -288,42 +135,11 @@ sp_probe_classify_reply(const char *buf, size_t n, char *err, size_t errsize)
     if (err != NULL && errsize > 0) {
         int w = snprintf(err, errsize, "unexpected reply: ");
         if (w > 0 && (size_t)w < errsize) {
-            copy_text(err + w, errsize - (size_t)w, buf,
+            sp_copy_printable(err + w, errsize - (size_t)w, buf,
                       (size_t)len > 40 ? 40 : (size_t)len);
         }
     }
     return SP_PROBE_ERROR;
-}
-
-int
-sp_info_field(const char *text, size_t n, const char *field,
-              char *out, size_t outsize)
-{
-    size_t fl = strlen(field);
-    size_t pos = 0;
-
-    if (out != NULL && outsize > 0) {
-        out[0] = '\0';
-    }
-    if (text == NULL) {
-        return 0;
-    }
-    while (pos < n) {
-        const char *nl = memchr(text + pos, '\n', n - pos);
-        size_t end = nl ? (size_t)(nl - text) : n;
-        size_t ll = end - pos;
-
-        if (ll > 0 && text[pos + ll - 1] == '\r') {
-            ll--;
-        }
-        if (ll > fl && memcmp(text + pos, field, fl) == 0
-            && text[pos + fl] == ':') {
-            copy_text(out, outsize, text + pos + fl + 1, ll - fl - 1);
-            return 1;
-        }
-        pos = end + 1;
-    }
-    return 0;
 }
 
 const char *
@@ -340,108 +156,13 @@ sp_probe_status_name(sp_probe_status s)
     return "?";
 }
 
-int
-sp_fd_idle_ok(int fd)
-{
-    struct pollfd p;
-    int r, tries;
-
-    if (fd < 0) {
-        return 0;
-    }
-    p.fd = fd;
-    p.events = POLLIN;
-#ifdef POLLRDHUP
-    p.events |= POLLRDHUP;
-#endif
-    for (tries = 0; tries < 8; tries++) {
-        p.revents = 0;
-        r = poll(&p, 1, 0);
-        if (r == 0) {
-            return 1;
-        }
-        if (r > 0) {
-            return 0;   /* readable, hung up, error or POLLNVAL */
-        }
-        if (errno != EINTR) {
-            return 0;
-        }
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* sockets                                                             */
-
-static int
-open_socket(int family)
-{
-    int fd;
-
-#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
-    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-#else
-    fd = socket(family, SOCK_STREAM, 0);
-    if (fd >= 0) {
-        int fl = fcntl(fd, F_GETFL);
-        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0
-            || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-    }
-#endif
-#ifdef SO_NOSIGPIPE
-    if (fd >= 0) {
-        int one = 1;
-        (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
-    }
-#endif
-    return fd;
-}
-
-/* Starts a non-blocking connect of one address.  Returns the fd with
-   *pending = 1 while the connect is in progress (0: connected at once), or
-   -1 with *err = errno value and *local = 1 when socket() itself failed. */
-static int
-connect_start(const struct sockaddr *sa, socklen_t salen, int *pending,
-              int *err, int *local)
-{
-    int fd, r;
-
-    *local = 0;
-    *pending = 0;
-    fd = open_socket(sa->sa_family);
-    if (fd < 0) {
-        *err = errno;
-        *local = 1;
-        return -1;
-    }
-    if (sa->sa_family != AF_UNIX) {
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    r = connect(fd, sa, salen);
-    if (r == 0) {
-        return fd;
-    }
-    if (errno == EINPROGRESS || errno == EINTR) {
-        *pending = 1;
-        return fd;
-    }
-    *err = errno;
-    close(fd);
-    return -1;
-}
 
 static void
 connect_failed(sp_probe_result *out, int err, int local, double timeout,
                const char *what)
 {
     char eb[96];
-    const char *et = errno_text(err, eb, sizeof(eb));
+    const char *et = sp_net_errno_text(err, eb, sizeof(eb));
 
     if (local) {
         set_status(out, SP_PROBE_ERROR, "socket: %s", et);
@@ -491,7 +212,7 @@ probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
         memset(&su, 0, sizeof(su));
         su.sun_family = AF_UNIX;
         memcpy(su.sun_path, t->unix_path, pl + 1);
-        fd = connect_start((struct sockaddr *)&su, sizeof(su), &pending,
+        fd = sp_net_connect_start((struct sockaddr *)&su, sizeof(su), &pending,
                            &err, &local);
     }
     else if (t->host == NULL || t->port <= 0 || t->port > 65535) {
@@ -507,13 +228,13 @@ probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
         if (inet_pton(AF_INET, t->host, &s4.sin_addr) == 1) {
             s4.sin_family = AF_INET;
             s4.sin_port = htons((unsigned short)t->port);
-            fd = connect_start((struct sockaddr *)&s4, sizeof(s4), &pending,
+            fd = sp_net_connect_start((struct sockaddr *)&s4, sizeof(s4), &pending,
                                &err, &local);
         }
         else if (inet_pton(AF_INET6, t->host, &s6.sin6_addr) == 1) {
             s6.sin6_family = AF_INET6;
             s6.sin6_port = htons((unsigned short)t->port);
-            fd = connect_start((struct sockaddr *)&s6, sizeof(s6), &pending,
+            fd = sp_net_connect_start((struct sockaddr *)&s6, sizeof(s6), &pending,
                                &err, &local);
         }
         else {
@@ -541,7 +262,7 @@ probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
             fd = -1;
             err = ECONNREFUSED;
             for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-                fd = connect_start(ai->ai_addr, ai->ai_addrlen, &pending,
+                fd = sp_net_connect_start(ai->ai_addr, ai->ai_addrlen, &pending,
                                    &err, &local);
             }
             freeaddrinfo(res);
@@ -553,67 +274,6 @@ probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
     }
     op->phase = pending ? SP_PROBE_CONNECTING : SP_PROBE_SENDING;
     return fd;
-}
-
-/* ------------------------------------------------------------------ */
-/* requests                                                            */
-
-typedef struct {
-    char *buf;
-    size_t cap;
-    size_t len;
-    int overflow;
-} wbuf;
-
-static void
-w_put(wbuf *w, const char *s, size_t n)
-{
-    if (w->overflow || w->cap - w->len < n) {
-        w->overflow = 1;
-        return;
-    }
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-}
-
-/* Append one command as a RESP array of bulk strings. */
-static void
-w_cmd(wbuf *w, int argc, const char *const *argv)
-{
-    char head[32];
-    int i, hl;
-
-    hl = snprintf(head, sizeof(head), "*%d\r\n", argc);
-    w_put(w, head, (size_t)hl);
-    for (i = 0; i < argc; i++) {
-        size_t al = strlen(argv[i]);
-        hl = snprintf(head, sizeof(head), "$%zu\r\n", al);
-        w_put(w, head, (size_t)hl);
-        w_put(w, argv[i], al);
-        w_put(w, "\r\n", 2);
-    }
-}
-
-/* Payload of a bulk-string reply, or NULL. */
-static const char *
-bulk_payload(const char *reply, size_t rlen, size_t *plen)
-{
-    const char *nl;
-    size_t hdr;
-
-    if (rlen < 5 || (reply[0] != '$' && reply[0] != '=')) {
-        return NULL;
-    }
-    nl = memchr(reply, '\n', rlen);
-    if (nl == NULL) {
-        return NULL;
-    }
-    hdr = (size_t)(nl - reply) + 1;
-    if (rlen < hdr + 2) {
-        return NULL;
-    }
-    *plen = rlen - hdr - 2;
-    return reply + hdr;
 }
 
 /* ------------------------------------------------------------------ */
@@ -654,14 +314,14 @@ finish(sp_probe_op *op)
         op->fd = -1;
     }
     op->phase = SP_PROBE_DONE;
-    op->res.elapsed = now_mono() - op->started;
+    op->res.elapsed = sp_now() - op->started;
 }
 
 static void
 enter(sp_probe_op *op, int phase)
 {
     op->phase = phase;
-    op->deadline = now_mono() + op->timeout;
+    op->deadline = sp_now() + op->timeout;
 }
 
 /* Next complete reply from the socket, without blocking: RD_AGAIN when
@@ -728,7 +388,7 @@ handshake_failed(sp_probe_op *op, rd_status st)
         }
         else {
             set_status(out, SP_PROBE_DOWN, "read: %s",
-                       errno_text(op->rerr, eb, sizeof(eb)));
+                       sp_net_errno_text(op->rerr, eb, sizeof(eb)));
         }
         break;
     case RD_PROTO:
@@ -812,7 +472,7 @@ step_info(sp_probe_op *op)
         op->info_broken = 1;
         return 0;
     }
-    payload = bulk_payload(reply, rlen, &plen);
+    payload = sp_resp_bulk_payload(reply, rlen, &plen);
     if (payload == NULL) {
         if (of_view) {
             view_failed(out, section, reply, rlen);
@@ -822,7 +482,7 @@ step_info(sp_probe_op *op)
             if (w > 0 && (size_t)w < sizeof(out->error)) {
                 size_t l = (size_t)(
                     (const char *)memchr(reply, '\n', rlen) - reply) - 1;
-                copy_text(out->error + w, sizeof(out->error) - (size_t)w,
+                sp_copy_printable(out->error + w, sizeof(out->error) - (size_t)w,
                           reply, l);
             }
         }
@@ -1026,8 +686,8 @@ advance(sp_probe_op *op)
                 return 0;
             }
             {
-                wbuf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
-                w_cmd(&w, 2, info_pers);
+                sp_resp_buf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
+                sp_resp_cmd(&w, 2, info_pers);
                 op->wlen = w.len;
                 op->woff = 0;
             }
@@ -1089,7 +749,7 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
     op->info_broken = 0;
     op->rerr = 0;
     op->wlen = op->woff = op->rlen = op->rused = 0;
-    op->started = now_mono();
+    op->started = sp_now();
     op->deadline = op->started;
     op->what[0] = '\0';
     op->res.status = SP_PROBE_ERROR;
@@ -1121,25 +781,25 @@ sp_probe_begin(sp_probe_op *op, const sp_probe_target *t, int bare)
         op->wlen = sizeof(alert);
     }
     else if (bare == SP_PROBE_MODE_RESP) {
-        wbuf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
+        sp_resp_buf w = {op->wbuf, sizeof(op->wbuf), 0, 0};
         if (t->password != NULL) {
             const char *auth[3];
             auth[0] = "AUTH";
             if (t->username != NULL) {
                 auth[1] = t->username;
                 auth[2] = t->password;
-                w_cmd(&w, 3, auth);
+                sp_resp_cmd(&w, 3, auth);
             }
             else {
                 auth[1] = t->password;
-                w_cmd(&w, 2, auth);
+                sp_resp_cmd(&w, 2, auth);
             }
             op->have_auth = 1;
         }
-        w_cmd(&w, 1, ping);
-        w_cmd(&w, 2, info_server);
-        w_cmd(&w, 2, info_clients);
-        w_cmd(&w, 2, info_stats);
+        sp_resp_cmd(&w, 1, ping);
+        sp_resp_cmd(&w, 2, info_server);
+        sp_resp_cmd(&w, 2, info_clients);
+        sp_resp_cmd(&w, 2, info_stats);
         if (w.overflow) {
             memset(op->wbuf, 0, sizeof(op->wbuf));
             set_status(&op->res, SP_PROBE_ERROR, "credentials too long");
@@ -1224,13 +884,13 @@ run_blocking(sp_probe_op *op, int pending)
         if (r < 0 && errno != EINTR) {
             char eb[96];
             set_status(&op->res, SP_PROBE_ERROR, "poll: %s",
-                       errno_text(errno, eb, sizeof(eb)));
+                       sp_net_errno_text(errno, eb, sizeof(eb)));
             finish(op);
             return;
         }
         pending = sp_probe_continue(op);
         if (pending) {
-            pending = sp_probe_expire(op, now_mono());
+            pending = sp_probe_expire(op, sp_now());
         }
     }
 }

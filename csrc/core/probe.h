@@ -163,27 +163,11 @@ int sp_probe_refused(const sp_probe_target *t, sp_probe_result *out);
 /* "ok", "down", "overloaded", "loading", "auth", "error" ("?" if invalid). */
 const char *sp_probe_status_name(sp_probe_status s);
 
-/* Idle-socket check: poll(fd, POLLIN, 0).  Returns 1 if there is nothing to
-   read and the peer has not hung up, 0 if readable / EOF / error / invalid
-   fd.  Never blocks. */
-int sp_fd_idle_ok(int fd);
-
 /* ---- internals exposed for the test driver ---- */
-
-/* Length in bytes of the first complete RESP reply in buf[0..n) (RESP2 and
-   the RESP3 types), 0 if more bytes are needed, -1 if it is not valid RESP
-   (or nests deeper than 8 levels, or a bulk is longer than 512 MB). */
-long sp_resp_reply_len(const char *buf, size_t n);
 
 /* Classify one complete reply to AUTH or PING held in buf[0..n).  Writes a
    short reason into err (NUL-terminated; "" for OK; err may be NULL). */
 sp_probe_status sp_probe_classify_reply(const char *buf, size_t n,
                                         char *err, size_t errsize);
-
-/* Find "field:value" at the start of a line of an INFO payload text[0..n)
-   and copy value (up to CR/LF, truncated to outsize - 1) into out.
-   Returns 1 if found, 0 if not (out is then ""). */
-int sp_info_field(const char *text, size_t n, const char *field,
-                  char *out, size_t outsize);
 
 #endif /* SP_PROBE_H */

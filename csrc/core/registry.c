@@ -91,7 +91,7 @@ sp_registry_unbind(sp_endpoint *ep)
 
 sp_endpoint *
 sp_registry_configure(const char *key, const char *label, int max_connections,
-                      const sp_address *addr, sp_after *after)
+                      const sp_address *addr, sp_deferred *after)
 {
     pthread_mutex_lock(&registry_lock);
     sp_endpoint *ep = find_locked(key);

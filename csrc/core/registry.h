@@ -26,7 +26,7 @@ void sp_registry_unbind(sp_endpoint *ep);
 /* Sets an endpoint's budget, creating and pinning it when it does not exist
  * yet, so that pools made later use it. */
 sp_endpoint *sp_registry_configure(const char *key, const char *label, int max_connections,
-                                   const sp_address *addr, sp_after *after);
+                                   const sp_address *addr, sp_deferred *after);
 
 /* Calls fn for every endpoint with a reference held (safe to drop the
  * registry lock inside fn). Stops early when fn returns nonzero. */

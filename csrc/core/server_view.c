@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "probe.h"
+#include "resp.h"
 
 void
 sp_server_view_init(sp_server_view *v)

@@ -24,7 +24,7 @@ tp_payload_new(int fd)
 }
 
 int
-tp_after_done(sp_after *after)
+tp_after_done(sp_deferred *after)
 {
     int n = 0;
 
@@ -59,7 +59,7 @@ tp_after_done(sp_after *after)
 int
 tp_collect(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     pthread_mutex_lock(&ep->lock);
     after.graveyard = ep->graveyard;
@@ -111,7 +111,7 @@ tp_payload *
 tp_connect(sp_endpoint *ep, void *pool, uint32_t flavor, int fd)
 {
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     sp_conn *rec;
     tp_payload *p;

@@ -20,7 +20,7 @@ tp_payload *tp_payload_new(int fd);
    fd, frees payload and record, and gives a still-counted record's slot
    back (sp_endpoint_closed), which may bury more: loops until empty.
    Returns how many records were disposed of. */
-int tp_after_done(sp_after *after);
+int tp_after_done(sp_deferred *after);
 
 /* Takes ep->graveyard under the lock and disposes of it. Returns the count. */
 int tp_collect(sp_endpoint *ep);

@@ -13,20 +13,41 @@
 
 int sp_test_failures;
 
-static const sp_test *const suites[] = {
-    sp_ptrmap_tests,
-    sp_watch_tests,
-    sp_auth_gate_tests,
-    sp_endpoint_tests,
-    sp_registry_tests,
-    sp_checker_tests,
-    sp_fork_tests,
-    sp_probe_tests,
-    sp_inbox_tests,
-    sp_host_budget_tests,
-    sp_allowance_tests,
-    /* add new suites here (and the file to DRIVER in the Makefile) */
-};
+/* Suites as the test files registered them (SP_SUITE), run in name order. */
+#define SP_MAX_SUITES 64
+static struct {
+    const char *name;
+    const sp_test *tests;
+} suites[SP_MAX_SUITES];
+static size_t n_suites;
+
+void
+sp_register_suite(const char *name, const sp_test *tests)
+{
+    if (n_suites == SP_MAX_SUITES) {
+        fprintf(stderr, "sp_driver: more than %d suites\n", SP_MAX_SUITES);
+        abort();
+    }
+    size_t i = n_suites++;
+    while (i > 0 && strcmp(suites[i - 1].name, name) > 0) {
+        suites[i] = suites[i - 1];
+        i--;
+    }
+    suites[i].name = name;
+    suites[i].tests = tests;
+}
+
+void
+sp_show_integer(char *buf, size_t size, long long value)
+{
+    snprintf(buf, size, "%lld", value);
+}
+
+void
+sp_show_double(char *buf, size_t size, double value)
+{
+    snprintf(buf, size, "%.17g", value);
+}
 
 void
 sp_check_failed(const char *file, int line, const char *expr,
@@ -110,9 +131,9 @@ main(int argc, char **argv)
     sp_watch_open();
     fds_before = count_open_fds();
 
-    for (s = 0; s < sizeof(suites) / sizeof(suites[0]); s++) {
+    for (s = 0; s < n_suites; s++) {
         const sp_test *t;
-        for (t = suites[s]; t->name != NULL; t++) {
+        for (t = suites[s].tests; t->name != NULL; t++) {
             double t0;
             if (!selected(t->name, argc, argv)) {
                 continue;

@@ -22,6 +22,7 @@
 
 #include "driver.h"
 #include "probe.h"
+#include "resp.h"
 
 #define MAX_SERVERS 32
 #define MAX_ARGS 64

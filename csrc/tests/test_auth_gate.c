@@ -29,11 +29,11 @@ test_auth_gate_flavors_and_trials(void)
     sp_endpoint_pool_added(ep, 1);
     sp_endpoint_pool_added(ep, 2);
 
-    CHECK(sp_auth_gate(ep, 1, now, &retry_in) == SP_AUTH_PASS);
+    CHECK_EQ(sp_auth_gate(ep, 1, now, &retry_in), SP_AUTH_PASS);
     sp_auth_rejected(ep, 1, now);
     CHECK(ep->auth_rejections == 1);
     /* Blocked until the backoff ends; the other flavor is not. */
-    CHECK(sp_auth_gate(ep, 1, now + 0.1, &retry_in) == SP_AUTH_BLOCKED);
+    CHECK_EQ(sp_auth_gate(ep, 1, now + 0.1, &retry_in), SP_AUTH_BLOCKED);
     CHECKF(retry_in > 0.19 && retry_in < 0.21, "retry_in %.3f", retry_in);
     CHECK(sp_auth_gate(ep, 2, now + 0.1, NULL) == SP_AUTH_PASS);
     /* After it: exactly one trial, then blocked again. */
@@ -41,7 +41,7 @@ test_auth_gate_flavors_and_trials(void)
     CHECK(sp_auth_gate(ep, 1, now + 0.32, NULL) == SP_AUTH_BLOCKED);
     /* The trial failed: the backoff doubles, up to the interval. */
     sp_auth_rejected(ep, 1, now + 0.4);
-    CHECK(sp_auth_gate(ep, 1, now + 0.99, &retry_in) == SP_AUTH_BLOCKED);
+    CHECK_EQ(sp_auth_gate(ep, 1, now + 0.99, &retry_in), SP_AUTH_BLOCKED);
     CHECK(sp_auth_gate(ep, 1, now + 1.01, NULL) == SP_AUTH_TRIAL);
     sp_auth_rejected(ep, 1, now + 1.1);
     sp_auth_rejected(ep, 1, now + 1.2);
@@ -56,17 +56,19 @@ test_auth_gate_flavors_and_trials(void)
     CHECK(ep->auth_rejections == 0);
 
     {
-        sp_after after = {0};
+        sp_deferred after = {0};
         sp_endpoint_pool_removed(ep, 1, &after);
         sp_endpoint_pool_removed(ep, 2, &after);
         tp_after_done(&after);
     }
     sp_registry_unbind(ep);
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
     sp_checker_set_config(&saved);
 }
 
-const sp_test sp_auth_gate_tests[] = {
+static const sp_test tests[] = {
     {"auth_gate/flavors_and_trials", test_auth_gate_flavors_and_trials},
     {NULL, NULL},
 };
+
+SP_SUITE(auth_gate, tests)

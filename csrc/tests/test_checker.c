@@ -160,7 +160,7 @@ socket_conn(sp_endpoint *ep, int port, long *client_id)
 static void
 release_to_idle(sp_endpoint *ep, tp_payload *p)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     if (p != NULL) {
         CHECK(sp_endpoint_release(ep, POOL_X, p, p->fd, 1, &after) == SP_REL_OK);
@@ -171,10 +171,10 @@ release_to_idle(sp_endpoint *ep, tp_payload *p)
 static void
 cleanup_endpoint(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
-    sp_endpoint_abandon_pool(ep, POOL_X, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_X, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     sp_endpoint_pool_removed(ep, 1, &after);
@@ -190,7 +190,7 @@ test_checker_real_server(void)
     sp_redis r;
     sp_redis_opts opts = {0, 0, 0, NULL};
     sp_endpoint *ep = NULL;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *got;
     ev_log log;
@@ -243,7 +243,7 @@ test_checker_real_server(void)
     CHECK(ep->dead_idle_closed == 1 && ep->idle == 1 && ep->idle_top != NULL &&
           ep->idle_top->payload == pb);
     tp_check_counts(ep, 0);
-    CHECK(tp_collect(ep) == 1);  /* closes pa's fd */
+    CHECK_EQ(tp_collect(ep), 1);  /* closes pa's fd */
     tp_check_counts(ep, 0);
     CHECK(ep->state == SP_STATE_READY);
 
@@ -255,7 +255,7 @@ test_checker_real_server(void)
     gen_paused = ep->generation;
     CHECK(strstr(ep->state_reason, "server down") != NULL);
     tp_waiter_init(&w);
-    CHECK(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after) == SP_ACQ_PAUSED);
+    CHECK_EQ(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after), SP_ACQ_PAUSED);
     tp_after_done(&after);
     tp_collect(ep);
     CHECK(await_events(&log, "redis://ck-real", "ready>paused;", 5.0));
@@ -274,7 +274,7 @@ test_checker_real_server(void)
         CHECK(strstr(log.reasons, "server restarted (run_id changed)") != NULL);
         CHECK(ep->transitions >= 3);
         tp_check_counts(ep, 0);
-        CHECK(sp_endpoint_acquire(ep, POOL_X, 1, 0, &w, &got, &after) == SP_ACQ_SLOT);
+        CHECK_EQ(sp_endpoint_acquire(ep, POOL_X, 1, 0, &w, &got, &after), SP_ACQ_SLOT);
         sp_endpoint_slot_failed(ep, &after);
         tp_after_done(&after);
 
@@ -314,7 +314,7 @@ test_checker_real_server(void)
     CHECK(!sp_checker_running());
     sp_checker_stop();  /* no-op */
     cleanup_endpoint(ep);
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
     sp_redis_destroy(&r);
 }
 
@@ -353,7 +353,7 @@ watched_endpoint(sp_redis *r, const char *key, const char *label,
         return NULL;
     }
     sp_endpoint_pool_added(ep, 1);
-    CHECK(sp_checker_ensure_running() == 0);
+    CHECK_EQ(sp_checker_ensure_running(), 0);
     CHECKF(tp_wait_locked(ep, probes_at_least, &one, 10.0), "no first probe");
     return ep;
 }
@@ -365,7 +365,7 @@ end_watched(sp_endpoint *ep, sp_redis *r, int registry_base)
     sp_checker_stop();
     fast_config();
     cleanup_endpoint(ep);
-    CHECK(sp_registry_count() == registry_base);
+    CHECK_EQ(sp_registry_count(), registry_base);
     sp_redis_destroy(r);
 }
 
@@ -467,7 +467,7 @@ test_checker_stopped_server_saturated(void)
     tp_payload *busy[4];
     sp_waiter w;
     sp_conn *got = NULL;
-    sp_after after = {0};
+    sp_deferred after = {0};
     uint64_t probes;
     long id = -1;
     int i, base = sp_registry_count();
@@ -481,8 +481,8 @@ test_checker_stopped_server_saturated(void)
         CHECK(busy[i] != NULL);
     }
     tp_waiter_init(&w);
-    CHECK(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after) == SP_ACQ_QUEUED);
-    CHECK(kill(r.pid, SIGSTOP) == 0);
+    CHECK_EQ(sp_endpoint_acquire(ep, POOL_X, 1, -1, &w, &got, &after), SP_ACQ_QUEUED);
+    CHECK_EQ(kill(r.pid, SIGSTOP), 0);
     CHECK(tp_wait_locked(ep, waiter_failed, &w, 10.0));
     pthread_mutex_lock(&ep->lock);
     CHECKF(w.result == SP_WAIT_PAUSED && ep->state == SP_STATE_PAUSED, "%s: %s",
@@ -492,7 +492,7 @@ test_checker_stopped_server_saturated(void)
     pthread_mutex_unlock(&ep->lock);
     CHECK(tp_wait_locked(ep, probes_at_least, &probes, 10.0));
     CHECKF(ep->state == SP_STATE_PAUSED, "%s", sp_state_name(ep->state));
-    CHECK(kill(r.pid, SIGCONT) == 0);
+    CHECK_EQ(kill(r.pid, SIGCONT), 0);
     CHECKF(await_state(ep, SP_STATE_READY, 10.0), "state %s", sp_state_name(ep->state));
     sp_endpoint_cancel(ep, &w, &after);
     tp_after_done(&after);
@@ -503,7 +503,7 @@ test_checker_stopped_server_saturated(void)
 static void
 test_checker_idle_limits(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep;
     tp_payload *p[3];
     int created, i, zero = 0;
@@ -519,7 +519,7 @@ test_checker_idle_limits(void)
     for (i = 0; i < 3; i++) {
         p[i] = tp_connect(ep, POOL_X, 1, -1);
     }
-    CHECK(sp_checker_ensure_running() == 0);
+    CHECK_EQ(sp_checker_ensure_running(), 0);
     pthread_mutex_lock(&ep->lock);
     ep->max_idle_time = 0.05;
     pthread_mutex_unlock(&ep->lock);
@@ -536,7 +536,7 @@ test_checker_idle_limits(void)
     CHECK(ep->probes == 0 && ep->dead_idle_closed == 0);
     pthread_mutex_unlock(&ep->lock);
     tp_check_counts(ep, 0);
-    CHECK(tp_collect(ep) == 2);
+    CHECK_EQ(tp_collect(ep), 2);
     CHECK(ep->total == 1 && ep->closing == 0);
 
     /* max_lifetime: an expired connection is closed when it comes back. */
@@ -547,7 +547,7 @@ test_checker_idle_limits(void)
     p[0] = tp_connect(ep, POOL_X, 1, -1);
     tp_sleep_ms(80);
     if (p[0] != NULL) {
-        CHECK(sp_endpoint_release(ep, POOL_X, p[0], -1, 1, &after) == SP_REL_OK);
+        CHECK_EQ(sp_endpoint_release(ep, POOL_X, p[0], -1, 1, &after), SP_REL_OK);
         CHECK(tp_list_has(after.graveyard, p[0]));
         tp_after_done(&after);
     }
@@ -685,7 +685,7 @@ bind_port(const char *key, int port)
 static void
 unbind_port(sp_endpoint *ep)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
 
     sp_endpoint_pool_removed(ep, 1, &after);
     tp_after_done(&after);
@@ -764,7 +764,7 @@ out:
             close(hole_fds[i]);
         }
     }
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 }
 
 /* A server that listens again after it was down is probed within one knock
@@ -798,7 +798,7 @@ test_checker_knock_while_down(void)
     sp_note("%llu probes in 300 ms while down", (unsigned long long)knocked);
     CHECKF(knocked >= 3 && knocked <= 300 / 5 + 1, "%llu probes", (unsigned long long)knocked);
     sp_redis_opts again = {r.port, 0, 0, NULL};
-    CHECK(sp_redis_start(&r, &again) == 0);
+    CHECK_EQ(sp_redis_start(&r, &again), 0);
     double t0 = sp_now();
     CHECKF(await_state(ep, SP_STATE_RECOVERING, 10.0) || ep->state == SP_STATE_READY,
            "state %s", sp_state_name(ep->state));
@@ -806,7 +806,7 @@ test_checker_knock_while_down(void)
     end_watched(ep, &r, base);
 }
 
-const sp_test sp_checker_tests[] = {
+static const sp_test tests[] = {
     {"checker/events_ring", test_events_ring},
     {"checker/idle_limits", test_checker_idle_limits},
     {"checker/real_server", test_checker_real_server},
@@ -817,3 +817,5 @@ const sp_test sp_checker_tests[] = {
     {"checker/stopped_server_saturated", test_checker_stopped_server_saturated},
     {NULL, NULL},
 };
+
+SP_SUITE(checker, tests)

@@ -28,7 +28,7 @@ fork_waiter(void *p)
 {
     fw_arg *a = p;
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *c = NULL;
     double deadline = sp_now() + 30.0;
 
@@ -59,7 +59,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
              tp_payload *held)
 {
     int before = sp_test_failures;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_waiter w;
     sp_conn *got = NULL, *rec;
     tp_payload *q;
@@ -92,20 +92,20 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
     CHECK(tp_list_len(full->graveyard) == 1 && tp_list_has(full->graveyard, held));
     /* Released in the child: unknown, dropped silently by the binding; and
        release/acquire hand the orphans to the caller for disposal. */
-    CHECK(sp_endpoint_release(ep, POOL_F, p[0], -1, 1, &after) == SP_REL_UNKNOWN);
+    CHECK_EQ(sp_endpoint_release(ep, POOL_F, p[0], -1, 1, &after), SP_REL_UNKNOWN);
     CHECK(tp_list_len(after.graveyard) == 3 && ep->graveyard == NULL);
-    CHECK(tp_after_done(&after) == 3);
+    CHECK_EQ(tp_after_done(&after), 3);
 
     /* The checker can be started again, and the budget works. */
     CHECK(sp_checker_ensure_running() == 0 && sp_checker_running());
     tp_waiter_init(&w);
-    CHECK(sp_endpoint_acquire(full, POOL_G, 1, 0, &w, &got, &after) == SP_ACQ_SLOT);
+    CHECK_EQ(sp_endpoint_acquire(full, POOL_G, 1, 0, &w, &got, &after), SP_ACQ_SLOT);
     CHECK(tp_list_len(after.graveyard) == 1 && full->graveyard == NULL);
     sp_endpoint_slot_failed(full, &after);
-    CHECK(tp_after_done(&after) == 1);
+    CHECK_EQ(tp_after_done(&after), 1);
     q = tp_connect(ep, POOL_F, 1, -1);
     CHECK(q != NULL && ep->total == 1);
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
     CHECK(tp_after_done(&after) == (q != NULL));
     CHECK(ep->total == 0 && full->total == 0);
     CHECK(tp_collect(ep) == 0 && tp_collect(full) == 0);
@@ -117,7 +117,7 @@ child_checks(sp_endpoint *ep, sp_endpoint *full, uint64_t epoch0, tp_payload *co
 static void
 test_fork_child_clean(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *full;
     tp_payload *p[3], *held;
     sp_checker_config cfg = {0.02, 0.02, 0.01, 0.05, 0.5, 1, 0.0, 0};
@@ -127,8 +127,8 @@ test_fork_child_clean(void)
     pid_t pid;
     int created, i, status = 0, th_ok, base = sp_registry_count();
 
-    CHECK(sp_forksafe_install() == 0);
-    CHECK(sp_forksafe_install() == 0);
+    CHECK_EQ(sp_forksafe_install(), 0);
+    CHECK_EQ(sp_forksafe_install(), 0);
     sp_checker_set_config(&cfg);
     ep = sp_registry_bind("fork-a", "redis://fork-a", 4, NULL, &created);
     full = sp_registry_bind("fork-b", "redis://fork-b", 1, NULL, &created);
@@ -154,7 +154,7 @@ test_fork_child_clean(void)
     th_ok = pthread_create(&th, NULL, fork_waiter, &warg) == 0;
     CHECK(th_ok);
     CHECK(tp_wait_locked(full, one_waiter, NULL, 10.0));
-    CHECK(sp_checker_ensure_running() == 0);
+    CHECK_EQ(sp_checker_ensure_running(), 0);
     tp_sleep_ms(30);  /* let the checker tick over the endpoints */
 
     epoch0 = sp_fork_epoch();
@@ -176,13 +176,13 @@ test_fork_child_clean(void)
     }
 
     /* The parent is untouched. */
-    CHECK(sp_fork_epoch() == epoch0);
+    CHECK_EQ(sp_fork_epoch(), epoch0);
     CHECK(sp_checker_running());
     CHECK(ep->total == 3 && ep->idle == 2 && ep->in_use == 1 && ep->graveyard == NULL);
     CHECK(full->waiters == 1 && warg.done == 0);
     tp_check_counts(ep, 0);
     /* The parent's waiter is still served. */
-    CHECK(sp_endpoint_release(full, POOL_F, held, -1, 1, &after) == SP_REL_OK);
+    CHECK_EQ(sp_endpoint_release(full, POOL_F, held, -1, 1, &after), SP_REL_OK);
     tp_after_done(&after);
     if (th_ok) {
         pthread_join(th, NULL);
@@ -191,20 +191,22 @@ test_fork_child_clean(void)
     sp_checker_stop();
 
 done:
-    sp_endpoint_abandon_pool(ep, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_F, &after);
-    sp_endpoint_abandon_pool(full, POOL_G, &after);
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_endpoint_bury_pool_records(ep, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_F, &after);
+    sp_endpoint_bury_pool_records(full, POOL_G, &after);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     tp_collect(full);
     CHECK(ep->total == 0 && full->total == 0);
     sp_registry_unbind(ep);
     sp_registry_unbind(full);
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 }
 
-const sp_test sp_fork_tests[] = {
+static const sp_test tests[] = {
     {"fork/child_clean", test_fork_child_clean},
     {NULL, NULL},
 };
+
+SP_SUITE(fork, tests)

@@ -40,7 +40,7 @@ host_ep(const char *name, int max)
     sp_host *h = sp_host_attach(name, max, &created, err, sizeof(err));
     CHECKF(h != NULL, "attach: %s", err);
     if (h != NULL) {
-        CHECK(sp_endpoint_set_host(ep, h) == 0);
+        CHECK_EQ(sp_endpoint_set_host(ep, h), 0);
     }
     return ep;
 }
@@ -49,8 +49,8 @@ host_ep(const char *name, int max)
 static void
 host_ep_free(sp_endpoint *ep)
 {
-    sp_after after = {0};
-    sp_endpoint_drain_idle(ep, 0, &after);
+    sp_deferred after = {0};
+    sp_endpoint_bury_idle_of(ep, 0, &after);
     tp_after_done(&after);
     tp_collect(ep);
     sp_endpoint_free(ep);
@@ -70,7 +70,7 @@ static tp_payload *
 checkout(sp_endpoint *ep, double wait_s)
 {
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     double deadline = sp_now() + wait_s;
     tp_waiter_init(&w);
@@ -109,8 +109,8 @@ checkout(sp_endpoint *ep, double wait_s)
 static void
 checkin(sp_endpoint *ep, tp_payload *p)
 {
-    sp_after after = {0};
-    CHECK(sp_endpoint_release(ep, POOL_H, p, -1, 1, &after) == SP_REL_OK);
+    sp_deferred after = {0};
+    CHECK_EQ(sp_endpoint_release(ep, POOL_H, p, -1, 1, &after), SP_REL_OK);
     tp_after_done(&after);
 }
 
@@ -205,7 +205,7 @@ test_bound_and_fairness(void)
     sp_endpoint *mine = host_ep(name, FAIR_SLOTS);  /* makes the segment */
     pid_t pids[FAIR_PROCS];
     int fds[FAIR_PROCS];
-    CHECK(pipe(go_pipe) == 0);
+    CHECK_EQ(pipe(go_pipe), 0);
     fair_total = mmap(NULL, sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                       -1, 0);
     CHECK(fair_total != MAP_FAILED);
@@ -221,12 +221,12 @@ test_bound_and_fairness(void)
     }
     char go[FAIR_PROCS];
     memset(go, 'g', sizeof(go));
-    CHECK(write(go_pipe[1], go, sizeof(go)) == (ssize_t)sizeof(go));
+    CHECK_EQ(write(go_pipe[1], go, sizeof(go)), (ssize_t)sizeof(go));
     close(go_pipe[1]);
     double sum = 0, sum_sq = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
         long ops = 0;
-        CHECK(read(fds[i], &ops, sizeof(ops)) == sizeof(ops));
+        CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
         CHECKF(exited_ok(pids[i]), "child %d failed", i);
         CHECKF(ops > 0, "child %d completed nothing", i);
@@ -237,7 +237,7 @@ test_bound_and_fairness(void)
     sp_note("%d processes on %d host slots: %.0f checkouts, Jain's index %.3f", FAIR_PROCS,
             FAIR_SLOTS, sum, jain);
     CHECKF(jain >= 0.9, "Jain's index %.3f", jain);
-    CHECK(host_total(mine) == 0);
+    CHECK_EQ(host_total(mine), 0);
     munmap(fair_total, sizeof(long));
     host_ep_free(mine);
     shm_unlink(name);
@@ -310,7 +310,7 @@ test_threads_in_line(void)
     long total = 0;
     for (int i = 0; i < THREADED_PROCS; i++) {
         long ops = 0;
-        CHECK(read(fds[i], &ops, sizeof(ops)) == sizeof(ops));
+        CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
         CHECKF(exited_ok(pids[i]), "child %d failed", i);
         total += ops;
@@ -350,12 +350,12 @@ check_reclaimed(const char *name, int reap_first)
     CHECK(read(fd, &ok, 1) == 1 && ok == 'y');
     close(fd);
     sp_endpoint *ep = host_ep(name, 3);
-    CHECK(host_total(ep) == 3);
+    CHECK_EQ(host_total(ep), 3);
     CHECK(checkout(ep, 0) == NULL);  /* full: the child holds all three */
     kill(pid, SIGKILL);
     int status;
     if (reap_first) {
-        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
     }
     /* Killed: its slots come back, to whoever waits, within 1 s. */
     double t0 = sp_now();
@@ -366,14 +366,14 @@ check_reclaimed(const char *name, int reap_first)
     }
     sp_note("a killed holder's 3 slots came back after %.3f s (%s)", sp_now() - t0,
             reap_first ? "reaped" : "a zombie");
-    CHECK(host_total(ep) == 3);
+    CHECK_EQ(host_total(ep), 3);
     for (int i = 0; i < 3; i++) {
         if (got[i]) {
             checkin(ep, got[i]);
         }
     }
     if (!reap_first) {
-        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
     }
     host_ep_free(ep);
 }
@@ -425,10 +425,10 @@ test_killed_in_line(void)
     while (host_waiting(ep) == 0 && sp_now() < until) {
         tp_sleep_ms(2);
     }
-    CHECK(host_waiting(ep) == 1);
+    CHECK_EQ(host_waiting(ep), 1);
     kill(pid, SIGKILL);
     int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
     /* Given back: closed, not kept (someone is in line); the dead one had
      * the oldest ticket, and the next in line gets the slot all the same. */
     checkin(ep, p);
@@ -499,7 +499,7 @@ test_bad_segments(void)
     CHECK(fd >= 0 && ftruncate(fd, (off_t)size) == 0);
     unsigned char junk[4096];
     memset(junk, 0xa5, sizeof(junk));
-    CHECK(write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+    CHECK_EQ(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
     close(fd);
     expect_refused(name, "corrupt");
     shm_unlink(name);
@@ -535,7 +535,7 @@ test_fork_child_holds_none(void)
         sp_test_failures = 0;
         sp_endpoint_after_fork_child(ep);
         CHECK(sp_host_held(ep->host_budget) == 0);
-        CHECK(host_total(ep) == 2);  /* the parent's, still the parent's */
+        CHECK_EQ(host_total(ep), 2);  /* the parent's, still the parent's */
         tp_payload *c = checkout(ep, 0), *d = checkout(ep, 0);
         CHECK(c && d);
         CHECK(checkout(ep, 0) == NULL);  /* two are the parent's */
@@ -548,7 +548,7 @@ test_fork_child_holds_none(void)
         sp_host_reclaim(ep->host_budget, 1);
         tp_sleep_ms(5);
     }
-    CHECK(host_total(ep) == 2);
+    CHECK_EQ(host_total(ep), 2);
     CHECK(sp_host_held(ep->host_budget) == 2);
     checkin(ep, a);
     checkin(ep, b);
@@ -567,18 +567,18 @@ test_wait_slices_and_deadline(void)
     tp_payload *p = checkout(ep, 0);
     CHECK(p != NULL);
     sp_waiter w;
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_conn *got = NULL;
     tp_waiter_init(&w);
     double t0 = sp_now(), deadline = t0 + 0.3;
-    CHECK(sp_endpoint_acquire(other, POOL_H, 1, deadline, &w, &got, &after) == SP_ACQ_QUEUED);
+    CHECK_EQ(sp_endpoint_acquire(other, POOL_H, 1, deadline, &w, &got, &after), SP_ACQ_QUEUED);
     int slices = 0;
     sp_wait_result r;
     while ((r = sp_endpoint_wait(other, &w, deadline, 0.05)) == SP_WAIT_PENDING) {
         slices++;
     }
     sp_endpoint_wait_done(other, &w);
-    CHECK(r == SP_WAIT_TIMEOUT);
+    CHECK_EQ(r, SP_WAIT_TIMEOUT);
     CHECK(sp_now() >= deadline);
     CHECKF(slices >= 3, "only %d slices before the deadline", slices);
     CHECK(other->waiters == 0);
@@ -588,7 +588,7 @@ test_wait_slices_and_deadline(void)
     shm_unlink(name);
 }
 
-const sp_test sp_host_budget_tests[] = {
+static const sp_test tests[] = {
     {"host_budget_bound_and_fairness", test_bound_and_fairness},
     {"host_budget_threads_in_line", test_threads_in_line},
     {"host_budget_killed_holder", test_killed_holder},
@@ -599,3 +599,5 @@ const sp_test sp_host_budget_tests[] = {
     {"host_budget_wait_slices_and_deadline", test_wait_slices_and_deadline},
     {NULL, NULL},
 };
+
+SP_SUITE(host_budget, tests)

@@ -11,8 +11,10 @@
 
 #include "driver.h"
 #include "fake_server.h"
+#include "net.h"
 #include "probe.h"
 #include "redis_proc.h"
+#include "resp.h"
 
 #define RUN_ID_A "0123456789abcdef0123456789abcdef01234567"
 
@@ -215,7 +217,7 @@ test_classify_reply(void)
         memcpy(big + sizeof(big) - 2, "\r\n", 2);
         CHECK(sp_probe_classify_reply(big, sizeof(big), err, sizeof(err))
               == SP_PROBE_ERROR);
-        CHECK(strlen(err) == sizeof(err) - 1);
+        CHECK_EQ(strlen(err), sizeof(err) - 1);
     }
 }
 
@@ -231,7 +233,7 @@ test_info_field(void)
     char out[48];
 
     CHECK(sp_info_field(info, n, "run_id", out, 41) == 1);
-    CHECK(strcmp(out, RUN_ID_A) == 0);
+    CHECK_EQ(strcmp(out, RUN_ID_A), 0);
     CHECK(sp_info_field(info, n, "loading_eta_seconds", out, sizeof(out)));
     CHECK(strcmp(out, "12") == 0);
     CHECK(sp_info_field(info, n, "last", out, sizeof(out)));
@@ -239,7 +241,7 @@ test_info_field(void)
     CHECK(sp_info_field(info, n, "redis_version", out, 4));
     CHECK(strcmp(out, "7.0") == 0);
     CHECK(sp_info_field(info, n, "run", out, sizeof(out)) == 0);
-    CHECK(out[0] == '\0');
+    CHECK_EQ(out[0], '\0');
     CHECK(sp_info_field(info, n, "missing", out, sizeof(out)) == 0);
     /* field cut off by the buffer end is not read beyond n */
     CHECK(sp_info_field("run_id:abc", 6, "run_id", out, sizeof(out)) == 0);
@@ -265,21 +267,21 @@ test_fd_idle_socketpair(void)
     int sv[2], closed_fd;
     char c;
 
-    CHECK(sp_fd_idle_ok(-1) == 0);
+    CHECK_EQ(sp_fd_idle_ok(-1), 0);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         CHECKF(0, "socketpair failed");
         return;
     }
-    CHECK(sp_fd_idle_ok(sv[0]) == 1);
+    CHECK_EQ(sp_fd_idle_ok(sv[0]), 1);
     CHECK(write(sv[1], "x", 1) == 1);
-    CHECK(sp_fd_idle_ok(sv[0]) == 0);           /* unread data */
-    CHECK(read(sv[0], &c, 1) == 1);
-    CHECK(sp_fd_idle_ok(sv[0]) == 1);
+    CHECK_EQ(sp_fd_idle_ok(sv[0]), 0);           /* unread data */
+    CHECK_EQ(read(sv[0], &c, 1), 1);
+    CHECK_EQ(sp_fd_idle_ok(sv[0]), 1);
     close(sv[1]);
-    CHECK(sp_fd_idle_ok(sv[0]) == 0);           /* EOF */
+    CHECK_EQ(sp_fd_idle_ok(sv[0]), 0);           /* EOF */
     closed_fd = sv[0];
     close(sv[0]);
-    CHECK(sp_fd_idle_ok(closed_fd) == 0);       /* not open: POLLNVAL */
+    CHECK_EQ(sp_fd_idle_ok(closed_fd), 0);       /* not open: POLLNVAL */
 }
 
 /* ---------------------------------------------------------------- */
@@ -294,24 +296,24 @@ test_probe_bad_targets(void)
 
     memset(&t, 0, sizeof(t));
     sp_probe(&t, &res);
-    CHECK(res.status == SP_PROBE_ERROR);
+    CHECK_EQ(res.status, SP_PROBE_ERROR);
     CHECK(res.run_id[0] == '\0' && res.loading_eta == -1.0);
     CHECK(res.error[0] != '\0');
     sp_probe(NULL, &res);
-    CHECK(res.status == SP_PROBE_ERROR);
+    CHECK_EQ(res.status, SP_PROBE_ERROR);
     sp_probe(&t, NULL);                         /* no crash */
 
     t.host = "127.0.0.1";
     t.port = 70000;
     sp_probe(&t, &res);
-    CHECK(res.status == SP_PROBE_ERROR);
+    CHECK_EQ(res.status, SP_PROBE_ERROR);
 
     memset(longpath, 'p', sizeof(longpath) - 1);
     longpath[sizeof(longpath) - 1] = '\0';
     memset(&t, 0, sizeof(t));
     t.unix_path = longpath;
     sp_probe(&t, &res);
-    CHECK(res.status == SP_PROBE_ERROR);
+    CHECK_EQ(res.status, SP_PROBE_ERROR);
 
     t.unix_path = "/nonexistent-sp-driver/redis.sock";
     t.timeout = 0.5;
@@ -348,7 +350,7 @@ test_probe_credentials_too_long(void)
     t.password = pw;
     sp_probe(&t, &res);
     fake_stop(&f);
-    CHECK(res.status == SP_PROBE_ERROR);
+    CHECK_EQ(res.status, SP_PROBE_ERROR);
     CHECK(strstr(res.error, "too long") != NULL);
 }
 
@@ -384,9 +386,9 @@ test_probe_request_format(void)
     fake_stop(&f);
     CHECKF(res.status == SP_PROBE_OK, "%s %s",
            sp_probe_status_name(res.status), res.error);
-    CHECK(strcmp(res.run_id, RUN_ID_A) == 0);
-    CHECK(res.error[0] == '\0');
-    CHECK(res.loading_eta == -1.0);
+    CHECK_EQ(strcmp(res.run_id, RUN_ID_A), 0);
+    CHECK_EQ(res.error[0], '\0');
+    CHECK_EQ(res.loading_eta, -1.0);
     /* the server's view of its clients, from the same round trip */
     CHECKF(res.view.connected_clients == 3 && res.view.maxclients == 64 &&
            res.view.rejected_connections == 2 && res.view_error[0] == '\0',
@@ -409,7 +411,7 @@ test_probe_request_format(void)
     t.password = "pw";
     sp_probe(&t, &res);
     fake_stop(&f);
-    CHECK(res.status == SP_PROBE_OK);
+    CHECK_EQ(res.status, SP_PROBE_OK);
     CHECK(f.request_len > 20
           && memcmp(f.request, "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*1\r\n", 26)
              == 0);
@@ -441,7 +443,7 @@ test_probe_fake_loading(void)
     fake_stop(&f);
     CHECKF(res.status == SP_PROBE_LOADING, "%s",
            sp_probe_status_name(res.status));
-    CHECK(strcmp(res.run_id, RUN_ID_A) == 0);
+    CHECK_EQ(strcmp(res.run_id, RUN_ID_A), 0);
     CHECKF(res.loading_eta == 12.5, "eta %f", res.loading_eta);
     CHECK(strncmp(res.error, "-LOADING Redis is loading", 25) == 0);
 }
@@ -472,7 +474,7 @@ test_probe_fake_reset_no_sigpipe(void)
         fake_stop(&f);
         CHECKF(res.status == SP_PROBE_LOADING, "%s %s",
                sp_probe_status_name(res.status), res.error);
-        CHECK(res.loading_eta == -1.0);
+        CHECK_EQ(res.loading_eta, -1.0);
     }
 }
 
@@ -604,8 +606,8 @@ test_probe_fake_info_denied(void)
     }
     probe_port(f.port, 2.0, &res);
     fake_stop(&f);
-    CHECK(res.status == SP_PROBE_OK);
-    CHECK(res.run_id[0] == '\0');
+    CHECK_EQ(res.status, SP_PROBE_OK);
+    CHECK_EQ(res.run_id[0], '\0');
     CHECKF(strstr(res.error, "INFO server: -NOPERM") != NULL, "%s",
            res.error);
 }
@@ -735,8 +737,8 @@ test_probe_ok(void)
     CHECKF(res.status == SP_PROBE_OK, "%s %s",
            sp_probe_status_name(res.status), res.error);
     CHECKF(is_run_id(res.run_id), "run_id '%s'", res.run_id);
-    CHECK(res.error[0] == '\0');
-    CHECK(res.loading_eta == -1.0);
+    CHECK_EQ(res.error[0], '\0');
+    CHECK_EQ(res.loading_eta, -1.0);
     CHECKF(res.elapsed > 0 && res.elapsed < 1.0, "%.3f", res.elapsed);
     /* the run_id is the server's */
     if (sp_redis_cmd(&r, reply, sizeof(reply), "INFO", "server",
@@ -744,7 +746,7 @@ test_probe_ok(void)
         const char *p = strchr(reply, '\n');
         CHECK(p && sp_info_field(p + 1, strlen(p + 1), "run_id", run_id,
                                  41));
-        CHECK(strcmp(run_id, res.run_id) == 0);
+        CHECK_EQ(strcmp(run_id, res.run_id), 0);
     }
     else {
         CHECKF(0, "INFO server failed");
@@ -779,7 +781,7 @@ test_probe_down_closed_port(void)
     CHECKF(res.status == SP_PROBE_DOWN, "%s %s",
            sp_probe_status_name(res.status), res.error);
     CHECK(strcmp(res.error, "connection refused") == 0);
-    CHECK(res.run_id[0] == '\0');
+    CHECK_EQ(res.run_id[0], '\0');
     CHECKF(res.elapsed < 0.5, "%.3f", res.elapsed);
 }
 
@@ -837,7 +839,7 @@ test_probe_auth_requirepass(void)
     CHECKF(res.status == SP_PROBE_AUTH, "%s %s",
            sp_probe_status_name(res.status), res.error);
     CHECK(strncmp(res.error, "-WRONGPASS", 10) == 0);
-    CHECK(res.run_id[0] == '\0');
+    CHECK_EQ(res.run_id[0], '\0');
 
     t.password = "s3cr3t";
     sp_probe(&t, &res);
@@ -847,7 +849,7 @@ test_probe_auth_requirepass(void)
 
     t.username = "default";                     /* AUTH default s3cr3t */
     sp_probe(&t, &res);
-    CHECK(res.status == SP_PROBE_OK);
+    CHECK_EQ(res.status, SP_PROBE_OK);
     sp_redis_destroy(&r);
 }
 
@@ -895,7 +897,7 @@ test_probe_auth_acl_user(void)
     sp_probe(&t, &res);
     CHECKF(res.status == SP_PROBE_OK, "%s %s",
            sp_probe_status_name(res.status), res.error);
-    CHECK(res.run_id[0] == '\0');
+    CHECK_EQ(res.run_id[0], '\0');
     CHECK(strstr(res.error, "NOPERM") != NULL);
     /* no view of the server either, and the reason says so (code only) */
     CHECK(!sp_server_view_usable(&res.view));
@@ -934,7 +936,7 @@ test_probe_overloaded_maxclients(void)
         CHECKF(res.status == SP_PROBE_OVERLOADED, "try %d: %s %s", i,
                sp_probe_status_name(res.status), res.error);
         CHECK(strstr(res.error, "max number of clients reached") != NULL);
-        CHECK(res.run_id[0] == '\0');
+        CHECK_EQ(res.run_id[0], '\0');
     }
     close(held);
     /* the server notices the close asynchronously: poll, bounded */
@@ -981,7 +983,7 @@ test_probe_unix_socket(void)
         CHECK(fd >= 0);
         CHECK(sp_client_cmd(fd, 1.0, reply, sizeof(reply), "PING",
                             (char *)NULL) > 0);
-        CHECK(sp_fd_idle_ok(fd) == 1);
+        CHECK_EQ(sp_fd_idle_ok(fd), 1);
         close(fd);
     }
     sp_redis_stop(&r);
@@ -1050,7 +1052,7 @@ test_probe_loading_real(void)
     }
     CHECKF(seen_loading, "never saw LOADING");
     CHECKF(seen_ok, "never became OK");
-    CHECK(strcmp(loading_run_id, res.run_id) == 0);
+    CHECK_EQ(strcmp(loading_run_id, res.run_id), 0);
     sp_redis_destroy(&r);
 }
 
@@ -1076,8 +1078,8 @@ test_fd_idle_client_kill(void)
     id = strtol(reply + 1, NULL, 10);
     CHECK(sp_client_cmd(b, 1.0, reply, sizeof(reply), "PING",
                         (char *)NULL) > 0);
-    CHECK(sp_fd_idle_ok(a) == 1);
-    CHECK(sp_fd_idle_ok(b) == 1);
+    CHECK_EQ(sp_fd_idle_ok(a), 1);
+    CHECK_EQ(sp_fd_idle_ok(b), 1);
 
     snprintf(reply, sizeof(reply), "%ld", id);
     CHECK(sp_redis_cmd(&r, reply, sizeof(reply), "CLIENT", "KILL", "ID",
@@ -1085,17 +1087,17 @@ test_fd_idle_client_kill(void)
           && strcmp(reply, ":1\r\n") == 0);
     p.fd = a;
     p.events = POLLIN;
-    CHECK(poll(&p, 1, 2000) == 1);              /* wait for the FIN */
-    CHECK(sp_fd_idle_ok(a) == 0);               /* killed */
-    CHECK(sp_fd_idle_ok(b) == 1);               /* healthy idle */
+    CHECK_EQ(poll(&p, 1, 2000), 1);              /* wait for the FIN */
+    CHECK_EQ(sp_fd_idle_ok(a), 0);               /* killed */
+    CHECK_EQ(sp_fd_idle_ok(b), 1);               /* healthy idle */
 
     /* unread data (a reply nobody read) is not idle */
     CHECK(send(c, "*1\r\n$4\r\nPING\r\n", 14, MSG_NOSIGNAL) == 14);
     p.fd = c;
-    CHECK(poll(&p, 1, 2000) == 1);
-    CHECK(sp_fd_idle_ok(c) == 0);
-    CHECK(recv(c, reply, sizeof(reply), 0) == 7);
-    CHECK(sp_fd_idle_ok(c) == 1);
+    CHECK_EQ(poll(&p, 1, 2000), 1);
+    CHECK_EQ(sp_fd_idle_ok(c), 0);
+    CHECK_EQ(recv(c, reply, sizeof(reply), 0), 7);
+    CHECK_EQ(sp_fd_idle_ok(c), 1);
 
     close(a);
     close(b);
@@ -1154,7 +1156,7 @@ test_probe_concurrent_threads(void)
         pthread_join(th[i], NULL);
         CHECKF(args[i].ok == 25, "thread %d: %d ok", i, args[i].ok);
         CHECK(args[i].same);
-        CHECK(strcmp(args[i].run_id, args[0].run_id) == 0);
+        CHECK_EQ(strcmp(args[i].run_id, args[0].run_id), 0);
     }
     sp_redis_destroy(&r);
 }
@@ -1201,7 +1203,7 @@ test_probe_auth_echo_keeps_no_secret(void)
     CHECKF(strstr(res.error, "hunter") == NULL, "%s", res.error);
 }
 
-const sp_test sp_probe_tests[] = {
+static const sp_test tests[] = {
     {"probe/auth_echo_keeps_no_secret", test_probe_auth_echo_keeps_no_secret},
     {"probe/resp_reply_len", test_resp_reply_len},
     {"probe/classify_reply", test_classify_reply},
@@ -1234,3 +1236,5 @@ const sp_test sp_probe_tests[] = {
     {"probe/concurrent_threads", test_probe_concurrent_threads},
     {NULL, NULL},
 };
+
+SP_SUITE(probe, tests)

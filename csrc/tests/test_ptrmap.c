@@ -61,22 +61,22 @@ test_ptrmap_basic(void)
     sp_ptrmap_init(&m);
     CHECK(sp_ptrmap_get(&m, key_of(1)) == NULL);
     CHECK(sp_ptrmap_del(&m, key_of(1)) == NULL);
-    CHECK(sp_ptrmap_put(&m, key_of(1), val_of(1, 0)) == 0);
+    CHECK_EQ(sp_ptrmap_put(&m, key_of(1), val_of(1, 0)), 0);
     CHECK(m.len == 1 && m.cap == 16);
     CHECK(sp_ptrmap_get(&m, key_of(1)) == val_of(1, 0));
     /* Overwrite keeps the length. */
-    CHECK(sp_ptrmap_put(&m, key_of(1), val_of(1, 1)) == 0);
-    CHECK(m.len == 1);
+    CHECK_EQ(sp_ptrmap_put(&m, key_of(1), val_of(1, 1)), 0);
+    CHECK_EQ(m.len, 1);
     CHECK(sp_ptrmap_get(&m, key_of(1)) == val_of(1, 1));
     CHECK(sp_ptrmap_del(&m, key_of(2)) == NULL);
     CHECK(sp_ptrmap_del(&m, key_of(1)) == val_of(1, 1));
-    CHECK(m.len == 0);
+    CHECK_EQ(m.len, 0);
     CHECK(sp_ptrmap_get(&m, key_of(1)) == NULL);
-    CHECK(sp_ptrmap_put(&m, key_of(3), val_of(3, 0)) == 0);
+    CHECK_EQ(sp_ptrmap_put(&m, key_of(3), val_of(3, 0)), 0);
     sp_ptrmap_clear(&m);
     CHECK(m.len == 0 && m.cap == 16);
     CHECK(sp_ptrmap_get(&m, key_of(3)) == NULL);
-    CHECK(sp_ptrmap_put(&m, key_of(3), val_of(3, 0)) == 0);
+    CHECK_EQ(sp_ptrmap_put(&m, key_of(3), val_of(3, 0)), 0);
     CHECK(sp_ptrmap_get(&m, key_of(3)) == val_of(3, 0));
     sp_ptrmap_free(&m);
     CHECK(m.cap == 0 && m.len == 0 && m.keys == NULL);
@@ -100,7 +100,7 @@ test_ptrmap_random(void)
         int insert_bias = op < 20000 ? 70 : op < 40000 ? 30 : 50;
         if ((int)what < insert_bias) {
             void *v = val_of(k, op & 7);
-            CHECK(sp_ptrmap_put(&m, key_of(k), v) == 0);
+            CHECK_EQ(sp_ptrmap_put(&m, key_of(k), v), 0);
             if (ref[k] == NULL) {
                 len++;
             }
@@ -193,23 +193,23 @@ test_ptrmap_wraparound_delete(void)
     }
     sp_ptrmap_init(&m);
     for (i = 0; i < 3; i++) {
-        CHECK(sp_ptrmap_put(&m, a[i], a[i]) == 0);
+        CHECK_EQ(sp_ptrmap_put(&m, a[i], a[i]), 0);
     }
-    CHECK(sp_ptrmap_put(&m, b[0], b[0]) == 0);
-    CHECK(sp_ptrmap_put(&m, c[0], c[0]) == 0);
+    CHECK_EQ(sp_ptrmap_put(&m, b[0], b[0]), 0);
+    CHECK_EQ(sp_ptrmap_put(&m, c[0], c[0]), 0);
     CHECK(m.cap == 16 && m.len == 5);
-    CHECK(slot_of_key(&m, a[0]) == 15);
-    CHECK(slot_of_key(&m, a[1]) == 0);
-    CHECK(slot_of_key(&m, a[2]) == 1);
-    CHECK(slot_of_key(&m, b[0]) == 2);
-    CHECK(slot_of_key(&m, c[0]) == 3);
+    CHECK_EQ(slot_of_key(&m, a[0]), 15);
+    CHECK_EQ(slot_of_key(&m, a[1]), 0);
+    CHECK_EQ(slot_of_key(&m, a[2]), 1);
+    CHECK_EQ(slot_of_key(&m, b[0]), 2);
+    CHECK_EQ(slot_of_key(&m, c[0]), 3);
 
     /* Deleting at 15 shifts the whole run back across the wrap. */
     CHECK(sp_ptrmap_del(&m, a[0]) == a[0]);
-    CHECK(slot_of_key(&m, a[1]) == 15);
-    CHECK(slot_of_key(&m, a[2]) == 0);
-    CHECK(slot_of_key(&m, b[0]) == 1);
-    CHECK(slot_of_key(&m, c[0]) == 2);
+    CHECK_EQ(slot_of_key(&m, a[1]), 15);
+    CHECK_EQ(slot_of_key(&m, a[2]), 0);
+    CHECK_EQ(slot_of_key(&m, b[0]), 1);
+    CHECK_EQ(slot_of_key(&m, c[0]), 2);
     CHECK(m.keys[3] == NULL);
     for (i = 1; i < 3; i++) {
         CHECK(sp_ptrmap_get(&m, a[i]) == a[i]);
@@ -220,23 +220,25 @@ test_ptrmap_wraparound_delete(void)
 
     /* Deleting b (now at 1, home 0): c (home 1) moves into the hole. */
     CHECK(sp_ptrmap_del(&m, b[0]) == b[0]);
-    CHECK(slot_of_key(&m, c[0]) == 1);
+    CHECK_EQ(slot_of_key(&m, c[0]), 1);
     CHECK(sp_ptrmap_get(&m, a[2]) == a[2]);
 
     /* Deleting a1 at 15: a2 (home 15, at 0) moves to 15; c stays at its home 1. */
     CHECK(sp_ptrmap_del(&m, a[1]) == a[1]);
-    CHECK(slot_of_key(&m, a[2]) == 15);
-    CHECK(slot_of_key(&m, c[0]) == 1);
+    CHECK_EQ(slot_of_key(&m, a[2]), 15);
+    CHECK_EQ(slot_of_key(&m, c[0]), 1);
     CHECK(m.keys[0] == NULL);
     CHECK(sp_ptrmap_get(&m, c[0]) == c[0]);
     CHECK(sp_ptrmap_get(&m, a[2]) == a[2]);
-    CHECK(m.len == 2);
+    CHECK_EQ(m.len, 2);
     sp_ptrmap_free(&m);
 }
 
-const sp_test sp_ptrmap_tests[] = {
+static const sp_test tests[] = {
     {"ptrmap/basic", test_ptrmap_basic},
     {"ptrmap/random_vs_reference", test_ptrmap_random},
     {"ptrmap/wraparound_backward_shift", test_ptrmap_wraparound_delete},
     {NULL, NULL},
 };
+
+SP_SUITE(ptrmap, tests)

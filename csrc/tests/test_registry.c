@@ -68,21 +68,21 @@ test_bind_unbind(void)
 
     b = sp_registry_bind("reg-b", "redis://b", 2, NULL, &created);
     CHECK(b != NULL && b != a && created == 1 && b->host == NULL && b->port == -1);
-    CHECK(sp_registry_count() == base + 2);
+    CHECK_EQ(sp_registry_count(), base + 2);
 
     n = 0;
     sp_registry_foreach(count_visit, &n);
-    CHECK(n == base + 2);
+    CHECK_EQ(n, base + 2);
     CHECK(a->refs == 2 && (b == NULL || b->refs == 1));
     n = 0;
     sp_registry_foreach(stop_after_one, &n);
-    CHECK(n == 1);
+    CHECK_EQ(n, 1);
     CHECK(a->refs == 2 && (b == NULL || b->refs == 1));
 
     sp_registry_unbind(a2);
     CHECK(sp_registry_count() == base + 2 && a->refs == 1);
     sp_registry_unbind(a);
-    CHECK(sp_registry_count() == base + 1);
+    CHECK_EQ(sp_registry_count(), base + 1);
     /* Gone: binding the key again makes a new endpoint with the new budget. */
     a = sp_registry_bind("reg-a", "redis://a", 7, NULL, &created);
     CHECK(a != NULL && created == 1 && a->max_connections == 7);
@@ -92,7 +92,7 @@ test_bind_unbind(void)
     if (b != NULL) {
         sp_registry_unbind(b);
     }
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 }
 
 static void
@@ -107,13 +107,13 @@ test_foreach_unbind_inside(void)
         return;
     }
     sp_registry_foreach(unbind_inside, c);
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 }
 
 static void
 test_configure(void)
 {
-    sp_after after = {0};
+    sp_deferred after = {0};
     sp_endpoint *ep, *bound, *made;
     tp_payload *p[3];
     int created, i, base = sp_registry_count();
@@ -135,15 +135,15 @@ test_configure(void)
     /* Over the new budget: returned connections close until it fits. */
     for (i = 0; i < 3; i++) {
         if (p[i] != NULL) {
-            CHECK(sp_endpoint_release(bound, bound, p[i], -1, 1, &after) == SP_REL_OK);
+            CHECK_EQ(sp_endpoint_release(bound, bound, p[i], -1, 1, &after), SP_REL_OK);
             CHECK(tp_after_done(&after) == (i < 2));
         }
     }
     CHECK(bound->total == 1 && bound->idle == 1);
-    sp_endpoint_drain_idle(bound, 0, &after);
+    sp_endpoint_bury_idle_of(bound, 0, &after);
     tp_after_done(&after);
     sp_registry_unbind(bound);
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 
     /* Unknown endpoint: created and pinned, so pools made later use its
        budget -- even after the caller drops the call's reference (as
@@ -158,27 +158,29 @@ test_configure(void)
         !tp_pending("sp_registry_configure() takes one reference for a new endpoint: the "
                     "caller's unbind frees it, so the budget is not pinned")) {
         sp_registry_unbind(made);
-        CHECK(sp_registry_count() == base);
+        CHECK_EQ(sp_registry_count(), base);
         return;
     }
     sp_registry_unbind(made);
-    CHECK(sp_registry_count() == base + 1);
+    CHECK_EQ(sp_registry_count(), base + 1);
     bound = sp_registry_bind("reg-e", "redis://e", 10, NULL, &created);
     CHECK(bound == made && created == 0);
     if (bound != NULL) {
         CHECK(bound->max_connections == 4);
         sp_registry_unbind(bound);
         if (bound == made) {
-            CHECK(sp_registry_count() == base + 1);
+            CHECK_EQ(sp_registry_count(), base + 1);
             sp_registry_unbind(bound);  /* drop the pin so the driver ends clean */
         }
     }
-    CHECK(sp_registry_count() == base);
+    CHECK_EQ(sp_registry_count(), base);
 }
 
-const sp_test sp_registry_tests[] = {
+static const sp_test tests[] = {
     {"registry/bind_unbind", test_bind_unbind},
     {"registry/foreach_unbind_inside", test_foreach_unbind_inside},
     {"registry/configure", test_configure},
     {NULL, NULL},
 };
+
+SP_SUITE(registry, tests)

@@ -46,7 +46,7 @@ own_watch(void)
     sp_watch_hit got[16];
 
     sp_checker_stop();
-    CHECK(sp_watch_open() == 0);
+    CHECK_EQ(sp_watch_open(), 0);
     while (sp_watch_wait(0, got, 16) > 0) {
     }
 }
@@ -75,17 +75,17 @@ test_watch_peer_close(void)
     }
     sp_watch_add(ours, 7);
     sp_watch_counts(&added, &hangups);
-    CHECK(added == added0 + 1);
+    CHECK_EQ(added, added0 + 1);
     /* Traffic is not a hangup. */
     CHECK(write(theirs, "+PONG\r\n", 7) == 7);
-    CHECK(wait_for(got, 4, 0.05) == 0);
+    CHECK_EQ(wait_for(got, 4, 0.05), 0);
     /* The server closes: reported once, with the endpoint's serial. */
     close(theirs);
     CHECK(wait_for(got, 4, 10.0) == 1 && got[0].serial == 7 && got[0].sockets == 1);
     sp_watch_counts(&added, &hangups);
-    CHECK(hangups == hangups0 + 1);
+    CHECK_EQ(hangups, hangups0 + 1);
     /* Edge-triggered: the same hangup is not reported again. */
-    CHECK(wait_for(got, 4, 0.05) == 0);
+    CHECK_EQ(wait_for(got, 4, 0.05), 0);
     close(ours);
 }
 
@@ -101,7 +101,7 @@ test_watch_peer_reset(void)
         return;
     }
     sp_watch_add(ours, 9);
-    CHECK(setsockopt(theirs, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)) == 0);
+    CHECK_EQ(setsockopt(theirs, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
     close(theirs);  /* RST */
     CHECK(wait_for(got, 4, 10.0) == 1 && got[0].serial == 9);
     close(ours);
@@ -121,10 +121,10 @@ test_watch_own_shutdown_ignored(void)
     sp_watch_add(ours, 11);
     sp_watch_counts(&added, &hangups0);
     /* What redis-py's disconnect() does before close(). */
-    CHECK(shutdown(ours, SHUT_RDWR) == 0);
-    CHECK(wait_for(got, 4, 0.05) == 0);
+    CHECK_EQ(shutdown(ours, SHUT_RDWR), 0);
+    CHECK_EQ(wait_for(got, 4, 0.05), 0);
     sp_watch_counts(&added, &hangups);
-    CHECK(hangups == hangups0);
+    CHECK_EQ(hangups, hangups0);
     close(ours);
     close(theirs);
 }
@@ -136,7 +136,7 @@ test_watch_unix_peer_close(void)
     int sv[2];
 
     own_watch();
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     sp_watch_add(sv[0], 13);
     close(sv[1]);
     CHECK(wait_for(got, 4, 10.0) == 1 && got[0].serial == 13);
@@ -181,13 +181,13 @@ test_watch_ignores_non_sockets(void)
     int p[2];
 
     own_watch();
-    CHECK(pipe(p) == 0);
+    CHECK_EQ(pipe(p), 0);
     sp_watch_counts(&added0, &hangups);
     sp_watch_add(p[0], 5);
     sp_watch_add(-1, 5);
     sp_watch_add(3, 0);  /* serial 0 is nobody's */
     sp_watch_counts(&added, &hangups);
-    CHECK(added == added0);
+    CHECK_EQ(added, added0);
     close(p[0]);
     close(p[1]);
 }
@@ -202,12 +202,12 @@ test_watch_wake(void)
     sp_watch_wake();
     sp_watch_wake();  /* wake-ups pile up into one */
     t0 = sp_now();
-    CHECK(wait_for(got, 4, 30.0) == 0);
+    CHECK_EQ(wait_for(got, 4, 30.0), 0);
     CHECKF(sp_now() - t0 < 30.0, "the wake-up was lost");
-    CHECK(wait_for(got, 4, 0.02) == 0);
+    CHECK_EQ(wait_for(got, 4, 0.02), 0);
 }
 
-const sp_test sp_watch_tests[] = {
+static const sp_test tests[] = {
     {"watch/peer_close", test_watch_peer_close},
     {"watch/peer_reset", test_watch_peer_reset},
     {"watch/own_shutdown_ignored", test_watch_own_shutdown_ignored},
@@ -217,3 +217,5 @@ const sp_test sp_watch_tests[] = {
     {"watch/wake", test_watch_wake},
     {NULL, NULL},
 };
+
+SP_SUITE(watch, tests)

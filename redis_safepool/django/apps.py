@@ -63,5 +63,5 @@ class SafePoolConfig(AppConfig):
         conf = dict(getattr(settings, "SAFEPOOL", {}) or {})
         kwargs = {k: conf[k] for k in ("pool_warn_threshold", "leak_threshold") if k in conf}
         if kwargs:
-            observe.configure(**kwargs)
+            observe.set_thresholds(**kwargs)
         checks.register(check_caches, checks.Tags.caches)

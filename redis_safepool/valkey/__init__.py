@@ -8,33 +8,17 @@ import valkey.asyncio.connection as _async_conn
 import valkey.connection as _conn
 
 from .. import _core
-from .._books import DEFAULT_TIMEOUT
-from .._dispose import add_async_connection_class
-from .._keys import add_transports
+from .._pool_base import DEFAULT_TIMEOUT
+from .._close_dropped import add_async_connection_class
+from .._endpoint_keys import add_transports
 from ..pool import SyncPoolMethods
 from . import exceptions
-from .exceptions import (
-    BudgetConflictWarning,
-    DoubleReleaseError,
-    ForeignConnectionError,
-    PoolClosedError,
-    PoolMisuseError,
-    PoolTimeoutError,
-    SafePoolError,
-    ServerUnavailableError,
-)
+from .exceptions import *  # noqa: F403 (every error, named once in exceptions.__all__)
 
 __all__ = [
     "SafeConnectionPool",
     "BlockingSafeConnectionPool",
-    "SafePoolError",
-    "PoolTimeoutError",
-    "ServerUnavailableError",
-    "PoolClosedError",
-    "PoolMisuseError",
-    "DoubleReleaseError",
-    "ForeignConnectionError",
-    "BudgetConflictWarning",
+    *exceptions.__all__,
 ]
 
 add_transports(

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from . import _core, _events, observe
 from . import exceptions as _redis_errors
 from ._checks import check_seconds as _check_seconds
-from ._keys import FlavorRef, endpoint_of, flavor_ref
+from ._endpoint_keys import FlavorRef, endpoint_of, flavor_ref
 from ._redact import redact_url, scrub_exception, secrets_of
 from .exceptions import BudgetConflictWarning, HostScopeWarning
 
@@ -209,7 +209,7 @@ def _wrong_client(pool: Any, client: Any, needs: Any) -> TypeError:
     )
 
 
-_Pool = TypeVar("_Pool", bound="CoreBooks")
+_Pool = TypeVar("_Pool", bound="PoolBase")
 
 if TYPE_CHECKING:  # every pool class has _core.PoolCore as another base (see pool.py)
     from ._core import _PoolCoreAPI as _CoreBase
@@ -217,7 +217,7 @@ else:
     _CoreBase = object
 
 
-class CoreBooks(_CoreBase):
+class PoolBase(_CoreBase):
     """Mixin for pools built on ``_core.PoolCore`` (sync and asyncio).
 
     redis-py's own ``__init__``/``reset`` assign ``_available_connections``
@@ -346,7 +346,7 @@ class CoreBooks(_CoreBase):
     def _bind_budget(self) -> Dict[str, Any]:
         """(Re)attach to the budget of the endpoint the connection kwargs name; return its address."""
         _check_connection_kwargs(self.connection_kwargs)
-        key, label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
+        label, addr = endpoint_of(self.connection_class, self.connection_kwargs)
         flavor_kwargs = self.connection_kwargs
         cache = getattr(self, "cache", None)
         if cache is not None:
@@ -356,8 +356,8 @@ class CoreBooks(_CoreBase):
         flavor = flavor_ref(self.connection_class, flavor_kwargs)
         asked = self.requested_max_connections
         asked_scope = getattr(self, "scope", "process")
-        shm_name = host_segment_name(key) if asked_scope == "host" else None
-        budget, created, scope, note = self._bind(key, label, asked, flavor.id,
+        shm_name = host_segment_name(label) if asked_scope == "host" else None
+        budget, created, scope, note = self._bind(label, asked, flavor.id,
                                                   shm_name=shm_name, **addr)
         self._flavor_ref = flavor  # keeps the flavor's table entry while this pool uses it
         if note is not None:

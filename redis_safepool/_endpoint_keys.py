@@ -122,12 +122,13 @@ def _db(kwargs: Mapping[str, Any]) -> int:
     return db
 
 
-def endpoint_of(connection_class: type, kwargs: Mapping[str, Any]) -> Tuple[str, str, Dict[str, Any]]:
-    """Return (key, label, address) for the server these kwargs connect to.
+def endpoint_of(connection_class: type, kwargs: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """Return (key, address) for the server these kwargs connect to.
 
     The key holds what makes connections interchangeable for the server:
-    transport, address, db, username and protocol. The label is the same
-    without secrets, for people. The address is what the health checker uses.
+    transport, address, db, username and protocol; it holds no secret, so it
+    is also the endpoint's label for people (``pool.endpoint``). The address
+    is what the health checker uses.
     """
     transport = transport_of(connection_class)
     username = kwargs.get("username")
@@ -144,19 +145,19 @@ def endpoint_of(connection_class: type, kwargs: Mapping[str, Any]) -> Tuple[str,
         path = kwargs.get("path")
         if not isinstance(path, str) or not path:
             raise ValueError(f"a unix socket connection needs a path, got {path!r}")
-        label = f"unix://{user}{path}?db={db}"
+        key = f"unix://{user}{path}?db={db}"
         addr["unix_path"] = path
     else:
         host = _host(kwargs)
         port = _port(kwargs)
         scheme = "rediss" if transport == "tls" else "redis"
         shown = f"[{host}]" if ":" in host else host
-        label = f"{scheme}://{user}{shown}:{port}/{db}"
+        key = f"{scheme}://{user}{shown}:{port}/{db}"
         addr["host"] = host
         addr["port"] = port
     if protocol != 2:
-        label += f"{'&' if '?' in label else '?'}protocol={protocol}"
-    return label, label, addr
+        key += f"{'&' if '?' in key else '?'}protocol={protocol}"
+    return key, addr
 
 
 def _value_key(name: str, value: Any) -> str:
