@@ -97,6 +97,7 @@ test-valgrind: | system-deps
 
 demo: $(STAMP) build
 	$(PY) benchmarks/storm.py --demo
+	$(PY) benchmarks/storm.py --demo --prefork --quick
 	$(PY) benchmarks/fleet.py --demo
 
 bench: $(STAMP) build

@@ -198,6 +198,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     help="redis-py Retry count inside each connection (default 0, as pools built "
                          "without retry=)")
     ap.add_argument("--seed", type=int, default=None, help="seed the backoff jitter")
+    ap.add_argument("--prefork", action="store_true",
+                    help="the prefork scenario only: forked processes x threads, process vs host "
+                         "scope (benchmarks/_storm_prefork.py)")
+    ap.add_argument("--processes", type=int, default=8, help="--prefork: forked processes")
+    ap.add_argument("--threads", type=int, default=25, help="--prefork: threads per process")
     ap.add_argument("--json", metavar="FILE", help="write raw results as JSON")
     ap.add_argument("--write", metavar="FILE", help="write the results as markdown (STORM.md)")
     args = ap.parse_args(argv)
@@ -292,6 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # the pool logs every transition; the tables say what happened, so keep stderr quiet
     logging.getLogger("redis_safepool").addHandler(logging.NullHandler())
     started = time.monotonic()
+    if args.prefork:
+        return prefork_main(args, argv, started)
     if args.demo:
         print("Incident replay: redis-server is killed under load and restarted; "
               "redis-py's pools vs SafeConnectionPool.", flush=True)
@@ -303,6 +310,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.write:
         write_markdown(args.write, markdown(results, argv, time.monotonic() - started))
     return 0
+
+
+def prefork_main(args: argparse.Namespace, argv: Sequence[str], started: float) -> int:
+    """The prefork scenario: the same storm from forked processes, process scope vs host scope."""
+    import _storm_prefork as pf
+
+    if args.demo:
+        print(f"Prefork replay: {args.processes} forked processes x {args.threads} threads "
+              "(one pool per thread), server killed and restarted; scope=\"process\" vs "
+              "scope=\"host\".", flush=True)
+    results = pf.run_both(args.quick, processes=args.processes, threads=args.threads,
+                          max_connections=args.max_connections, maxclients=args.maxclients)
+    print(f"\n{pf.title(results)}\n\n{pf.text_table(results)}\n", flush=True)
+    if args.write:
+        body = (f"## Prefork results\n\nCommand: `.venv/bin/python benchmarks/storm.py "
+                f"{' '.join(argv)}` ({time.monotonic() - started:.0f} s)\n\n"
+                f"### {pf.title(results)}\n\n{pf.markdown_table(results)}\n")
+        write_prefork_markdown(args.write, body)
+    return 0
+
+
+def write_prefork_markdown(path: str, body: str) -> None:
+    """Replace the prefork part of ``path`` (from '## Prefork results' to the next '## '), or put
+    it before '## Results' (which ``write_markdown`` rewrites to the end of the file)."""
+    text = open(path).read() if os.path.exists(path) else "# Incident replay\n\n"
+    head, sep, rest = text.partition("## Prefork results")
+    if sep:
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+    else:
+        head, sep, rest = text.partition("## Results")
+        tail = sep + rest
+    with open(path, "w") as f:
+        f.write(head + body + ("\n" + tail if tail else ""))
 
 
 if __name__ == "__main__":

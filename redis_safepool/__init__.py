@@ -83,11 +83,15 @@ def configure(target: Union[str, ConnectionPool], max_connections: int,
         warn_scope_conflict(label, _core.stats()[label]["scope"], scope)
 
 
-def host_stats(target: Union[str, ConnectionPool]) -> Dict[str, int]:
+def host_stats(target: Union[str, ConnectionPool]) -> Dict[str, Any]:
     """The host budget of an endpoint as every process on this host shares it, read
     from its shared segment without attaching to it (works from outside the
     application): ``max_connections``, ``total``, ``in_use``, ``processes``,
-    ``waiting``, ``reclaimed``. ``OSError`` when there is none."""
+    ``waiting``, ``reclaimed``, the shared health ``state`` ("unknown" until
+    one is published), ``connecting`` / ``max_connecting`` (recovering: the
+    host's connects and their limit), ``probes_led`` / ``probes_skipped``
+    (probes made under the probe lease / skipped for another process's).
+    ``OSError`` when there is none."""
     key = _endpoint_of_target(target, "host_stats")[0]
     return _core.host_view(host_segment_name(key))
 

@@ -94,7 +94,8 @@ def _host_view(url: str, as_json: bool) -> int:
         print(json.dumps(view, indent=2, sort_keys=True))
     else:
         print(f"host budget of {redact_url(url)}")
-        for key in ("max_connections", "total", "in_use", "processes", "waiting", "reclaimed"):
+        for key in ("max_connections", "total", "in_use", "processes", "waiting", "reclaimed",
+                    "state", "connecting", "max_connecting", "probes_led", "probes_skipped"):
             print(f"  {key:<16} {view[key]}")
     return 0
 

@@ -71,6 +71,27 @@ def needs_async_event(pool: Any, conn: Any) -> bool:
     return not _only_reauth(listeners) or _carries_token(conn)
 
 
+def async_event_due(pool: Any, conn: Any) -> bool:
+    """``needs_async_event()`` at the cost of a few lookups on every release: the
+    pool keeps the listener list it last saw holding only redis-py's re-auth
+    listener (``pool._quiet_async``: dispatcher, its table, the list, its length)
+    and looks again only when the dispatcher, the table or the list changed."""
+    quiet = pool._quiet_async
+    if quiet is not None:
+        dispatcher, mapping, listeners, n = quiet
+        if (pool._event_dispatcher is dispatcher and dispatcher._event_listeners_mapping is mapping
+                and mapping.get(AsyncAfterConnectionReleasedEvent) is listeners
+                and len(listeners) == n):
+            return _carries_token(conn)
+    mapping = _mapping(pool) if AVAILABLE else None
+    listeners = None if mapping is None else mapping.get(AsyncAfterConnectionReleasedEvent)
+    if isinstance(listeners, list) and listeners and _only_reauth(listeners):
+        pool._quiet_async = (pool._event_dispatcher, mapping, listeners, len(listeners))
+    else:
+        pool._quiet_async = None
+    return needs_async_event(pool, conn)
+
+
 def async_event(conn: Any) -> Any:
     return AsyncAfterConnectionReleasedEvent(conn)
 

@@ -49,11 +49,23 @@ class _LoopWaker:
 
     def collect(self) -> None:
         """Resolve the futures of this loop's served waiters (the pipe's reader)."""
-        for pool, fut, kind, conn in self.inbox.collect():
-            if not fut.done():
-                fut.set_result((kind, conn))
-            elif pool is not None:  # cancelled or timed out just now: hand it straight back
-                pool._give_back(kind, conn)
+        _resolve(self.inbox.collect())
+
+    def release_here(self, pool: "AsyncPoolMethods", conn: Any, fd: int) -> None:
+        """A release by a task of this loop: the waiters of this loop it serves
+        get their futures resolved now, with no wake-up through the pipe (which
+        would cost a write, a read and a loop iteration per hand-over)."""
+        inbox = self.inbox
+        if inbox is None:  # retired meanwhile
+            pool._release_fd(conn, fd)
+            return
+        inbox.hold()
+        try:
+            pool._release_fd(conn, fd)
+        finally:
+            served = inbox.take()
+            if served is not None:
+                _resolve(served)
 
     def retire(self) -> None:
         """The loop is closed or gone: give back what its waiters hold, drop its flavors."""
@@ -68,6 +80,14 @@ class _LoopWaker:
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.inbox.fileno())
         self.inbox = None  # type: ignore[assignment]  # the pipe closes with the last reference
+
+
+def _resolve(served: Any) -> None:
+    for pool, fut, kind, conn in served:
+        if not fut.done():
+            fut.set_result((kind, conn))
+        elif pool is not None:  # cancelled or timed out just now: hand it straight back
+            pool._give_back(kind, conn)
 
 
 _tokens = itertools.count(1)
@@ -85,6 +105,16 @@ def _forget_wakers() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_wakers)
+
+
+def _waker_here() -> Optional[_LoopWaker]:
+    """The running loop's waker if it has one (it has once it checked out)."""
+    loop = asyncio.get_running_loop()
+    last = _last_waker
+    if last is not None and last._loop() is loop:
+        return last
+    token = _waker_of.get(loop)
+    return None if token is None else _wakers.get(token)
 
 
 def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
@@ -118,6 +148,7 @@ class AsyncPoolMethods(PoolBase):
     __slots__ = ()
 
     _client = ("redis", "asyncio")
+    _quiet_async: Any = None  # the release listeners last seen: see _release_events.async_event_due
 
     # from the client family's asyncio ConnectionPool, the last base
     _client_pool: ClassVar[Any]
@@ -328,7 +359,7 @@ class AsyncPoolMethods(PoolBase):
             except BaseException:
                 self._release_fd(connection, -1)  # cancelled again: give the slot back anyway
                 raise
-        if _release_events.needs_async_event(self, connection) and self.owns_connection(connection):
+        if _release_events.async_event_due(self, connection) and self.owns_connection(connection):
             # Dispatched while the connection is still ours: its re-authentication
             # listener sends AUTH on it. A failed listener leaves it in an unknown
             # state: it goes back disconnected and the error propagates.
@@ -341,7 +372,11 @@ class AsyncPoolMethods(PoolBase):
                     pass
                 self._release_fd(connection, -1)
                 raise
-        self._release_fd(connection, _fd_of(connection))
+        waker = _waker_here()
+        if waker is None:
+            self._release_fd(connection, _fd_of(connection))
+        else:
+            waker.release_here(self, connection, _fd_of(connection))
 
     async def re_auth_callback(self, token: Any) -> None:
         """A streaming credential provider's new token: re-authenticate every connection."""

@@ -464,25 +464,59 @@ def test_cancelled_waiter_loses_its_place_without_leaking(redis_server, make_apo
     assert served == ["a", "c"]
 
 
-def test_cancel_in_the_iteration_of_the_handover(redis_server, make_apool, no_checker):
-    """release() serves the waiter; it is cancelled before its loop collects the connection."""
+async def hand_over(pool: SafeConnectionPool):
+    """Check out the pool's one connection, queue a waiter task for it, release it
+    (handed to the waiter in C): (the connection, the waiter task)."""
+    held = await pool.get_connection()
+    waiter = asyncio.ensure_future(pool.get_connection())
+    await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
+    await pool.release(held)
+    return held, waiter
+
+
+def test_cancel_in_the_iteration_of_the_handover(redis_server, make_pool, make_apool,
+                                                no_checker):
+    """A thread's release serves the waiter in C; it is cancelled before its loop collects
+    the connection from the inbox."""
     pool = make_apool(redis_server.url, max_connections=1, timeout=30)
+    sync_pool = make_pool(redis_server.url, max_connections=1, timeout=30)
 
     async def main():
         for _ in range(5):
-            held = await pool.get_connection()
+            held = sync_pool.get_connection()
             waiter = asyncio.ensure_future(pool.get_connection())
             await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
-            await pool.release(held)  # handed to the waiter in C, no await point here
+            sync_pool.release(held)  # handed to the waiter in C, no await point here
             waiter.cancel()  # same iteration: the loop has not read the notify pipe yet
             with pytest.raises(asyncio.CancelledError):
                 await waiter
             st = pool.stats()
-            assert (st["in_use"], st["waiters"], st["total"]) == (0, 0, 1), st
-        conn = await pool.get_connection()
-        assert conn is held  # the handed-over connection came back, usable
+            assert (st["in_use"], st["waiters"]) == (0, 0), st
+        conn = await pool.get_connection()  # the slot the cancelled waiter was handed came back
         await pool.release(conn)
         assert await ra.Redis(connection_pool=pool).ping() is True
+        await pool.aclose()
+
+    run(main())
+
+
+def test_a_handover_on_the_releasing_loop_needs_no_wake_up(redis_server, make_apool,
+                                                          no_checker):
+    """release() resolves the future of a waiter on its own loop itself: no byte goes
+    through the loop's pipe, and the waiter has its connection without a pipe read."""
+    pool = make_apool(redis_server.url, max_connections=1, timeout=30)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for _ in range(5):
+            held, waiter = await hand_over(pool)
+            with pytest.raises(BlockingIOError):
+                os.read(spa._waker(loop).inbox.fileno(), 1)  # the pipe is empty
+            st = pool.stats()
+            assert (st["in_use"], st["waiters"]) == (1, 0), st  # already the waiter's
+            conn = await waiter
+            assert conn is held
+            await pool.release(conn)
         await pool.aclose()
 
     run(main())
@@ -495,11 +529,8 @@ def test_cancel_after_the_connection_was_collected(redis_server, make_apool, no_
     async def main():
         loop = asyncio.get_running_loop()
         for _ in range(5):
-            held = await pool.get_connection()
-            waiter = asyncio.ensure_future(pool.get_connection())
-            await until(lambda: pool.stats()["waiters"] == 1, "the waiter to queue")
-            await pool.release(held)
-            spa._waker(loop).collect()  # what the pipe's reader does: resolve the future now
+            held, waiter = await hand_over(pool)
+            spa._waker(loop).collect()  # resolved already (same loop); the reader's pass finds nothing
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter

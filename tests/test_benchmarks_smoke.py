@@ -108,7 +108,8 @@ def test_async_throughput(ctx, monkeypatch):
     section = async_throughput.run(ctx)
     kinds = [k for k in (c.BCP, c.SAFE) if k in ctx.kinds]
     assert set(section.data["rate"]) == {f"{p}/{t}/{k}" for p in async_throughput.PARSERS
-                                         for t in (1, 64) for k in kinds}
+                                         for t in (1, 64) for k in kinds} | {
+        f"{p}/1/{async_throughput.NO_POOL}" for p in async_throughput.PARSERS}
     _numbers(section.data["rate"].values())
     _numbers(section.data["pairs"].values())
     cpu = list(section.data["cpu_us_per_op"].values())  # nan: no call ended inside a tiny slice
@@ -117,6 +118,7 @@ def test_async_throughput(ctx, monkeypatch):
     for lat in section.data["latency"].values():
         assert set(lat) == {"p50", "p99", "max"}
     assert "pairs/s" in section.markdown()
+    assert "no pool/BCP" in section.markdown()
 
 
 def test_readiness_check_runs(ctx):

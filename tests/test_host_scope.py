@@ -97,6 +97,9 @@ def test_stats_show_the_scope_and_the_host(host_url, redis_server, make_pool):
     assert sp.stats()[pool.endpoint]["scope"] == "host"
     view = sp.host_stats(host_url)  # read from the segment, as another process would
     assert view["max_connections"] == 4 and view["in_use"] == 1 and view["processes"] == 1
+    # the shared health: nobody published a state yet (ready from the start), nothing recovering
+    assert view["state"] == "unknown" and view["connecting"] == 0 and view["probes_skipped"] == 0
+    assert s["host_connecting"] == 0 and s["host_max_connecting"] >= 1
     pool.release(held)
 
 

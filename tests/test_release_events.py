@@ -172,18 +172,25 @@ def test_asyncio_rotation_reauthenticates(pool_class, acl_server):
     asyncio.run(main())
 
 
+def listened_async_pool(pool_class, server):
+    """An asyncio pool with a dispatcher of its own, and a listener class whose
+    instances note the type of every event they hear in ``heard``."""
+    dispatcher = event.EventDispatcher()
+    pool = pool_class(host=server.host, port=server.port, max_connections=4,
+                      event_dispatcher=dispatcher)
+    heard = []
+
+    class Listener(event.AsyncEventListenerInterface):
+        async def listen(self, ev):
+            heard.append(type(ev))
+
+    return pool, dispatcher, heard, Listener
+
+
 @pytest.mark.parametrize("pool_class", ASYNC_POOLS)
 def test_asyncio_listener_hears_every_release(pool_class, redis_server):
     async def main():
-        dispatcher = event.EventDispatcher()
-        pool = pool_class(host=redis_server.host, port=redis_server.port, max_connections=4,
-                          event_dispatcher=dispatcher)
-        heard = []
-
-        class Listener(event.AsyncEventListenerInterface):
-            async def listen(self, ev):
-                heard.append(type(ev))
-
+        pool, dispatcher, heard, Listener = listened_async_pool(pool_class, redis_server)
         dispatcher.register_listeners({event.AsyncAfterConnectionReleasedEvent: [Listener()]})
         client = aredis.Redis(connection_pool=pool)
         try:
@@ -194,6 +201,33 @@ def test_asyncio_listener_hears_every_release(pool_class, redis_server):
         return heard
 
     assert asyncio.run(main()) == [event.AsyncAfterConnectionReleasedEvent] * 3
+
+
+@pytest.mark.parametrize("pool_class", ASYNC_POOLS)
+def test_asyncio_listener_registered_later_hears_every_release(pool_class, redis_server):
+    """The release path keeps the listener list it saw quiet; a listener added to it
+    (or a new list) is heard from the next release on."""
+    async def main():
+        pool, dispatcher, heard, Listener = listened_async_pool(pool_class, redis_server)
+        client = aredis.Redis(connection_pool=pool)
+        try:
+            for _ in range(3):
+                await client.ping()  # released while only the re-auth listener listens
+            mapping = dispatcher._event_listeners_mapping
+            listeners = mapping[event.AsyncAfterConnectionReleasedEvent]
+            reauth = listeners[0]
+            listeners.append(Listener())  # the same list, one more in it
+            for _ in range(3):
+                await client.ping()
+            mapping[event.AsyncAfterConnectionReleasedEvent] = [reauth]  # quiet again
+            await client.ping()
+            mapping[event.AsyncAfterConnectionReleasedEvent] = [Listener()]  # as long, another
+            await client.ping()
+        finally:
+            await pool.aclose()
+        return heard
+
+    assert asyncio.run(main()) == [event.AsyncAfterConnectionReleasedEvent] * 4
 
 
 def test_no_python_call_on_release_while_nobody_listens(redis_server, monkeypatch):

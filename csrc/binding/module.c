@@ -72,7 +72,12 @@ set_host_items(PyObject *d, const sp_stats *s)
         set_item(d, "host_in_use", host_number(s, s->host.in_use)) < 0 ||
         set_item(d, "host_processes", host_number(s, s->host.processes)) < 0 ||
         set_item(d, "host_waiting", host_number(s, s->host.waiting)) < 0 ||
-        set_item(d, "host_reclaimed", host_number(s, (long long)s->host.reclaimed)) < 0) {
+        set_item(d, "host_reclaimed", host_number(s, (long long)s->host.reclaimed)) < 0 ||
+        set_item(d, "host_connecting", host_number(s, s->host.connecting)) < 0 ||
+        set_item(d, "host_max_connecting", host_number(s, s->host.max_connecting)) < 0 ||
+        set_item(d, "host_probes_led", host_number(s, (long long)s->host.probes_led)) < 0 ||
+        set_item(d, "host_probes_skipped",
+                 host_number(s, (long long)s->host.probes_skipped)) < 0) {
         return -1;
     }
     if (s->host_scope) {
@@ -269,9 +274,14 @@ core_host_view(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_OSError, err);
         return NULL;
     }
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K}", "max_connections", hs.max_connections,
-                         "total", hs.total, "in_use", hs.in_use, "processes", hs.processes,
-                         "waiting", hs.waiting, "reclaimed", (unsigned long long)hs.reclaimed);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K,s:s,s:i,s:i,s:K,s:K}", "max_connections",
+                         hs.max_connections, "total", hs.total, "in_use", hs.in_use,
+                         "processes", hs.processes, "waiting", hs.waiting, "reclaimed",
+                         (unsigned long long)hs.reclaimed, "state",
+                         hs.health_state < 0 ? "unknown" : sp_state_name((sp_state)hs.health_state),
+                         "connecting", hs.connecting, "max_connecting", hs.max_connecting,
+                         "probes_led", (unsigned long long)hs.probes_led, "probes_skipped",
+                         (unsigned long long)hs.probes_skipped);
 }
 
 /* ---- checker -------------------------------------------------------------------- */

@@ -164,18 +164,13 @@ result_kind(sp_wait_result r)
          : r == SP_WAIT_PAUSED ? "paused" : "closed";
 }
 
-/* Drains the pipe, then takes every served waiter out: the pipe first, so a
- * byte written for a waiter pushed after the last pop is never swallowed. */
+/* Takes every served waiter out as a list (None when there is none). A
+ * failure puts the waiter back (the oldest first again) and asks for a
+ * wake-up byte, so the loop's reader tries again: nothing is lost. */
 static PyObject *
-inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+take_served(sp_loop_inbox *self)
 {
-    char buf[256];
-    while (read(self->read_fd, buf, sizeof(buf)) > 0) {
-    }
-    PyObject *list = PyList_New(0);
-    if (list == NULL) {
-        return NULL;
-    }
+    PyObject *list = NULL;
     sp_waiter *w;
     while ((w = sp_inbox_pop(&self->inbox)) != NULL) {
         sp_async_waiter *aw = (sp_async_waiter *)w;  /* w is its first member */
@@ -183,11 +178,15 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
         PyObject *conn = w->result == SP_WAIT_CONN ? (PyObject *)w->conn->payload : Py_None;
         PyObject *item = Py_BuildValue("(OOsO)", pool ? (PyObject *)pool : Py_None,
                                        aw->future, result_kind(w->result), conn);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            /* Put it back for the next call (the oldest first again): nothing is lost. */
+        if (list == NULL && item != NULL) {
+            list = PyList_New(0);
+        }
+        if (item == NULL || list == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
-            Py_DECREF(list);
+            Py_XDECREF(list);
             sp_inbox_unpop(&self->inbox, w);
+            ssize_t rc = write(self->write_fd, "x", 1);
+            (void)rc;  /* a full pipe already means "wake up" */
             return NULL;
         }
         Py_DECREF(item);
@@ -199,7 +198,45 @@ inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
         }
         free_waiter(aw);
     }
+    if (list == NULL) {
+        Py_RETURN_NONE;
+    }
     return list;
+}
+
+/* Drains the pipe, then takes every served waiter out: the pipe first, so a
+ * byte written for a waiter pushed after the last pop is never swallowed. */
+static PyObject *
+inbox_collect(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+{
+    char buf[256];
+    while (read(self->read_fd, buf, sizeof(buf)) > 0) {
+    }
+    PyObject *served = take_served(self);
+    if (served == Py_None) {
+        Py_DECREF(served);
+        return PyList_New(0);
+    }
+    return served;
+}
+
+/* A release on the inbox's own loop: its hand-overs to this loop's waiters
+ * need no wake-up byte, since the releasing task takes them out itself right
+ * after (take()). hold() marks the inbox as signaled, so no push asks for a
+ * byte until take() empties the inbox and re-arms it; a push from another
+ * thread meanwhile is taken by that take() too. A byte already in the pipe
+ * only makes the reader collect an empty inbox once. */
+static PyObject *
+inbox_hold(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+{
+    sp_inbox_hold(&self->inbox);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+inbox_take(sp_loop_inbox *self, PyObject *Py_UNUSED(unused))
+{
+    return take_served(self);
 }
 
 static PyMethodDef inbox_methods[] = {
@@ -209,6 +246,13 @@ static PyMethodDef inbox_methods[] = {
     {"collect", (PyCFunction)inbox_collect, METH_NOARGS,
      "collect($self, /)\n--\n\n"
      "Served waiters, oldest first: [(pool or None, future, 'conn'|'slot'|'paused'|'closed', conn)]."},
+    {"hold", (PyCFunction)inbox_hold, METH_NOARGS,
+     "hold($self, /)\n--\n\n"
+     "On the inbox's own loop, before a release: no wake-up byte until take()."},
+    {"take", (PyCFunction)inbox_take, METH_NOARGS,
+     "take($self, /)\n--\n\n"
+     "After hold() and the release: served waiters as collect() gives them, or None; "
+     "re-arms the wake-up."},
     {NULL, NULL, 0, NULL},
 };
 

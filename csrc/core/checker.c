@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "conn_list.h"
 #include "events.h"
+#include "host_health.h"
 #include "probe.h"
 #include "registry.h"
 #include "watch.h"
@@ -399,7 +400,8 @@ apply_probe(sp_endpoint *ep, const sp_probe_result *res, const sp_checker_config
             break;
         case SP_STATE_RECOVERING:
             /* Double the connect rate each round until demand is met. */
-            if (ep->waiters == 0 || ep->max_connecting >= ep->max_connections) {
+            if (sp_host_health_demand_met_locked(ep) ||
+                ep->max_connecting >= ep->max_connections) {
                 change_state_locked(ep, SP_STATE_READY, "recovered", &after);
                 ep->next_probe_mono = now + cfg->interval;
             }
@@ -554,6 +556,15 @@ give_probe_slot(sp_endpoint *ep)
     close_buried(ep, &after);
 }
 
+/* Host scope: the probe lease lasts until this process's next probe. */
+static void
+host_probe_landed(sp_endpoint *ep)
+{
+    pthread_mutex_lock(&ep->lock);
+    sp_host_health_landed_locked(ep, sp_now());
+    pthread_mutex_unlock(&ep->lock);
+}
+
 /* A probe ended: give its slot back and act on its answer. */
 static void
 flight_land(flight *fl)
@@ -576,6 +587,7 @@ flight_land(flight *fl)
     else if (!apply_stall(fl->ep, &fl->op.res, &cfg, sp_now())) {
         apply_probe(fl->ep, &fl->op.res, &cfg, sp_now());
     }
+    host_probe_landed(fl->ep);
     /* The request held the password: leave nothing behind. */
     memset(fl->op.wbuf, 0, sizeof(fl->op.wbuf));
 }
@@ -852,6 +864,19 @@ typedef struct {
     hit_list hung;            /* endpoints a server hung up on */
 } tick_state;
 
+/* Host scope: an asyncio waiter heads the queue, and a slot another
+ * process gives back reaches it only through a tick: the next one in
+ * HOST_ASYNC_POLL instead of the usual 250 ms. */
+#define HOST_ASYNC_POLL 0.01
+
+static void
+host_async_soon(tick_state *ts, double now)
+{
+    if (now + HOST_ASYNC_POLL < ts->next_due) {
+        ts->next_due = now + HOST_ASYNC_POLL;
+    }
+}
+
 static int
 tick_endpoint(sp_endpoint *ep, void *arg)
 {
@@ -865,7 +890,9 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     check_idle(ep, now);
     check_stall(ep, &cfg, now);
     sp_deferred host = {0};
-    sp_endpoint_host_tick(ep, &host);
+    if (sp_endpoint_host_tick(ep, &host)) {
+        host_async_soon(ts, now);
+    }
     close_buried(ep, &host);
     int sockets = hangups_of(&ts->hung, ep);
     int in_flight = flight_of(ep) != NULL;
@@ -929,6 +956,10 @@ tick_endpoint(sp_endpoint *ep, void *arg)
             change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
         }
         ep->next_probe_mono = now + cfg.interval;
+        due = 0;
+    }
+    /* Host scope, not ready: one probe for the host (the lease holder's). */
+    if (due && !sp_host_health_may_probe_locked(ep, cfg.probe_timeout, now)) {
         due = 0;
     }
     if (due) {

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "conn_list.h"
 #include "endpoint.h"
+#include "host_health.h"
 #include "inbox.h"
 #include "watch.h"
 
@@ -236,6 +237,8 @@ host_settle_locked(sp_endpoint *ep)
         if (ep->wait_head == NULL) {
             sp_host_unqueue(ep->host_budget);
         }
+        /* Connects done give their units of the host's max_connecting back. */
+        sp_host_connect_settle(ep->host_budget, ep->connecting);
         sp_host_publish(ep->host_budget, ep->in_use, ep->total);
     }
 }
@@ -408,7 +411,8 @@ may_create_locked(sp_endpoint *ep)
             ep->allowance_blocked = 1;  /* the checker probes soon: maybe grow */
             return 0;
         }
-        return ep->state == SP_STATE_READY || ep->connecting < ep->max_connecting;
+        /* Recovering: the host's max_connecting in host scope. */
+        return ep->state == SP_STATE_READY || sp_host_health_may_connect_locked(ep);
     case SP_STATE_PAUSED:
     case SP_STATE_OVERLOADED:
     case SP_STATE_SATURATED:
@@ -647,6 +651,10 @@ sp_deferred_notify(sp_deferred *after)
         (void)rc;  /* a full pipe already means "wake up" */
     }
     after->n_notify = 0;
+    if (after->wake_checker) {
+        after->wake_checker = 0;
+        sp_watch_wake();
+    }
 }
 
 /* ---- pools and flavors --------------------------------------------------- */
@@ -729,6 +737,8 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     sp_acquire_status got;
     pthread_mutex_lock(&ep->lock);
     collect_graveyard_locked(ep, after);
+    /* Host scope: paused by another process fails this caller too. */
+    sp_host_health_adopt_locked(ep, after);
     /* Latecomers queue behind waiters: no overtaking. */
     if (ep->wait_head == NULL) {
         sp_conn *rec = idle_find(ep, flavor);
@@ -763,6 +773,7 @@ sp_endpoint_acquire(sp_endpoint *ep, void *pool, uint32_t flavor, double deadlin
     w->enqueued_mono = sp_now();
     ep->waits++;
     queue_push(ep, w);
+    after->wake_checker |= ep->host_budget != NULL && w->notify_fd >= 0 && ep->wait_head == w;
     /* Only other flavors idle and the budget full: make room for this one. */
     sp_endpoint_dispatch_locked(ep, after);
     got = SP_ACQ_QUEUED;
@@ -870,6 +881,7 @@ host_wait(sp_endpoint *ep, sp_waiter *w, double deadline, double slice)
         }
         int head = ep->wait_head == w;
         if (head) {
+            sp_host_health_adopt_locked(ep, &local);  /* the futex moves with news too */
             dispatch_deferred_locked(ep, &local);
         }
         pthread_mutex_unlock(&ep->lock);
@@ -1387,6 +1399,7 @@ sp_endpoint_set_state_locked(sp_endpoint *ep, sp_state s, const char *reason, sp
     if (s == SP_STATE_RECOVERING) {
         ep->max_connecting = 2;
     }
+    sp_host_health_on_state_locked(ep);  /* host scope: news for every process */
     sp_endpoint_dispatch_locked(ep, after);
 }
 
@@ -1500,21 +1513,26 @@ out:
     return rc;
 }
 
-void
+int
 sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
     struct sp_host *h = __atomic_load_n(&ep->host_budget, __ATOMIC_ACQUIRE);
+    int async_head = 0;
     if (h == NULL) {
-        return;
+        return 0;
     }
     sp_host_reclaim(h, 0);
     pthread_mutex_lock(&ep->lock);
     if (ep->host_budget == h) {
+        sp_host_health_retry(h);
+        sp_host_health_adopt_locked(ep, after);
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
             sp_endpoint_bury_all_idle_locked(ep, after);
         }
+        async_head = ep->wait_head != NULL && ep->wait_head->notify_fd >= 0;
     }
     pthread_mutex_unlock(&ep->lock);
+    return async_head;
 }

@@ -120,6 +120,9 @@ typedef struct {
     sp_conn *graveyard;       /* records to dispose: drop payload, free record */
     int notify_fds[8];        /* async waiters to wake (write one byte) */
     int n_notify;
+    int wake_checker;         /* host scope: an asyncio waiter heads a queue now, and
+                               * the checker's tick is what serves it from slots
+                               * other processes give back: start looking */
 } sp_deferred;
 
 typedef struct sp_flavor_use {
@@ -303,8 +306,9 @@ int sp_endpoint_set_host(sp_endpoint *ep, struct sp_host *h);
 /* The checker's look at a host-scope endpoint (call with no lock held):
  * takes back dead holders' slots, serves waiters from slots other
  * processes gave back, and closes idle connections while another process
- * is in line for a slot. */
-void sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after);
+ * is in line for a slot. Returns 1 when an asyncio waiter still heads the
+ * queue: nobody watches the host's futex for it, so look again soon. */
+int sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after);
 /* A slot for the checker's probe (caller holds the lock): the local budget
  * has room and, in host scope, a host slot is free with nobody in line.
  * Returns 1 when taken (total, connecting and probe_slots count it). */

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define HOST_MAGIC 0x31304d4853485053ULL   /* "SPHSHM01" */
-#define HOST_LAYOUT 1u
+#define HOST_LAYOUT 2u
 #define RECLAIM_EVERY_NS 100000000ULL     /* one scan per 100 ms on the host */
 #define INIT_WAIT_S 1.0                   /* how long a segment may stay half made */
 
@@ -32,7 +32,26 @@ typedef struct {
     _Atomic uint64_t ticket;    /* in line for a slot since this ticket; 0: not in line */
     _Atomic uint32_t in_use;    /* its endpoint's counts, for the host view */
     _Atomic uint32_t total;
+    _Atomic uint32_t connect_units;  /* recovering: connects it holds of the host's
+                                      * max_connecting (cleared with the entry) */
+    uint32_t reserved;
 } host_proc;
+
+/* The endpoint's health, shared (a seqlock that a dead writer cannot
+ * block): `writer` is claimed by CAS 0 -> self (or dead writer -> self)
+ * for the few stores of one write; `gen` is odd while a write is under
+ * way and grows by 2 with every write. A reader never waits: an odd or
+ * moving `gen` means "nothing new to read" this time. Only codes and
+ * fixed texts are stored (no server reply, so no secret). */
+typedef struct {
+    _Atomic uint64_t writer;    /* identity of the process writing; 0: none */
+    _Atomic uint64_t gen;
+    _Atomic uint32_t state;     /* sp_state of the endpoint */
+    _Atomic uint32_t reason;    /* SP_HOST_REASON_* */
+    _Atomic uint64_t since;     /* wall clock, the bits of a double */
+    _Atomic uint64_t by;        /* identity of the process that published it */
+    _Atomic uint64_t run_id[5]; /* the server's run_id (40 characters) */
+} host_health;
 
 /* The segment. Fields above `creator` are written once by the creator
  * before it publishes `magic` (release) and only read after. Every other
@@ -59,6 +78,15 @@ typedef struct {
     _Atomic uint64_t next_ticket;
     _Atomic uint64_t reclaim_after_ns;  /* CLOCK_MONOTONIC: next reclaim scan */
     _Atomic uint64_t reclaimed;         /* slots taken back from dead holders */
+    host_health health;
+    /* The probe lease: (entry + 1) << 48 | until (CLOCK_MONOTONIC ms). The
+     * process whose entry it names probes the server while it is not
+     * ready; anyone takes it over once it ends or its entry is gone. */
+    _Atomic uint64_t probe_lease;
+    _Atomic uint32_t max_connecting;    /* recovering: connects at once on the host */
+    uint32_t reserved3;
+    _Atomic uint64_t probes_led;        /* probes this host made under the lease */
+    _Atomic uint64_t probes_skipped;    /* probes skipped: another process held it */
     _Atomic uint64_t slots[SP_HOST_SLOTS];
     host_proc procs[SP_HOST_PROCS];
 } host_shm;
@@ -71,6 +99,11 @@ struct sp_host {
     int in_line;                /* our entry has a ticket */
     int held;                   /* slots held: indices in held_idx[0, held) */
     int hint;                   /* where the next claim starts looking */
+    int connect_units;          /* units of the host's max_connecting held */
+    int adopting;               /* a host state is being taken in: do not publish it */
+    uint64_t health_seen;       /* gen of the last health record read or written */
+    sp_host_health pending;     /* a publication that found the writer busy */
+    int has_pending;
     int held_idx[SP_HOST_SLOTS];
 };
 
@@ -211,6 +244,8 @@ nap_ms(int ms)
 
 /* ---- entries and the line --------------------------------------------- */
 
+static int attached(const host_shm *s, uint64_t id);
+
 static int
 claim_entry(host_shm *s, uint64_t self)
 {
@@ -221,6 +256,7 @@ claim_entry(host_shm *s, uint64_t self)
             atomic_store(&s->procs[i].ticket, 0);
             atomic_store(&s->procs[i].in_use, 0);
             atomic_store(&s->procs[i].total, 0);
+            atomic_store(&s->procs[i].connect_units, 0);
             uint32_t hw = atomic_load(&s->procs_hw);
             while (hw < (uint32_t)i + 1 &&
                    !atomic_compare_exchange_weak(&s->procs_hw, &hw, (uint32_t)i + 1)) {
@@ -381,6 +417,297 @@ sp_host_set_max(sp_host *h, int max)
     sp_host_wake(h);
 }
 
+/* ---- recovering: the host's max_connecting ---------------------------- */
+
+int
+sp_host_max_connecting(const sp_host *h)
+{
+    return (int)atomic_load(&h->shm->max_connecting);
+}
+
+void
+sp_host_set_max_connecting(sp_host *h, int n)
+{
+    if (n < 1) {
+        n = 1;
+    }
+    if (n > SP_HOST_SLOTS) {
+        n = SP_HOST_SLOTS;
+    }
+    if (atomic_exchange(&h->shm->max_connecting, (uint32_t)n) < (uint32_t)n) {
+        sp_host_wake(h);  /* more may connect now */
+    }
+}
+
+int
+sp_host_connecting(const sp_host *h)
+{
+    const host_shm *s = h->shm;
+    int sum = 0;
+    uint32_t hw = atomic_load(&s->procs_hw);
+    for (uint32_t i = 0; i < hw && i < SP_HOST_PROCS; i++) {
+        if (atomic_load(&s->procs[i].holder) != 0) {
+            sum += (int)atomic_load(&s->procs[i].connect_units);
+        }
+    }
+    return sum;
+}
+
+int
+sp_host_connect_claim(sp_host *h)
+{
+    if (h->proc < 0) {
+        return 0;  /* no entry to count it in: connect when the host is ready */
+    }
+    host_proc *me = &h->shm->procs[h->proc];
+    /* Ours first, then the sum: of two processes after the last unit, at
+     * least one sees both (sequentially consistent), so the host never
+     * goes over; both may back off, and try again at their next dispatch. */
+    atomic_fetch_add(&me->connect_units, 1);
+    if (sp_host_connecting(h) > sp_host_max_connecting(h)) {
+        atomic_fetch_sub(&me->connect_units, 1);
+        return 0;
+    }
+    h->connect_units++;
+    return 1;
+}
+
+void
+sp_host_connect_settle(sp_host *h, int connecting)
+{
+    int gave = 0;
+    while (h->connect_units > (connecting < 0 ? 0 : connecting)) {
+        atomic_fetch_sub(&h->shm->procs[h->proc].connect_units, 1);
+        h->connect_units--;
+        gave++;
+    }
+    if (gave) {
+        sp_host_wake(h);
+    }
+}
+
+int
+sp_host_connect_units(const sp_host *h)
+{
+    return h->connect_units;
+}
+
+/* ---- the shared health record ----------------------------------------- */
+
+/* Whether `id` holds an entry (no system call: fit under a lock). A dead
+ * process holds one until a reclaim scan clears it. */
+static int
+attached(const host_shm *s, uint64_t id)
+{
+    uint32_t hw = atomic_load(&s->procs_hw);
+    for (uint32_t i = 0; i < hw && i < SP_HOST_PROCS; i++) {
+        if (atomic_load(&s->procs[i].holder) == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+pack_run_id(_Atomic uint64_t *words, const char *run_id)
+{
+    char buf[40] = {0};
+    size_t n = strnlen(run_id, sizeof(buf));
+    memcpy(buf, run_id, n);
+    for (int i = 0; i < 5; i++) {
+        uint64_t w;
+        memcpy(&w, buf + 8 * i, 8);
+        atomic_store(&words[i], w);
+    }
+}
+
+/* Only hex digits (what a run_id is): anything else in the segment is
+ * read as no run_id. */
+static void
+unpack_run_id(_Atomic uint64_t *words, char *out)
+{
+    for (int i = 0; i < 5; i++) {
+        uint64_t w = atomic_load(&words[i]);
+        memcpy(out + 8 * i, &w, 8);
+    }
+    out[40] = '\0';
+    for (int i = 0; i < 40 && out[i]; i++) {
+        char c = out[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            out[0] = '\0';
+            return;
+        }
+    }
+}
+
+int
+sp_host_health_publish(sp_host *h, const sp_host_health *in)
+{
+    host_health *r = &h->shm->health;
+    uint64_t w = atomic_load(&r->writer);
+    if ((w != 0 && w != h->self && attached(h->shm, w)) ||
+        !atomic_compare_exchange_strong(&r->writer, &w, h->self)) {
+        /* Another process writes this very moment (or died writing and
+         * is not reclaimed yet): the checker tries again at its tick,
+         * unless the record moved on meanwhile (newer news). */
+        h->pending = *in;
+        h->pending.gen = atomic_load(&r->gen);
+        h->has_pending = 1;
+        return 0;
+    }
+    h->has_pending = 0;
+    uint64_t g = atomic_load(&r->gen) | 1;
+    atomic_store(&r->gen, g);          /* odd: readers keep what they have */
+    atomic_store(&r->state, in->state);
+    atomic_store(&r->reason, in->reason);
+    uint64_t bits;
+    memcpy(&bits, &in->since, sizeof(bits));
+    atomic_store(&r->since, bits);
+    atomic_store(&r->by, h->self);
+    pack_run_id(r->run_id, in->run_id);
+    atomic_store(&r->gen, g + 1);
+    h->health_seen = g + 1;
+    atomic_store(&r->writer, 0);
+    sp_host_wake(h);
+    return 1;
+}
+
+void
+sp_host_health_retry(sp_host *h)
+{
+    if (h->has_pending) {
+        sp_host_health pending = h->pending;
+        h->has_pending = 0;
+        if (atomic_load(&h->shm->health.gen) == pending.gen) {
+            sp_host_health_publish(h, &pending);  /* still stuck: the writer died */
+        }
+    }
+}
+
+int
+sp_host_health_changed(const sp_host *h)
+{
+    uint64_t g = atomic_load(&h->shm->health.gen);
+    return g != h->health_seen && (g & 1) == 0;
+}
+
+int
+sp_host_health_read(sp_host *h, sp_host_health *out)
+{
+    host_health *r = &h->shm->health;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t g = atomic_load(&r->gen);
+        if (g == h->health_seen || (g & 1) != 0 || g == 0) {
+            return 0;
+        }
+        out->state = atomic_load(&r->state);
+        out->reason = atomic_load(&r->reason);
+        uint64_t bits = atomic_load(&r->since);
+        memcpy(&out->since, &bits, sizeof(bits));
+        out->by = atomic_load(&r->by);
+        unpack_run_id(r->run_id, out->run_id);
+        if (atomic_load(&r->gen) == g) {
+            h->health_seen = g;
+            out->gen = g;
+            out->mine = out->by == h->self;
+            return out->reason < SP_HOST_REASONS;
+        }
+    }
+    return 0;
+}
+
+void
+sp_host_set_adopting(sp_host *h, int on)
+{
+    h->adopting = on;
+}
+
+int
+sp_host_adopting(const sp_host *h)
+{
+    return h->adopting;
+}
+
+/* ---- the probe lease --------------------------------------------------- */
+
+#define LEASE_UNTIL_MASK ((1ULL << 48) - 1)
+
+static uint64_t
+mono_ms(void)
+{
+    return mono_ns() / 1000000ULL;
+}
+
+int
+sp_host_probe_lease(sp_host *h, double seconds, double *wait_s)
+{
+    host_shm *s = h->shm;
+    if (h->proc < 0) {
+        return 1;  /* no entry to name in the lease: probe as alone */
+    }
+    uint64_t mine = (uint64_t)h->proc + 1;
+    uint64_t ms = seconds > 0 ? (uint64_t)(seconds * 1000.0) + 1 : 1;
+    for (;;) {
+        uint64_t cur = atomic_load(&s->probe_lease);
+        uint64_t who = cur >> 48;
+        uint64_t until = cur & LEASE_UNTIL_MASK;
+        uint64_t now = mono_ms();
+        int free_now = who == 0 || who == mine || now >= until || who > SP_HOST_PROCS ||
+                       atomic_load(&s->procs[who - 1].holder) == 0;
+        if (!free_now) {
+            if (wait_s) {
+                *wait_s = (double)(until - now) / 1000.0;
+            }
+            atomic_fetch_add(&s->probes_skipped, 1);
+            return 0;
+        }
+        uint64_t next = mine << 48 | ((now + ms) & LEASE_UNTIL_MASK);
+        if (atomic_compare_exchange_strong(&s->probe_lease, &cur, next)) {
+            atomic_fetch_add(&s->probes_led, 1);
+            return 1;
+        }
+    }
+}
+
+void
+sp_host_probe_lease_extend(sp_host *h, double seconds)
+{
+    host_shm *s = h->shm;
+    if (h->proc < 0) {
+        return;
+    }
+    uint64_t mine = (uint64_t)h->proc + 1;
+    uint64_t cur = atomic_load(&s->probe_lease);
+    if (cur >> 48 != mine) {
+        return;  /* taken over meanwhile: it is theirs */
+    }
+    uint64_t ms = seconds > 0 ? (uint64_t)(seconds * 1000.0) + 1 : 1;
+    uint64_t next = mine << 48 | ((mono_ms() + ms) & LEASE_UNTIL_MASK);
+    atomic_compare_exchange_strong(&s->probe_lease, &cur, next);
+}
+
+void
+sp_host_probe_lease_drop(sp_host *h)
+{
+    if (h->proc < 0) {
+        return;
+    }
+    uint64_t cur = atomic_load(&h->shm->probe_lease);
+    if (cur >> 48 == (uint64_t)h->proc + 1) {
+        atomic_compare_exchange_strong(&h->shm->probe_lease, &cur, 0);
+    }
+}
+
+int
+sp_host_probe_lease_held(const sp_host *h)
+{
+    if (h->proc < 0) {
+        return 0;
+    }
+    uint64_t cur = atomic_load(&h->shm->probe_lease);
+    return cur >> 48 == (uint64_t)h->proc + 1 && mono_ms() < (cur & LEASE_UNTIL_MASK);
+}
+
 /* ---- dead holders ----------------------------------------------------- */
 
 typedef struct {
@@ -418,6 +745,7 @@ sp_host_reclaim(sp_host *h, int force)
         return 0;
     }
     alive_cache cache = {{0}, {0}, 0};
+    int taken_units = 0;
     uint32_t hw = atomic_load(&s->procs_hw);
     for (uint32_t i = 0; i < hw && i < SP_HOST_PROCS; i++) {
         uint64_t id = atomic_load(&s->procs[i].holder);
@@ -431,6 +759,9 @@ sp_host_reclaim(sp_host *h, int force)
         }
         atomic_store(&s->procs[i].in_use, 0);
         atomic_store(&s->procs[i].total, 0);
+        if (atomic_exchange(&s->procs[i].connect_units, 0) != 0) {
+            taken_units = 1;  /* its connects are free: wake below */
+        }
         atomic_compare_exchange_strong(&s->procs[i].holder, &id, 0);
     }
     int taken = 0;
@@ -445,6 +776,8 @@ sp_host_reclaim(sp_host *h, int force)
     }
     if (taken) {
         atomic_fetch_add(&s->reclaimed, (uint64_t)taken);
+    }
+    if (taken || taken_units) {
         sp_host_wake(h);
     }
     return taken;
@@ -628,6 +961,7 @@ create_new(const char *name, int max, uint64_t self, int *exists, char *err, siz
     s->n_slots = SP_HOST_SLOTS;
     s->n_procs = SP_HOST_PROCS;
     atomic_store(&s->max, (uint32_t)max);
+    atomic_store(&s->max_connecting, 2);
     atomic_store_explicit(&s->magic, HOST_MAGIC, memory_order_release);
     return s;
 }
@@ -681,8 +1015,19 @@ sp_host_attach(const char *name, int max, int *created, char *err, size_t errlen
     h->self = self;
     h->in_line = 0;
     h->held = 0;
+    h->connect_units = 0;
+    h->adopting = 0;
+    h->health_seen = 0;
+    h->has_pending = 0;
     h->hint = (int)((self >> 40) % (uint64_t)max);
     h->proc = claim_entry(s, self);
+    /* A state published by a process that is gone (the last one exited
+     * while the server was down) is history, not news: our checker finds
+     * out for itself. Anything a live process published is taken in. */
+    uint64_t g = atomic_load(&s->health.gen);
+    if (g != 0 && (g & 1) == 0 && !attached(s, atomic_load(&s->health.by))) {
+        h->health_seen = g;
+    }
     return h;
 }
 
@@ -693,6 +1038,8 @@ sp_host_detach(sp_host *h)
         return;
     }
     sp_host_release(h, h->held);
+    sp_host_connect_settle(h, 0);
+    sp_host_probe_lease_drop(h);
     sp_host_unqueue(h);
     if (h->proc >= 0) {
         host_shm *s = h->shm;
@@ -714,6 +1061,7 @@ sp_host_after_fork_child(sp_host *h)
     h->self = sp_host_self();
     h->held = 0;      /* the parent's slots stay the parent's */
     h->in_line = 0;   /* and so does its place in line */
+    h->connect_units = 0;  /* and its connects, and its probe lease */
     h->proc = h->self ? claim_entry(h->shm, h->self) : -1;
 }
 
@@ -742,8 +1090,14 @@ fill_stats(const host_shm *s, sp_host_stats *out)
         out->processes++;
         out->in_use += (int)atomic_load(&s->procs[i].in_use);
         out->waiting += atomic_load(&s->procs[i].ticket) != 0;
+        out->connecting += (int)atomic_load(&s->procs[i].connect_units);
     }
     out->reclaimed = atomic_load(&s->reclaimed);
+    out->max_connecting = (int)atomic_load(&s->max_connecting);
+    out->health_gen = atomic_load(&s->health.gen) / 2;
+    out->health_state = out->health_gen ? (int)atomic_load(&s->health.state) : -1;
+    out->probes_led = atomic_load(&s->probes_led);
+    out->probes_skipped = atomic_load(&s->probes_skipped);
 }
 
 void
@@ -814,6 +1168,29 @@ uint32_t sp_host_seq(const sp_host *h) { (void)h; return 0; }
 void sp_host_sleep(sp_host *h, uint32_t seq, double seconds) { (void)h; (void)seq; (void)seconds; }
 int sp_host_reclaim(sp_host *h, int force) { (void)h; (void)force; return 0; }
 void sp_host_stats_of(const sp_host *h, sp_host_stats *out) { (void)h; memset(out, 0, sizeof(*out)); }
+int sp_host_max_connecting(const sp_host *h) { (void)h; return 0; }
+void sp_host_set_max_connecting(sp_host *h, int n) { (void)h; (void)n; }
+int sp_host_connecting(const sp_host *h) { (void)h; return 0; }
+int sp_host_connect_claim(sp_host *h) { (void)h; return 0; }
+void sp_host_connect_settle(sp_host *h, int connecting) { (void)h; (void)connecting; }
+int sp_host_connect_units(const sp_host *h) { (void)h; return 0; }
+int sp_host_health_publish(sp_host *h, const sp_host_health *in) { (void)h; (void)in; return 0; }
+void sp_host_health_retry(sp_host *h) { (void)h; }
+int sp_host_health_changed(const sp_host *h) { (void)h; return 0; }
+int sp_host_health_read(sp_host *h, sp_host_health *out) { (void)h; (void)out; return 0; }
+void sp_host_set_adopting(sp_host *h, int on) { (void)h; (void)on; }
+int sp_host_adopting(const sp_host *h) { (void)h; return 0; }
+int
+sp_host_probe_lease(sp_host *h, double seconds, double *wait_s)
+{
+    (void)h;
+    (void)seconds;
+    (void)wait_s;
+    return 1;
+}
+void sp_host_probe_lease_extend(sp_host *h, double seconds) { (void)h; (void)seconds; }
+void sp_host_probe_lease_drop(sp_host *h) { (void)h; }
+int sp_host_probe_lease_held(const sp_host *h) { (void)h; return 0; }
 
 int
 sp_host_view(const char *name, sp_host_stats *out, char *err, size_t errlen)

@@ -73,6 +73,75 @@ void sp_host_sleep(sp_host *h, uint32_t seq, double seconds);
  * 100 ms on the host unless `force`). Returns the slots taken back. */
 int sp_host_reclaim(sp_host *h, int force);
 
+/* ---- shared health (host_health.c drives the endpoint with it) ----
+ *
+ * One record per segment: the endpoint state the last process to learn
+ * something published, with a generation that grows with every write.
+ * Codes and fixed texts only: nothing a server sent (no secret) is ever
+ * stored there. */
+
+enum {
+    SP_HOST_REASON_OTHER = 0,
+    SP_HOST_REASON_REFUSED,     /* connection refused: nothing listens */
+    SP_HOST_REASON_DOWN,        /* connect or reply failed */
+    SP_HOST_REASON_LOADING,     /* -LOADING */
+    SP_HOST_REASON_SILENT,      /* accepts and answers nobody */
+    SP_HOST_REASON_MAXCLIENTS,  /* max number of clients reached */
+    SP_HOST_REASON_BACK,        /* a probe was answered */
+    SP_HOST_REASONS
+};
+
+typedef struct {
+    uint64_t gen;               /* filled by sp_host_health_read() */
+    uint32_t state;             /* sp_state */
+    uint32_t reason;            /* SP_HOST_REASON_* */
+    double since;               /* wall clock */
+    uint64_t by;                /* identity of the publisher */
+    int mine;                   /* published by this process */
+    char run_id[41];            /* "" when unknown */
+} sp_host_health;
+
+/* Publishes `in` (atomics; under the endpoint lock). 0 when another
+ * process was writing at that instant: kept, and sp_host_health_retry()
+ * (the checker's tick) publishes it unless newer news came meanwhile. */
+int sp_host_health_publish(sp_host *h, const sp_host_health *in);
+void sp_host_health_retry(sp_host *h);
+/* Whether a record newer than the last one seen here is published (one
+ * atomic load: the fast path of every acquire in host scope). */
+int sp_host_health_changed(const sp_host *h);
+/* Copies the record into `out` if it is newer than the last one seen
+ * here and stable: 1, and it counts as seen. Never waits. */
+int sp_host_health_read(sp_host *h, sp_host_health *out);
+/* While set, a state change is the host's being taken in, not news. */
+void sp_host_set_adopting(sp_host *h, int on);
+int sp_host_adopting(const sp_host *h);
+
+/* The probe lease: while the endpoint is not ready, one process on the
+ * host probes. Claims (or renews) it for `seconds`: 1 when this process
+ * may probe now; 0 while another live process holds it (*wait_s: until it
+ * ends). A holder that dies loses it when it ends, or sooner once a
+ * reclaim scan frees its entry. */
+int sp_host_probe_lease(sp_host *h, double seconds, double *wait_s);
+/* The holder's next probe is `seconds` away: keep the lease till then. */
+void sp_host_probe_lease_extend(sp_host *h, double seconds);
+/* Gives the lease up (ready again, detach). */
+void sp_host_probe_lease_drop(sp_host *h);
+int sp_host_probe_lease_held(const sp_host *h);
+
+/* ---- recovering: one max_connecting for the host ----
+ * Each process counts the connects it makes under the host's limit in its
+ * entry (reclaimed with the entry when it dies). */
+int sp_host_max_connecting(const sp_host *h);
+void sp_host_set_max_connecting(sp_host *h, int n);
+/* Connects counted on the host now. */
+int sp_host_connecting(const sp_host *h);
+/* One connect more under the host's limit: 1 when claimed. */
+int sp_host_connect_claim(sp_host *h);
+/* Gives back the units held above `connecting` (this process's connects
+ * in flight) and wakes the sleepers when any went back. */
+void sp_host_connect_settle(sp_host *h, int connecting);
+int sp_host_connect_units(const sp_host *h);
+
 /* The host view of a segment, read-only from any process. */
 typedef struct {
     int max_connections;
@@ -81,6 +150,12 @@ typedef struct {
     int processes;            /* live processes attached */
     int waiting;              /* processes in line */
     uint64_t reclaimed;       /* slots taken back from dead holders */
+    int connecting;           /* recovering: connects counted on the host */
+    int max_connecting;       /* the host's limit on them */
+    uint64_t health_gen;      /* writes of the shared health record */
+    int health_state;         /* sp_state it holds (-1: none yet) */
+    uint64_t probes_led;      /* probes made under the probe lease */
+    uint64_t probes_skipped;  /* probes skipped: another process held it */
 } sp_host_stats;
 
 void sp_host_stats_of(const sp_host *h, sp_host_stats *out);

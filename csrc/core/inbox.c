@@ -87,7 +87,15 @@ sp_inbox_unpop(sp_inbox *ib, sp_waiter *w)
     }
     ib->head = w;
     w->in_inbox = 1;
-    ib->signaled = 0;
+    ib->signaled = 1;
+    pthread_mutex_unlock(&ib->lock);
+}
+
+void
+sp_inbox_hold(sp_inbox *ib)
+{
+    pthread_mutex_lock(&ib->lock);
+    ib->signaled = 1;
     pthread_mutex_unlock(&ib->lock);
 }
 

@@ -33,8 +33,14 @@ int sp_inbox_push(sp_inbox *ib, struct sp_waiter *w);
  * wake-up once the inbox is empty. */
 struct sp_waiter *sp_inbox_pop(sp_inbox *ib);
 /* Puts a waiter sp_inbox_pop() took back in front, to be taken first again
- * (its collector failed to hand it on); the wake-up is left re-armed. */
+ * (its collector failed to hand it on), and marks the inbox signaled: the
+ * caller writes a wake-up byte (the one that brought the reader here has been
+ * read), so the loop collects again. */
 void sp_inbox_unpop(sp_inbox *ib, struct sp_waiter *w);
+/* Marks the inbox signaled without a wake-up byte: no push asks for one
+ * until sp_inbox_pop() empties the inbox and re-arms it (a release on the
+ * inbox's own loop collects what it hands over itself). */
+void sp_inbox_hold(sp_inbox *ib);
 /* Takes `w` out if it is listed; returns 1 if it was. */
 int sp_inbox_remove(sp_inbox *ib, struct sp_waiter *w);
 

@@ -2,9 +2,11 @@
 #include "core_util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "driver.h"
@@ -233,4 +235,34 @@ tp_pending(const char *why)
     }
     sp_note("SKIPPED (needs a core fix; SP_DRIVER_PENDING=1 runs it): %s", why);
     return 0;
+}
+
+pid_t
+tp_spawn(int (*fn)(const char *name, int fd), const char *name, int *rfd)
+{
+    int p[2];
+    if (pipe(p) < 0) {
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        sp_test_failures = 0;
+        int bad = fn(name, p[1]);
+        _exit(bad || sp_test_failures ? 1 : 0);
+    }
+    close(p[1]);
+    *rfd = p[0];
+    return pid;
+}
+
+int
+tp_exited_ok(pid_t pid)
+{
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) {
+        return 0;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }

@@ -3,6 +3,7 @@
 #define SP_CORE_UTIL_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "endpoint.h"
 
@@ -53,6 +54,13 @@ void tp_check_counts_at(sp_endpoint *ep, int allow_over, const char *file,
    `timeout` seconds passed. Returns 1 when it became true. */
 int tp_wait_locked(sp_endpoint *ep, int (*cond_fn)(sp_endpoint *, void *),
                    void *arg, double timeout);
+
+/* Runs fn(name, fd) in a forked child that exits 0 when it returned 0 with
+   no CHECK failed; *rfd reads what the child writes to fd. */
+pid_t tp_spawn(int (*fn)(const char *name, int fd), const char *name, int *rfd);
+
+/* Reaps `pid`: 1 when it exited with status 0. */
+int tp_exited_ok(pid_t pid);
 
 /* Sleeps for ms milliseconds. */
 void tp_sleep_ms(int ms);

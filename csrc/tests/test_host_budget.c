@@ -114,36 +114,6 @@ checkin(sp_endpoint *ep, tp_payload *p)
     tp_after_done(&after);
 }
 
-static pid_t
-spawn(int (*fn)(const char *name, int fd), const char *name, int *rfd)
-{
-    int p[2];
-    if (pipe(p) < 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        sp_test_failures = 0;
-        int bad = fn(name, p[1]);
-        _exit(bad || sp_test_failures ? 1 : 0);
-    }
-    close(p[1]);
-    *rfd = p[0];
-    return pid;
-}
-
-static int
-exited_ok(pid_t pid)
-{
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) {
-        return 0;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 /* ---- the bound and fairness -------------------------------------------- */
 
 #define FAIR_PROCS 8
@@ -211,7 +181,7 @@ test_bound_and_fairness(void)
     CHECK(fair_total != MAP_FAILED);
     *fair_total = 0;
     for (int i = 0; i < FAIR_PROCS; i++) {
-        pids[i] = spawn(fair_child, name, &fds[i]);
+        pids[i] = tp_spawn(fair_child, name, &fds[i]);
         CHECK(pids[i] > 0);
     }
     close(go_pipe[0]);
@@ -228,7 +198,7 @@ test_bound_and_fairness(void)
         long ops = 0;
         CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
         CHECKF(ops > 0, "child %d completed nothing", i);
         sum += (double)ops;
         sum_sq += (double)ops * (double)ops;
@@ -305,14 +275,14 @@ test_threads_in_line(void)
     pid_t pids[THREADED_PROCS];
     int fds[THREADED_PROCS];
     for (int i = 0; i < THREADED_PROCS; i++) {
-        pids[i] = spawn(threaded_child, name, &fds[i]);
+        pids[i] = tp_spawn(threaded_child, name, &fds[i]);
     }
     long total = 0;
     for (int i = 0; i < THREADED_PROCS; i++) {
         long ops = 0;
         CHECK_EQ(read(fds[i], &ops, sizeof(ops)), sizeof(ops));
         close(fds[i]);
-        CHECKF(exited_ok(pids[i]), "child %d failed", i);
+        CHECKF(tp_exited_ok(pids[i]), "child %d failed", i);
         total += ops;
     }
     sp_note("%d processes x %d threads on 2 host slots: %ld checkouts", THREADED_PROCS,
@@ -345,7 +315,7 @@ static void
 check_reclaimed(const char *name, int reap_first)
 {
     int fd;
-    pid_t pid = spawn(hold_all_child, name, &fd);
+    pid_t pid = tp_spawn(hold_all_child, name, &fd);
     char ok = 0;
     CHECK(read(fd, &ok, 1) == 1 && ok == 'y');
     close(fd);
@@ -417,7 +387,7 @@ test_killed_in_line(void)
     tp_payload *p = checkout(ep, 0);
     CHECK(p != NULL);
     int fd;
-    pid_t pid = spawn(in_line_child, name, &fd);
+    pid_t pid = tp_spawn(in_line_child, name, &fd);
     char ok = 0;
     CHECK(read(fd, &ok, 1) == 1 && ok == 'y');
     close(fd);
@@ -541,7 +511,7 @@ test_fork_child_holds_none(void)
         CHECK(checkout(ep, 0) == NULL);  /* two are the parent's */
         _exit(sp_test_failures ? 1 : 0);
     }
-    CHECK(exited_ok(pid));
+    CHECK(tp_exited_ok(pid));
     /* The child's two came back when it exited (reclaimed: it never released). */
     double until = sp_now() + 2.0;
     while (host_total(ep) != 2 && sp_now() < until) {
