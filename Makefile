@@ -12,10 +12,6 @@ PYTEST_ARGS ?=
 PYTEST      := $(PY) -m pytest --timeout=300 $(PYTEST_ARGS)
 
 ASAN_LIB    = $(shell gcc -print-file-name=libasan.so)
-# Runs on the normal build only, until explained: under ASan one of RQ's work horses was
-# reaped by a waitpid that was not RQ's (rq logged "waitpid returned None"), so its job
-# was lost; the pool is not involved in reaping children, the cause is not found yet.
-ASAN_NOT_YET := --deselect tests/test_integrations.py::test_rq_forking_worker
 ASAN_BUILD  := build/asan
 # PYTHONSAFEPATH: no script dir/cwd in front of PYTHONPATH (here and in child processes)
 ASAN_ENV    = PYTHONSAFEPATH=1 PYTHONPATH=$(CURDIR)/$(ASAN_BUILD) LD_PRELOAD=$(ASAN_LIB) \
@@ -84,7 +80,7 @@ test-asan: $(STAMP)
 	$(ASAN_ENV) $(PY) -c 'import redis_safepool._core as c, sys; \
 	  sys.exit(0 if "/$(ASAN_BUILD)/" in c.__file__ else "wrong _core imported: " + c.__file__)'
 	$(MAKE) -C csrc/tests asan
-	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow" $(ASAN_NOT_YET)
+	$(ASAN_ENV) $(PYTEST) -p no:cacheprovider -m "not slow"
 
 # the pure-C driver of the core under valgrind: no leaks, no invalid accesses
 # (delegated to csrc/tests/Makefile's own `valgrind` target when it has one)

@@ -15,6 +15,11 @@ CORE_TESTS     := tests/test_basic.py tests/test_args.py tests/test_budget.py te
                   tests/test_misuse.py tests/test_stats.py tests/test_asyncio.py \
                   tests/test_subinterpreters.py
 CORE_DEPS      := pytest pytest-timeout
+# arq pins redis<6: its worker test runs on this redis-py, in a venv of its own (arq brings
+# hiredis, which the core subset's redis-py jobs run without)
+ARQ_VERSION    := 0.28.0
+ARQ_REDIS      := 5.2.1
+ARQ_TESTS      := tests/test_arq.py
 # manylinux2014 / glibc 2.17: the C compiler is zig's clang from PyPI (.ci/zigcc)
 MANYLINUX      := manylinux_2_17_x86_64
 ZIG_ENV         = ZIGCC_PYTHON=$(CURDIR)/$(PY) CC=$(CURDIR)/.ci/zigcc LDSHARED="$(CURDIR)/.ci/zigcc -shared"
@@ -84,6 +89,13 @@ test-packages: wheels
 	  $(MAKE) --no-print-directory run-installed ENV=$$env; \
 	  echo "-- redis-py $$r job: $$(( $$(date +%s) - t0 ))s"; \
 	done
+	@set -e; env=$(CURDIR)/.venv-arq; t0=$$(date +%s); \
+	  echo "== installed $(ABI3_TAG) wheel with arq $(ARQ_VERSION) on redis-py $(ARQ_REDIS)"; \
+	  test -x $$env/bin/python || python3 -m venv $$env; \
+	  CC=/bin/false $$env/bin/python -m pip install -q --force-reinstall --no-deps wheelhouse/*-$(ABI3_TAG)-*.whl; \
+	  $$env/bin/python -m pip install -q "redis==$(ARQ_REDIS)" "arq==$(ARQ_VERSION)" $(CORE_DEPS); \
+	  $(MAKE) --no-print-directory run-installed ENV=$$env CORE_TESTS="$(ARQ_TESTS)"; \
+	  echo "-- arq job: $$(( $$(date +%s) - t0 ))s"
 
 # (internal) the core subset against the package installed in ENV, from outside any source tree
 run-installed:

@@ -331,6 +331,10 @@ class Result:
     fail_p50: Optional[float] = None
     fail_p99: Optional[float] = None
     fail_max: Optional[float] = None
+    fail_p999: Optional[float] = None
+    issued_down: int = 0                      # commands issued while down (the ones timed above)
+    fail_over_1ms: int = 0                    # of them, how many took over 1 ms / over 5 ms
+    fail_over_5ms: int = 0
     in_flight_failed: int = 0                 # commands in flight at the death that then failed
     in_flight_max: Optional[float] = None     # the last of them failed this long after the death
     died_after: float = 0.0                   # SIGKILL to the server's sockets closing (s)
@@ -593,6 +597,10 @@ def _tally_errors(workers: List["Worker"], when: _Timeline, res: Result) -> None
     res.fail_p50 = _percentile(issued, 50)
     res.fail_p99 = _percentile(issued, 99)
     res.fail_max = issued[-1] if issued else None
+    res.fail_p999 = _percentile(issued, 99.9)
+    res.issued_down = len(issued)
+    res.fail_over_1ms = sum(1 for d in issued if d > 0.001)
+    res.fail_over_5ms = sum(1 for d in issued if d > 0.005)
     in_flight = [s + d - when.down for s, d, _ in errs if s < when.down <= s + d]
     res.in_flight_failed = len(in_flight)
     res.in_flight_max = max(in_flight) if in_flight else None

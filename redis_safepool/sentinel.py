@@ -42,6 +42,26 @@ _OWNER = "_safepool_sentinel_owner"  # attribute set on every connection we hand
 logger = logging.getLogger("redis_safepool")
 
 
+def run_sync(flow: Any) -> Any:
+    """Run a flow to its end when every ``await`` in it is a sync flavor's ``_io``.
+
+    The flows of the logic classes are coroutines written once for both
+    flavors: the sync classes' ``_io`` calls and returns, so the coroutine
+    never suspends and one ``send`` finishes it; the asyncio classes' ``_io``
+    awaits, and they await the flows."""
+    try:
+        flow.send(None)
+    except StopIteration as done:
+        return done.value
+    flow.close()
+    raise RuntimeError("a sync Sentinel flow suspended")
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """The sync flavors' ``_io``: call ``fn``, nothing to await."""
+    return fn(*args)
+
+
 def _owner_of(connection: Any) -> Any:
     """The inner pool that handed ``connection`` out, or None."""
     ref = getattr(connection, _OWNER, None)
@@ -85,6 +105,17 @@ class SentinelFamily:
         self.no_backoff = no_backoff
         self.safe_pool = safe_pool      # the family's SafeConnectionPool (imported late)
         self.plain_managed_connection = plain_managed_connection  # follows the master: refused
+
+    @classmethod
+    def of(cls, *, exceptions: Any, sentinel: Any, client: Any, retry: Any, backoff: Any,
+           errors: Any, master_changed: Exc, safe_pool: Callable[[], type]) -> "SentinelFamily":
+        """The family of a library from its modules (``exceptions``, ``sentinel``, ``backoff``)."""
+        return cls(connection_error=exceptions.ConnectionError, timeout_error=exceptions.TimeoutError,
+                   read_only_error=exceptions.ReadOnlyError, response_error=exceptions.ResponseError,
+                   master_not_found=sentinel.MasterNotFoundError,
+                   slave_not_found=sentinel.SlaveNotFoundError, master_changed=master_changed,
+                   errors=errors, client=client, retry=retry, no_backoff=backoff.NoBackoff,
+                   safe_pool=safe_pool, plain_managed_connection=sentinel.SentinelManagedConnection)
 
 
 REDIS_FAMILY = SentinelFamily(
@@ -162,11 +193,18 @@ class SentinelManagedConnectionLogic(_ConnectionBase):
         if self._sock:
             return
         pool = self._owner_pool()
+        parent = super().connect_check_health
         if pool is None:
-            return super().connect_check_health(check_health=check_health,
-                                                retry_socket_connect=retry_socket_connect)
+            return parent(check_health=check_health, retry_socket_connect=retry_socket_connect)
+        run_sync(self._guarded(pool, lambda: parent(
+            check_health=check_health, retry_socket_connect=retry_socket_connect)))
+
+    _io = staticmethod(_call)  # how a flow calls the library (the asyncio logic awaits)
+
+    async def _guarded(self, pool: Any, connect: Callable[[], Any]) -> None:
+        """One connect of a pool's connection: the master check, the connect backoff."""
         if pool.is_master and not self._master_checked:
-            pool._check_master_before_connect(self)
+            await self._io(pool._check_master_before_connect, self)
         self._master_checked = False  # a retry inside connect() checks again
         address = (self.host, int(self.port))
         fam = self._family
@@ -175,8 +213,7 @@ class SentinelManagedConnectionLogic(_ConnectionBase):
                 f"{self.host}:{self.port} failed recently; next attempt in "
                 f"{pool.connect_backoff.remaining(address):.3f}s")
         try:
-            super().connect_check_health(check_health=check_health,
-                                         retry_socket_connect=retry_socket_connect)
+            await self._io(connect)
         except (fam.ConnectionError, fam.TimeoutError):
             pool.connect_backoff.failed(address)
             raise
@@ -187,21 +224,25 @@ class SentinelManagedConnectionLogic(_ConnectionBase):
             # a failover finished and the old master came back. A lookup
             # started after the connect cannot name it any more.
             try:
-                pool._check_master_before_connect(self)
+                await self._io(pool._check_master_before_connect, self)
             except BaseException:
-                self.disconnect()
+                await self._io(self.disconnect)
                 raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
         except self._family.ReadOnlyError:
-            pool = self._owner_pool()
-            if pool is not None and pool.is_master:
-                self.disconnect()
-                pool._master_suspect()
-                raise self._family.ConnectionError("The previous master is now a replica")
+            run_sync(self._demoted())
             raise
+
+    async def _demoted(self) -> None:
+        """A READONLY reply: on a master pool's connection, the master was demoted."""
+        pool = self._owner_pool()
+        if pool is not None and pool.is_master:
+            await self._io(self.disconnect)
+            await self._io(pool._master_suspect)
+            raise self._family.ConnectionError("The previous master is now a replica")
 
 
 class SafeSentinelManagedConnection(SentinelManagedConnectionLogic, Connection):
@@ -260,22 +301,31 @@ class SentinelConnectionPoolLogic(_PoolBase):
         self.timeout = self._safe_timeout
 
     # -- address resolution ------------------------------------------------
+    _io = staticmethod(_call)  # how a flow calls the library (the asyncio logic awaits)
+
     def get_master_address(self, fresh: bool = False) -> Address:
         """Ask Sentinel for the master and re-bind the pool if it moved.
 
         ``fresh`` skips SafeSentinel's short answer cache (before a connect:
         a cached answer from before a failover would let a connection reach
         a restarted old master that still believes it is master)."""
+        return run_sync(self._master_address(fresh))
+
+    async def _master_address(self, fresh: bool = False) -> Address:
         manager = self.sentinel_manager
         since = None
         if isinstance(manager, SentinelLogic):
-            manager.discover_master(self.service_name, fresh=fresh)
+            await manager._io(manager.discover_master, self.service_name, fresh)
             # Lookups are merged and may finish out of order: bind the answer
             # of the most recently *started* one, never a slow older one that
             # still names the master from before a failover.
-            since, address = manager.latest_master_since(self.service_name)
+            since, address = await manager._io(manager.latest_master_since, self.service_name)
         else:
-            address = tuple(manager.discover_master(self.service_name))
+            address = tuple(await self._io(manager.discover_master, self.service_name))
+        return self._bind_answer(address, since)
+
+    def _bind_answer(self, address: Any, since: Optional[float]) -> Address:
+        """Bind Sentinel's answer (started at ``since``) and say where the master is."""
         address = (str(address[0]), int(address[1]))
         self._bind_master(address, since)
         with self._state_lock:
@@ -288,7 +338,10 @@ class SentinelConnectionPoolLogic(_PoolBase):
         return self._master
 
     def _check_master_before_connect(self, conn: Any) -> None:
-        address = self.get_master_address(fresh=True)
+        run_sync(self._check_master(conn))
+
+    async def _check_master(self, conn: Any) -> None:
+        address = await self._master_address(fresh=True)
         if address != (conn.host, int(conn.port)):
             raise self._family.MasterChangedError(
                 f"{self.service_name!r} moved from {conn.host}:{conn.port} to "
@@ -296,8 +349,11 @@ class SentinelConnectionPoolLogic(_PoolBase):
             )
 
     def _master_suspect(self) -> None:
+        run_sync(self._suspect())
+
+    async def _suspect(self) -> None:
         try:
-            self.get_master_address()
+            await self._master_address()
         except self._family.ConnectionError:
             pass
 
@@ -318,9 +374,17 @@ class SentinelConnectionPoolLogic(_PoolBase):
             logger.warning("sentinel service %r: master moved from %s:%s to %s:%s",
                            self.service_name, moved_from[0], moved_from[1], address[0], address[1])
         if old is not None:
-            old.disconnect(inuse_connections=False)  # idle ones: closed right away
+            self._drop_idle(old)  # idle ones: closed right away
             if close_now:
-                old.close()
+                self._close_inner(old)
+
+    # How an inner pool lets go of its connections: the asyncio flavor's are
+    # coroutines there, so it closes them through the core instead.
+    def _drop_idle(self, inner: Any) -> None:
+        inner.disconnect(inuse_connections=False)
+
+    def _close_inner(self, inner: Any) -> None:
+        inner.close()
 
     def _retire_locked(self, inner: Any) -> bool:
         """Mark ``inner`` retired; True if it has nothing out and may be closed now."""
@@ -349,39 +413,48 @@ class SentinelConnectionPoolLogic(_PoolBase):
 
     # -- checkout / checkin --------------------------------------------------
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return run_sync(self._checkout(args, kwargs))
+
+    def _checkout(self, args: tuple, kwargs: dict) -> Any:
         if self.is_master:
-            return self._get_master_connection(args, kwargs)
-        return self._get_replica_connection(args, kwargs)
+            return self._master_connection(args, kwargs)
+        return self._replica_connection(args, kwargs)
 
     def _hand_out(self, inner: Any, args: tuple, kwargs: dict) -> Any:
         conn = inner.get_connection(*args, **kwargs)
-        with self._state_lock:
-            if not getattr(inner, "_sentinel_retired", False):
-                setattr(conn, _OWNER, weakref.ref(inner))  # weak: no conn<->pool cycle
-                self._out[id(inner)] = self._out.get(id(inner), 0) + 1
-                return conn
+        if self._book_out(inner, conn):
+            return conn
         # re-bound while we were getting it: never hand out an old-master connection
         conn.disconnect()
         inner.release(conn)
         return None
 
-    def _get_master_connection(self, args: tuple, kwargs: dict) -> Any:
+    def _book_out(self, inner: Any, conn: Any) -> bool:
+        """Count ``conn`` as out of ``inner``; False if ``inner`` was retired meanwhile."""
+        with self._state_lock:
+            if getattr(inner, "_sentinel_retired", False):
+                return False
+            setattr(conn, _OWNER, weakref.ref(inner))  # weak: no conn<->pool cycle
+            self._out[id(inner)] = self._out.get(id(inner), 0) + 1
+            return True
+
+    async def _master_connection(self, args: tuple, kwargs: dict) -> Any:
         fam = self._family
         last: Optional[BaseException] = None
         for _ in range(3):  # bounded: one re-resolution per failover step
             master = self._master
             if master is None:
-                master = self.get_master_address()
+                master = await self._master_address()
             inner = self._pool_for(master)
             try:
-                conn = self._hand_out(inner, args, kwargs)
+                conn = await self._io(self._hand_out, inner, args, kwargs)
             except fam.errors.PoolTimeoutError:
                 raise  # the budget is full: not a topology problem
             except (fam.ConnectionError, fam.TimeoutError) as exc:
                 # paused endpoint, failed connect, closed-by-rebind pool: did it move?
                 last = exc
                 try:
-                    moved = self.get_master_address() != master
+                    moved = await self._master_address() != master
                 except fam.MasterNotFoundError:
                     moved = False
                 if not moved:
@@ -392,14 +465,14 @@ class SentinelConnectionPoolLogic(_PoolBase):
         raise last if last is not None else fam.MasterNotFoundError(
             f"No stable master found for {self.service_name!r}")
 
-    def _replica_addresses(self, refresh: bool = False) -> List[Address]:
+    async def _replica_addresses(self, refresh: bool = False) -> List[Address]:
         """Replica addresses, asked from Sentinel on first use and after a failure."""
         with self._state_lock:
             cached = list(self._replicas)
         if cached and not refresh:
             return cached
         try:
-            replicas = self.sentinel_manager.discover_slaves(self.service_name)
+            replicas = await self._io(self.sentinel_manager.discover_slaves, self.service_name)
         except self._family.ConnectionError:
             replicas = []
         replicas = [(str(h), int(p)) for h, p in replicas]
@@ -407,9 +480,9 @@ class SentinelConnectionPoolLogic(_PoolBase):
             self._replicas = list(replicas)
         return replicas
 
-    def _get_replica_connection(self, args: tuple, kwargs: dict) -> Any:
+    async def _replica_connection(self, args: tuple, kwargs: dict) -> Any:
         fam = self._family
-        replicas = self._replica_addresses()
+        replicas = await self._replica_addresses()
         with self._state_lock:
             self._replica_rr += 1
             start = self._replica_rr
@@ -417,18 +490,18 @@ class SentinelConnectionPoolLogic(_PoolBase):
         last: Optional[BaseException] = None
         for address in order:
             try:
-                conn = self._hand_out(self._pool_for(address), args, kwargs)
+                conn = await self._io(self._hand_out, self._pool_for(address), args, kwargs)
             except fam.errors.PoolTimeoutError:
                 raise
             except (fam.ConnectionError, fam.TimeoutError) as exc:
                 last = exc
-                self._replica_addresses(refresh=True)
+                await self._replica_addresses(refresh=True)
                 continue
             if conn is not None:
                 return conn
         try:  # fall back to the master, like redis-py
-            master = self.get_master_address()
-            conn = self._hand_out(self._pool_for(master), args, kwargs)
+            master = await self._master_address()
+            conn = await self._io(self._hand_out, self._pool_for(master), args, kwargs)
             if conn is not None:
                 return conn
         except fam.MasterNotFoundError:
@@ -436,6 +509,17 @@ class SentinelConnectionPoolLogic(_PoolBase):
         raise fam.SlaveNotFoundError(f"No replica found for {self.service_name!r}") from last
 
     def release(self, connection: Any) -> None:  # type: ignore[override]
+        inner, retired, close_inner = self._book_in(connection)
+        if retired:
+            connection.disconnect()  # a connection to a former master is never reused
+        try:
+            inner.release(connection)
+        finally:
+            if close_inner:
+                inner.close()
+
+    def _book_in(self, connection: Any) -> Tuple[Any, bool, bool]:
+        """(inner pool, retired?, close it now?) for a connection coming back."""
         inner = _owner_of(connection)
         if inner is None:
             raise self._family.errors.ForeignConnectionError(f"{connection!r} was not handed out by {self!r}")
@@ -449,13 +533,7 @@ class SentinelConnectionPoolLogic(_PoolBase):
             close_inner = retired and left <= 0
             if close_inner:
                 self._retired.pop(id(inner), None)
-        if retired:
-            connection.disconnect()  # a connection to a former master is never reused
-        try:
-            inner.release(connection)
-        finally:
-            if close_inner:
-                inner.close()
+        return inner, retired, close_inner
 
     def owns_connection(self, connection: Any) -> bool:
         inner = _owner_of(connection)
@@ -489,7 +567,7 @@ class SentinelConnectionPoolLogic(_PoolBase):
             self._out.clear()
         for inner in pools:
             inner._sentinel_retired = True
-            inner.close()
+            self._close_inner(inner)
 
     def set_retry(self, retry: Any) -> None:
         self.connection_kwargs.update({"retry": retry})
@@ -585,11 +663,13 @@ class SentinelLogic(_SentinelBase):
         kw = sentinel.connection_pool.connection_kwargs
         return f"{kw.get('host')}:{kw.get('port')}"
 
-    def _ask(self, sentinel: Any, fn: Callable[[Any], Any]) -> Any:
+    _io = staticmethod(_call)  # how a flow calls the library (the asyncio logic awaits)
+
+    async def _ask(self, sentinel: Any, fn: Callable[[Any], Any]) -> Any:
         key = self._name(sentinel)
         self.sentinel_queries += 1
         try:
-            result = fn(sentinel)
+            result = await self._io(fn, sentinel)
         except (self._family.ConnectionError, self._family.TimeoutError):
             self.sentinel_backoff.failed(key)
             raise
@@ -603,14 +683,20 @@ class SentinelLogic(_SentinelBase):
     def discover_master(self, service_name: str, fresh: bool = False) -> Address:
         """Like ``Sentinel.discover_master`` but coalesced, briefly cached
         (``master_cache_ttl`` seconds, unless ``fresh``) and backed off."""
+        cached = self._cached_master(service_name, fresh)
+        if cached is not None:
+            return cached
+        # A fresh lookup never joins one that may have started before it.
+        return self._flights.do(("master", service_name, fresh),
+                                lambda: run_sync(self._discover_master(service_name)),
+                                lambda e: self._family.MasterNotFoundError(str(e)))
+
+    def _cached_master(self, service_name: str, fresh: bool) -> Optional[Address]:
         known = self._known_masters.get(service_name)
         if not fresh and known is not None and known[1] is not None and \
                 time.monotonic() - known[0] < self.master_cache_ttl:
             return known[1]
-        # A fresh lookup never joins one that may have started before it.
-        return self._flights.do(("master", service_name, fresh),
-                                lambda: self._discover_master(service_name),
-                                lambda e: self._family.MasterNotFoundError(str(e)))
+        return None
 
     def latest_master(self, service_name: str) -> Address:
         """The answer of the most recently started successful lookup."""
@@ -618,41 +704,59 @@ class SentinelLogic(_SentinelBase):
 
     def latest_master_since(self, service_name: str) -> Tuple[float, Address]:
         """(when that lookup started, its answer)."""
+        return run_sync(self._latest_master_since(service_name))
+
+    async def _latest_master_since(self, service_name: str) -> Tuple[float, Address]:
         known = self._known_masters.get(service_name)
         if known is None or known[1] is None:
-            self.discover_master(service_name, fresh=True)
+            await self._io(self.discover_master, service_name, True)
             known = self._known_masters.get(service_name)
         if known is None or known[1] is None:
             raise self._family.MasterNotFoundError(f"No master found for {service_name!r}")
         return known[0], known[1]
 
-    def _discover_master(self, service_name: str) -> Address:
+    async def _discover_master(self, service_name: str) -> Address:
         fam = self._family
-        started = time.monotonic()
-        wait = self.master_backoff.remaining(service_name)
-        if wait > 0:
-            raise fam.MasterNotFoundError(
-                f"No master found for {service_name!r} (backing off {wait:.3f}s)")
-        errors: List[str] = []
-        ready = self._ready_sentinels()
-        if not ready:
-            errors.append("every sentinel is backing off")
+        started, ready, errors = self._lookup_start(service_name)
         for index, sentinel in ready:
             try:
-                masters = self._ask(sentinel, lambda s: s.sentinel_masters())
+                masters = await self._ask(sentinel, lambda s: s.sentinel_masters())
             except (fam.ConnectionError, fam.TimeoutError) as exc:
                 errors.append(f"{self._name(sentinel)} - {exc!r}")
                 continue
-            state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):
-                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
-                self.master_backoff.succeeded(service_name)
-                ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
-                address = (str(ip), int(state["port"]))
-                known = self._known_masters.get(service_name)
-                if known is None or started >= known[0]:
-                    self._known_masters[service_name] = (started, address)
+            address = self._lookup_answer(service_name, started, index, sentinel, masters)
+            if address is not None:
                 return address
+        raise self._lookup_failed(service_name, started, errors)
+
+    def _lookup_start(self, service_name: str) -> Tuple[float, List[Tuple[int, Any]], List[str]]:
+        """(when the lookup started, the sentinels to ask, errors so far); raises
+        ``MasterNotFoundError`` while the service backs off."""
+        started = time.monotonic()
+        wait = self.master_backoff.remaining(service_name)
+        if wait > 0:
+            raise self._family.MasterNotFoundError(
+                f"No master found for {service_name!r} (backing off {wait:.3f}s)")
+        ready = self._ready_sentinels()
+        return started, ready, [] if ready else ["every sentinel is backing off"]
+
+    def _lookup_answer(self, service_name: str, started: float, index: int, sentinel: Any,
+                       masters: Dict[str, Any]) -> Optional[Address]:
+        """The master named by one sentinel's ``SENTINEL MASTERS`` reply, or None."""
+        state = masters.get(service_name)
+        if not (state and self.check_master_state(state, service_name)):
+            return None
+        self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+        self.master_backoff.succeeded(service_name)
+        ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
+        address = (str(ip), int(state["port"]))
+        known = self._known_masters.get(service_name)
+        if known is None or started >= known[0]:
+            self._known_masters[service_name] = (started, address)
+        return address
+
+    def _lookup_failed(self, service_name: str, started: float, errors: List[str]) -> Exception:
+        """No sentinel named a healthy master: the error to raise."""
         # Forget the answer, but not when: a slower lookup that started before
         # this one must not bring its older answer back (the old master).
         known = self._known_masters.get(service_name)
@@ -660,12 +764,15 @@ class SentinelLogic(_SentinelBase):
             self._known_masters[service_name] = (started, None)
         self.master_backoff.failed(service_name)
         detail = f" : {', '.join(errors)}" if errors else ""
-        raise fam.MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return self._family.MasterNotFoundError(f"No master found for {service_name!r}{detail}")
 
     def discover_slaves(self, service_name: str) -> List[Address]:
+        return run_sync(self._discover_slaves(service_name))
+
+    async def _discover_slaves(self, service_name: str) -> List[Address]:
         for _, sentinel in self._ready_sentinels():
             try:
-                replicas = self._ask(sentinel, lambda s: s.sentinel_slaves(service_name))
+                replicas = await self._ask(sentinel, lambda s: s.sentinel_slaves(service_name))
             except (self._family.ConnectionError, self._family.ResponseError,
                     self._family.TimeoutError):
                 continue

@@ -71,6 +71,12 @@ def redis_server(redis_server_factory) -> RedisServer:
 
 
 @pytest.fixture
+def persistent_server(redis_server_factory):
+    """A server that keeps every write across a SIGKILL (a job queue survives a restart)."""
+    return redis_server_factory(appendonly="yes", appendfsync="always")
+
+
+@pytest.fixture
 def server_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of the fresh ``redis_server``."""
     return redis_server.url

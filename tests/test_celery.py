@@ -5,11 +5,9 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
-import time
-from typing import Dict, Set, Tuple
 
 import pytest
+from process_clients import BudgetWatch, process_tree
 
 import redis_safepool as sp
 
@@ -18,103 +16,6 @@ TASKS = 200
 BROKER_BUDGET = 10
 BACKEND_BUDGET = 4
 WORKER_DEADLINE = 120  # seconds the whole run may take before the test fails
-
-
-def _socket_inodes(pid: int) -> Set[int]:
-    inodes = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            target = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _local_ports_to(port: int) -> Dict[int, int]:
-    """inode -> local port of the established loopback TCP sockets to ``port``."""
-    out = {}
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
-            if state == "01" and int(remote.split(":")[1], 16) == port:
-                out[inode] = int(local.split(":")[1], 16)
-    return out
-
-
-def _process_tree(root: int) -> Set[int]:
-    pids, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        pids.add(pid)
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return pids
-
-
-def _clients_by_port(redis_server) -> Dict[int, int]:
-    """The server's own view: client port -> db, from CLIENT LIST."""
-    out = {}
-    for line in redis_server.command("CLIENT", "LIST").decode(errors="replace").splitlines():
-        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        if "addr" in fields:
-            out[int(fields["addr"].rsplit(":", 1)[1])] = int(fields.get("db", 0))
-    return out
-
-
-class BudgetWatch:
-    """Samples, per worker process and db, how many connections the server has from it."""
-
-    def __init__(self, redis_server, worker_pid: int) -> None:
-        self.server, self.worker_pid = redis_server, worker_pid
-        self.max_seen: Dict[Tuple[int, int], int] = {}
-        self.samples = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        clients = _clients_by_port(self.server)
-        ports = _local_ports_to(self.server.port)
-        for pid in _process_tree(self.worker_pid):
-            counts: Dict[int, int] = {}
-            for inode in _socket_inodes(pid):
-                db = clients.get(ports.get(inode, -1))
-                if db is not None:
-                    counts[db] = counts.get(db, 0) + 1
-            for db, n in counts.items():
-                self.max_seen[(pid, db)] = max(n, self.max_seen.get((pid, db), 0))
-        self.samples += 1
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + WORKER_DEADLINE
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                self._sample()
-            except (OSError, RuntimeError, ValueError):
-                pass  # the server is restarting, or a process just exited
-            self.stop.wait(0.02)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def persistent_server(redis_server_factory):
-    """A server that keeps every write across a SIGKILL (the queue must survive the restart)."""
-    return redis_server_factory(appendonly="yes", appendfsync="always")
 
 
 def test_prefork_worker_survives_restart_within_budget(persistent_server, wait_until,
@@ -145,7 +46,7 @@ def test_prefork_worker_survives_restart_within_budget(persistent_server, wait_u
     watch = None
     try:
         first = [safepool_tasks.double.delay(i) for i in range(TASKS // 2)]
-        wait_until(lambda: len(_process_tree(worker.pid)) >= 5, timeout=60,
+        wait_until(lambda: len(process_tree(worker.pid)) >= 5, timeout=60,
                    what="the worker and its 4 children")
         watch = BudgetWatch(persistent_server, worker.pid)
         wait_until(lambda: sum(r.ready() for r in first[:40]) >= 20, timeout=60,

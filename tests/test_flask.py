@@ -155,10 +155,14 @@ def test_app_collected_closes_pool(redis_server, wait_until):
     wait_until(lambda: redis_server.connected_clients() == 0, what="connections closed on collect")
 
 
-def test_flask_caching_shares_the_pool(redis_server):
+@pytest.mark.parametrize("backend, url", [("RedisCache", False),
+                                          ("redis_safepool.flask_caching.RedisCache", True)])
+def test_flask_caching_shares_the_pool(redis_server, backend, url):
     flask_caching = pytest.importorskip("flask_caching")
     app, ext = make_app(redis_server.url)
-    app.config.update(CACHE_TYPE="RedisCache", CACHE_OPTIONS=ext.cache_options(app))
+    app.config.update(CACHE_TYPE=backend, CACHE_OPTIONS=ext.cache_options(app))
+    if url:  # this package's backend takes the given pool over the URL
+        app.config.update(CACHE_REDIS_URL=redis_server.url)
     cache = flask_caching.Cache(app)
     calls = []
 
@@ -275,3 +279,50 @@ def test_example_app_runs_with_one_command():
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "/ 200" in out.stdout and "/safepool/explain 200" in out.stdout
+
+
+@pytest.mark.parametrize("given", ["CACHE_REDIS_URL", "CACHE_REDIS_HOST"])
+def test_flask_caching_backend_builds_a_safe_pool_from_the_cache_config(redis_server, given):
+    """The app gives only Flask-Caching's own settings: the cache is on a SafeConnectionPool
+    with the budget of its CACHE_OPTIONS, and 8 threads never hold more than it."""
+    flask_caching = pytest.importorskip("flask_caching")
+    app = flask.Flask("safepool-cache-test")
+    config = {"CACHE_REDIS_URL": redis_server.url} if given == "CACHE_REDIS_URL" else {
+        "CACHE_REDIS_HOST": "127.0.0.1", "CACHE_REDIS_PORT": redis_server.port}
+    app.config.update(CACHE_TYPE="redis_safepool.flask_caching.RedisCache",
+                      CACHE_KEY_PREFIX="app:", CACHE_DEFAULT_TIMEOUT=60,
+                      CACHE_OPTIONS={"max_connections": 2, "timeout": 10,
+                                     "client_name": "safepool-cache"}, **config)
+    cache = flask_caching.Cache(app)
+    pool = cache.cache._write_client.connection_pool
+    assert isinstance(pool, sp.SafeConnectionPool) and pool.max_connections == 2
+    calls, peak, errors = [], [0], []
+
+    @app.route("/cached/<int:n>")
+    @cache.cached()
+    def cached(n):
+        calls.append(n)
+        return {"n": n}
+
+    def client_thread(t):
+        try:
+            c = app.test_client()
+            for i in range(20):
+                assert c.get(f"/cached/{(t + i) % 5}").json == {"n": (t + i) % 5}
+                listing = redis_server.command("CLIENT", "LIST").decode()
+                peak[0] = max(peak[0], listing.count("name=safepool-cache "))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_thread, args=(t,), daemon=True) for t in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert sorted(set(calls)) == [0, 1, 2, 3, 4] and len(calls) <= 5 * 8
+        assert redis_server.command("KEYS", "app:*").count(b"app:") >= 5
+        assert 1 <= peak[0] <= 2 and pool.stats()["total"] <= 2
+    finally:
+        pool.close()

@@ -462,16 +462,12 @@ CELERY_BACKEND_BUDGET = 2  # less than the 4 children would hold with a budget e
 
 def _worker_connections(server, worker_pid: int) -> Dict[int, int]:
     """db -> connections the whole worker (master and children) holds to ``server``."""
-    from test_celery import _clients_by_port, _local_ports_to, _process_tree, _socket_inodes
+    from process_clients import connections_by_process
 
-    clients = _clients_by_port(server)
-    ports = _local_ports_to(server.port)
     counts: Dict[int, int] = {}
-    for pid in _process_tree(worker_pid):
-        for inode in _socket_inodes(pid):
-            db = clients.get(ports.get(inode, -1))
-            if db is not None:
-                counts[db] = counts.get(db, 0) + 1
+    for per_db in connections_by_process(server, worker_pid).values():
+        for db, n in per_db.items():
+            counts[db] = counts.get(db, 0) + n
     return counts
 
 
@@ -479,7 +475,8 @@ def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, 
     import subprocess
     import sys
 
-    from test_celery import APP_DIR, BROKER_BUDGET, _process_tree
+    from process_clients import process_tree
+    from test_celery import APP_DIR, BROKER_BUDGET
 
     BACKEND_BUDGET = CELERY_BACKEND_BUDGET
 
@@ -521,7 +518,7 @@ def test_celery_prefork_worker_within_one_host_budget(redis_server, wait_until, 
 
     sampler = threading.Thread(target=sample, daemon=True)
     try:
-        wait_until(lambda: len(_process_tree(worker.pid)) >= 5, timeout=60,
+        wait_until(lambda: len(process_tree(worker.pid)) >= 5, timeout=60,
                    what="the worker and its 4 children")
         sampler.start()
         results = [safepool_tasks.double.delay(i) for i in range(CELERY_TASKS)]

@@ -9,6 +9,7 @@ import threading
 import pytest
 import redis
 import rq
+from process_clients import PeakClients
 
 import redis_safepool as sp
 
@@ -29,38 +30,9 @@ def test_rq_forking_worker(server_url, make_pool):
     assert pool.stats()["in_use"] == 0 and pool.stats()["total"] <= 4
 
 
-class PeakClients:
-    """Samples, from the server's CLIENT LIST, how many connections are named ``NAME``."""
-
-    def __init__(self, server) -> None:
-        self.server, self.peak, self.samples = server, 0, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        for _ in range(100_000):  # bounded; stopped by close()
-            if self.stop.is_set():
-                return
-            try:
-                listing = self.server.command("CLIENT", "LIST").decode(errors="replace")
-            except (OSError, RuntimeError):
-                pass  # restarting
-            else:
-                n = sum(1 for line in listing.splitlines() if f" name={NAME} " in f" {line} ")
-                self.peak, self.samples = max(self.peak, n), self.samples + 1
-            self.stop.wait(0.01)
-
-    def close(self) -> int:
-        self.stop.set()
-        self.thread.join(10)
-        assert self.samples > 0
-        return self.peak
-
-
 @pytest.fixture
 def peak(redis_server):
-    watch = PeakClients(redis_server)
+    watch = PeakClients(redis_server, NAME)
     yield watch
     watch.close()
 
@@ -235,3 +207,79 @@ def test_aiocache_bounded_and_survives_restart(redis_server, peak, wait_until):
     asyncio.run(main())
     assert len(failures) <= BUDGET, failures
     assert peak.close() <= BUDGET
+
+
+def test_flask_limiter_on_the_pool_counts_exactly_within_budget(redis_server, make_pool, peak):
+    import flask
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    pool = _pool(make_pool, redis_server)
+    app = flask.Flask("safepool-limiter")
+    limiter = Limiter(get_remote_address, app=app, storage_uri=redis_server.url,
+                      storage_options={"connection_pool": pool}, strategy="moving-window")
+
+    @app.route("/limited")
+    @limiter.limit("25 per minute")
+    def limited():
+        return "ok"
+
+    statuses, errors = [], []
+
+    def client_thread():
+        try:
+            c = app.test_client()
+            statuses.extend(c.get("/limited").status_code for _ in range(10))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_thread, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(statuses) == [200] * 25 + [429] * (8 * 10 - 25)
+    assert limiter.storage.storage.connection_pool is pool
+    assert 1 <= peak.close() <= BUDGET
+    assert pool.stats()["total"] <= BUDGET
+
+
+def test_uvicorn_serves_on_the_asyncio_pool_within_budget(redis_server, peak, wait_until):
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from redis_safepool.testing import free_port
+
+    port = free_port()
+    env = dict(os.environ, APP_REDIS_URL=redis_server.url, APP_BUDGET=str(BUDGET),
+               APP_CLIENT_NAME=NAME)
+    app_dir = os.path.join(os.path.dirname(__file__), "asgi_app")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", app_dir, "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def get(_=None):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as resp:
+            return resp.status, int(resp.read())
+
+    def up():
+        try:
+            return get()
+        except OSError:
+            return None
+
+    try:
+        wait_until(up, timeout=30, what="uvicorn to serve")
+        with ThreadPoolExecutor(16) as ex:  # 16 requests at once, each holding a connection 0.1s
+            got = list(ex.map(get, range(48)))
+        assert {status for status, _ in got} == {200}
+        assert sorted(hits for _, hits in got) == list(range(2, 50))
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=20)
+    assert 1 <= peak.close() <= BUDGET, stderr.decode(errors="replace")[-2000:]

@@ -1,4 +1,5 @@
-"""SafeSentinel against real redis-server --sentinel processes: budget, failover, backoff."""
+"""SafeSentinel against real redis-server --sentinel processes: budget, failover, backoff (the
+scenarios every client family shares run over redis-py and valkey-py)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,16 @@ from redis.retry import Retry
 
 from redis_safepool._rediscovery import Backoff
 from redis_safepool.sentinel import (
-    MasterNotFoundError,
     SafeSentinel,
     SafeSentinelConnectionPool,
     SafeSentinelManagedConnection,
 )
 
-from topology import SERVICE, SentinelTopology, clients_named, query, wait_for
+from sentinel_families import family, master_client, over, topo  # noqa: F401 (fixtures)
+
+from topology import SERVICE, clients_named, query, wait_for
 
 NAME = "safepool-sentinel-test"
-
-
-@pytest.fixture
-def topo():
-    with SentinelTopology(down_after_ms=500, failover_timeout_ms=2000) as t:
-        yield t
 
 
 class CountingConnection(SafeSentinelManagedConnection):
@@ -55,13 +51,7 @@ def counting():
 
 
 def _client(sentinel, **kw):
-    kw.setdefault("max_connections", 4)
-    kw.setdefault("timeout", 5)
-    kw.setdefault("client_name", NAME)
-    kw.setdefault("socket_timeout", 2)
-    kw.setdefault("socket_connect_timeout", 1)
-    kw.setdefault("retry", Retry(ExponentialBackoff(cap=0.05, base=0.01), 2))
-    return sentinel.master_for(SERVICE, **kw)
+    return master_client(sentinel, NAME, Retry(ExponentialBackoff(cap=0.05, base=0.01), 2), **kw)
 
 
 def test_master_for_is_safe_and_budget_is_per_master(topo, start_thread):
@@ -104,20 +94,23 @@ def test_master_for_is_safe_and_budget_is_per_master(topo, start_thread):
         sentinel.close()
 
 
-def test_replica_for_reads_from_the_replica(topo):
-    sentinel = SafeSentinel(topo.sentinel_addresses)
-    master, replica = _client(sentinel), sentinel.slave_for(SERVICE, max_connections=2)
+@over("redis-py", "valkey-py")
+def test_replica_for_reads_from_the_replica(family, topo):
+    sentinel = family.module.SafeSentinel(topo.sentinel_addresses)
+    master = master_client(sentinel, NAME, family.retry())
+    replica = sentinel.slave_for(SERVICE, max_connections=2)
     try:
+        assert isinstance(replica, family.client)
         master.set("r", "1")
         master.wait(1, 2000)
         pool = replica.connection_pool
-        conn = pool.get_connection()
+        conn = pool.get_connection("GET")
         try:
             assert conn.port == topo.replica.port
         finally:
             pool.release(conn)
         assert replica.get("r") == b"1"
-        with pytest.raises(redis.exceptions.ReadOnlyError):
+        with pytest.raises(family.errors.ReadOnlyError):
             replica.set("r", "2")
     finally:
         master.close()
@@ -228,20 +221,72 @@ def test_no_stale_connection_after_restart(topo, counting):
         sentinel.close()
 
 
-def test_sentinels_down_fail_fast_with_bounded_queries(topo):
-    sentinel = SafeSentinel(topo.sentinel_addresses, backoff_base=5.0, backoff_cap=10.0)
-    r = _client(sentinel)
+@over("redis-py", "valkey-py")
+def test_failover_moves_to_the_new_master_in_the_librarys_errors(family, topo):
+    """A connection bound to the old master fails with the library's ConnectionError and the
+    next commands go to the new master; the restarted old master is never used."""
+    sentinel = family.module.SafeSentinel(topo.sentinel_addresses)
+    v = master_client(sentinel, NAME, family.retry())
+    pool = v.connection_pool
+    try:
+        assert v.set("k", "v")
+        old, new = topo.master, topo.replica
+        conn = pool.get_connection("PING")
+        try:
+            assert (conn.host, int(conn.port)) == ("127.0.0.1", old.port)
+            conn.disconnect()
+            old.kill()
+            topo.wait_failover_to(new)
+            old.start()  # claims to be master until the sentinels reconfigure it
+            with pytest.raises(family.errors.ConnectionError, match="moved") as err:
+                conn.connect()
+            assert isinstance(err.value, family.module.MasterChangedError)
+            assert conn._sock is None, "connected to the old master"
+        finally:
+            pool.release(conn)
+        ok = 0
+        for i in range(20):
+            try:
+                v.set(f"n{i}", i)
+                ok += 1
+            except family.errors.ConnectionError:
+                pass  # an idle connection to the old master may fail once
+        assert ok >= 19
+        assert query(new.port, "GET", "n19") == "19"
+        assert pool.master_address == ("127.0.0.1", new.port)
+        assert clients_named(old, NAME) == 0
+    finally:
+        v.close()
+        sentinel.close()
+
+
+@over("redis-py", "valkey-py")
+def test_sentinels_down_fail_fast_with_bounded_queries(family, topo):
+    sentinel = family.module.SafeSentinel(topo.sentinel_addresses, backoff_base=5.0,
+                                          backoff_cap=10.0)
+    r = master_client(sentinel, NAME, family.retry())
     try:
         for s in topo.sentinels:
             s.kill()
         for _ in range(200):
-            with pytest.raises(MasterNotFoundError):
+            with pytest.raises(family.errors.ConnectionError) as err:  # the library's own
                 r.get("k")
+            assert isinstance(err.value, family.plain_master_not_found)
         # one query per sentinel, then jittered backoff: no reconnect loop
         assert sentinel.sentinel_queries <= len(topo.sentinels)
-        assert isinstance(MasterNotFoundError("x"), redis.exceptions.ConnectionError)
+        assert family.module.MasterNotFoundError is family.plain_master_not_found
     finally:
         r.close()
+        sentinel.close()
+
+
+@over("redis-py", "valkey-py")
+def test_plain_managed_connection_is_refused(family, topo):
+    sentinel = family.module.SafeSentinel(topo.sentinel_addresses)
+    try:
+        with pytest.raises(TypeError, match="SafeSentinelManagedConnection"):
+            sentinel.master_for(SERVICE, connection_class=family.plain_managed)
+    finally:
         sentinel.close()
 
 

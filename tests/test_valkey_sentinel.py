@@ -1,4 +1,6 @@
-"""valkey-py's SafeSentinel against real redis-server --sentinel processes: budget, failover, errors."""
+"""valkey-py's SafeSentinel against real redis-server --sentinel processes, where it is valkey's own:
+one master budget with redis-py's pools, valkey's pool timeout (the scenarios every family
+shares run over both in tests/test_sentinel.py)."""
 
 from __future__ import annotations
 
@@ -13,32 +15,20 @@ from valkey.retry import Retry
 import redis_safepool.sentinel as redis_sentinel
 from redis_safepool.valkey import exceptions as vexc
 from redis_safepool.valkey.sentinel import (
-    MasterChangedError,
-    MasterNotFoundError,
     SafeSentinel,
     SafeSentinelConnectionPool,
     SafeSentinelManagedConnection,
 )
 
-from topology import SERVICE, SentinelTopology, clients_named, query
+from sentinel_families import master_client, topo  # noqa: F401 (the fixture)
+
+from topology import SERVICE, clients_named, query
 
 NAME = "safepool-valkey-sentinel-test"
 
 
-@pytest.fixture
-def topo():
-    with SentinelTopology(down_after_ms=500, failover_timeout_ms=2000) as t:
-        yield t
-
-
 def _client(sentinel, **kw):
-    kw.setdefault("max_connections", 4)
-    kw.setdefault("timeout", 5)
-    kw.setdefault("client_name", NAME)
-    kw.setdefault("socket_timeout", 2)
-    kw.setdefault("socket_connect_timeout", 1)
-    kw.setdefault("retry", Retry(ExponentialBackoff(cap=0.05, base=0.01), 2))
-    return sentinel.master_for(SERVICE, **kw)
+    return master_client(sentinel, NAME, Retry(ExponentialBackoff(cap=0.05, base=0.01), 2), **kw)
 
 
 def test_master_for_is_a_valkey_client_on_one_budget_with_redis_py(topo, start_thread):
@@ -105,90 +95,4 @@ def test_pool_timeout_is_valkeys_max_connections_error(topo):
         for conn in held:
             pool.release(conn)
         v.close()
-        sentinel.close()
-
-
-def test_replica_for_reads_from_the_replica(topo):
-    sentinel = SafeSentinel(topo.sentinel_addresses)
-    master, replica = _client(sentinel), sentinel.slave_for(SERVICE, max_connections=2)
-    try:
-        master.set("r", "1")
-        master.wait(1, 2000)
-        conn = replica.connection_pool.get_connection("GET")
-        try:
-            assert conn.port == topo.replica.port
-        finally:
-            replica.connection_pool.release(conn)
-        assert replica.get("r") == b"1"
-        with pytest.raises(valkey.exceptions.ReadOnlyError):
-            replica.set("r", "2")
-    finally:
-        master.close()
-        replica.close()
-        sentinel.close()
-
-
-def test_failover_moves_to_the_new_master_in_valkeys_errors(topo):
-    """A connection bound to the old master fails with a valkey ConnectionError and the
-    next commands go to the new master; the restarted old master is never used."""
-    sentinel = SafeSentinel(topo.sentinel_addresses)
-    v = _client(sentinel)
-    pool = v.connection_pool
-    try:
-        assert v.set("k", "v")
-        old, new = topo.master, topo.replica
-        conn = pool.get_connection("PING")
-        try:
-            assert (conn.host, int(conn.port)) == ("127.0.0.1", old.port)
-            conn.disconnect()
-            old.kill()
-            topo.wait_failover_to(new)
-            old.start()  # claims to be master until the sentinels reconfigure it
-            with pytest.raises(valkey.exceptions.ConnectionError, match="moved") as err:
-                conn.connect()
-            assert isinstance(err.value, MasterChangedError)
-            assert conn._sock is None, "connected to the old master"
-        finally:
-            pool.release(conn)
-        ok = 0
-        for i in range(20):
-            try:
-                v.set(f"n{i}", i)
-                ok += 1
-            except valkey.exceptions.ConnectionError:
-                pass  # an idle connection to the old master may fail once
-        assert ok >= 19
-        assert query(new.port, "GET", "n19") == "19"
-        assert pool.master_address == ("127.0.0.1", new.port)
-        assert clients_named(old, NAME) == 0
-    finally:
-        v.close()
-        sentinel.close()
-
-
-def test_sentinels_down_fail_fast_with_valkeys_master_not_found(topo):
-    sentinel = SafeSentinel(topo.sentinel_addresses, backoff_base=5.0, backoff_cap=10.0)
-    v = _client(sentinel)
-    try:
-        for s in topo.sentinels:
-            s.kill()
-        for _ in range(100):
-            with pytest.raises(valkey.exceptions.ConnectionError) as err:
-                v.get("k")
-            assert isinstance(err.value, MasterNotFoundError)
-        assert MasterNotFoundError is valkey.sentinel.MasterNotFoundError
-        assert not isinstance(err.value, redis.exceptions.RedisError)
-        assert sentinel.sentinel_queries <= len(topo.sentinels)  # then backoff: no loop
-    finally:
-        v.close()
-        sentinel.close()
-
-
-def test_plain_valkey_managed_connection_is_refused(topo):
-    sentinel = SafeSentinel(topo.sentinel_addresses)
-    try:
-        with pytest.raises(TypeError, match="SafeSentinelManagedConnection"):
-            sentinel.master_for(SERVICE,
-                                connection_class=valkey.sentinel.SentinelManagedConnection)
-    finally:
         sentinel.close()

@@ -38,6 +38,65 @@ static struct {
 
 static int cond_ready;
 
+/* Builds with AddressSanitizer only: the thread holds `fork_gate` whenever
+ * it is awake and lets go of it only while it sleeps (poll(), epoll_wait(),
+ * its condition variable) or resolves a host name, and fork() takes the
+ * gate first (sp_checker_lock_for_fork()), so the child is never made while
+ * this thread is inside malloc() or free(). The AddressSanitizer runtime of
+ * GCC 12 has no fork handlers for its allocator and stack depot locks (LLVM
+ * 18 added them): a child forked while this thread held one hung at its
+ * first allocation (an RQ work horse). glibc's allocator is fork-safe, so
+ * other builds have no gate and a fork never waits for the checker.
+ * Outermost lock: taken before ck.lock and every other one; only the
+ * checker's own thread ever holds it, besides a forking thread. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SP_FORK_GATE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SP_FORK_GATE 1
+#endif
+#endif
+
+#ifdef SP_FORK_GATE
+static pthread_mutex_t fork_gate = PTHREAD_MUTEX_INITIALIZER;
+static __thread int holds_gate;   /* this thread is the checker, awake */
+
+static void
+gate_enter(void)
+{
+    pthread_mutex_lock(&fork_gate);
+    holds_gate = 1;
+}
+
+static void
+gate_leave(void)
+{
+    holds_gate = 0;
+    pthread_mutex_unlock(&fork_gate);
+}
+#else
+static __thread int holds_gate;
+static void gate_enter(void) {}
+static void gate_leave(void) {}
+#endif
+
+void
+sp_checker_blocking_begin(void)
+{
+    if (holds_gate) {
+        gate_leave();
+        holds_gate = 2;   /* to be taken again by sp_checker_blocking_end() */
+    }
+}
+
+void
+sp_checker_blocking_end(void)
+{
+    if (holds_gate == 2) {
+        gate_enter();
+    }
+}
+
 #define KNOCK_INTERVAL 0.01   /* seconds between knocks; jittered to 5-10 ms */
 
 /* xorshift64*: jitter only, seeded per thread start. */
@@ -865,7 +924,9 @@ static int
 wait_events(double until, sp_watch_hit *hits, int max, int watching)
 {
     if (n_flights == 0 && watching) {
+        gate_leave();
         int n = sp_watch_wait(until - sp_now(), hits, max);
+        gate_enter();
         return n < 0 ? 0 : n;
     }
     struct pollfd stack_pfd[65];
@@ -894,7 +955,10 @@ wait_events(double until, sp_watch_hit *hits, int max, int watching)
     double left = until - sp_now();
     int ms = left <= 0 ? 0 : left > 3600 ? 3600000 : (int)(left * 1000.0) + 1;
     int n = 0;
-    if (poll(pfd, (nfds_t)n_flights + 1, ms) > 0 && pfd[0].revents) {
+    gate_leave();
+    int polled = poll(pfd, (nfds_t)n_flights + 1, ms);
+    gate_enter();
+    if (polled > 0 && pfd[0].revents) {
         n = sp_watch_wait(0, hits, max);
         n = n < 0 ? 0 : n;
     }
@@ -1170,6 +1234,7 @@ static void *
 checker_main(void *arg)
 {
     (void)arg;
+    gate_enter();
     rng_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)(sp_now() * 1e9);
     /* Waits on the watch (wake-ups and hangups) where there is one, on
      * ck.cond otherwise; opened before the first look at ck.wake so no
@@ -1196,22 +1261,28 @@ checker_main(void *arg)
             double until = ts.next_due > floor ? ts.next_due : floor;
             if (watching || n_flights > 0) {
                 pthread_mutex_unlock(&ck.lock);
+                /* A hangup is acted on at once, without waiting for the
+                 * rest of a burst: the probe it starts is the endpoint's
+                 * one in flight, and the hangups that follow are only
+                 * counted. Waiting (napping) here would hand the CPU to
+                 * the threads a dying server just woke, and the probe's
+                 * verdict would wait for the checker to be run again. */
                 n_hung = wait_events(until, hung, 64, watching);
-                if (n_hung > 0) {
-                    /* The first hangup of a burst: take in the rest, so
-                     * that one probe answers for all of them. */
-                    n_hung = sp_watch_gather(0.0003, hung, n_hung, 64);
-                }
                 pthread_mutex_lock(&ck.lock);
             }
             else {
                 struct timespec when = sp_timespec(until);
+                gate_leave();
                 pthread_cond_timedwait(&ck.cond, &ck.lock, &when);
+                pthread_mutex_unlock(&ck.lock);  /* the gate comes first */
+                gate_enter();
+                pthread_mutex_lock(&ck.lock);
             }
         }
     }
     pthread_mutex_unlock(&ck.lock);
     flights_abort_all();
+    gate_leave();
     return NULL;
 }
 
@@ -1272,6 +1343,9 @@ sp_checker_running(void)
 void
 sp_checker_lock_for_fork(void)
 {
+#ifdef SP_FORK_GATE
+    pthread_mutex_lock(&fork_gate);   /* the thread is asleep: see fork_gate */
+#endif
     pthread_mutex_lock(&ck.lock);
 }
 
@@ -1279,6 +1353,9 @@ void
 sp_checker_unlock_after_fork(void)
 {
     pthread_mutex_unlock(&ck.lock);
+#ifdef SP_FORK_GATE
+    pthread_mutex_unlock(&fork_gate);
+#endif
 }
 
 void
@@ -1286,6 +1363,9 @@ sp_checker_after_fork_child(void)
 {
     sp_watch_after_fork_child();
     /* The thread did not survive fork(); the next pool use starts another. */
+#ifdef SP_FORK_GATE
+    pthread_mutex_init(&fork_gate, NULL);
+#endif
     pthread_mutex_init(&ck.lock, NULL);
     if (cond_ready) {
         pthread_condattr_t attr;

@@ -37,7 +37,14 @@ typedef enum {
  * error says enough, and ask for an immediate probe. Never blocks. */
 void sp_checker_report(sp_endpoint *ep, sp_failure kind, const char *message);
 
-/* Fork handlers (see forksafe.c). */
+/* Around a call that may block for long (a host name's resolution) on the
+ * checker's thread: lets a fork() go ahead meanwhile (see fork_gate in
+ * checker.c). No-ops on any other thread. */
+void sp_checker_blocking_begin(void);
+void sp_checker_blocking_end(void);
+
+/* Fork handlers (see forksafe.c): the first waits until the checker's
+ * thread is asleep. */
 void sp_checker_lock_for_fork(void);
 void sp_checker_unlock_after_fork(void);
 void sp_checker_after_fork_child(void);

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checker.h"
 #include "clock.h"
 #include "net.h"
 #include "resp.h"
@@ -247,7 +248,9 @@ probe_connect_start(sp_probe_op *op, const sp_probe_target *t)
             hints.ai_socktype = SOCK_STREAM;
             hints.ai_flags = AI_NUMERICSERV;
             snprintf(port, sizeof(port), "%d", t->port);
+            sp_checker_blocking_begin();   /* a fork need not wait for DNS */
             rc = getaddrinfo(t->host, port, &hints, &res);
+            sp_checker_blocking_end();
             if (rc != 0 || res == NULL) {
                 sp_probe_status s = (rc == EAI_MEMORY || rc == EAI_SYSTEM)
                                     ? SP_PROBE_ERROR : SP_PROBE_DOWN;

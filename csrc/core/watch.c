@@ -193,25 +193,6 @@ sp_watch_wait(double timeout, sp_watch_hit *hits, int max)
     }
 }
 
-int
-sp_watch_gather(double window, sp_watch_hit *hits, int n, int max)
-{
-    int e = __atomic_load_n(&epfd, __ATOMIC_ACQUIRE);
-    if (e < 0) {
-        return n;
-    }
-    /* A dying server closes its sockets one after the other within
-     * microseconds: look again every 50 us until the window closes. */
-    double deadline = sp_now() + window;
-    while (sp_now() < deadline) {
-        if (wait_once(e, 0, hits, &n, max) < 0) {
-            struct timespec nap = {0, 50000};
-            nanosleep(&nap, NULL);
-        }
-    }
-    return n;
-}
-
 void
 sp_watch_counts(uint64_t *added, uint64_t *hangups)
 {
@@ -273,15 +254,6 @@ sp_watch_wait(double timeout, sp_watch_hit *hits, int max)
     (void)hits;
     (void)max;
     return -1;
-}
-
-int
-sp_watch_gather(double window, sp_watch_hit *hits, int n, int max)
-{
-    (void)window;
-    (void)hits;
-    (void)max;
-    return n;
 }
 
 void

@@ -64,11 +64,6 @@ typedef struct {
  * (0: woken or timed out), or -1 when there is no watch. */
 int sp_watch_wait(double timeout, sp_watch_hit *hits, int max);
 
-/* Keeps collecting hangups into hits[0..n) for `window` seconds (a burst:
- * a dying server closes all its sockets within microseconds); returns the
- * new count of endpoints. */
-int sp_watch_gather(double window, sp_watch_hit *hits, int n, int max);
-
 /* Counters for tests and stats: sockets added, peer hangups seen. */
 void sp_watch_counts(uint64_t *added, uint64_t *hangups);
 

@@ -157,18 +157,19 @@ test_watch_burst_counted_per_endpoint(void)
     for (i = 0; i < 6; i++) {
         close(theirs[i]);
     }
-    if (ok) {
-        /* One entry per endpoint, with how many of its sockets hung up. */
+    /* Each wait names an endpoint once, with how many of its sockets hung
+     * up since the last wait; a few waits (bounded) see all six. */
+    for (int waits = 0; ok && waits < 50 && sockets21 + sockets22 < 6; waits++) {
         n = wait_for(got, 8, 10.0);
-        n = sp_watch_gather(0.05, got, n, 8);
-        CHECKF(n == 2, "n=%d", n);
+        CHECKF(n >= 1 && n <= 2, "n=%d", n);
         for (i = 0; i < n; i++) {
             CHECK(got[i].serial == 21 || got[i].serial == 22);
+            CHECK(i == 0 || got[i].serial != got[0].serial);
             sockets21 += got[i].serial == 21 ? got[i].sockets : 0;
             sockets22 += got[i].serial == 22 ? got[i].sockets : 0;
         }
-        CHECKF(sockets21 == 3 && sockets22 == 3, "21: %d, 22: %d", sockets21, sockets22);
     }
+    CHECKF(!ok || (sockets21 == 3 && sockets22 == 3), "21: %d, 22: %d", sockets21, sockets22);
     for (i = 0; i < 6; i++) {
         close(ours[i]);
     }

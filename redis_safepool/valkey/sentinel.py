@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from valkey.backoff import NoBackoff
+import valkey.backoff
+import valkey.exceptions
+import valkey.sentinel as _lib
 from valkey.client import Valkey
 from valkey.connection import Connection, SSLConnection
-from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 from valkey.retry import Retry
-from valkey.sentinel import (
-    MasterNotFoundError,
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SlaveNotFoundError,
-)
 
 from .. import sentinel as _base
 from . import exceptions
@@ -31,7 +25,7 @@ __all__ = [
 ]
 
 
-class MasterChangedError(ConnectionError, _base.MasterChangedError):
+class MasterChangedError(valkey.exceptions.ConnectionError, _base.MasterChangedError):
     """Sentinel names another master than the one this connection is bound to."""
 
 
@@ -41,12 +35,11 @@ def _safe_pool_class() -> type:
     return SafeConnectionPool
 
 
-VALKEY_FAMILY = _base.SentinelFamily(
-    connection_error=ConnectionError, timeout_error=TimeoutError, read_only_error=ReadOnlyError,
-    response_error=ResponseError, master_not_found=MasterNotFoundError,
-    slave_not_found=SlaveNotFoundError, master_changed=MasterChangedError, errors=exceptions,
-    client=Valkey, retry=Retry, no_backoff=NoBackoff, safe_pool=_safe_pool_class,
-    plain_managed_connection=SentinelManagedConnection)
+VALKEY_FAMILY = _base.SentinelFamily.of(
+    exceptions=valkey.exceptions, sentinel=_lib, client=Valkey, retry=Retry, backoff=valkey.backoff,
+    errors=exceptions, master_changed=MasterChangedError, safe_pool=_safe_pool_class)
+MasterNotFoundError = _lib.MasterNotFoundError
+SlaveNotFoundError = _lib.SlaveNotFoundError
 
 
 class SafeSentinelManagedConnection(  # type: ignore[misc]
@@ -62,7 +55,7 @@ class SafeSentinelManagedSSLConnection(  # type: ignore[misc]
 
 
 class SafeSentinelConnectionPool(  # type: ignore[misc]
-        _base.SentinelConnectionPoolLogic, SentinelConnectionPool):
+        _base.SentinelConnectionPoolLogic, _lib.SentinelConnectionPool):
     """``valkey.sentinel.SentinelConnectionPool`` on per-address valkey ``SafeConnectionPool``
     budgets (shared with every other pool of the process for the same server)."""
 
@@ -71,24 +64,31 @@ class SafeSentinelConnectionPool(  # type: ignore[misc]
     _managed_ssl = SafeSentinelManagedSSLConnection
 
 
-class SafeSentinel(_base.SentinelLogic, Sentinel):  # type: ignore[misc]
+class ValkeyClientArgument:
+    """valkey-py's ``Sentinel.master_for``/``slave_for`` name the client argument
+    ``valkey_class``: redis-py's ``redis_class`` is taken too (mixin before the logic class)."""
+
+    _family: _base.SentinelFamily
+    _pool_class: type
+
+    def master_for(self, service_name: str, redis_class: Any = None,
+                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("valkey_class", redis_class or self._family.client)
+        return super(_base.SentinelLogic, self).master_for(  # type: ignore[misc]
+            service_name, connection_pool_class=connection_pool_class or self._pool_class,
+            **kwargs)
+
+    def slave_for(self, service_name: str, redis_class: Any = None,
+                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("valkey_class", redis_class or self._family.client)
+        return super(_base.SentinelLogic, self).slave_for(  # type: ignore[misc]
+            service_name, connection_pool_class=connection_pool_class or self._pool_class,
+            **kwargs)
+
+
+class SafeSentinel(ValkeyClientArgument, _base.SentinelLogic, _lib.Sentinel):  # type: ignore[misc]
     """``valkey.sentinel.Sentinel`` whose ``master_for``/``slave_for`` build safe pools,
     with bounded, backed-off and coalesced sentinel queries."""
 
     _family = VALKEY_FAMILY
     _pool_class = SafeSentinelConnectionPool
-
-    def master_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
-                   connection_pool_class: Any = None, **kwargs: Any) -> Any:
-        # valkey-py names the client argument valkey_class
-        kwargs.setdefault("valkey_class", redis_class or Valkey)
-        return Sentinel.master_for(self, service_name,
-                                   connection_pool_class=connection_pool_class or self._pool_class,
-                                   **kwargs)
-
-    def slave_for(self, service_name: str, redis_class: Any = None,  # type: ignore[override]
-                  connection_pool_class: Any = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("valkey_class", redis_class or Valkey)
-        return Sentinel.slave_for(self, service_name,
-                                  connection_pool_class=connection_pool_class or self._pool_class,
-                                  **kwargs)
