@@ -218,6 +218,29 @@ def test_maxclients_lowered_then_raised_under_load(redis_server_factory, make_po
     assert int(server.info("stats")["rejected_connections"]) == rejected
 
 
+def test_a_budget_full_before_the_first_look_still_reads_the_view(redis_server_factory,
+                                                                   make_pool, wait_until,
+                                                                   quick_views):
+    # every connection is busy before the checker first looks at the endpoint: the
+    # usual probe has no spare slot, yet the server's view must be read once
+    server = redis_server_factory(maxclients=30)
+    sp.checker_config(enabled=False)
+    pool = make_pool(server.url, max_connections=4, timeout=10)
+    client = redis.Redis(connection_pool=pool)
+    stop, errors = threading.Event(), []
+    threads = _busy(client, stop, errors, 4)
+    try:
+        wait_until(lambda: pool.stats()["in_use"] == 4, what="every connection busy")
+        assert pool.stats()["server_maxclients"] is None
+        sp.checker_config(enabled=True)
+        wait_until(lambda: pool.stats()["server_maxclients"] == 30, what="the server's view")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+
+
 def test_external_client_fills_the_server(redis_server_factory, make_pool, wait_until,
                                           quick_views):
     server = redis_server_factory(maxclients=30)  # reserve 4

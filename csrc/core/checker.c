@@ -784,7 +784,12 @@ view_probe_locked(sp_endpoint *ep)
                  (ep->state == SP_STATE_READY &&
                   (sp_allowance_near_line(&ep->allow) ||
                    sp_allowance_within_reach(&ep->allow, ep->max_connections, held))));
-    if (!fleet) {
+    /* The first look at a new endpoint reads the view even with its budget
+     * full: a pool that filled before the checker got round to it would
+     * otherwise never learn how full the server is (a full budget leaves
+     * no spare slot for the usual probe, and no view means no line). */
+    int first_view = !ep->tls && ep->state == SP_STATE_READY && ep->probes == 0;
+    if (!fleet && !first_view) {
         ep->view_loan_wanted = 0;
         return VIEW_TODAY;
     }
