@@ -307,6 +307,27 @@ def test_configure_rejects_bad_limit(server_url, make_pool):
         sp.configure(server_url, max_connections="3")
 
 
+def test_the_first_look_never_takes_a_lone_callers_only_slot(redis_server_factory, make_pool,
+                                                             wait_until):
+    # max_connections=1, nothing in use: the checker's first look at the endpoint (it reads
+    # the server's view once even with no spare slot) must not take the only slot, or a
+    # caller with timeout=0 is refused with nothing in use. A second endpoint, with spare
+    # slots, shows the checker has gone over both.
+    lone_server, witness_server = redis_server_factory(), redis_server_factory()
+    before = sp.checker_config()
+    sp.checker_config(enabled=False)
+    try:
+        lone = make_pool(lone_server.url, max_connections=1, timeout=0)
+        witness = make_pool(witness_server.url, max_connections=4)
+        sp.checker_config(enabled=True, interval=0.05)
+        wait_until(lambda: witness.stats()["probes"] >= 2, what="two probes of the witness")
+        st = lone.stats()
+        assert st["probes"] == 0 and st["total"] == 0, st
+        lone.release(lone.get_connection())
+    finally:
+        sp.checker_config(enabled=before["enabled"], interval=before["interval"])
+
+
 def test_checker_probes_never_refuse_an_idle_budget(server_url, make_pool):
     # The health checker probes with a connection of its own inside the budget, but only
     # with a spare slot: a caller with timeout=0, on an endpoint where nothing is in use
@@ -336,4 +357,4 @@ def test_checker_probes_never_refuse_an_idle_budget(server_url, make_pool):
         sp.checker_config(enabled=before["enabled"], interval=before["interval"])
     assert tries > 0, "no probe was seen"
     assert refusals == []
-    assert lone.stats()["probes"] <= lone_probes + 1, "a probe took the only slot"
+    assert lone.stats()["probes"] == lone_probes, "a probe took the only idle connection"

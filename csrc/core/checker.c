@@ -790,11 +790,27 @@ view_probe_locked(sp_endpoint *ep)
      * no spare slot for the usual probe, and no view means no line). */
     int first_view = !ep->tls && ep->state == SP_STATE_READY && ep->probes == 0;
     if (!fleet && !first_view) {
-        ep->view_loan_wanted = 0;
+        ep->view_loan_wanted = SP_LOAN_NONE;
         return VIEW_TODAY;
     }
+    if (!fleet) {
+        /* With a spare slot the usual probe reads it. Without, a first look
+         * never takes what a lone caller would be served with (the last
+         * free slot, the only idle connection): it borrows a connection
+         * for one round trip only while callers keep the budget busy. */
+        int spare = ep->total < ep->max_connections &&
+                    (ep->total + 1 < ep->max_connections || ep->idle > 0);
+        if (spare) {
+            ep->view_loan_wanted = SP_LOAN_NONE;
+            return VIEW_TODAY;
+        }
+        if (sp_endpoint_lend_for_first_view_locked(ep)) {
+            return VIEW_LOAN;
+        }
+        return ep->view_loan_wanted == SP_LOAN_NONE ? VIEW_TODAY : VIEW_WAIT;
+    }
     if (ep->total < sp_endpoint_cap_locked(ep) && sp_endpoint_take_probe_slot_locked(ep)) {
-        ep->view_loan_wanted = 0;
+        ep->view_loan_wanted = SP_LOAN_NONE;
         return VIEW_SLOT;
     }
     if (sp_endpoint_lend_for_view_locked(ep)) {

@@ -330,7 +330,7 @@ lend_locked(sp_endpoint *ep, sp_conn *rec)
     ep->connecting++;
     ep->probe_slots++;
     ep->view_loan = rec;
-    ep->view_loan_wanted = 0;
+    ep->view_loan_wanted = SP_LOAN_NONE;
     ep->view_loans++;
     ep->loan_ready = 1;
     return 1;
@@ -353,7 +353,34 @@ sp_endpoint_lend_for_view_locked(sp_endpoint *ep)
         }
     }
     if (ep->idle_top == NULL && !ep->tls) {
-        ep->view_loan_wanted = 1;  /* the next connection that comes back */
+        ep->view_loan_wanted = SP_LOAN_ANY;  /* the next connection that comes back */
+    }
+    return 0;
+}
+
+/* Callers use the budget: a connection is in use or a caller waits. */
+static int
+busy_locked(const sp_endpoint *ep)
+{
+    return ep->in_use > 0 || ep->waiters > 0;
+}
+
+int
+sp_endpoint_lend_for_first_view_locked(sp_endpoint *ep)
+{
+    if (ep->view_loan != NULL) {
+        return 1;
+    }
+    int served_without = ep->idle >= 2 || (ep->idle == 1 && ep->total < ep->max_connections);
+    if (!busy_locked(ep) && !served_without) {
+        ep->view_loan_wanted = SP_LOAN_NONE;
+        return 0;
+    }
+    if (sp_endpoint_lend_for_view_locked(ep)) {
+        return 1;
+    }
+    if (ep->view_loan_wanted != SP_LOAN_NONE) {
+        ep->view_loan_wanted = SP_LOAN_IF_BUSY;
     }
     return 0;
 }
@@ -1038,7 +1065,9 @@ static void
 give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     ep->in_use--;
-    if (ep->view_loan_wanted && lend_locked(ep, rec)) {
+    int lend = ep->view_loan_wanted == SP_LOAN_ANY ||
+               (ep->view_loan_wanted == SP_LOAN_IF_BUSY && busy_locked(ep));
+    if (lend && lend_locked(ep, rec)) {
         return;
     }
     idle_push(ep, rec);
@@ -1601,7 +1630,7 @@ sp_endpoint_after_fork_child(sp_endpoint *ep)
         ep->graveyard = rec;
     }
     ep->loan_ready = 0;
-    ep->view_loan_wanted = 0;
+    ep->view_loan_wanted = SP_LOAN_NONE;
     ep->total = ep->in_use = ep->idle = ep->connecting = ep->closing = 0;
     ep->probe_slots = 0;
     ep->generation++;

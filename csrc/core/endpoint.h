@@ -27,6 +27,14 @@ const char *sp_state_name(sp_state s);
 
 #define SP_FD_UNPOLLABLE (-3)
 
+/* Whether the next connection released goes to the checker's view loan. */
+typedef enum {
+    SP_LOAN_NONE = 0,
+    SP_LOAN_ANY,          /* near the line: whoever waits */
+    SP_LOAN_IF_BUSY       /* a first look: only while callers use the budget
+                           * (another connection in use, or a caller waiting) */
+} sp_loan_wanted;
+
 typedef enum {
     SP_CONN_IDLE = 0,
     SP_CONN_INUSE,
@@ -231,7 +239,8 @@ typedef struct sp_endpoint {
      * thread can reach its socket), its slot counted in probe_slots and
      * connecting meanwhile. */
     sp_conn *view_loan;       /* the lent connection, or NULL */
-    int view_loan_wanted;     /* the next connection that comes back is lent */
+    int view_loan_wanted;     /* sp_loan_wanted: whether the next connection that
+                               * comes back is lent */
     int loan_ready;           /* a loan the checker has not started on yet */
     uint64_t view_loans;      /* connections lent so far */
 
@@ -329,6 +338,14 @@ int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
  * or, with none idle, asks for the next one released (it goes to the loan
  * instead of a waiter). Returns 1 when ep->view_loan is set. */
 int sp_endpoint_lend_for_view_locked(sp_endpoint *ep);
+/* The first look at an endpoint whose budget has no spare slot (caller
+ * holds the lock): lends an idle connection only when a caller can still
+ * be served without it (another idle connection or a free slot) or the
+ * budget is busy (another connection in use, or a caller waiting); with
+ * none idle, asks for the next one released while the budget is busy. A
+ * lone caller is never refused for a first look. Returns 1 when
+ * ep->view_loan is set. */
+int sp_endpoint_lend_for_first_view_locked(sp_endpoint *ep);
 /* The checker is done with the loan: `keep` puts it back on the books as
  * a release would (a waiter or the idle stack gets it); 0 closes it (its
  * state is unknown), which frees the slot once its socket is closed. */

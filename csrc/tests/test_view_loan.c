@@ -191,6 +191,65 @@ test_endpoint_loan(void)
     sp_endpoint_free(ep);
 }
 
+/* A first look never takes what a lone caller would be served with: not
+ * the only idle connection, not the last one coming back while nothing
+ * else is in use; with the budget busy (a caller waiting), the next one
+ * released is lent, and the caller is served when it comes back. */
+static void
+test_first_view_loan(void)
+{
+    sp_endpoint *ep = sp_endpoint_new("tcp://127.0.0.1:1/0", "redis://127.0.0.1:1/0", 1);
+    sp_deferred after = {0};
+    int a[2];
+    pair(a);
+    tp_payload *p1 = tp_connect(ep, POOL_A, 1, a[0]);
+    CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
+    tp_after_done(&after);
+
+    /* the only idle connection: a caller with timeout=0 would be refused */
+    pthread_mutex_lock(&ep->lock);
+    CHECK(sp_endpoint_lend_for_first_view_locked(ep) == 0);
+    CHECK_EQ(ep->view_loan_wanted, SP_LOAN_NONE);
+    CHECK(ep->idle == 1 && ep->view_loan == NULL);
+    pthread_mutex_unlock(&ep->lock);
+
+    /* in use: the next one released is wanted, but coming back with nothing
+     * else in use and nobody waiting it goes idle, not to the checker */
+    CHECK(sp_endpoint_take_idle(ep, POOL_A, 1)->payload == p1);
+    pthread_mutex_lock(&ep->lock);
+    CHECK(sp_endpoint_lend_for_first_view_locked(ep) == 0);
+    CHECK_EQ(ep->view_loan_wanted, SP_LOAN_IF_BUSY);
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
+    tp_after_done(&after);
+    CHECK(ep->view_loan == NULL && ep->idle == 1);
+
+    /* a caller waits: lent on release, the caller served when it is back */
+    sp_waiter w;
+    sp_conn *none = NULL;
+    CHECK(sp_endpoint_take_idle(ep, POOL_A, 1)->payload == p1);
+    tp_waiter_init(&w);
+    CHECK_EQ(sp_endpoint_acquire(ep, POOL_A, 1, -1, &w, &none, &after), SP_ACQ_QUEUED);
+    pthread_mutex_lock(&ep->lock);
+    CHECK(sp_endpoint_lend_for_first_view_locked(ep) == 0);
+    pthread_mutex_unlock(&ep->lock);
+    CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
+    tp_after_done(&after);
+    CHECK(ep->view_loan != NULL && w.result == SP_WAIT_PENDING);
+    pthread_mutex_lock(&ep->lock);
+    sp_endpoint_return_loan_locked(ep, 1, &after);
+    pthread_mutex_unlock(&ep->lock);
+    tp_after_done(&after);
+    CHECK(w.result == SP_WAIT_CONN && ep->in_use == 1);
+    CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
+    tp_after_done(&after);
+    tp_check_counts(ep, 0);
+    sp_endpoint_bury_idle_of(ep, 0, &after);
+    tp_after_done(&after);
+    close(a[1]);
+    sp_endpoint_free(ep);
+}
+
 /* asyncio connections belong to their transport: never lent. */
 static void
 test_not_lent(void)
@@ -243,6 +302,7 @@ static const sp_test tests[] = {
     {"view_loan/read_view", test_read_view},
     {"view_loan/read_view_refusals", test_read_view_refusals},
     {"view_loan/endpoint_loan", test_endpoint_loan},
+    {"view_loan/first_view_loan", test_first_view_loan},
     {"view_loan/not_lent", test_not_lent},
     {"view_loan/regrowing", test_regrowing},
     {NULL, NULL},
