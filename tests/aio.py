@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Callable
 
-import pytest
+from polling import polls
 
 RUN_LIMIT = 120.0  # upper bound for one test's event loop; a hang fails instead of blocking
 
@@ -18,11 +17,10 @@ def run(coro, limit: float = RUN_LIMIT):
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> object:
     """Poll ``predicate`` without blocking the loop; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.001)
+    poll = polls(predicate, what, timeout)
+    try:
+        while True:
+            next(poll)
+            await asyncio.sleep(0.001)
+    except StopIteration as done:
+        return done.value

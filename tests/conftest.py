@@ -13,6 +13,7 @@ from typing import Callable, List
 
 import pytest
 
+from polling import polls
 from redis_safepool.testing import RedisServer, free_port
 
 
@@ -33,14 +34,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
                what: str = "condition") -> object:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
+    poll = polls(predicate, what, timeout)
+    try:
+        while True:
+            next(poll)
+            time.sleep(0.002)
+    except StopIteration as done:
+        return done.value
 
 
 @pytest.fixture(name="wait_until")
