@@ -157,20 +157,14 @@ sp_err_give(PyObject *exc)
 static inline PyObject *
 sp_err_handled(void)
 {
-#if !defined(Py_LIMITED_API) || Py_LIMITED_API + 0 >= 0x030B0000
-#  if PY_VERSION_HEX >= 0x030B0000
-    PyObject *exc = PyErr_GetHandledException();
-    if (exc == Py_None) {
-        Py_DECREF(exc);
-        return NULL;
-    }
-    return exc;
-#  endif
-#endif
+#if (!defined(Py_LIMITED_API) || Py_LIMITED_API + 0 >= 0x030B0000) && PY_VERSION_HEX >= 0x030B0000
+    PyObject *value = PyErr_GetHandledException();
+#else
     PyObject *type, *value, *tb;
     PyErr_GetExcInfo(&type, &value, &tb);
     Py_XDECREF(type);
     Py_XDECREF(tb);
+#endif
     if (value == Py_None) {
         Py_DECREF(value);
         return NULL;
