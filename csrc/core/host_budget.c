@@ -328,6 +328,27 @@ sp_host_others_waiting(const sp_host *h)
     return 0;
 }
 
+int
+sp_host_over_share(const sp_host *h)
+{
+    if (!sp_host_others_waiting(h)) {
+        return 0;
+    }
+    const host_shm *s = h->shm;
+    uint32_t hw = atomic_load(&s->procs_hw);
+    /* Every process attached counts, busy or not: a share too small only
+     * costs connects, one too large could starve a process in line (the
+     * published counts may be a step behind). With the budget full and a
+     * process in line, some holder is always over its share. */
+    long long procs = 1;  /* this one */
+    for (uint32_t i = 0; i < hw && i < SP_HOST_PROCS; i++) {
+        if ((int)i != h->proc && atomic_load(&s->procs[i].holder) != 0) {
+            procs++;
+        }
+    }
+    return (long long)h->held * procs > (long long)atomic_load(&s->max);
+}
+
 /* ---- slots ------------------------------------------------------------ */
 
 int
@@ -1161,6 +1182,7 @@ int sp_host_claim(sp_host *h, int queue) { (void)h; (void)queue; return 0; }
 void sp_host_release(sp_host *h, int n) { (void)h; (void)n; }
 void sp_host_unqueue(sp_host *h) { (void)h; }
 int sp_host_others_waiting(const sp_host *h) { (void)h; return 0; }
+int sp_host_over_share(const sp_host *h) { (void)h; return 0; }
 int sp_host_held(const sp_host *h) { (void)h; return 0; }
 void sp_host_publish(sp_host *h, int in_use, int total) { (void)h; (void)in_use; (void)total; }
 void sp_host_wake(sp_host *h) { (void)h; }
