@@ -1225,6 +1225,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
             due = 0;          /* host scope: no host slot to spare; traffic proves health */
             ep->next_probe_mono = now + cfg.interval;
         }
+        else if (ep->state == SP_STATE_RECOVERING) {
+            /* Host scope: every host slot is taken by connections made since
+             * the server came back; a probe now would be one over the host
+             * budget. As with a full budget of our own: recovered. */
+            change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
+            due = 0;
+            ep->next_probe_mono = now + cfg.interval;
+        }
         else {
             due = 2;          /* paused with old connections still out: probe anyway */
         }
