@@ -221,14 +221,15 @@ def test_maxclients_lowered_then_raised_under_load(redis_server_factory, make_po
 def test_a_budget_full_before_the_first_look_still_reads_the_view(redis_server_factory,
                                                                    make_pool, wait_until,
                                                                    quick_views):
-    # every connection is busy before the checker first looks at the endpoint: the
-    # usual probe has no spare slot, yet the server's view must be read once
+    # every connection is busy, and callers wait for one, before the checker first looks
+    # at the endpoint: the usual probe has no spare slot, yet the server's view must be
+    # read once (through a connection lent for one round trip while callers wait anyway)
     server = redis_server_factory(maxclients=30)
     sp.checker_config(enabled=False)
     pool = make_pool(server.url, max_connections=4, timeout=10)
     client = redis.Redis(connection_pool=pool)
     stop, errors = threading.Event(), []
-    threads = _busy(client, stop, errors, 4)
+    threads = _busy(client, stop, errors, 6)
     try:
         wait_until(lambda: pool.stats()["in_use"] == 4, what="every connection busy")
         assert pool.stats()["server_maxclients"] is None
@@ -247,7 +248,7 @@ def test_external_client_fills_the_server(redis_server_factory, make_pool, wait_
     pool = make_pool(server.url, max_connections=8, timeout=10)
     client = redis.Redis(connection_pool=pool)
     stop, errors = threading.Event(), []
-    threads = _busy(client, stop, errors, 8)
+    threads = _busy(client, stop, errors, 10)  # more callers than connections: some wait
     others: List[redis.Redis] = []
     try:
         wait_until(lambda: pool.stats()["total"] >= 7, what="the pool at its budget")

@@ -795,9 +795,9 @@ view_probe_locked(sp_endpoint *ep)
     }
     if (!fleet) {
         /* With a spare slot the usual probe reads it. Without, a first look
-         * never takes what a lone caller would be served with (the last
-         * free slot, the only idle connection): it borrows a connection
-         * for one round trip only while callers keep the budget busy. */
+         * never takes what a caller could be served with (the last free
+         * slot, an idle connection): it borrows a connection for one round
+         * trip only while callers wait for one anyway. */
         int spare = ep->total < ep->max_connections &&
                     (ep->total + 1 < ep->max_connections || ep->idle > 0);
         if (spare) {

@@ -359,21 +359,13 @@ sp_endpoint_lend_for_view_locked(sp_endpoint *ep)
     return 0;
 }
 
-/* Callers use the budget: a connection is in use or a caller waits. */
-static int
-busy_locked(const sp_endpoint *ep)
-{
-    return ep->in_use > 0 || ep->waiters > 0;
-}
-
 int
 sp_endpoint_lend_for_first_view_locked(sp_endpoint *ep)
 {
     if (ep->view_loan != NULL) {
         return 1;
     }
-    int served_without = ep->idle >= 2 || (ep->idle == 1 && ep->total < ep->max_connections);
-    if (!busy_locked(ep) && !served_without) {
+    if (ep->waiters == 0) {
         ep->view_loan_wanted = SP_LOAN_NONE;
         return 0;
     }
@@ -381,7 +373,7 @@ sp_endpoint_lend_for_first_view_locked(sp_endpoint *ep)
         return 1;
     }
     if (ep->view_loan_wanted != SP_LOAN_NONE) {
-        ep->view_loan_wanted = SP_LOAN_IF_BUSY;
+        ep->view_loan_wanted = SP_LOAN_IF_WAITED;
     }
     return 0;
 }
@@ -1067,7 +1059,7 @@ give_back_locked(sp_endpoint *ep, sp_conn *rec, sp_deferred *after)
 {
     ep->in_use--;
     int lend = ep->view_loan_wanted == SP_LOAN_ANY ||
-               (ep->view_loan_wanted == SP_LOAN_IF_BUSY && busy_locked(ep));
+               (ep->view_loan_wanted == SP_LOAN_IF_WAITED && ep->waiters > 0);
     if (lend && lend_locked(ep, rec)) {
         return;
     }

@@ -31,8 +31,7 @@ const char *sp_state_name(sp_state s);
 typedef enum {
     SP_LOAN_NONE = 0,
     SP_LOAN_ANY,          /* near the line: whoever waits */
-    SP_LOAN_IF_BUSY       /* a first look: only while callers use the budget
-                           * (another connection in use, or a caller waiting) */
+    SP_LOAN_IF_WAITED     /* a first look: only while a caller waits for it */
 } sp_loan_wanted;
 
 typedef enum {
@@ -339,12 +338,12 @@ int sp_endpoint_take_probe_slot_locked(sp_endpoint *ep);
  * instead of a waiter). Returns 1 when ep->view_loan is set. */
 int sp_endpoint_lend_for_view_locked(sp_endpoint *ep);
 /* The first look at an endpoint whose budget has no spare slot (caller
- * holds the lock): lends an idle connection only when a caller can still
- * be served without it (another idle connection or a free slot) or the
- * budget is busy (another connection in use, or a caller waiting); with
- * none idle, asks for the next one released while the budget is busy. A
- * lone caller is never refused for a first look. Returns 1 when
- * ep->view_loan is set. */
+ * holds the lock): only while callers wait for a connection (they wait
+ * anyway: one of them waits one round trip more), lends the oldest idle
+ * connection, or with none idle asks for the next one released while a
+ * caller still waits. Otherwise nothing is lent: no caller is refused for
+ * a first look and the pool's counts stay as its callers left them.
+ * Returns 1 when ep->view_loan is set. */
 int sp_endpoint_lend_for_first_view_locked(sp_endpoint *ep);
 /* The checker is done with the loan: `keep` puts it back on the books as
  * a release would (a waiter or the idle stack gets it); 0 closes it (its

@@ -191,10 +191,10 @@ test_endpoint_loan(void)
     sp_endpoint_free(ep);
 }
 
-/* A first look never takes what a lone caller would be served with: not
- * the only idle connection, not the last one coming back while nothing
- * else is in use; with the budget busy (a caller waiting), the next one
- * released is lent, and the caller is served when it comes back. */
+/* A first look never takes what a caller could be served with: no idle
+ * connection and no connection coming back while nobody waits; with a
+ * caller waiting, the next one released is lent, and the caller is
+ * served when it comes back. */
 static void
 test_first_view_loan(void)
 {
@@ -213,20 +213,33 @@ test_first_view_loan(void)
     CHECK(ep->idle == 1 && ep->view_loan == NULL);
     pthread_mutex_unlock(&ep->lock);
 
-    /* in use: the next one released is wanted, but coming back with nothing
-     * else in use and nobody waiting it goes idle, not to the checker */
+    /* in use, nobody waiting: nothing wanted, the release goes idle */
     CHECK(sp_endpoint_take_idle(ep, POOL_A, 1)->payload == p1);
     pthread_mutex_lock(&ep->lock);
     CHECK(sp_endpoint_lend_for_first_view_locked(ep) == 0);
-    CHECK_EQ(ep->view_loan_wanted, SP_LOAN_IF_BUSY);
+    CHECK_EQ(ep->view_loan_wanted, SP_LOAN_NONE);
     pthread_mutex_unlock(&ep->lock);
     CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
     tp_after_done(&after);
     CHECK(ep->view_loan == NULL && ep->idle == 1);
 
-    /* a caller waits: lent on release, the caller served when it is back */
+    /* a caller waits, then gives up: the release goes idle, not to the checker */
     sp_waiter w;
     sp_conn *none = NULL;
+    CHECK(sp_endpoint_take_idle(ep, POOL_A, 1)->payload == p1);
+    tp_waiter_init(&w);
+    CHECK_EQ(sp_endpoint_acquire(ep, POOL_A, 1, -1, &w, &none, &after), SP_ACQ_QUEUED);
+    pthread_mutex_lock(&ep->lock);
+    CHECK(sp_endpoint_lend_for_first_view_locked(ep) == 0);
+    CHECK_EQ(ep->view_loan_wanted, SP_LOAN_IF_WAITED);
+    pthread_mutex_unlock(&ep->lock);
+    sp_endpoint_cancel(ep, &w, &after);
+    tp_after_done(&after);
+    CHECK(sp_endpoint_release(ep, POOL_A, p1, a[0], 1, &after) == SP_REL_OK);
+    tp_after_done(&after);
+    CHECK(ep->view_loan == NULL && ep->idle == 1);
+
+    /* a caller waits: lent on release, the caller served when it is back */
     CHECK(sp_endpoint_take_idle(ep, POOL_A, 1)->payload == p1);
     tp_waiter_init(&w);
     CHECK_EQ(sp_endpoint_acquire(ep, POOL_A, 1, -1, &w, &none, &after), SP_ACQ_QUEUED);
