@@ -9,7 +9,7 @@ import stat
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 import redis
@@ -227,18 +227,24 @@ def _hammer(url: str, results: Any) -> None:
     pool.disconnect()
 
 
-@pytest.mark.parametrize("start_method", ["spawn", "fork"])
-def test_sixteen_processes_share_eight_connections(host_url, redis_server, start_method):
-    ctx = multiprocessing.get_context(start_method)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(host_url, results)) for _ in range(16)]
-    with PeakClients(redis_server) as peak:
+def _run_processes(server: Any, procs: List[Any], results: Any) -> Tuple[List[Any], PeakClients]:
+    """Start ``procs``, take one result from each, join them; the server's peak meanwhile."""
+    with PeakClients(server) as peak:
         for p in procs:
             p.start()
         got = [results.get(timeout=180) for _ in procs]
         for p in procs:
             p.join(60)
     assert all(p.exitcode == 0 for p in procs)
+    return got, peak
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_sixteen_processes_share_eight_connections(host_url, redis_server, start_method):
+    ctx = multiprocessing.get_context(start_method)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(host_url, results)) for _ in range(16)]
+    got, peak = _run_processes(redis_server, procs, results)
     assert sorted(n for _, n in got) == [THREADS * COMMANDS] * 16  # every process did its work
     assert int(redis.Redis.from_url(host_url).get("hits")) == 16 * THREADS * COMMANDS
     assert peak.samples > 0
@@ -279,13 +285,7 @@ def test_contended_host_slots_are_shared_out_not_churned(host_url, redis_server)
     ctx = multiprocessing.get_context("fork")
     start, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_contend, args=(host_url, start, results)) for _ in range(2)]
-    with PeakClients(redis_server) as peak:
-        for p in procs:
-            p.start()
-        created = [results.get(timeout=180) for _ in procs]
-        for p in procs:
-            p.join(60)
-    assert all(p.exitcode == 0 for p in procs)
+    created, peak = _run_processes(redis_server, procs, results)
     assert int(redis.Redis.from_url(host_url).get("hits")) == 2 * SHARE_THREADS * SHARE_COMMANDS
     assert peak.peak <= 4, peak.at_peak
     assert sum(created) <= 40, f"{sum(created)} connects for {2 * SHARE_THREADS * SHARE_COMMANDS} commands"
