@@ -765,6 +765,30 @@ flight_remove(int i)
  * (view_loan.h): nothing is connected or closed. What the server counts of
  * this process, probes included, never exceeds its allowance. */
 
+/* While ready, a probe takes a spare slot only, never the last free one
+ * unless an idle connection can serve a caller meanwhile: nobody is
+ * refused or kept waiting because of a probe. Caller holds ep->lock. */
+static int
+ready_probe_has_slot_locked(const sp_endpoint *ep)
+{
+    return ep->total < ep->max_connections &&
+           (ep->total + 1 < ep->max_connections || ep->idle > 0);
+}
+
+/* A due probe finds no slot and may not go over the budget: a recovering
+ * endpoint whose budget is in use by connections made since the server
+ * came back has recovered; the next probe is an interval away. Caller
+ * holds ep->lock. */
+static void
+no_slot_for_probe_locked(sp_endpoint *ep, double now, const sp_checker_config *cfg,
+                         sp_deferred *after)
+{
+    if (ep->state == SP_STATE_RECOVERING) {
+        change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", after);
+    }
+    ep->next_probe_mono = now + cfg->interval;
+}
+
 enum { VIEW_TODAY = 0, VIEW_SLOT, VIEW_LOAN, VIEW_WAIT, VIEW_OVER };
 
 /* Where a due probe of `ep` goes: VIEW_TODAY (not near the line, or no
@@ -798,9 +822,7 @@ view_probe_locked(sp_endpoint *ep)
          * never takes what a caller could be served with (the last free
          * slot, an idle connection): it borrows a connection for one round
          * trip only while callers wait for one anyway. */
-        int spare = ep->total < ep->max_connections &&
-                    (ep->total + 1 < ep->max_connections || ep->idle > 0);
-        if (spare) {
+        if (ready_probe_has_slot_locked(ep)) {
             ep->view_loan_wanted = SP_LOAN_NONE;
             return VIEW_TODAY;
         }
@@ -1169,13 +1191,9 @@ tick_endpoint(sp_endpoint *ep, void *arg)
     /* One probe at a time per endpoint: the one in flight answers. */
     int due = !in_flight && ep->pools > 0 && (ep->probe_requested || now >= ep->next_probe_mono);
     int view = due || (ep->loan_ready && !in_flight) ? view_probe_locked(ep) : VIEW_TODAY;
-    /* While ready, a probe takes a spare slot only, never the last free one
-     * unless an idle connection can serve a caller meanwhile: nobody is
-     * refused or kept waiting because of a probe. With nothing to spare,
+    /* While ready, a probe takes a spare slot only; with nothing to spare,
      * traffic and the idle checks prove health. */
-    int has_slot = ep->state != SP_STATE_READY ||
-                   (ep->total < ep->max_connections &&
-                    (ep->total + 1 < ep->max_connections || ep->idle > 0));
+    int has_slot = ep->state != SP_STATE_READY || ready_probe_has_slot_locked(ep);
     /* A probe over the budget only while paused: the old connections still
      * counted may all be dead. Recovering with the budget full of new,
      * working connections means recovered. */
@@ -1206,10 +1224,7 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         has_slot = 1;
     }
     if (due && !has_slot) {
-        if (ep->state == SP_STATE_RECOVERING) {
-            change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
-        }
-        ep->next_probe_mono = now + cfg.interval;
+        no_slot_for_probe_locked(ep, now, &cfg, &full);
         due = 0;
     }
     /* Host scope, not ready: one probe for the host (the lease holder's). */
@@ -1221,17 +1236,14 @@ tick_endpoint(sp_endpoint *ep, void *arg)
         if (sp_endpoint_take_probe_slot_locked(ep)) {
             /* the probe's own connection counts */
         }
-        else if (ep->total < ep->max_connections && ep->state == SP_STATE_READY) {
-            due = 0;          /* host scope: no host slot to spare; traffic proves health */
-            ep->next_probe_mono = now + cfg.interval;
-        }
-        else if (ep->state == SP_STATE_RECOVERING) {
-            /* Host scope: every host slot is taken by connections made since
-             * the server came back; a probe now would be one over the host
-             * budget. As with a full budget of our own: recovered. */
-            change_state_locked(ep, SP_STATE_READY, "recovered: budget in use", &full);
+        else if ((ep->total < ep->max_connections && ep->state == SP_STATE_READY) ||
+                 ep->state == SP_STATE_RECOVERING) {
+            /* Host scope: no host slot to spare. Ready, traffic proves
+             * health; recovering, every host slot is taken by connections
+             * made since the server came back, and a probe now would be one
+             * over the host budget. */
+            no_slot_for_probe_locked(ep, now, &cfg, &full);
             due = 0;
-            ep->next_probe_mono = now + cfg.interval;
         }
         else {
             due = 2;          /* paused with old connections still out: probe anyway */
