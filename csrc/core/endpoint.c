@@ -219,14 +219,13 @@ give_slots_locked(sp_endpoint *ep, int n)
     }
 }
 
-/* Host scope: another process is in line and this one holds more than its
- * share, so a connection coming back is closed (its slot goes to the host)
- * instead of kept: no process holds on to slots while another starves,
- * and none pays a connect per checkout once the slots are shared out. */
+/* Host scope: another process is in line, so a connection coming back is
+ * closed (its slot goes to the host) instead of kept: no process holds on
+ * to slots while another starves. */
 static int
 host_yield_locked(const sp_endpoint *ep)
 {
-    return ep->host_budget && sp_host_over_share(ep->host_budget);
+    return ep->host_budget && sp_host_others_waiting(ep->host_budget);
 }
 
 /* Host scope: the counts the host view shows, and our place in line given
