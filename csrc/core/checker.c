@@ -1418,12 +1418,11 @@ sp_checker_after_fork_child(void)
     ck.running = 0;
     ck.stopping = 0;
     ck.wake = 0;
-    /* The parent's probes in flight: their sockets are copies here, their
-     * slots were zeroed with the counts; drop them with their references. */
+    /* The parent's probes in flight: their sockets are copies here, closed
+     * already (sp_net_after_fork_child()), their slots were zeroed with the
+     * counts; drop them with their references. A loan's socket is the
+     * connection's. */
     for (int i = 0; i < n_flights; i++) {
-        if (flights[i]->op.fd >= 0 && !flights[i]->loan) {
-            close(flights[i]->op.fd);  /* a loan's socket is the connection's */
-        }
         sp_registry_unbind(flights[i]->ep);
         free(flights[i]);
     }

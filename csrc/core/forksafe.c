@@ -5,6 +5,7 @@
 #include "checker.h"
 #include "events.h"
 #include "forksafe.h"
+#include "net.h"
 #include "registry.h"
 
 static _Atomic uint64_t fork_epoch = 1;
@@ -33,20 +34,23 @@ unlock_endpoint(sp_endpoint *ep, void *arg)
     return 0;
 }
 
-/* Lock order: checker, registry, then every endpoint. Endpoint locks are
- * held only for a few instructions and never while waiting on anything, so
- * this cannot deadlock; it makes the child's copy consistent. */
+/* Lock order: checker, registry, every endpoint, then the list of open
+ * probe sockets. Endpoint locks and that list's are held only for a few
+ * instructions and never while waiting on anything, so this cannot
+ * deadlock; it makes the child's copy consistent. */
 static void
 prepare(void)
 {
     sp_checker_lock_for_fork();
     sp_registry_lock_for_fork();
     sp_registry_foreach_locked(lock_endpoint, NULL);
+    sp_net_lock_for_fork();
 }
 
 static void
 parent(void)
 {
+    sp_net_unlock_after_fork();
     sp_registry_foreach_locked(unlock_endpoint, NULL);
     sp_registry_unlock_after_fork();
     sp_checker_unlock_after_fork();
@@ -57,6 +61,7 @@ child(void)
 {
     /* Only the forking thread exists here: re-initialise instead of
      * unlocking, and forget what belonged to threads that are gone. */
+    sp_net_after_fork_child();
     sp_registry_after_fork_child();
     sp_checker_after_fork_child();
     sp_events_after_fork_child();

@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,8 +26,85 @@ sp_net_errno_text(int e, char *buf, size_t size)
 #endif
 }
 
+/* The sockets this file opened and nobody closed yet. A child of fork()
+ * gets a copy of each, and a copy keeps the connection open on the server
+ * after the parent closed its own (a probe forked mid-flight stays a client
+ * of the server for the child's life), so the child closes them all.
+ *
+ * Guarded by open_lock, a leaf: held across socket() + the add, and the
+ * removal + close(), so a fork (which takes it: sp_net_lock_for_fork())
+ * never sees a socket that is open but not listed, or listed but closed
+ * (its number could be someone else's by then). */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static int *open_fds;           /* unordered */
+static size_t n_open, cap_open;
+
+/* Lists fd; with no memory to list it, closes it and fails (ENOMEM). */
 static int
-open_socket(int family)
+list_open_locked(int fd)
+{
+    if (n_open == cap_open) {
+        size_t cap = cap_open ? 2 * cap_open : 16;
+        int *grown = realloc(open_fds, cap * sizeof(*open_fds));
+        if (grown == NULL) {
+            close(fd);
+            errno = ENOMEM;
+            return -1;
+        }
+        open_fds = grown;
+        cap_open = cap;
+    }
+    open_fds[n_open++] = fd;
+    return fd;
+}
+
+void
+sp_net_close(int fd)
+{
+    pthread_mutex_lock(&open_lock);
+    for (size_t i = 0; i < n_open; i++) {
+        if (open_fds[i] == fd) {
+            open_fds[i] = open_fds[--n_open];
+            break;
+        }
+    }
+    close(fd);
+    pthread_mutex_unlock(&open_lock);
+}
+
+void
+sp_net_lock_for_fork(void)
+{
+    pthread_mutex_lock(&open_lock);
+}
+
+void
+sp_net_unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&open_lock);
+}
+
+void
+sp_net_after_fork_child(void)
+{
+    pthread_mutex_init(&open_lock, NULL);
+    for (size_t i = 0; i < n_open; i++) {
+        close(open_fds[i]);  /* the child's copy: the parent's socket is untouched */
+    }
+    n_open = 0;
+}
+
+size_t
+sp_net_open_count(void)
+{
+    pthread_mutex_lock(&open_lock);
+    size_t n = n_open;
+    pthread_mutex_unlock(&open_lock);
+    return n;
+}
+
+static int
+open_socket_unlisted(int family)
 {
     int fd;
 
@@ -50,6 +129,20 @@ open_socket(int family)
         (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
     }
 #endif
+    return fd;
+}
+
+static int
+open_socket(int family)
+{
+    pthread_mutex_lock(&open_lock);
+    int fd = open_socket_unlisted(family);
+    if (fd >= 0) {
+        fd = list_open_locked(fd);
+    }
+    int e = errno;
+    pthread_mutex_unlock(&open_lock);
+    errno = e;
     return fd;
 }
 
@@ -80,7 +173,7 @@ sp_net_connect_start(const struct sockaddr *sa, socklen_t salen, int *pending,
         return fd;
     }
     *err = errno;
-    close(fd);
+    sp_net_close(fd);
     return -1;
 }
 

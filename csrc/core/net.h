@@ -12,6 +12,19 @@
 int sp_net_connect_start(const struct sockaddr *sa, socklen_t salen, int *pending,
                          int *err, int *local);
 
+/* Closes a socket of sp_net_connect_start() (the only way to close one). */
+void sp_net_close(int fd);
+
+/* Fork: every socket of sp_net_connect_start() still open is closed in the
+ * child (its copy would keep the parent's connection open on the server).
+ * The lock is a leaf, taken last by the prepare handler. */
+void sp_net_lock_for_fork(void);
+void sp_net_unlock_after_fork(void);
+void sp_net_after_fork_child(void);
+
+/* Sockets of sp_net_connect_start() open now (tests). */
+size_t sp_net_open_count(void);
+
 /* strerror_r's text for errno value e, in buf (or a static text). */
 const char *sp_net_errno_text(int e, char *buf, size_t size);
 

@@ -313,7 +313,7 @@ static void
 finish(sp_probe_op *op)
 {
     if (op->fd >= 0) {
-        close(op->fd);
+        sp_net_close(op->fd);
         op->fd = -1;
     }
     op->phase = SP_PROBE_DONE;

@@ -1,5 +1,6 @@
 /* Tests of csrc/core/forksafe.c: fork() with the checker running, records out and a waiter queued. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +10,10 @@
 #include "checker.h"
 #include "core_util.h"
 #include "driver.h"
+#include "fake_server.h"
 #include "forksafe.h"
+#include "net.h"
+#include "probe.h"
 #include "registry.h"
 
 static int pool_f, pool_g;
@@ -204,8 +208,52 @@ done:
     CHECK_EQ(sp_registry_count(), base);
 }
 
+/* A probe's socket open across fork(): the child closes its copy (kept, it
+ * would hold the connection open on the server after the parent closed
+ * it), and the parent's socket goes on. */
+static void
+test_fork_closes_probe_sockets_in_child(void)
+{
+    fake_server f = {.mode = FAKE_NOACCEPT, .timeout = 2.0};
+    sp_probe_op op;
+    int status = 0;
+    size_t base = sp_net_open_count();
+
+    CHECK_EQ(sp_forksafe_install(), 0);
+    if (fake_start(&f) != 0) {
+        CHECK(!"fake server");
+        return;
+    }
+    sp_probe_target t = {"127.0.0.1", f.port, NULL, NULL, NULL, 1.0};
+    CHECK_EQ(sp_probe_begin(&op, &t, SP_PROBE_MODE_RESP), 1);
+    CHECK(op.fd >= 0);
+    CHECK_EQ(sp_net_open_count(), base + 1);
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int bad = fcntl(op.fd, F_GETFD) != -1 || errno != EBADF || sp_net_open_count() != 0;
+        _exit(bad ? 3 : 0);
+    }
+    CHECK(pid > 0);
+    if (pid > 0) {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "child: status 0x%x (its copy of the probe socket was left open)", status);
+    }
+    CHECK(fcntl(op.fd, F_GETFD) != -1);
+    CHECK_EQ(sp_net_open_count(), base + 1);
+    sp_probe_abort(&op);
+    CHECK_EQ(op.fd, -1);
+    CHECK_EQ(sp_net_open_count(), base);
+    fake_stop(&f);
+}
+
 static const sp_test tests[] = {
     {"fork/child_clean", test_fork_child_clean},
+    {"fork/closes_probe_sockets_in_child", test_fork_closes_probe_sockets_in_child},
     {NULL, NULL},
 };
 
