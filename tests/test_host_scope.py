@@ -377,8 +377,9 @@ def test_gunicorn_preload_workers_share_one_budget(host_url, redis_server, wait_
     port = free_port()
     env = dict(os.environ, APP_REDIS_URL=host_url, REDIS_SAFEPOOL_SCOPE="host")
     proc = subprocess.Popen(
+        # eight threads a worker: one worker may take all six holds at once
         [sys.executable, "-m", "gunicorn", "--workers", "4", "--preload", "--worker-class",
-         "gthread", "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2",
+         "gthread", "--threads", "8", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2",
          "--chdir", GUNICORN_APP, "app:app"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -1,6 +1,7 @@
 """A small WSGI app for gunicorn's prefork workers, on one host budget (tests/test_host_scope.py)."""
 
 import os
+import time
 from urllib.parse import parse_qs
 
 import redis
@@ -13,13 +14,17 @@ client = redis.Redis(connection_pool=pool)
 
 
 def hold(seconds: float) -> bytes:
-    """Holds a connection named after this worker until the list `hold` gets an item."""
+    """Holds a connection named after this worker until the list `hold` gets an item
+    or `seconds` pass: one-second BLPOPs, each well within the socket timeout."""
+    deadline = time.monotonic() + seconds
     conn = pool.get_connection()
     try:
         conn.send_command("CLIENT", "SETNAME", f"worker-{os.getpid()}")
         conn.read_response()
-        conn.send_command("BLPOP", "hold", seconds)
-        conn.read_response()
+        while time.monotonic() < deadline:
+            conn.send_command("BLPOP", "hold", 1)
+            if conn.read_response() is not None:
+                break
     finally:
         pool.release(conn)
     return b"held"
