@@ -252,6 +252,45 @@ def test_sixteen_processes_share_eight_connections(host_url, redis_server, start
                             f"{peak.at_peak}")
 
 
+SHARE_THREADS = 8
+SHARE_COMMANDS = 100
+
+
+def _contend(url: str, start: Any, results: Any) -> None:
+    import redis
+    import redis_safepool as sp
+
+    pool = sp.SafeConnectionPool.from_url(url, max_connections=4, scope="host", timeout=120)
+    client = redis.Redis(connection_pool=pool)
+    client.ping()  # connected before the race starts, so both are in it together
+    start.wait(60)
+
+    def work() -> None:
+        for _ in range(SHARE_COMMANDS):
+            client.incr("hits")
+
+    threads = [threading.Thread(target=work) for _ in range(SHARE_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    results.put(pool.stats()["created"])
+    pool.disconnect()
+
+
+def test_contended_host_slots_are_shared_out_not_churned(host_url, redis_server):
+    # Two processes, eight threads each, on a host budget of 4: both always wait. Each
+    # settles on its share (2) and keeps it; giving every connection back whenever the
+    # other waits would cost a connect per checkout.
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(host_url, start, results)) for _ in range(2)]
+    created, peak = _run_processes(redis_server, procs, results)
+    assert int(redis.Redis.from_url(host_url).get("hits")) == 2 * SHARE_THREADS * SHARE_COMMANDS
+    assert peak.peak <= 4, peak.at_peak
+    assert sum(created) <= 40, f"{sum(created)} connects for {2 * SHARE_THREADS * SHARE_COMMANDS} commands"
+
+
 def _hold_and_wait(url: str, n: int, ready: Any) -> None:
     import redis_safepool as sp
 

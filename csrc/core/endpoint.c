@@ -219,13 +219,21 @@ give_slots_locked(sp_endpoint *ep, int n)
     }
 }
 
-/* Host scope: another process is in line, so a connection coming back is
- * closed (its slot goes to the host) instead of kept: no process holds on
- * to slots while another starves. */
+/* Host scope: another process is in line, and nobody here waits for the
+ * connection coming back or this process holds more than its share, so it
+ * is closed (its slot goes to the host) instead of kept: no process holds
+ * on to slots, idle or busy, while another starves, and none pays a
+ * connect per checkout once the slots are shared out. */
 static int
 host_yield_locked(const sp_endpoint *ep)
 {
-    return ep->host_budget && sp_host_others_waiting(ep->host_budget);
+    if (ep->host_budget == NULL) {
+        return 0;
+    }
+    if (ep->wait_head == NULL) {
+        return sp_host_others_waiting(ep->host_budget);
+    }
+    return sp_host_over_share(ep->host_budget);
 }
 
 /* Host scope: the counts the host view shows, and our place in line given

@@ -311,21 +311,56 @@ first_in_line(const sp_host *h)
     return 1;
 }
 
-int
-sp_host_others_waiting(const sp_host *h)
+/* 1 when another process is in line, in one pass over the process
+ * entries (none when the `waiting` hint says nobody else is); with 1,
+ * *attached (when not NULL) is the number of processes attached, this
+ * one included. */
+static int
+scan_others(const sp_host *h, long long *attached)
 {
     const host_shm *s = h->shm;
     if (atomic_load(&s->waiting) <= (uint32_t)(h->in_line ? 1 : 0)) {
         return 0;
     }
     uint32_t hw = atomic_load(&s->procs_hw);
+    int in_line = 0;
+    long long procs = 1;  /* this one */
     for (uint32_t i = 0; i < hw && i < SP_HOST_PROCS; i++) {
-        if ((int)i != h->proc && atomic_load(&s->procs[i].ticket) != 0 &&
-            atomic_load(&s->procs[i].holder) != 0) {
-            return 1;
+        if ((int)i == h->proc || atomic_load(&s->procs[i].holder) == 0) {
+            continue;
+        }
+        procs++;
+        if (atomic_load(&s->procs[i].ticket) != 0) {
+            in_line = 1;
+            if (attached == NULL) {
+                break;
+            }
         }
     }
-    return 0;
+    if (attached != NULL) {
+        *attached = procs;
+    }
+    return in_line;
+}
+
+int
+sp_host_others_waiting(const sp_host *h)
+{
+    return scan_others(h, NULL);
+}
+
+int
+sp_host_over_share(const sp_host *h)
+{
+    /* Every process attached counts, busy or not: a share too small only
+     * costs connects, one too large could starve a process in line (the
+     * published counts may be a step behind). With the budget full and a
+     * process in line, some holder is always over its share. */
+    long long procs;
+    if (!scan_others(h, &procs)) {
+        return 0;
+    }
+    return (long long)h->held * procs > (long long)atomic_load(&h->shm->max);
 }
 
 /* ---- slots ------------------------------------------------------------ */
@@ -1161,6 +1196,7 @@ int sp_host_claim(sp_host *h, int queue) { (void)h; (void)queue; return 0; }
 void sp_host_release(sp_host *h, int n) { (void)h; (void)n; }
 void sp_host_unqueue(sp_host *h) { (void)h; }
 int sp_host_others_waiting(const sp_host *h) { (void)h; return 0; }
+int sp_host_over_share(const sp_host *h) { (void)h; return 0; }
 int sp_host_held(const sp_host *h) { (void)h; return 0; }
 void sp_host_publish(sp_host *h, int in_use, int total) { (void)h; (void)in_use; (void)total; }
 void sp_host_wake(sp_host *h) { (void)h; }

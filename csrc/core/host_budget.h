@@ -20,7 +20,8 @@
  *
  * Locking: the process-local handle (sp_host) is guarded by the lock of
  * the endpoint it belongs to. sp_host_claim(), sp_host_release(),
- * sp_host_unqueue(), sp_host_publish() and sp_host_others_waiting() are
+ * sp_host_unqueue(), sp_host_publish(), sp_host_others_waiting() and
+ * sp_host_over_share() are
  * atomic operations on the segment, fit to call under that leaf lock (the
  * release wakes sleepers with one futex call, as pthread_cond_signal does).
  * sp_host_attach(), sp_host_detach(), sp_host_reclaim(), sp_host_sleep()
@@ -57,6 +58,13 @@ void sp_host_release(sp_host *h, int n);
 void sp_host_unqueue(sp_host *h);
 /* Whether another process is in line for a slot. */
 int sp_host_others_waiting(const sp_host *h);
+/* Whether this process should give a slot back to the host: another
+ * process is in line and this one holds more than its fair share (the
+ * host budget over the processes attached to the segment). At or
+ * under its share a process keeps its connections, so contended slots do
+ * not churn through a connect per checkout; over it, every connection
+ * coming back goes to the line. */
+int sp_host_over_share(const sp_host *h);
 /* Slots held by this process through `h`. */
 int sp_host_held(const sp_host *h);
 /* Publishes this process's in-use and total counts (for the host view). */
