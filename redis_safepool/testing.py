@@ -269,6 +269,11 @@ class RedisServer:
         after = _client_socket_states(self.port)
         return _count_clients(raw, _gone_client_ports(before, after, _listed_ports(raw)))
 
+    def unfreed_closes(self) -> int:
+        """Clients that closed their end whose socket the server has not closed yet (CLOSE_WAIT):
+        it still counts them against ``maxclients`` until it reads their FIN."""
+        return sum(1 for state in _client_socket_states(self.port).values() if state == "08")
+
     def listed_clients(self) -> int:
         """``CLIENT LIST`` less this query and the clients being freed (flag ``A``): cheaper
         than ``live_clients()``, and it may count a client we closed a moment ago."""

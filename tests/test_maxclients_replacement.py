@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import redis_safepool as sp
-from redis_safepool.testing import _client_socket_states
 
 BUDGET = 4
 ROUNDS = 20
@@ -20,7 +19,7 @@ def _rejected(server, wait_until) -> int:
     """The server's rejected_connections, asked once it has closed every client we closed
     (none of its sockets left in CLOSE_WAIT): asked sooner, at maxclients, the query's own
     connection could be the one it rejects."""
-    wait_until(lambda: "08" not in _client_socket_states(server.port).values(), timeout=10,
+    wait_until(lambda: server.unfreed_closes() == 0, timeout=10,
                what="the server to free the clients we closed")
     return int(server.info("stats")["rejected_connections"])
 
