@@ -219,21 +219,17 @@ give_slots_locked(sp_endpoint *ep, int n)
     }
 }
 
-/* Host scope: another process is in line, and nobody here waits for the
- * connection coming back or this process holds more than its share, so it
- * is closed (its slot goes to the host) instead of kept: no process holds
- * on to slots, idle or busy, while another starves, and none pays a
- * connect per checkout once the slots are shared out. */
+/* Host scope: another process is in line and this one holds more than its
+ * share, so the connection coming back is closed (its slot goes to the
+ * host) instead of kept. At or under its share a process keeps it, waiter
+ * here or not: between two checkouts a busy process often has nobody in
+ * its queue for a moment, and giving the slot back then would cost a
+ * connect per checkout. A share nobody here uses goes back through the
+ * checker (sp_endpoint_host_tick). */
 static int
 host_yield_locked(const sp_endpoint *ep)
 {
-    if (ep->host_budget == NULL) {
-        return 0;
-    }
-    if (ep->wait_head == NULL) {
-        return sp_host_others_waiting(ep->host_budget);
-    }
-    return sp_host_over_share(ep->host_budget);
+    return ep->host_budget != NULL && sp_host_over_share(ep->host_budget);
 }
 
 /* Host scope: the counts the host view shows, and our place in line given
@@ -1661,6 +1657,22 @@ out:
     return rc;
 }
 
+/* Host scope: idle connections nobody here took for SP_HOST_UNUSED_S while
+ * another process is in line are closed, their slots handed to the host;
+ * one that came back a moment ago is kept for the next checkout. */
+static void
+bury_unused_locked(sp_endpoint *ep, double idle_before_mono, sp_deferred *after)
+{
+    sp_conn *rec = ep->idle_top;
+    while (rec) {
+        sp_conn *next = rec->next;
+        if (rec->idle_since_mono <= idle_before_mono) {
+            sp_endpoint_bury_idle_locked(ep, rec, after);
+        }
+        rec = next;
+    }
+}
+
 int
 sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
 {
@@ -1677,7 +1689,7 @@ sp_endpoint_host_tick(sp_endpoint *ep, sp_deferred *after)
         /* asyncio waiters have no thread on the futex: serve them here. */
         sp_endpoint_dispatch_locked(ep, after);
         if (ep->wait_head == NULL && ep->idle > 0 && sp_host_others_waiting(h)) {
-            sp_endpoint_bury_all_idle_locked(ep, after);
+            bury_unused_locked(ep, sp_now() - SP_HOST_UNUSED_S, after);
         }
         async_head = ep->wait_head != NULL && ep->wait_head->notify_fd >= 0;
     }

@@ -29,6 +29,9 @@
 
 #define SP_HOST_SLOTS 4096     /* the largest host budget */
 #define SP_HOST_PROCS 512      /* processes attached at once with a place in line */
+/* How long an idle connection stays unused while another process is in
+ * line before the checker gives its slot back (seconds, sp_now() clock). */
+#define SP_HOST_UNUSED_S 0.1
 
 typedef struct sp_host sp_host;
 
