@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from redis.connection import AbstractConnection, Connection, ConnectionPool
@@ -44,6 +45,22 @@ def _unwatch(connection: Any) -> None:
         return
     if fd >= 0:
         _core.unwatch(fd)
+
+
+def _shut_down(connection: Any) -> None:
+    """Shuts a connection's socket down for both directions, from any thread.
+
+    The holder still has the socket object: its next read or write fails
+    (EOF, EPIPE) instead of touching a closed fd number that a new socket
+    may already reuse. The socket's own ``shutdown()`` is bypassed for TLS,
+    whose version drops the TLS state under the holder.
+    """
+    sock = _socket_of(connection)
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass  # closed meanwhile by its holder
 
 
 def _track_leaks(pool: SyncPoolMethods) -> None:
@@ -174,10 +191,18 @@ class SyncPoolMethods(_ClientPoolAPI):
         Idle connections are shared by pools with the same settings for the
         same server, so theirs are closed too (they reconnect on demand).
         Connections in use stay checked out and reconnect on their next command.
+        The calling thread's are closed now; those other threads have out have
+        their sockets shut down (the server sees them go, and a command in
+        flight fails as redis-py's would) and are closed by their holder, at
+        its next error or when it gives them back: never under its feet.
         """
         self._bury_idle()
         if inuse_connections:
-            for connection in self._in_use_list():
+            here, elsewhere = self._in_use_split()
+            for connection in elsewhere:
+                _unwatch(connection)
+                _shut_down(connection)
+            for connection in here:
                 _unwatch(connection)
                 connection.disconnect()
         _otel.settle(self)

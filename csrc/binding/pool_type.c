@@ -254,7 +254,20 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
     PyObject *cls;
     sp_deferred after = {0};
     sp_endpoint *ep = self->ep;
-    sp_py_pool_hold_strongly(self, conn);
+    sp_conn *rec = sp_py_pool_hold_strongly(self, conn);
+    int shut_by_pool = rec != NULL && rec->shut_by_pool;
+    if (shut_by_pool) {
+        /* Its socket was shut down under another thread's disconnect():
+         * closed here, by its holder; its errors were ours, not the
+         * server's. */
+        rec->shut_by_pool = 0;
+        PyObject *r = PyObject_CallMethodNoArgs(conn, st->str_disconnect);
+        if (r == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+        fd = -1;
+    }
     sp_release_status rs = sp_endpoint_release(ep, self, conn, fd, !self->closed, &after);
     for (int i = 0; rs == SP_REL_UNKNOWN && i < self->n_formers; i++) {
         /* Checked out before a reset() moved the pool to another endpoint:
@@ -266,7 +279,7 @@ release_with_fd(PoolCore *self, PyObject *conn, int fd)
     switch (rs) {
     case SP_REL_OK:
         self->in_use--;
-        if (fd == -1) {
+        if (fd == -1 && !shut_by_pool) {
             /* It came back disconnected: usually a command hit an error. */
             sp_checker_report(ep, SP_FAIL_OTHER, NULL);
         }
@@ -567,20 +580,50 @@ has_flavor(PoolCore *self, uint32_t flavor)
     return flavor == self->flavor || sp_py_pool_uses_flavor(self, flavor);
 }
 
+/* Which of a pool's records a walk gathers. */
+typedef enum {
+    COLLECT_IDLE,            /* idle, of the pool's flavors */
+    COLLECT_IN_USE,          /* out from the pool */
+    COLLECT_HERE,            /* out from the pool to the calling thread */
+    COLLECT_ELSEWHERE        /* out to other threads: marked shut_by_pool */
+} collect_what;
+
 /* Payloads of one pool's records that a walk gathers, into a growing array. */
 typedef struct {
     PoolCore *pool;
-    int in_use;              /* in use by the pool, or idle of its flavors */
+    collect_what what;
+    unsigned long thread;    /* the calling thread (COLLECT_HERE, _ELSEWHERE) */
     PyObject **found;
     size_t n, cap;           /* n > cap: the array was too small, walk again */
 } gather;
 
 static int
+gathered(const gather *g, sp_conn *rec)
+{
+    if (g->what == COLLECT_IDLE) {
+        return rec->state == SP_CONN_IDLE && has_flavor(g->pool, rec->flavor);
+    }
+    if (rec->state != SP_CONN_INUSE || rec->owner != g->pool) {
+        return 0;
+    }
+    if (g->what == COLLECT_IN_USE) {
+        return 1;
+    }
+    if (g->what == COLLECT_HERE) {
+        return rec->holder_thread == g->thread;
+    }
+    if (rec->holder_thread == g->thread) {
+        return 0;
+    }
+    rec->shut_by_pool = 1;
+    return 1;
+}
+
+static int
 gather_collected(sp_conn *rec, void *ctx)
 {
     gather *g = ctx;
-    if (g->in_use ? (rec->state == SP_CONN_INUSE && rec->owner == g->pool)
-                  : (rec->state == SP_CONN_IDLE && has_flavor(g->pool, rec->flavor))) {
+    if (gathered(g, rec)) {
         if (g->n < g->cap) {
             g->found[g->n] = rec->payload;
         }
@@ -589,13 +632,13 @@ gather_collected(sp_conn *rec, void *ctx)
     return 0;
 }
 
-/* Appends to `list` the connections of this pool on `ep`: in use
- * (in_use=1) or idle of its flavor (in_use=0). 0, or -1 with an exception. */
+/* Appends to `list` the connections of this pool on `ep` that `what`
+ * says. 0, or -1 with an exception. */
 static int
-collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
+collect_on(PoolCore *self, sp_endpoint *ep, collect_what what, PyObject *list)
 {
     PyObject *stack[64];
-    gather g = {self, in_use, stack, 0, 64};
+    gather g = {self, what, PyThread_get_thread_ident(), stack, 0, 64};
     sp_endpoint_walk(ep, gather_collected, &g);
     while (g.n > g.cap) {
         if (g.found != stack) {
@@ -624,20 +667,20 @@ collect_on(PoolCore *self, sp_endpoint *ep, int in_use, PyObject *list)
 }
 
 /* Connections of this pool: in use (also those out from former endpoints)
- * or idle of its flavor. */
+ * or idle of its flavor, as `what` says. */
 static PyObject *
-collect(PoolCore *self, int in_use)
+collect(PoolCore *self, collect_what what)
 {
     PyObject *list = PyList_New(0);
     if (list == NULL || self->ep == NULL) {
         return list;
     }
-    if (collect_on(self, self->ep, in_use, list) < 0) {
+    if (collect_on(self, self->ep, what, list) < 0) {
         Py_DECREF(list);
         return NULL;
     }
-    for (int i = 0; in_use && i < self->n_formers; i++) {
-        if (self->formers[i] != self->ep && collect_on(self, self->formers[i], 1, list) < 0) {
+    for (int i = 0; what != COLLECT_IDLE && i < self->n_formers; i++) {
+        if (self->formers[i] != self->ep && collect_on(self, self->formers[i], what, list) < 0) {
             Py_DECREF(list);
             return NULL;
         }
@@ -648,13 +691,29 @@ collect(PoolCore *self, int in_use)
 static PyObject *
 pool_in_use_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
 {
-    return collect(self, 1);
+    return collect(self, COLLECT_IN_USE);
+}
+
+/* disconnect(): the calling thread's checkouts, which it may close itself,
+ * and the other threads', which their holders close when they come back
+ * (the caller only shuts their sockets down: closing a socket another
+ * thread is using could hand that thread someone else's fd, or orphan the
+ * one it reconnects meanwhile). */
+static PyObject *
+pool_in_use_split(PoolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *here = collect(self, COLLECT_HERE);
+    PyObject *elsewhere = here ? collect(self, COLLECT_ELSEWHERE) : NULL;
+    PyObject *pair = elsewhere ? PyTuple_Pack(2, here, elsewhere) : NULL;
+    Py_XDECREF(here);
+    Py_XDECREF(elsewhere);
+    return pair;
 }
 
 static PyObject *
 pool_idle_list(PoolCore *self, PyObject *Py_UNUSED(ignored))
 {
-    return collect(self, 0);
+    return collect(self, COLLECT_IDLE);
 }
 
 /* Checked out by this pool, or idle of one of its flavors. */
@@ -1013,6 +1072,9 @@ static PyMethodDef pool_methods[] = {
      "Close the idle connections of this pool's flavor."},
     {"_in_use_list", (PyCFunction)pool_in_use_list, METH_NOARGS, "_in_use_list($self, /)\n--\n\n"
      "Connections this pool has out."},
+    {"_in_use_split", (PyCFunction)pool_in_use_split, METH_NOARGS,
+     "_in_use_split($self, /)\n--\n\n"
+     "(out to this thread, out to others): the others' are closed by their holders on release."},
     {"_idle_list", (PyCFunction)pool_idle_list, METH_NOARGS, "_idle_list($self, /)\n--\n\n"
      "Idle connections of its flavor."},
     {"_owns", (PyCFunction)pool_owns, METH_O, "_owns($self, connection, /)\n--\n\n"

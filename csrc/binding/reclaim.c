@@ -20,6 +20,8 @@ void
 sp_py_pool_hold_weakly(PoolCore *self, sp_conn *rec)
 {
     PyObject *conn = rec->payload;
+    rec->holder_thread = PyThread_get_thread_ident();
+    rec->shut_by_pool = 0;
     if (self->reclaim_cb == NULL) {
         PyObject *pool_wr = PyWeakref_NewRef((PyObject *)self, NULL);
         self->reclaim_cb = pool_wr ? PyCFunction_New(&reclaim_def, pool_wr) : NULL;
@@ -40,7 +42,7 @@ sp_py_pool_hold_weakly(PoolCore *self, sp_conn *rec)
 
 /* Back from the caller: the record owns a reference again before the
  * connection can be pooled or handed to a waiter. */
-void
+sp_conn *
 sp_py_pool_hold_strongly(PoolCore *self, PyObject *conn)
 {
     sp_conn *rec = self->ep ? sp_endpoint_find_inuse(self->ep, conn, self) : NULL;
@@ -54,6 +56,7 @@ sp_py_pool_hold_strongly(PoolCore *self, PyObject *conn)
         Py_DECREF(wr);  /* its callback never runs now */
         Py_CLEAR(rec->on_drop);
     }
+    return rec;
 }
 
 /* _hold_weakly(conn, on_drop): an asyncio checkout is the caller's from now

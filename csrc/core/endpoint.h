@@ -50,6 +50,13 @@ typedef struct sp_conn {
                                * callable that closes the socket, which the
                                * connection's transport would keep open after
                                * the connection is gone (binding only, GIL) */
+    unsigned long holder_thread; /* while out through a sync get_connection():
+                               * the caller's thread (PyThread ident); binding
+                               * only, with the GIL held */
+    int shut_by_pool;         /* its pool's disconnect() shut its socket down
+                               * from another thread while it was out: the
+                               * holder closes it when it comes back (binding
+                               * only, GIL) */
     void *owner;              /* pool that checked it out; NULL when idle */
     int fd;                   /* socket while idle, -1 when not connected,
                                * SP_FD_UNPOLLABLE when connected through an
