@@ -342,9 +342,14 @@ def run(args: argparse.Namespace, log: Any = None) -> c.Section:
     if args.baseline_maxclients and fw.SAFE in kinds:
         log(f"fleet: the same {fw.SAFE} fleet against maxclients={args.baseline_maxclients}")
         baseline = run_kind(fw.SAFE, args, args.baseline_maxclients, False, log)
+    same_count = same_count_run(results, baseline, args, log)
     table = rows(results)
     if baseline is not None:
         table += [[f"{r[0]} (maxclients={args.baseline_maxclients})"] + r[1:] for r in rows([baseline])]
+    if same_count is not None:
+        n = same_count.max_connections
+        table += [[f"{r[0]} (maxclients={args.baseline_maxclients}, max_connections={n})"] + r[1:]
+                  for r in rows([same_count.result])]
     wanted = args.hosts * args.max_connections
     section = c.Section(
         "fleet", f"fleet: {args.hosts} hosts x {args.threads} threads, max_connections="
@@ -365,9 +370,46 @@ def run(args: argparse.Namespace, log: Any = None) -> c.Section:
         for phase, r in res.phases.items():
             for name, n in r.errors.items():
                 errors[(res.kind, name)] = errors.get((res.kind, name), 0) + n
+    if same_count is not None:
+        section.notes.append(same_count.note(results, args))
     for (kind, name), n in sorted(errors.items(), key=lambda kv: -kv[1])[:6]:
         section.notes.append(f"{kind}: {n} x {name}")
     return section
+
+
+@dataclass
+class SameCount:
+    """The Safe fleet against the roomy server with as many connections as it held saturated."""
+
+    max_connections: int
+    result: KindResult
+
+    def note(self, results: Sequence[KindResult], args: argparse.Namespace) -> str:
+        safe = next(r for r in results if r.kind == fw.SAFE)
+        ref = self.result.phases["steady"].rate
+        ratio = safe.phases["steady"].rate / ref if ref else 0.0
+        return (f"the same {fw.SAFE} fleet with max_connections={self.max_connections} against "
+                f"maxclients={self.result.maxclients} ({self.max_connections * args.hosts} "
+                f"connections, about as many as it held against maxclients={args.maxclients}): "
+                f"{ref:,.0f} cmd/s in steady state; the saturated fleet's is {ratio:.2f}x that, "
+                "which separates what admission costs from what fewer connections cost")
+
+
+def same_count_run(results: Sequence[KindResult], baseline: Optional[KindResult],
+                   args: argparse.Namespace, log: Any) -> Optional[SameCount]:
+    """With a roomy baseline: the Safe fleet once more against it, each host with the share
+    of connections it had against the small server."""
+    safe = next((r for r in results if r.kind == fw.SAFE), None)
+    steady = safe.phases.get("steady") if safe is not None else None
+    if baseline is None or steady is None or not steady.peak_fleet:
+        return None
+    n = max(1, round(steady.peak_fleet / args.hosts))
+    if n >= args.max_connections:
+        return None
+    log(f"fleet: the same {fw.SAFE} fleet with max_connections={n} against "
+        f"maxclients={args.baseline_maxclients}")
+    narrowed = argparse.Namespace(**{**vars(args), "max_connections": n})
+    return SameCount(n, run_kind(fw.SAFE, narrowed, args.baseline_maxclients, False, log))
 
 
 def run_section(ctx: c.Context) -> c.Section:
