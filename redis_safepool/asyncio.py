@@ -153,8 +153,27 @@ class AsyncPoolMethods(PoolBase):
     # from the client family's asyncio ConnectionPool, the last base
     _client_pool: ClassVar[Any]
     _event_dispatcher: Any
-    if TYPE_CHECKING:
-        async def ensure_connection(self, connection: Any) -> None: ...
+
+    async def ensure_connection(self, connection: Any) -> None:
+        """Connect a connection if it is not; reconnect it if anything on it is unread.
+
+        Connected with nothing unread, it is ready. Anything unread (a reply nobody
+        read, a push) makes it reconnect, as the sync pool's readiness check does:
+        redis-py 8's own check lets such a connection through whenever maintenance
+        notifications are "auto", its default, and the next command would read the
+        stale reply as its own. The rest is the client's own check (redis-py 8's
+        ``connect()`` runs its retry wrapper even to find a connection connected).
+        """
+        if getattr(connection, "is_connected", False):
+            check = getattr(connection, "can_read", None) or connection.can_read_destructive
+            try:
+                dirty = await check()
+            except Exception:  # a parser that cannot tell: reconnect, which can
+                dirty = True
+            if not dirty:
+                return
+            await connection.disconnect()
+        await super().ensure_connection(connection)  # type: ignore[misc]
 
     def __init__(
         self,

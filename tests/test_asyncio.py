@@ -14,6 +14,7 @@ import pytest
 import redis
 import redis.asyncio as ra
 import redis.exceptions
+from redis._parsers import _AsyncRESP2Parser
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -537,6 +538,30 @@ def test_cancel_after_the_connection_was_collected(redis_server, make_apool, no_
             st = pool.stats()
             assert (st["in_use"], st["waiters"], st["total"]) == (0, 0, 1), st
         assert await ra.Redis(connection_pool=pool).ping() is True
+        await pool.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"parser_class": _AsyncRESP2Parser}, {"protocol": 3}],
+                         ids=["default-parser", "python-parser", "resp3"])
+def test_a_connection_given_back_with_an_unread_reply_is_never_handed_out_as_ready(
+        redis_server, make_apool, kwargs):
+    # A reply nobody read must make the connection reconnect before it is handed out again,
+    # or the next command reads the stale reply as its own (redis-py 8's own check lets it
+    # through while maintenance notifications are "auto", as they are by default).
+    pool = make_apool(redis_server.url, max_connections=1, timeout=5, **kwargs)
+
+    async def main():
+        r = ra.Redis(connection_pool=pool)
+        await r.set("k", "fresh")
+        conn = await pool.get_connection()
+        await conn.send_command("ECHO", "stale")
+        await until(lambda: conn._reader is not None and len(conn._reader._buffer) > 0,
+                    "the stale reply to arrive")
+        await pool.release(conn)
+        assert await r.get("k") == b"fresh"
+        assert pool.stats()["in_use"] == 0
         await pool.aclose()
 
     run(main())
