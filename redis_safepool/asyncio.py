@@ -165,11 +165,14 @@ class AsyncPoolMethods(PoolBase):
         ``connect()`` runs its retry wrapper even to find a connection connected).
         """
         if getattr(connection, "is_connected", False):
-            check = getattr(connection, "can_read", None) or connection.can_read_destructive
-            try:
-                dirty = await check()
-            except Exception:  # a parser that cannot tell: reconnect, which can
+            if _unread_in_stream(connection):
                 dirty = True
+            else:
+                check = getattr(connection, "can_read", None) or connection.can_read_destructive
+                try:
+                    dirty = await check()
+                except Exception:  # a parser that cannot tell: reconnect, which can
+                    dirty = True
             if not dirty:
                 return
             await connection.disconnect()
@@ -459,6 +462,23 @@ class SafeConnectionPool(AsyncPoolMethods, _core.PoolCore, AsyncConnectionPool):
 
 
 BlockingSafeConnectionPool = SafeConnectionPool
+
+
+def _unread_in_stream(conn: Any) -> bool:
+    """Bytes the transport has read that no parser has taken yet, or the server's EOF.
+
+    redis-py before 8 asks only the parser's own buffer and the EOF, so a reply
+    still in the StreamReader (where the Python parser leaves it until asked)
+    would pass for a clean connection. asyncio has no public way to ask without
+    reading; redis-py 8 looks at the same private buffer.
+    """
+    reader = getattr(conn, "_reader", None)
+    if reader is None:
+        return False
+    try:
+        return bool(reader._buffer) or reader.at_eof()
+    except AttributeError:  # a reader of another kind: the client's check decides
+        return False
 
 
 def _loop_of(conn: AbstractConnection) -> Optional[asyncio.AbstractEventLoop]:
